@@ -1,0 +1,6 @@
+"""alexnet: AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012), faithfully and fast, on PyTorch."""
+from .lrn import LocalResponseNorm
+from .model import AlexNet, OWTAlexNet, alexnet
+
+__all__ = ["AlexNet", "OWTAlexNet", "LocalResponseNorm", "alexnet"]
+__version__ = "0.1.0"

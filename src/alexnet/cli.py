@@ -1,0 +1,79 @@
+"""The `alexnet` command. Each subcommand lives in its own module, imported only when it runs.
+
+A command module provides `add_arguments(parser)` and `run(args) -> int`. Bad input (a UserError,
+an unknown option, a missing file) prints one line on stderr and exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line help)
+COMMANDS = {
+    "train": ("alexnet.train", "train a network (default: the paper's, on the built-in data)"),
+    "eval": ("alexnet.evaluate", "top-1/top-5 error of a checkpoint, 1 or 10 crops"),
+    "predict": ("alexnet.predict", "top-k classes of images"),
+    "summary": ("alexnet.summary", "the layer table, generated from the model"),
+    "prepare": ("alexnet.data.prepare", "prepare a dataset once: 256×256 shards and statistics"),
+    "bench": ("alexnet.benchmarks", "measure training/inference speed and the data loader"),
+    "show": ("alexnet.visualize", "pictures: filters, predictions, neighbours, curves, activations"),
+    "ablate": ("alexnet.ablate", "train with one idea of the paper changed at a time"),
+    "export": ("alexnet.export", "export a checkpoint to onnx, torchscript or safetensors"),
+    "convert": ("alexnet.export", "convert torchvision weights into an alexnet checkpoint"),
+    "features": ("alexnet.export", "extract a layer's activations for a dataset"),
+}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but errors are one line and exit 2 (argparse's own also exits 2, with usage)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def fail(message: str) -> int:
+    print(f"alexnet: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _top_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="alexnet", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version="alexnet " + _version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        args = _top_parser().parse_args(argv)  # prints help/version or a one-line error
+        _top_parser().print_help()
+        return 0 if args.command is None and not argv else 2
+    command, rest = argv[0], argv[1:]
+    module_name, help_ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = ArgumentParser(prog=f"alexnet {command}", description=help_)
+    # A module serving several commands (export) has add_arguments_<command>/run_<command>.
+    add = getattr(module, f"add_arguments_{command}", None) or module.add_arguments
+    run = getattr(module, f"run_{command}", None) or module.run
+    add(parser)
+    args = parser.parse_args(rest)
+    from .errors import UserError
+    try:
+        return int(run(args) or 0)
+    except UserError as e:
+        return fail(str(e))
+    except KeyboardInterrupt:
+        return fail("interrupted")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

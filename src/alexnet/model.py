@@ -1,0 +1,239 @@
+"""AlexNet, as published.
+
+Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional Neural Networks",
+NIPS 2012. Two variants:
+
+- "paper": the network of the paper (Figure 2): five convolutional layers, three fully connected,
+  ReLU, local response normalisation after conv1 and conv2, overlapping max pooling (3/2), dropout
+  0.5 in fc6 and fc7, and the two-GPU "towers" (conv2, conv4 and conv5 see only the kernel maps on
+  their own GPU; conv3 and the fully connected layers see both). On one device the towers are grouped
+  convolutions (groups=2); `alexnet.parallel` places them on two devices. 60,965,224 parameters.
+- "owt": torchvision's `alexnet`, which is the single-tower network of "One weird trick for
+  parallelizing convolutional neural networks" (Krizhevsky, 2014): 64-192-384-256-256 kernels, no
+  LRN, no groups, 61,100,840 parameters. It keeps torchvision's module layout, so a torchvision
+  state_dict loads as is.
+
+Input: the paper says 224×224, but conv1 (11×11, stride 4, no padding) gives 55×55 only from 227×227,
+so the paper geometry here is 227 crops of 256×256 images (see SPEC.md §2). owt takes 224.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .lrn import LocalResponseNorm
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+# name -> (pooling class, kernel, stride). The paper's is overlapping max pooling, z=3, s=2 (§3.4);
+# its control is non-overlapping z=2, s=2, which gives the same output sizes here.
+POOLINGS = {
+    "overlapping": (nn.MaxPool2d, 3, 2),
+    "non-overlapping": (nn.MaxPool2d, 2, 2),
+    "average": (nn.AvgPool2d, 3, 2),
+}
+VARIANTS = ("paper", "owt")
+
+
+class _TappedNet(nn.Module):
+    """A features -> flatten -> classifier net whose named intermediate outputs can be returned.
+
+    Subclasses set `self.taps`: {module path: public layer name}, e.g. {"features.relu1": "conv1"}.
+    """
+
+    taps: dict[str, str]
+    input_size: int
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.taps.values())
+
+    def _stages(self):
+        for name, module in self.features.named_children():
+            yield f"features.{name}", module
+        if hasattr(self, "avgpool"):
+            yield "avgpool", self.avgpool
+        yield "flatten", self.flatten
+        for name, module in self.classifier.named_children():
+            yield f"classifier.{name}", module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _, module in self._stages():
+            x = module(x)
+        return x
+
+    def extract(self, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        """Run the net up to the deepest requested layer; return {layer name: activation}.
+
+        Conv and fc layer names (conv1 … fc7) give the output after the non-linearity (as Caffe's
+        in-place ReLU does); fc8 gives the logits.
+        """
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        unknown = [name for name in layers if name not in self.layer_names]
+        if unknown:
+            raise ValueError(f"unknown layer(s) {unknown}; choose from {self.layer_names}")
+        wanted, out = set(layers), {}
+        for path, module in self._stages():
+            x = module(x)
+            name = self.taps.get(path)
+            if name in wanted:
+                out[name] = x
+                if len(out) == len(wanted):
+                    break
+        return {name: out[name] for name in layers}
+
+
+class AlexNet(_TappedNet):
+    """The paper's network. Every option is one of the paper's ideas, so ablations can turn it off."""
+
+    input_size = 227
+
+    def __init__(self, num_classes: int = 1000, activation: str = "relu", lrn: bool = True,
+                 pooling: str = "overlapping", dropout: float = 0.5, towers: int = 2,
+                 in_channels: int = 3, init_std: float = 0.01):
+        super().__init__()
+        _check_options(num_classes=num_classes, activation=activation, pooling=pooling,
+                       dropout=dropout, towers=towers, in_channels=in_channels, init_std=init_std)
+        act = ACTIVATIONS[activation]
+        pool_cls, pool_k, pool_s = POOLINGS[pooling]
+        g = towers  # conv2, conv4, conv5 connect only within a tower (GPU) in the paper
+
+        def norm():
+            # LRN inside each tower, as each GPU normalised only its own kernel maps.
+            return LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, groups=g) if lrn \
+                else nn.Identity()
+
+        self.features = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(in_channels, 96, 11, stride=4)),  # 227×227×3 -> 55×55×96
+            ("relu1", act()),
+            ("norm1", norm()),
+            ("pool1", pool_cls(pool_k, pool_s)),                # -> 27×27×96
+            ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=g)),  # -> 27×27×256
+            ("relu2", act()),
+            ("norm2", norm()),
+            ("pool2", pool_cls(pool_k, pool_s)),                # -> 13×13×256
+            ("conv3", nn.Conv2d(256, 384, 3, padding=1)),       # -> 13×13×384, both towers' input
+            ("relu3", act()),
+            ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=g)),  # -> 13×13×384
+            ("relu4", act()),
+            ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=g)),  # -> 13×13×256
+            ("relu5", act()),
+            ("pool5", pool_cls(pool_k, pool_s)),                # -> 6×6×256
+        ]))
+        self.flatten = nn.Flatten()                             # -> 9216
+        self.classifier = nn.Sequential(OrderedDict([
+            ("fc6", nn.Linear(256 * 6 * 6, 4096)),
+            ("relu6", act()),
+            ("drop6", nn.Dropout(dropout)),
+            ("fc7", nn.Linear(4096, 4096)),
+            ("relu7", act()),
+            ("drop7", nn.Dropout(dropout)),
+            ("fc8", nn.Linear(4096, num_classes)),              # logits; softmax gives probabilities
+        ]))
+        self.towers, self.num_classes, self.in_channels = towers, num_classes, in_channels
+        self.taps = {
+            "features.relu1": "conv1", "features.norm1": "norm1", "features.pool1": "pool1",
+            "features.relu2": "conv2", "features.norm2": "norm2", "features.pool2": "pool2",
+            "features.relu3": "conv3", "features.relu4": "conv4", "features.relu5": "conv5",
+            "features.pool5": "pool5", "classifier.relu6": "fc6", "classifier.relu7": "fc7",
+            "classifier.fc8": "fc8",
+        }
+        self.reset_parameters(init_std)
+
+    @torch.no_grad()
+    def reset_parameters(self, init_std: float = 0.01) -> None:
+        """Initialisation per paper (§5): weights ~ N(0, 0.01²); biases 1 in conv2, conv4, conv5 and
+        the hidden fully connected layers (to give ReLUs positive inputs early on), 0 elsewhere.
+
+        The source document says "variance 1" for the weights; with no normalisation between layers
+        that makes activations grow by orders of magnitude per layer (the logits overflow), so we
+        follow the paper's 0.01 and keep `init_std` as an option.
+        """
+        ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+        for name, module in [*self.features.named_children(), *self.classifier.named_children()]:
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.normal_(module.weight, mean=0.0, std=init_std)
+                nn.init.constant_(module.bias, 1.0 if name in ones else 0.0)
+
+
+class OWTAlexNet(_TappedNet):
+    """torchvision's AlexNet ("one weird trick"), same module layout so its state_dict loads as is.
+
+    Differences from the paper: 64/192 kernels in conv1/conv2 (paper 96/256), padding 2 in conv1 and
+    224 input, no LRN, no towers, adaptive average pooling to 6×6, dropout before fc6/fc7.
+    """
+
+    input_size = 224
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3,
+                 activation: str = "relu"):
+        super().__init__()
+        _check_options(num_classes=num_classes, activation=activation, dropout=dropout,
+                       in_channels=in_channels)
+        act = ACTIVATIONS[activation]
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), act(),  # 224 -> 55×55×64
+            nn.MaxPool2d(3, 2),                                           # -> 27×27×64
+            nn.Conv2d(64, 192, 5, padding=2), act(),                      # -> 27×27×192
+            nn.MaxPool2d(3, 2),                                           # -> 13×13×192
+            nn.Conv2d(192, 384, 3, padding=1), act(),                     # -> 13×13×384
+            nn.Conv2d(384, 256, 3, padding=1), act(),                     # -> 13×13×256
+            nn.Conv2d(256, 256, 3, padding=1), act(),                     # -> 13×13×256
+            nn.MaxPool2d(3, 2),                                           # -> 6×6×256
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.flatten = nn.Flatten()
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(256 * 6 * 6, 4096), act(),
+            nn.Dropout(dropout), nn.Linear(4096, 4096), act(),
+            nn.Linear(4096, num_classes),
+        )
+        self.towers, self.num_classes, self.in_channels = 1, num_classes, in_channels
+        self.taps = {
+            "features.1": "conv1", "features.2": "pool1", "features.4": "conv2",
+            "features.5": "pool2", "features.7": "conv3", "features.9": "conv4",
+            "features.11": "conv5", "avgpool": "pool5", "classifier.2": "fc6",
+            "classifier.5": "fc7", "classifier.6": "fc8",
+        }
+
+
+def _check_options(num_classes=1, activation="relu", pooling="overlapping", dropout=0.0,
+                   towers=1, in_channels=3, init_std=0.01) -> None:
+    """Raise ValueError with a clear message for any option outside its range."""
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if towers not in (1, 2):
+        raise ValueError(f"towers must be 1 or 2, got {towers!r}")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if not init_std > 0:
+        raise ValueError(f"init_std must be > 0, got {init_std!r}")
+
+
+def alexnet(variant: str = "paper", num_classes: int = 1000, **options) -> nn.Module:
+    """Build AlexNet. variant "paper" (the paper's network) or "owt" (torchvision's).
+
+    paper options: activation relu|tanh|sigmoid, lrn True|False, pooling overlapping|non-overlapping|
+    average, dropout p, towers 1|2, in_channels, init_std. owt options: activation, dropout,
+    in_channels.
+    """
+    if variant == "paper":
+        allowed = {"activation", "lrn", "pooling", "dropout", "towers", "in_channels", "init_std"}
+        cls = AlexNet
+    elif variant == "owt":
+        allowed = {"activation", "dropout", "in_channels"}
+        cls = OWTAlexNet
+    else:
+        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise ValueError(f"option(s) {bad} do not apply to variant {variant!r}; "
+                         f"it takes {sorted(allowed)}")
+    return cls(num_classes=num_classes, **options)
