@@ -1,0 +1,151 @@
+"""Configuration as dataclasses, with strict command-line overrides.
+
+`TrainConfig` holds every knob of a training run. Its defaults are the paper's recipe (§5); a
+*recipe* preset (RECIPES) may replace some of them, and options given on the command line replace
+both. Each field becomes a `--flag` (underscores as dashes); unknown flags and values of the wrong
+type are errors (exit 2), never silently ignored.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+from .errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------------
+    data: str = field(default="shapes", metadata={"help": "shapes | fashion-mnist[:DIR] | prepared "
+                                                  "dir | ImageFolder tree (train/, val/)"})
+    val_labels: Optional[str] = field(default=None, metadata={
+        "help": "ILSVRC-2012 ground-truth file when val/ is one flat folder"})
+    workers: int = field(default=2, metadata={"help": "loader threads"})
+    # --- model (the paper's network; each option is one of its ideas) ---------------------------
+    variant: str = field(default="paper", metadata={"help": "paper | owt (torchvision's)"})
+    activation: str = field(default="relu", metadata={"help": "relu | tanh | sigmoid"})
+    lrn: bool = field(default=True, metadata={"help": "local response normalisation (paper §3.3)"})
+    pooling: str = field(default="overlapping", metadata={
+        "help": "overlapping (3/2, paper) | non-overlapping (2/2) | average"})
+    dropout: float = field(default=0.5, metadata={"help": "dropout in fc6 and fc7 (paper: 0.5)"})
+    towers: int = field(default=2, metadata={"help": "2 (paper's two GPUs as groups) or 1"})
+    init_std: float = field(default=0.01, metadata={"help": "weight init N(0, std²) (paper: 0.01)"})
+    # --- recipe (paper §5: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr 0.01) -------------
+    recipe: str = field(default="auto", metadata={
+        "help": "paper | demo | auto (demo on the built-in shapes data, else paper)"})
+    epochs: int = 90
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = field(default="plateau", metadata={
+        "help": "plateau (paper: /10 when val error stops improving) | step | cosine"})
+    lr_drops: int = field(default=3, metadata={"help": "plateau: divide by 10 at most this often"})
+    patience: int = field(default=2, metadata={"help": "plateau: epochs without improvement"})
+    step_epochs: int = field(default=30, metadata={"help": "step: divide lr by 10 every N epochs"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear lr warm-up (not in paper)"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "not in paper; 0 = paper"})
+    # --- augmentation (paper §4.1) ---------------------------------------------------------------
+    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
+    lighting_std: float = field(default=0.1, metadata={"help": "PCA colour noise std (0 = off)"})
+    train_images: int = field(default=0, metadata={"help": "use only the first N training images "
+                                                   "per epoch (0 = all)"})
+    # --- run ------------------------------------------------------------------------------------
+    out: str = field(default="runs/alexnet", metadata={"help": "run directory"})
+    resume: Optional[str] = field(default=None, metadata={"help": "run directory to continue"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    channels_last: bool = True
+    model_parallel: Optional[str] = field(default=None, metadata={
+        "help": "DEV0,DEV1: the paper's two-device split of the towers"})
+    eval_crops: int = field(default=10, metadata={"help": "final evaluation: 1 or 10 crops"})
+    seed: int = 0
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+
+
+# Presets that replace the paper's defaults. `demo` is ours, not the paper's: the built-in data is
+# small and a CPU is slow, so it trains briefly with a warm-up and a cosine schedule.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "demo": dict(data="shapes", epochs=8, batch_size=64, lr=0.02, schedule="cosine",
+                 warmup_epochs=1.0, out="runs/demo"),
+}
+
+
+def _flag_type(tp):
+    """(argparse type, is_bool) for a dataclass field type such as int or Optional[str]."""
+    if get_origin(tp) is not None and type(None) in get_args(tp):  # Optional[X]
+        tp = next(a for a in get_args(tp) if a is not type(None))
+    return tp, tp is bool
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on/off, got {text!r}")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """One flag per field. Defaults are SUPPRESSed so that we know what the user actually gave."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        tp, is_bool = _flag_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = f.metadata.get("help", "")
+        help_ = f"{help_} (default: {default})" if help_ else f"default: {default}"
+        if is_bool:
+            parser.add_argument(flag, type=_parse_bool, metavar="on|off", help=help_,
+                                default=argparse.SUPPRESS)
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
+                                action="store_false", default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag, type=tp, help=help_, default=argparse.SUPPRESS)
+
+
+def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
+    """paper defaults <- recipe preset <- explicitly given options; then validate."""
+    unknown = set(given) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    recipe = given.get("recipe", "auto")
+    if recipe == "auto":
+        recipe = "demo" if given.get("data", "shapes").split(":")[0] == "shapes" else "paper"
+    if recipe not in RECIPES:
+        raise UserError(f"--recipe must be one of {sorted(RECIPES)} or auto, got {recipe!r}")
+    values = {**RECIPES[recipe], **given, "recipe": recipe}
+    cfg = TrainConfig(**values)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    checks = [
+        (cfg.epochs >= 1, "--epochs must be >= 1"),
+        (cfg.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.lr > 0, "--lr must be > 0"),
+        (cfg.schedule in ("plateau", "step", "cosine"), "--schedule must be plateau, step or cosine"),
+        (cfg.precision in ("auto", "bf16", "fp16", "fp32"), "--precision must be auto, bf16, fp16 or fp32"),
+        (cfg.eval_crops in (1, 10), "--eval-crops must be 1 or 10"),
+        (cfg.workers >= 0, "--workers must be >= 0"),
+        (cfg.lighting_std >= 0, "--lighting-std must be >= 0"),
+        (cfg.train_images >= 0, "--train-images must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def model_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword options of alexnet.alexnet() that this config sets (owt takes fewer)."""
+    if cfg.variant == "owt":
+        return dict(activation=cfg.activation, dropout=cfg.dropout)
+    return dict(activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout,
+                towers=cfg.towers, init_std=cfg.init_std)

@@ -1,0 +1,98 @@
+"""Evaluation: top-1 / top-5 error from the centre crop or the paper's 10 views (§4.1).
+
+"At test time, the network makes a prediction by extracting five 224×224 patches (the four corner
+patches and the center patch) as well as their horizontal reflections (hence ten patches in all),
+and averaging the predictions made by the network's softmax layer on the ten patches."
+`alexnet eval CKPT --data … [--crops 1|10] [--json]` prints the errors of a checkpoint.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from . import parallel
+from .progress import Progress
+
+
+@torch.no_grad()
+def predict_probs(model, images, augment, rt, crops: int = 1) -> torch.Tensor:
+    """Softmax probabilities (B, classes) of uint8 (B, H, W, C) images, averaged over the views."""
+    images = images.to(rt.device, non_blocking=True)
+    if crops == 1:
+        views = augment.center(images)                          # (B, C, s, s)
+    else:
+        views = augment.ten(images).flatten(0, 1)               # (B·10, C, s, s)
+    with rt.autocast():
+        logits = model(rt.to_input(views))
+    probs = logits.float().softmax(dim=1)
+    return probs.view(len(images), crops, -1).mean(dim=1)       # average of the softmax outputs
+
+
+@torch.no_grad()
+def evaluate(model, loader, augment, rt, crops: int = 1, info=None, progress: bool = False) -> dict:
+    """Exact top-1/top-5 error and loss over the whole loader (summed over ranks under DDP)."""
+    model.eval()
+    # sums: loss, top-1 correct, top-5 correct, images
+    sums = torch.zeros(4, dtype=torch.float64)
+    bar = Progress(len(loader), f"eval ({crops} crop{'s' if crops > 1 else ''})", enabled=progress)
+    for images, labels in loader:
+        probs = predict_probs(model, images, augment, rt, crops)
+        labels = labels.to(probs.device)
+        k = min(5, probs.shape[1])
+        topk = probs.topk(k, dim=1).indices                     # (B, k)
+        hit = topk == labels[:, None]
+        nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log()
+        sums += torch.tensor([nll.sum().item(), hit[:, 0].sum().item(), hit.any(1).sum().item(),
+                              len(labels)], dtype=torch.float64)
+        bar.update()
+    bar.close()
+    if info is not None:
+        sums = parallel.all_reduce_sum(sums, info)
+    n = max(sums[3].item(), 1.0)
+    return {"loss": sums[0].item() / n, "top1_error": 1 - sums[1].item() / n,
+            "top5_error": 1 - sums[2].item() / n, "crops": crops, "images": int(sums[3].item())}
+
+
+def format_results_table(results: dict) -> str:
+    """results: {"1-crop": {...}, "10-crop": {...}} -> a small aligned table."""
+    lines = [f"{'test views':<12}{'top-1 err':>10}{'top-5 err':>10}{'images':>8}"]
+    for name, r in results.items():
+        lines.append(f"{name:<12}{r['top1_error']:>10.2%}{r['top5_error']:>10.2%}{r['images']:>8}")
+    return "\n".join(lines)
+
+
+# --- the `alexnet eval` command -------------------------------------------------------------------
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint file or run directory (takes best.pt)")
+    parser.add_argument("--data", default="shapes", help="dataset; its val split is evaluated")
+    parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
+    parser.add_argument("--crops", type=int, choices=(1, 10), default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    from .checkpoint import check_compatible, load_checkpoint, model_from_checkpoint
+    from .data import Loader, open_dataset
+    from .data.augment import Augment
+    from .runtime import Runtime
+
+    ckpt = load_checkpoint(args.checkpoint)
+    data = open_dataset(args.data, "val", seed=ckpt.get("config", {}).get("seed", 0),
+                        val_labels=args.val_labels)
+    check_compatible(ckpt, len(data.classes))
+    rt = Runtime.create(args.device, args.precision)
+    model = rt.place(model_from_checkpoint(ckpt))
+    augment = Augment(ckpt["stats"], crop_size=ckpt["crop_size"], device=rt.device)
+    loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers)
+    result = evaluate(model, loader, augment, rt, crops=args.crops, progress=not args.json)
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("top1_error", "top5_error", "crops", "images")}))
+    else:
+        print(format_results_table({f"{args.crops}-crop": result}))
+    return 0

@@ -1,0 +1,20 @@
+"""A progress bar per epoch (tqdm), in the spirit of torchvision's MetricLogger: it shows the
+running loss, the learning rate and img/s, and tqdm adds the elapsed time and the ETA."""
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, total: int, desc: str, enabled: bool = True):
+        self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
+                        disable=not enabled, mininterval=0.5)
+
+    def update(self, **fields) -> None:
+        self.bar.set_postfix(fields, refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
