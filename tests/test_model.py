@@ -1,0 +1,276 @@
+"""The model: parameter counts, shapes, initialisation, torchvision compatibility, taps, options.
+
+Structure-only checks build the net on the meta device (no memory, no init cost); checks of values
+use one real paper net shared by the module, at batch 2.
+"""
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet import LocalResponseNorm, alexnet
+
+PAPER_PARAMETERS = 60_965_224
+OWT_PARAMETERS = 61_100_840
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def meta(variant="paper", **options):
+    with torch.device("meta"):
+        return alexnet(variant, **options)
+
+
+@pytest.fixture(scope="module")
+def paper():
+    torch.manual_seed(0)
+    return alexnet("paper").eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 227, 227)
+
+
+def test_parameter_counts():
+    assert n_params(meta("paper")) == PAPER_PARAMETERS
+    assert n_params(meta("owt")) == OWT_PARAMETERS
+    # fc8 alone changes with the classes: (4096 + 1) weights per class.
+    assert n_params(meta("paper", num_classes=10)) == PAPER_PARAMETERS - 990 * 4097
+
+
+def test_output_shapes(paper, image):
+    with torch.no_grad():
+        assert paper(image).shape == (2, 1000)
+    assert meta("owt")(torch.empty(2, 3, 224, 224, device="meta")).shape == (2, 1000)
+    assert meta("paper", num_classes=7)(torch.empty(1, 3, 227, 227, device="meta")).shape == (1, 7)
+
+
+# --------------------------------------------------------------------------------------------------
+# Initialisation (paper §5)
+
+def layers(model):
+    return {name: m for name, m in [*model.features.named_children(),
+                                    *model.classifier.named_children()]
+            if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+
+def test_layer_names(paper):
+    assert list(layers(paper)) == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+
+
+@pytest.mark.parametrize("name, bias", [("conv1", 0.0), ("conv2", 1.0), ("conv3", 0.0),
+                                        ("conv4", 1.0), ("conv5", 1.0), ("fc6", 1.0),
+                                        ("fc7", 1.0), ("fc8", 0.0)])
+def test_initialisation(paper, name, bias):
+    layer = layers(paper)[name]
+    w = layer.weight.detach().double()
+    se = 0.01 / w.numel() ** 0.5  # standard error of the mean of N(0, 0.01²) samples
+    assert abs(w.mean().item()) < 6 * se
+    assert w.std().item() == pytest.approx(0.01, rel=0.03)  # conv1, the smallest, has 34,848
+    assert torch.equal(layer.bias, torch.full_like(layer.bias, bias))
+
+
+def test_init_std_option():
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, init_std=0.05)
+    conv1 = model.features.conv1
+    assert conv1.weight.std().item() == pytest.approx(0.05, rel=0.03)
+    assert model.features.conv2.bias.eq(1).all()  # biases do not depend on init_std
+
+
+# --------------------------------------------------------------------------------------------------
+# torchvision compatibility
+
+def test_torchvision_state_dict_loads_into_owt_and_matches():
+    torch.manual_seed(0)
+    tv = torchvision.models.alexnet(weights=None).eval()
+    ours = alexnet("owt").eval()
+    ours.load_state_dict(tv.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = tv(x)
+        torch.testing.assert_close(ours(x), expected, rtol=0, atol=0)
+        # The taps read the same tensors torchvision computes.
+        conv1 = tv.features[:2](x)
+        got = ours.extract(x, ["conv1", "fc8"])
+    torch.testing.assert_close(got["conv1"], conv1, rtol=0, atol=0)
+    torch.testing.assert_close(got["fc8"], expected, rtol=0, atol=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Intermediate activations
+
+PAPER_TAPS = {
+    "conv1": (96, 55, 55), "norm1": (96, 55, 55), "pool1": (96, 27, 27),
+    "conv2": (256, 27, 27), "norm2": (256, 27, 27), "pool2": (256, 13, 13),
+    "conv3": (384, 13, 13), "conv4": (384, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6),
+    "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
+}
+OWT_TAPS = {
+    "conv1": (64, 55, 55), "pool1": (64, 27, 27), "conv2": (192, 27, 27), "pool2": (192, 13, 13),
+    "conv3": (384, 13, 13), "conv4": (256, 13, 13), "conv5": (256, 13, 13), "pool5": (256, 6, 6),
+    "fc6": (4096,), "fc7": (4096,), "fc8": (1000,),
+}
+
+
+def test_extract_paper(paper, image):
+    assert paper.layer_names == list(PAPER_TAPS)
+    with torch.no_grad():
+        out = paper.extract(image, list(PAPER_TAPS))
+        logits = paper(image)
+    assert list(out) == list(PAPER_TAPS)
+    for name, shape in PAPER_TAPS.items():
+        assert out[name].shape == (2, *shape), name
+    torch.testing.assert_close(out["fc8"], logits, rtol=0, atol=0)
+    assert out["conv1"].min() >= 0 and out["fc6"].min() >= 0  # after the ReLU
+    assert not torch.equal(out["norm1"], out["conv1"])  # LRN changed something
+
+
+def test_extract_owt_shapes():
+    model = meta("owt")
+    out = model.extract(torch.empty(2, 3, 224, 224, device="meta"), list(OWT_TAPS))
+    assert {name: tuple(t.shape[1:]) for name, t in out.items()} == OWT_TAPS
+
+
+def test_extract_order_and_errors(paper, image):
+    with torch.no_grad():
+        out = paper.extract(image[:1], ["pool2", "conv1"])  # requested order, not network order
+        single = paper.extract(image[:1], "conv1")
+    assert list(out) == ["pool2", "conv1"]
+    torch.testing.assert_close(single["conv1"], out["conv1"])
+    with pytest.raises(ValueError, match="unknown layer"):
+        paper.extract(image[:1], ["conv6"])
+
+
+# --------------------------------------------------------------------------------------------------
+# Options: each of the paper's ideas can be turned off
+
+@pytest.mark.parametrize("activation, low, high", [("tanh", -1.0, 1.0), ("sigmoid", 0.0, 1.0)])
+def test_activation(activation, low, high, image):
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, activation=activation).eval()
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+    with torch.no_grad():
+        conv1 = model.extract(image[:1], "conv1")["conv1"]
+    assert conv1.min() >= low and conv1.max() <= high
+    assert conv1.min() < 0 if activation == "tanh" else conv1.min() > 0  # not a ReLU
+
+
+def test_lrn_off_is_identity():
+    model = meta(lrn=False)
+    assert isinstance(model.features.norm1, nn.Identity)
+    assert isinstance(model.features.norm2, nn.Identity)
+    assert not any(isinstance(m, LocalResponseNorm) for m in model.modules())
+    assert n_params(model) == PAPER_PARAMETERS
+    on = meta()
+    assert isinstance(on.features.norm1, LocalResponseNorm) and on.features.norm1.groups == 2
+
+
+@pytest.mark.parametrize("pooling, cls, kernel, stride", [
+    ("overlapping", nn.MaxPool2d, 3, 2), ("non-overlapping", nn.MaxPool2d, 2, 2),
+    ("average", nn.AvgPool2d, 3, 2)])
+def test_pooling(pooling, cls, kernel, stride):
+    model = meta(pooling=pooling)
+    pools = [model.features.pool1, model.features.pool2, model.features.pool5]
+    for pool in pools:
+        assert type(pool) is cls and (pool.kernel_size, pool.stride) == (kernel, stride)
+    # 2/2 pooling gives the same sizes as 3/2 here (55 -> 27 -> 13 -> 6), so fc6 still fits.
+    out = model.extract(torch.empty(1, 3, 227, 227, device="meta"), ["pool5", "fc8"])
+    assert out["pool5"].shape == (1, 256, 6, 6) and out["fc8"].shape == (1, 1000)
+
+
+def test_towers():
+    two, one = meta(towers=2), meta(towers=1)
+    for name in ("conv2", "conv4", "conv5"):
+        assert getattr(two.features, name).groups == 2 and getattr(one.features, name).groups == 1
+    for name in ("conv1", "conv3"):  # these read both towers in the paper
+        assert getattr(two.features, name).groups == 1
+    # One tower of the same widths has each kernel see all input channels, not half:
+    extra = (96 // 2 * 256 * 5 * 5      # conv2: 256 kernels 5×5, now over 96 instead of 48 maps
+             + 384 // 2 * 384 * 3 * 3   # conv4: 384 kernels 3×3 over 384 instead of 192
+             + 384 // 2 * 256 * 3 * 3)  # conv5: 256 kernels 3×3 over 384 instead of 192
+    assert extra == 307_200 + 663_552 + 442_368
+    assert n_params(one) - n_params(two) == extra
+    assert one.features.norm1.groups == 1
+
+
+def test_grey_input():
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, in_channels=1).eval()
+    assert model.features.conv1.weight.shape == (96, 1, 11, 11)
+    assert n_params(model) == PAPER_PARAMETERS - 2 * 11 * 11 * 96 - 990 * 4097
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 227, 227)).shape == (2, 10)
+    assert meta("owt", in_channels=1).features[0].weight.shape == (64, 1, 11, 11)
+
+
+def test_dropout_train_vs_eval(paper, image):
+    x = image[:1]
+    try:
+        torch.manual_seed(2)
+        with torch.no_grad():
+            paper.train()
+            a, b = paper(x), paper(x)
+            paper.eval()
+            c, d = paper(x), paper(x)
+    finally:
+        paper.eval()
+    assert not torch.equal(a, b)  # a different thinned network each step
+    assert torch.equal(c, d)      # the full network at test time
+
+
+def test_dropout_drops_half_and_rescales(paper):
+    # The classifier alone, on positive fc6-sized inputs: many samples for little time.
+    torch.manual_seed(3)
+    h = torch.rand(16, 4096) + 0.1
+    try:
+        paper.train()
+        with torch.no_grad():
+            out = paper.classifier.drop6(h)
+    finally:
+        paper.eval()
+    kept = out != 0
+    assert kept.float().mean().item() == pytest.approx(0.5, abs=0.02)
+    # Survivors are scaled by 1/(1 − p) in training, so eval needs no rescaling.
+    torch.testing.assert_close(out[kept], 2 * h[kept])
+    torch.testing.assert_close(paper.classifier.drop6(h), h, rtol=0, atol=0)  # eval: identity
+
+
+def test_dropout_probability_option():
+    model = meta(dropout=0.2)
+    assert model.classifier.drop6.p == 0.2 and model.classifier.drop7.p == 0.2
+    assert meta("owt", dropout=0.0).classifier[0].p == 0.0
+
+
+@pytest.mark.parametrize("variant, options, message", [
+    ("vgg", {}, "variant must be one of"),
+    ("paper", {"activation": "gelu"}, "activation must be one of"),
+    ("paper", {"pooling": "stochastic"}, "pooling must be one of"),
+    ("paper", {"towers": 3}, "towers must be 1 or 2"),
+    ("paper", {"dropout": 1.5}, r"dropout must be in \[0, 1\)"),
+    ("paper", {"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
+    ("paper", {"init_std": 0.0}, "init_std must be > 0"),
+    ("paper", {"in_channels": 0}, "in_channels must be a positive integer"),
+    ("paper", {"num_classes": 0}, "num_classes must be a positive integer"),
+    ("paper", {"lrm": False}, r"option\(s\) \['lrm'\] do not apply to variant 'paper'"),
+    ("owt", {"lrn": False}, r"option\(s\) \['lrn'\] do not apply to variant 'owt'"),
+    ("owt", {"towers": 2}, "do not apply to variant 'owt'"),
+])
+def test_bad_options(variant, options, message):
+    with pytest.raises(ValueError, match=message):
+        meta(variant, **options)
+
+
+# Known gap in model.py (_check_options): wrongly typed options escape as TypeErrors from deep inside
+# torch, or are silently accepted (towers=True acts as 1), instead of a clear ValueError. Options
+# read from a config file can easily be strings or floats. strict: remove the mark once fixed.
+@pytest.mark.xfail(strict=True, reason="model._check_options does not check option types")
+@pytest.mark.parametrize("options", [{"dropout": "0.5"}, {"towers": 2.0}, {"towers": True},
+                                     {"num_classes": True}])
+def test_wrongly_typed_options(options):
+    with pytest.raises(ValueError):
+        meta(**options)
