@@ -1,0 +1,79 @@
+"""The `alexnet` command's basic behaviour: help, version, errors as one line with exit code 2."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alexnet.cli import COMMANDS, main
+
+
+def command_line() -> list[str]:
+    """The installed console script when there is one, else the module (same entry point)."""
+    script = Path(sys.executable).with_name("alexnet")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "alexnet.cli"]
+
+
+def test_help_as_installed():
+    done = subprocess.run([*command_line(), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0
+    for name in COMMANDS:
+        assert name in done.stdout
+
+
+def test_error_as_installed_is_one_line():
+    done = subprocess.run([*command_line(), "summary", "--input-size", "224"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_no_arguments_prints_help(capsys):
+    assert main([]) == 0
+    assert "summary" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("alexnet ")
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["bogus"], "invalid choice: 'bogus'"),
+    (["--bogus"], "--bogus"),
+    (["summary", "--bogus"], "unrecognized arguments: --bogus"),
+    (["summary", "--variant", "vgg"], "invalid choice: 'vgg'"),
+    (["summary", "--input-size", "big"], "invalid int value: 'big'"),
+])
+def test_bad_usage_is_one_line_and_exit_2(capsys, argv, says):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and says in err
+
+
+def test_user_error_is_one_line_and_exit_2(capsys):
+    assert main(["summary", "--num-classes", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "alexnet: error: num_classes must be a positive integer, got 0\n"
+
+
+def test_summary_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["summary", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--variant", "--input-size", "--num-classes", "--format"):
+        assert option in out
+
+
+def test_summary_works(capsys):
+    assert main(["summary", "--variant", "owt", "--num-classes", "10"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert "conv1" in out and "1×1×10" in out
