@@ -1,0 +1,271 @@
+"""Moving out: export to ONNX / TorchScript / safetensors, torchvision conversion, features.
+
+    alexnet export CKPT --format onnx|torchscript|safetensors OUT
+    alexnet convert torchvision FILE OUT
+    alexnet features CKPT --data SPEC --layer fc7 OUT.npy [--split val] [--limit N]
+
+CKPT is anything alexnet.load reads (checkpoint, run directory, safetensors export, torchvision
+state_dict). The ONNX and TorchScript graphs take what the model takes: float32 (N, C, crop, crop),
+the centre crop of a 256×256 image on the 0..255 scale minus the training mean image; they return
+the logits. Their metadata (ONNX metadata_props, TorchScript extra file "alexnet.json") carries
+arch, classes, crop_size and the per-channel mean; the safetensors export carries the mean image.
+
+Exported graphs use `PortableLRN`, the paper's formula written with ops every exporter knows (pad,
+slice, add, pow), in place of alexnet.lrn.LocalResponseNorm, whose forward may dispatch to a fast
+native kernel that neither the ONNX exporter nor a TorchScript consumer could see.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserError
+from .hub import load_any, load_torchvision_weights, save_safetensors
+from .io import atomic_path, atomic_write
+from .lrn import LocalResponseNorm
+
+FORMATS = ("onnx", "torchscript", "safetensors")
+ONNX_OPSET = 17
+
+
+class PortableLRN(nn.Module):
+    """The paper's LRN, b = a / (k + α Σ_window a²)^β, in exportable ops; equal to lrn_reference."""
+
+    def __init__(self, size: int, alpha: float, beta: float, k: float, groups: int):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for part in x.chunk(self.groups, dim=1):  # the window stays inside each tower
+            c = part.shape[1]
+            # Zero-pad the channel axis (pad lists the last dims first: W, H, then C).
+            sq = F.pad(part * part, (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
+            window = sq[:, 0:c]
+            for i in range(1, self.size):
+                window = window + sq[:, i:i + c]
+            out.append(part / (self.k + self.alpha * window).pow(self.beta))
+        return torch.cat(out, dim=1)
+
+
+def portable(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of the model with every LRN swapped for PortableLRN."""
+    model = copy.deepcopy(model).eval()
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LocalResponseNorm):
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, PortableLRN(module.size, module.alpha, module.beta, module.k,
+                                               module.groups))
+    return model
+
+
+def _metadata(ckpt: dict) -> dict[str, str]:
+    """What a deployment needs besides the graph, as strings (ONNX and TorchScript take those)."""
+    return {"format": "alexnet-export/1", "arch": json.dumps(ckpt["arch"]),
+            "classes": json.dumps(list(ckpt.get("classes") or [])),
+            "crop_size": str(int(ckpt["crop_size"])),
+            "mean": json.dumps(torch.as_tensor(ckpt["stats"]["mean"]).float().tolist()),
+            "input": "float32 (N, C, crop, crop): centre crop of a 256x256 image, 0..255, "
+                     "minus the training mean image"}
+
+
+def _example_input(ckpt: dict, batch: int = 2) -> torch.Tensor:
+    s, c = int(ckpt["crop_size"]), int(ckpt["arch"]["in_channels"])
+    return torch.randn(batch, c, s, s, generator=torch.Generator().manual_seed(0)) * 50
+
+
+def export_onnx(ckpt: dict, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
+    """ONNX with a dynamic batch axis: input "input", output "logits", metadata "alexnet.*"."""
+    from .checkpoint import model_from_checkpoint
+    try:
+        import onnx
+    except ImportError:
+        raise UserError("ONNX export needs the onnx package: pip install 'alexnet[export]'") \
+            from None
+    model = portable(model_from_checkpoint(ckpt))
+
+    def write(tmp: Path) -> None:
+        with warnings.catch_warnings():
+            # dynamo=False: the TorchScript-based exporter, which needs no onnxscript. Its
+            # deprecation warning is expected; we choose it because it has no extra dependency.
+            warnings.simplefilter("ignore", (FutureWarning, DeprecationWarning))
+            # It also notes, three times, that it cannot constant-fold PortableLRN's slices.
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            torch.onnx.export(model, (_example_input(ckpt),), str(tmp), dynamo=False,
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                              opset_version=opset)
+        proto = onnx.load(str(tmp))
+        for key, value in _metadata(ckpt).items():
+            proto.metadata_props.add(key=f"alexnet.{key}", value=value)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
+
+    atomic_write(path, write)
+
+
+def export_torchscript(ckpt: dict, path: str | os.PathLike) -> None:
+    """A traced TorchScript module; torch.jit.load(path, _extra_files={"alexnet.json": ""})
+    also returns the metadata."""
+    from .checkpoint import model_from_checkpoint
+    model = portable(model_from_checkpoint(ckpt))
+    extra = {"alexnet.json": json.dumps(_metadata(ckpt))}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        # check_trace=False: the check reruns the model twice; the tests compare outputs instead.
+        traced = torch.jit.trace(model, (_example_input(ckpt),), check_trace=False)
+        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+
+
+def export(ckpt: dict, fmt: str, path: str | os.PathLike) -> None:
+    if fmt == "onnx":
+        export_onnx(ckpt, path)
+    elif fmt == "torchscript":
+        export_torchscript(ckpt, path)
+    elif fmt == "safetensors":
+        save_safetensors(path, ckpt)
+    else:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+# --- features for a dataset ----------------------------------------------------------------------
+
+def dataset_features(model, data, augment, rt, layer: str, out: Path, batch_size: int = 64,
+                     limit: int | None = None, progress: bool = True) -> tuple:
+    """Write the `layer` activations of the first `limit` images of `data` (centre crop) to `out`
+    (.npy, float32, (N, …)) and their labels to out.labels.npy; both atomic. Returns (shape, path).
+
+    The array is a memory map filled batch by batch, so conv1 features of a large dataset need
+    disk, not RAM."""
+    import numpy as np
+
+    from .hub import features
+    from .progress import Progress
+
+    n = len(data) if limit is None else min(limit, len(data))
+    if n == 0:
+        raise UserError("the dataset has no images to extract features from")
+    starts = range(0, n, batch_size)
+    bar = Progress(len(starts), f"features {layer}", enabled=progress)
+    labels = np.empty(n, dtype=np.int64)
+    with atomic_path(out) as tmp:
+        array = None
+        for start in starts:
+            idx = list(range(start, min(start + batch_size, n)))
+            images, batch_labels = _batch(data, idx)
+            x = rt.to_input(augment.center(images.to(rt.device)))
+            with rt.autocast():
+                act = features(model, x, layer).float().cpu().numpy()
+            if array is None:  # the layer's shape is known after the first batch
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                  shape=(n, *act.shape[1:]))
+            array[start:start + len(idx)] = act
+            labels[start:start + len(idx)] = batch_labels
+            bar.update()
+        array.flush()
+        shape = array.shape
+        del array  # close the map before the file is renamed into place
+    bar.close()
+    labels_path = out.with_suffix(".labels.npy")
+    atomic_write(labels_path, lambda p: _save_npy(p, labels))
+    return shape, labels_path
+
+
+def _batch(data, idx):
+    """uint8 images and int64 labels of the dataset items `idx`."""
+    import numpy as np
+
+    images = data.get_batch(idx)
+    images = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
+    return images, np.asarray(data.labels)[idx]
+
+
+def _save_npy(path: Path, array) -> None:
+    import numpy as np
+
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
+        np.save(f, array)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+def add_arguments_export(parser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint, run directory or weights file")
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("out", help="output file")
+
+
+def run_export(args) -> int:
+    ckpt = load_any(args.checkpoint)
+    export(ckpt, args.format, args.out)
+    print(f"wrote {args.format} export of {ckpt['arch']['variant']} "
+          f"({ckpt['arch']['num_classes']} classes, input {ckpt['crop_size']}) to {args.out}")
+    return 0
+
+
+def add_arguments_convert(parser) -> None:
+    parser.add_argument("source", choices=("torchvision",), help="where the weights come from")
+    parser.add_argument("file", help="torchvision AlexNet state_dict (torch.save of .state_dict())")
+    parser.add_argument("out", help="output checkpoint (.pt)")
+
+
+def run_convert(args) -> int:
+    from .checkpoint import save_checkpoint
+
+    ckpt = load_torchvision_weights(args.file)
+    save_checkpoint(args.out, {k: v for k, v in ckpt.items() if k != "format"})
+    print(f"wrote {args.out}: variant owt, {ckpt['arch']['num_classes']} classes, "
+          f"crop {ckpt['crop_size']}, torchvision normalisation folded into conv1")
+    return 0
+
+
+def add_arguments_features(parser) -> None:
+    parser.add_argument("checkpoint", help="checkpoint, run directory or weights file")
+    parser.add_argument("out", help="output .npy (labels go to OUT.labels.npy)")
+    parser.add_argument("--data", default="shapes", help="dataset spec (as for train/eval)")
+    parser.add_argument("--split", default="val", choices=("train", "val"))
+    parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
+    parser.add_argument("--layer", default="fc7", help="conv1 … conv5, pool5, fc6, fc7, fc8 …")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--device", default="auto")
+    # fp32 by default: features are data for analysis, where bf16's 3 significant digits show.
+    parser.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_features(args) -> int:
+    from .checkpoint import model_from_checkpoint
+    from .data import open_dataset
+    from .data.augment import Augment
+    from .runtime import Runtime
+
+    out = Path(args.out)
+    if out.suffix != ".npy":
+        raise UserError(f"the output must be a .npy file, got {out}")
+    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
+        raise UserError("--batch-size and --limit must be >= 1")
+    ckpt = load_any(args.checkpoint)
+    model = model_from_checkpoint(ckpt)
+    if args.layer not in model.layer_names:
+        raise UserError(f"unknown layer {args.layer!r}; choose from {', '.join(model.layer_names)}")
+    data = open_dataset(args.data, args.split, seed=ckpt.get("config", {}).get("seed", 0),
+                        val_labels=args.val_labels)
+    if data.channels != ckpt["arch"]["in_channels"]:
+        raise UserError(f"the data has {data.channels} channel(s), the model takes "
+                        f"{ckpt['arch']['in_channels']}")
+    rt = Runtime.create(args.device, args.precision)
+    model = rt.unwrap(rt.place(model))
+    augment = Augment(ckpt["stats"], crop_size=ckpt["crop_size"], device=rt.device)
+    shape, labels_path = dataset_features(model, data, augment, rt, args.layer, out,
+                                          args.batch_size, args.limit, not args.no_progress)
+    print(f"wrote {args.layer} features {tuple(shape)} to {out} and labels to {labels_path}")
+    return 0

@@ -1,0 +1,221 @@
+"""Moving in: one loader for every kind of weights file, torchvision conversion, features.
+
+    load(path) -> (model, classes)         a ready model (eval mode) and its class names, from
+                                            our checkpoint file or run directory, a safetensors
+                                            export, or a torchvision AlexNet state_dict file
+    load_any(path) -> checkpoint dict       the same, as our checkpoint format (model, arch,
+                                            classes, stats, crop_size): what eval/predict need
+    load_torchvision_weights(path) -> checkpoint dict
+    features(model, x, layer) -> tensor     a named layer's activations for preprocessed input
+
+Torchvision preprocessing in our format. torchvision feeds its AlexNet (x/255 − m)/s per channel,
+m = (0.485, 0.456, 0.406), s = (0.229, 0.224, 0.225), on a 224 centre crop of a 256 resize. Our
+pipeline feeds x − mean_image on the 0..255 scale and never divides by a standard deviation. Since
+
+    (x/255 − m)/s = (x − 255·m) / (255·s)   and conv1 is linear in each input channel,
+
+we set mean_image = 255·m (every pixel) and divide conv1's weights for input channel c by 255·s_c.
+The converted network then computes exactly what torchvision computes (up to float rounding), with
+no change to any consumer of our checkpoints. Zero padding stays exact too: a padded 0 in our input
+is a padded 0 in torchvision's normalised input.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import FORMAT, model_from_checkpoint
+from .errors import UserError
+from .io import atomic_write
+
+# torchvision's ImageNet normalisation, on 0..1 pixels (AlexNet_Weights.IMAGENET1K_V1.transforms()).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# The ImageNet RGB principal components used by fb.resnet.torch (and GluonCV, timm) for the paper's
+# PCA lighting: eigenvalues of the pixel covariance on the 0..1 scale, eigenvectors as columns.
+# Our `stats` keep the covariance's eigenvalues on the 0..255 scale (as alexnet.data computes them),
+# so they are multiplied by 255² below.
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
+                   (-0.5808, -0.0045, -0.8140),
+                   (-0.5836, -0.6948, 0.4203))
+TORCHVISION_CROP = 224
+SAFETENSORS_FORMAT = "alexnet-safetensors/1"
+STATS_PREFIX = "stats."  # safetensors keys of the preprocessing statistics (weights have none)
+
+
+# --- torchvision weights -------------------------------------------------------------------------
+
+def imagenet_stats(size: int = 256) -> dict[str, torch.Tensor]:
+    """torchvision's normalisation as our `stats` (0..255 scale); std is recorded, not applied."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64) * 255
+    return {
+        "mean_image": mean.expand(size, size, 3).float().contiguous(),
+        "mean": mean.float(),
+        "std": (torch.tensor(IMAGENET_STD, dtype=torch.float64) * 255).float(),
+        "eigval": (torch.tensor(IMAGENET_EIGVAL, dtype=torch.float64) * 255 ** 2).float(),
+        "eigvec": torch.tensor(IMAGENET_EIGVEC, dtype=torch.float32),
+    }
+
+
+def _strip_ddp(state_dict: dict) -> dict:
+    """Keys without the "module." that DataParallel/DDP-wrapped models save."""
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def _is_torchvision_state_dict(obj: Any) -> bool:
+    return (isinstance(obj, dict) and "features.0.weight" in obj
+            and all(isinstance(v, torch.Tensor) for v in obj.values()))
+
+
+def torchvision_checkpoint(state_dict: dict[str, torch.Tensor], source: str = "") -> dict:
+    """Our checkpoint (variant owt) for a torchvision AlexNet state_dict, with torchvision's
+    per-channel std folded into conv1 (see the module doc)."""
+    from .model import alexnet
+    from .predict import class_names
+
+    state_dict = _strip_ddp(state_dict) if isinstance(state_dict, dict) else state_dict
+    if not _is_torchvision_state_dict(state_dict) or "classifier.6.weight" not in state_dict:
+        raise UserError(f"{source or 'input'} is not a torchvision AlexNet state_dict "
+                        "(no features.0.weight / classifier.6.weight)")
+    num_classes, in_channels = (state_dict["classifier.6.weight"].shape[0],
+                                state_dict["features.0.weight"].shape[1])
+    if in_channels != 3:
+        raise UserError(f"{source}: torchvision's normalisation is for RGB; conv1 takes "
+                        f"{in_channels} channels")
+    reference = alexnet("owt", num_classes=num_classes).state_dict()
+    mismatch = sorted(k for k in reference.keys() | state_dict.keys()
+                      if k not in state_dict or k not in reference
+                      or reference[k].shape != state_dict[k].shape)
+    if mismatch:
+        raise UserError(f"{source} does not fit torchvision's AlexNet layout: {mismatch[:4]}")
+    weights = {k: v.detach().float().clone() for k, v in state_dict.items()}
+    std255 = torch.tensor(IMAGENET_STD, dtype=torch.float64) * 255
+    conv1 = state_dict["features.0.weight"].double() / std255[None, :, None, None]
+    weights["features.0.weight"] = conv1.float()
+    arch = {"variant": "owt", "num_classes": num_classes, "in_channels": 3, "options": {}}
+    return {
+        "format": FORMAT, "model": weights, "arch": arch,
+        "classes": class_names({"arch": arch}),  # ImageNet's names for 1000 classes, else "0", …
+        "stats": imagenet_stats(), "crop_size": TORCHVISION_CROP,
+        "origin": f"torchvision state_dict {Path(source).name}; std folded into conv1",
+    }
+
+
+def load_torchvision_weights(path: str | os.PathLike) -> dict:
+    """Our checkpoint dict for a file saved by torch.save(torchvision.models.alexnet().state_dict())
+    (also accepts torchvision's reference-script checkpoints, {"model": state_dict, …})."""
+    obj = _read_torch(Path(path))
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # torchvision's reference training scripts save {"model": …, …}
+    return torchvision_checkpoint(obj, str(path))
+
+
+# --- safetensors ---------------------------------------------------------------------------------
+
+def save_safetensors(path: str | os.PathLike, ckpt: dict) -> None:
+    """Weights under their state_dict names, the statistics under "stats.*", and the rest of what
+    rebuilds the model (arch, classes, crop_size) as JSON strings in the metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
+    for k, v in ckpt["stats"].items():
+        tensors[STATS_PREFIX + k] = torch.as_tensor(v).float().contiguous()
+    metadata = {"format": SAFETENSORS_FORMAT, "arch": json.dumps(ckpt["arch"]),
+                "classes": json.dumps(list(ckpt.get("classes") or [])),
+                "crop_size": str(int(ckpt["crop_size"]))}
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+def read_safetensors(path: str | os.PathLike) -> dict:
+    """The checkpoint dict (no optimiser state) stored by save_safetensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:
+        raise UserError(f"cannot read safetensors file {path}: {_first_line(e)}") from None
+    if meta.get("format") != SAFETENSORS_FORMAT:
+        raise UserError(f"{path} is a safetensors file but not an alexnet export "
+                        f"(no '{SAFETENSORS_FORMAT}' metadata)")
+    stats = {k[len(STATS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATS_PREFIX)}
+    weights = {k: v for k, v in tensors.items() if not k.startswith(STATS_PREFIX)}
+    return {"format": FORMAT, "model": weights, "arch": json.loads(meta["arch"]),
+            "classes": json.loads(meta["classes"]), "stats": stats,
+            "crop_size": int(meta["crop_size"])}
+
+
+# --- any file ------------------------------------------------------------------------------------
+
+def _read_torch(path: Path) -> Any:
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated file, not a torch file, pickled code, …
+        raise UserError(f"cannot read {path}: {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0][:200]
+
+
+def _is_safetensors(path: Path) -> bool:
+    # The format: an 8-byte little-endian header length, then a JSON header.
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and path.stat().st_size > 8
+
+
+def load_any(path: str | os.PathLike) -> dict:
+    """The checkpoint dict for our checkpoint (file or run directory), a safetensors export or a
+    torchvision AlexNet state_dict file; anything else is a one-line UserError."""
+    from .checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.is_dir():
+        return load_checkpoint(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    if _is_safetensors(path):
+        return read_safetensors(path)
+    obj = _read_torch(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # torchvision's reference training scripts save {"model": …, …}
+    if isinstance(obj, dict) and _is_torchvision_state_dict(_strip_ddp(obj)):
+        return torchvision_checkpoint(obj, str(path))
+    raise UserError(f"{path} is neither an alexnet checkpoint, an alexnet safetensors export "
+                    "nor a torchvision AlexNet state_dict")
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """(model in eval mode on `device`, class names) from any file load_any reads."""
+    from .predict import class_names
+
+    ckpt = load_any(path)
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    return model, class_names(ckpt)
+
+
+# --- features ------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def features(model: torch.nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The activations of `layer` (conv1 … fc8, see model.layer_names) for preprocessed input x
+    (N, C, crop, crop), computed in eval mode (no dropout); the model's mode is restored."""
+    if layer not in model.layer_names:
+        raise UserError(f"unknown layer {layer!r}; choose from {', '.join(model.layer_names)}")
+    was_training = model.training
+    model.eval()
+    try:
+        return model.extract(x, [layer])[layer]
+    finally:
+        model.train(was_training)

@@ -1,0 +1,261 @@
+"""Moving in and out: torchvision conversion, ONNX / TorchScript / safetensors export, alexnet.load,
+torch.hub, features. Small random networks on the CPU; every comparison is against our own model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from alexnet import alexnet
+from alexnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from alexnet.cli import main as cli_main
+from alexnet.errors import UserError
+from alexnet.export import PortableLRN, portable
+from alexnet.hub import features, load, load_any, load_torchvision_weights
+from alexnet.lrn import lrn_reference
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def rel_err(a, b) -> float:
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def same_top5(a, b) -> bool:
+    return torch.equal(torch.as_tensor(a).topk(5).indices, torch.as_tensor(b).topk(5).indices)
+
+
+def lively(model: nn.Module) -> nn.Module:
+    """He-initialised weights: the paper's N(0, 0.01²) gives near-constant logits in an untrained
+    net, where "same top-5" would compare round-off; these logits are O(10) and well apart."""
+    torch.manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight)
+            nn.init.normal_(m.bias, std=0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    """(checkpoint path, model): the paper net, 10 classes, with a non-trivial mean image."""
+    model = lively(alexnet("paper", num_classes=10))
+    g = torch.Generator().manual_seed(1)
+    stats = {"mean_image": torch.rand(256, 256, 3, generator=g) * 255,
+             "mean": torch.full((3,), 127.0), "std": torch.full((3,), 60.0),
+             "eigval": torch.tensor([900.0, 90.0, 9.0]), "eigvec": torch.eye(3)}
+    path = tmp_path_factory.mktemp("paper") / "checkpoint.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES, "stats": stats,
+                           "crop_size": 227, "arch": {"variant": "paper", "num_classes": 10,
+                                                      "in_channels": 3, "options": {}}})
+    return path, model
+
+
+def crops(n=3, size=227, seed=2) -> torch.Tensor:
+    """Preprocessed-looking input: centre crops minus a mean image are roughly ±128."""
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 60
+
+
+@torch.no_grad()
+def test_portable_lrn_equals_the_reference():
+    x = torch.randn(2, 96, 5, 5).abs() * 40  # ReLU outputs, large enough for the LRN to matter
+    for groups in (1, 2):
+        for size in (5, 4):  # odd and even windows are padded asymmetrically the same way
+            ref = lrn_reference(x, size, 1e-4, 0.75, 2.0, groups)
+            assert torch.allclose(PortableLRN(size, 1e-4, 0.75, 2.0, groups)(x), ref,
+                                  rtol=1e-6, atol=0)
+            assert not torch.allclose(ref, x / 2.0 ** 0.75)  # the window sum does matter here
+
+
+def test_portable_swaps_every_lrn_and_keeps_the_original(paper):
+    _, model = paper
+    copy = portable(model)
+    assert sum(isinstance(m, PortableLRN) for m in copy.modules()) == 2
+    assert not any(isinstance(m, PortableLRN) for m in model.modules())
+    x = crops(2)
+    with torch.no_grad():
+        assert rel_err(copy(x), model(x)) < 1e-5
+
+
+# --- torchvision ---------------------------------------------------------------------------------
+
+def test_convert_torchvision_gives_torchvision_logits_through_our_pipeline(tmp_path, capsys):
+    torchvision = pytest.importorskip("torchvision")
+    from torchvision.transforms import v2 as T
+
+    from alexnet.data.augment import Augment
+
+    torch.manual_seed(3)
+    tv = lively(torchvision.models.alexnet())
+    torch.save(tv.state_dict(), tmp_path / "tv.pth")
+    assert cli_main(["convert", "torchvision", str(tmp_path / "tv.pth"),
+                     str(tmp_path / "conv.pt")]) == 0
+    ckpt = load_checkpoint(tmp_path / "conv.pt")
+    assert ckpt["arch"]["variant"] == "owt" and ckpt["crop_size"] == 224
+    assert ckpt["classes"][:2] == ["tench", "goldfish"] and len(ckpt["classes"]) == 1000
+
+    images = torch.randint(0, 256, (2, 256, 256, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(4))
+    ours = Augment(ckpt["stats"], crop_size=ckpt["crop_size"]).center(images)
+    theirs = T.Compose([T.CenterCrop(224), T.ToDtype(torch.float32, scale=True),
+                        T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    with torch.no_grad():
+        expected = tv(theirs(images.permute(0, 3, 1, 2)))
+        got = model_from_checkpoint(ckpt).eval()(ours)
+        direct = load(tmp_path / "tv.pth")[0](ours)  # --weights FILE path: no convert step
+    assert rel_err(got, expected) < 1e-4 and same_top5(got, expected)
+    assert torch.equal(direct, got)
+    assert torch.equal(load_torchvision_weights(tmp_path / "tv.pth")["model"]["features.0.weight"],
+                       ckpt["model"]["features.0.weight"])
+
+
+def test_convert_rejects_what_is_not_torchvision_alexnet(tmp_path, capsys):
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "resnet.pth")
+    bad = alexnet("owt", num_classes=10).state_dict()
+    bad["features.3.weight"] = torch.zeros(5, 64, 5, 5)
+    torch.save(bad, tmp_path / "wrong_shape.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file at all")
+    for name, message in [("resnet.pth", "not a torchvision AlexNet"),
+                          ("wrong_shape.pth", "features.3.weight"),
+                          ("junk.pth", "cannot read"), ("missing.pth", "not found")]:
+        assert cli_main(["convert", "torchvision", str(tmp_path / name),
+                         str(tmp_path / "out.pt")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.pt").exists()
+
+
+# --- exports -------------------------------------------------------------------------------------
+
+def test_onnx_export_runs_in_onnxruntime_with_the_same_logits(paper, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    path, model = paper
+    out = tmp_path / "model.onnx"
+    assert cli_main(["export", str(path), "--format", "onnx", str(out)]) == 0
+    x = crops(3)  # batch 3, traced with 2: the batch axis is dynamic
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input": x.numpy()})[0]
+    with torch.no_grad():
+        expected = model(x)
+    assert rel_err(got, expected) < 1e-4 and same_top5(got, expected)
+    meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    assert json.loads(meta["alexnet.classes"]) == CLASSES and meta["alexnet.crop_size"] == "227"
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_torchscript_export_reloads_and_matches(paper, tmp_path):
+    path, model = paper
+    out = tmp_path / "model.ts"
+    assert cli_main(["export", str(path), "--format", "torchscript", str(out)]) == 0
+    extra = {"alexnet.json": ""}
+    scripted = torch.jit.load(str(out), _extra_files=extra)
+    x = crops(3)
+    with torch.no_grad():
+        got, expected = scripted(x), model(x)
+    assert rel_err(got, expected) < 1e-5 and same_top5(got, expected)
+    assert json.loads(json.loads(extra["alexnet.json"])["arch"])["variant"] == "paper"
+
+
+def test_safetensors_export_reloads_with_alexnet_load(paper, tmp_path):
+    from safetensors import safe_open
+
+    path, model = paper
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(path), "--format", "safetensors", str(out)]) == 0
+    with safe_open(str(out), framework="pt") as f:
+        assert json.loads(f.metadata()["classes"]) == CLASSES
+        assert "stats.mean_image" in f.keys() and "features.conv1.weight" in f.keys()
+    loaded, classes = load(out)
+    assert classes == CLASSES and not loaded.training
+    x = crops(2)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    ckpt, original = load_any(out), load_checkpoint(path)
+    assert ckpt["crop_size"] == 227 and ckpt["arch"] == original["arch"]
+    for key, value in original["stats"].items():
+        assert torch.equal(ckpt["stats"][key], value), key
+
+
+def test_load_reads_checkpoints_and_run_directories_and_refuses_others(paper, tmp_path):
+    path, model = paper
+    x = crops(1)
+    for source in (path, path.parent):  # the fixture's directory holds checkpoint.pt
+        loaded, classes = load(source)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x)) and classes == CLASSES
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    (tmp_path / "empty").write_bytes(b"")
+    for name, message in [("other.pt", "neither"), ("other.safetensors", "not an alexnet export"),
+                          ("empty", "cannot read"), ("missing.pt", "not found")]:
+        with pytest.raises(UserError, match=message):
+            load(tmp_path / name)
+
+
+def test_export_refuses_a_missing_checkpoint(tmp_path, capsys):
+    assert cli_main(["export", str(tmp_path / "none.pt"), "--format", "onnx",
+                     str(tmp_path / "x.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
+
+
+# --- torch.hub -----------------------------------------------------------------------------------
+
+def test_torch_hub_loads_offline_from_the_repository(paper):
+    path, model = paper
+    hub = torch.hub.load(str(REPO), "alexnet", source="local", weights=str(path))
+    x = crops(1)
+    with torch.no_grad():
+        assert torch.equal(hub(x), model(x))
+    assert hub.classes == CLASSES and not hub.training
+    fresh = torch.hub.load(str(REPO), "owt", source="local", num_classes=7)
+    assert type(fresh).__name__ == "OWTAlexNet" and fresh(crops(1, 224)).shape == (1, 7)
+    with pytest.raises(ValueError, match="holds variant 'paper'"):
+        torch.hub.load(str(REPO), "owt", source="local", weights=str(path))
+
+
+# --- features ------------------------------------------------------------------------------------
+
+def test_features_api_is_the_eval_mode_activation(paper):
+    _, model = paper
+    x = crops(2)
+    model.train()  # dropout on: features must still be the deterministic eval-mode activation
+    try:
+        got = features(model, x, "fc7")
+        assert model.training
+    finally:
+        model.eval()
+    with torch.no_grad():
+        expected = model.extract(x, ["fc7"])["fc7"]
+    assert got.shape == (2, 4096) and torch.equal(got, expected)
+    with pytest.raises(UserError, match="unknown layer"):
+        features(model, x, "fc9")
+
+
+def test_features_command_writes_activations_and_labels(paper, tmp_path, capsys):
+    from alexnet.data import open_dataset
+    from alexnet.data.augment import Augment
+
+    path, model = paper
+    out = tmp_path / "pool5.npy"
+    assert cli_main(["features", str(path), "--data", "shapes:8:6", "--split", "val",
+                     "--layer", "pool5", "--limit", "5", "--batch-size", "2", "--device", "cpu",
+                     "--no-progress", str(out)]) == 0
+    got, labels = np.load(out), np.load(tmp_path / "pool5.labels.npy")
+    data = open_dataset("shapes:8:6", "val")
+    ckpt = load_checkpoint(path)
+    x = Augment(ckpt["stats"], crop_size=227).center(torch.as_tensor(data.get_batch(range(5))))
+    with torch.no_grad():
+        expected = model.extract(x, ["pool5"])["pool5"].numpy()
+    assert got.shape == (5, 256, 6, 6) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert labels.tolist() == list(np.asarray(data.labels)[:5])
+    assert cli_main(["features", str(path), "--layer", "fc9", str(tmp_path / "x.npy")]) == 2
+    assert "unknown layer 'fc9'" in capsys.readouterr().err
