@@ -1,0 +1,194 @@
+"""The dataset interface every source implements, and the training-set statistics of the paper.
+
+An `ImageSet` is one split of one dataset: `len(s)` images, `s.labels[i]` in `range(len(s.classes))`,
+and `s.get_batch(indices)`, a uint8 (B, size, size, C) NHWC CPU tensor of the images already at the
+paper's 256×256 (shorter side resized to 256, centre crop). Augmentation happens later, batched, on
+the training device (`alexnet.data.augment`).
+
+`stats()` are those of the dataset's TRAINING split, whatever split `s` is, because the paper
+normalises val and test images with the training set's mean image. Pixel scale is 0..255.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STAT_KEYS = ("mean_image", "mean", "std", "eigval", "eigvec")
+# Statistics of a set that is not prepared (computed on the fly, cached) come from an evenly spaced
+# sample of this many training images. Deviation: the paper uses the whole training set; `alexnet
+# prepare` does too. The mean image of 4096 samples is within ~1 grey level of the full mean.
+STATS_SAMPLE = 4096
+
+_memory_cache: dict[str, dict] = {}
+
+
+class ImageSet:
+    """One split of a dataset. Subclasses set the attributes and implement `_load`."""
+
+    classes: list[str]
+    labels: np.ndarray  # int64 (N,)
+    channels: int = 3
+    image_size: int = 256
+    split: str = "train"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(split={self.split!r}, n={len(self)}, "
+                f"classes={len(self.classes)}, channels={self.channels})")
+
+    def get_batch(self, indices) -> torch.Tensor:
+        """uint8 (B, size, size, C) NHWC images for `indices` (a sequence or 1-D array of ints)."""
+        images, _ = self.read(indices)
+        return images
+
+    def read(self, indices) -> tuple[torch.Tensor, list[tuple[int, str]]]:
+        """Like get_batch, but also returns the images that could not be read, as (index, why);
+        those come back black. `alexnet prepare` uses this to skip and report them."""
+        return self._load(np.asarray(indices, dtype=np.int64)), []
+
+    def _load(self, indices: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- statistics of the training split -----------------------------------------------------
+
+    def cache_key(self) -> str | None:
+        """A string that identifies this dataset's training split, or None to not cache stats."""
+        return None
+
+    def train_split(self) -> "ImageSet":
+        """The training split of this dataset (whose statistics `stats()` returns)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        """Training-split statistics: mean_image (S,S,C), mean, std, eigval (C,), eigvec (C,C).
+
+        Cached in memory and, when the set has a cache key, on disk under $ALEXNET_CACHE
+        (default ~/.cache/alexnet), so that only the first run pays for them."""
+        key = self.cache_key()
+        if key is not None and key in _memory_cache:
+            return _memory_cache[key]
+        stats = _load_disk_cache(key)
+        if stats is None:
+            train = self.train_split()
+            n = len(train)
+            sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
+            acc = StatsAccumulator(train.image_size, train.channels)
+            for start in range(0, len(sample), 128):
+                acc.add(train.get_batch(sample[start:start + 128]))
+            stats = acc.result()
+            _save_disk_cache(key, stats)
+        if key is not None:
+            _memory_cache[key] = stats
+        return stats
+
+
+class StatsAccumulator:
+    """Streaming sums for the paper's statistics; partial sums from several workers can be merged.
+
+    Sums are float64: 10^6 images × 65536 pixels of values up to 255² would lose digits in float32.
+    """
+
+    def __init__(self, size: int, channels: int):
+        self.count = 0
+        self.sum_image = np.zeros((size, size, channels), np.float64)
+        self.sum_pixel = np.zeros(channels, np.float64)
+        self.sum_outer = np.zeros((channels, channels), np.float64)
+
+    def add(self, images) -> None:
+        x = torch.as_tensor(images)
+        if len(x) == 0:
+            return
+        self.count += len(x)
+        xf = x.to(torch.float64)
+        self.sum_image += xf.sum(0).numpy()
+        pixels = xf.reshape(-1, x.shape[-1])
+        self.sum_pixel += pixels.sum(0).numpy()
+        self.sum_outer += (pixels.T @ pixels).numpy()
+
+    def merge(self, other: "StatsAccumulator") -> None:
+        self.count += other.count
+        self.sum_image += other.sum_image
+        self.sum_pixel += other.sum_pixel
+        self.sum_outer += other.sum_outer
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"count": np.array(self.count), "sum_image": self.sum_image,
+                "sum_pixel": self.sum_pixel, "sum_outer": self.sum_outer}
+
+    @classmethod
+    def from_state(cls, state) -> "StatsAccumulator":
+        acc = cls(state["sum_image"].shape[0], state["sum_image"].shape[2])
+        acc.count = int(state["count"])
+        acc.sum_image[...] = state["sum_image"]
+        acc.sum_pixel[...] = state["sum_pixel"]
+        acc.sum_outer[...] = state["sum_outer"]
+        return acc
+
+    def result(self) -> dict[str, torch.Tensor]:
+        if self.count == 0:
+            raise ValueError("no images to compute statistics from")
+        n_pixels = self.count * self.sum_image.shape[0] * self.sum_image.shape[1]
+        mean = self.sum_pixel / n_pixels
+        cov = self.sum_outer / n_pixels - np.outer(mean, mean)
+        # eigh returns ascending eigenvalues; the paper's λ1 is the largest, so sort descending.
+        eigval, eigvec = np.linalg.eigh(cov)
+        order = np.argsort(eigval)[::-1]
+        eigval = np.clip(eigval[order], 0.0, None)  # tiny negative round-off of a flat channel
+        eigvec = eigvec[:, order]
+        out = {"mean_image": self.sum_image / self.count, "mean": mean,
+               "std": np.sqrt(np.clip(np.diag(cov), 0.0, None)), "eigval": eigval, "eigvec": eigvec}
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.float32) for k, v in out.items()}
+
+
+def save_stats(path, stats: dict[str, torch.Tensor]) -> None:
+    """Write stats as an .npz (plain arrays, no pickle), atomically."""
+    from ..io import atomic_write
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: stats[k].numpy() for k in STAT_KEYS})
+    atomic_write(path, write)
+
+
+def load_stats(path) -> dict[str, torch.Tensor]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: torch.from_numpy(z[k].astype(np.float32)) for k in STAT_KEYS}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+
+
+def _cache_file(key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+    return cache_dir() / "stats" / f"{digest}.npz"
+
+
+def _load_disk_cache(key: str | None):
+    if key is None:
+        return None
+    path = _cache_file(key)
+    try:
+        return load_stats(path)
+    except (OSError, KeyError, ValueError):
+        return None  # absent or unreadable: recompute
+
+
+def _save_disk_cache(key: str | None, stats) -> None:
+    if key is None:
+        return
+    try:
+        save_stats(_cache_file(key), stats)
+    except OSError:
+        pass  # a read-only home only costs the recomputation next time
+
+
+def key_of(**fields) -> str:
+    return json.dumps(fields, sort_keys=True)
