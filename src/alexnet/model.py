@@ -70,6 +70,8 @@ class _TappedNet(nn.Module):
         in-place ReLU does); fc8 gives the logits.
         """
         layers = [layers] if isinstance(layers, str) else list(layers)
+        if not layers:
+            raise ValueError("extract() needs at least one layer name")
         unknown = [name for name in layers if name not in self.layer_names]
         if unknown:
             raise ValueError(f"unknown layer(s) {unknown}; choose from {self.layer_names}")
@@ -94,7 +96,8 @@ class AlexNet(_TappedNet):
                  in_channels: int = 3, init_std: float = 0.01):
         super().__init__()
         _check_options(num_classes=num_classes, activation=activation, pooling=pooling,
-                       dropout=dropout, towers=towers, in_channels=in_channels, init_std=init_std)
+                       dropout=dropout, towers=towers, in_channels=in_channels, init_std=init_std,
+                       lrn=lrn)
         act = ACTIVATIONS[activation]
         pool_cls, pool_k, pool_s = POOLINGS[pooling]
         g = towers  # conv2, conv4, conv5 connect only within a tower (GPU) in the paper
@@ -198,23 +201,31 @@ class OWTAlexNet(_TappedNet):
         }
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_options(num_classes=1, activation="relu", pooling="overlapping", dropout=0.0,
-                   towers=1, in_channels=3, init_std=0.01) -> None:
-    """Raise ValueError with a clear message for any option outside its range."""
-    if not isinstance(num_classes, int) or num_classes < 1:
+                   towers=1, in_channels=3, init_std=0.01, lrn=True) -> None:
+    """Raise ValueError with a clear message for any option outside its range or of a wrong type
+    (options often arrive from config files as strings)."""
+    if not _is_int(num_classes) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    if towers not in (1, 2):
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) \
+            or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+    if not _is_int(towers) or towers not in (1, 2):
         raise ValueError(f"towers must be 1 or 2, got {towers!r}")
-    if not isinstance(in_channels, int) or in_channels < 1:
+    if not _is_int(in_channels) or in_channels < 1:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if not init_std > 0:
-        raise ValueError(f"init_std must be > 0, got {init_std!r}")
+    if not isinstance(init_std, (int, float)) or isinstance(init_std, bool) or not init_std > 0:
+        raise ValueError(f"init_std must be a number > 0, got {init_std!r}")
+    if not isinstance(lrn, bool):
+        raise ValueError(f"lrn must be True or False, got {lrn!r}")
 
 
 def alexnet(variant: str = "paper", num_classes: int = 1000, **options) -> nn.Module:
