@@ -1,0 +1,151 @@
+"""The paper's augmentation and evaluation views, batched, on whatever device the batch is on.
+
+Input: uint8 (B, S, S, C) NHWC images at S = 256 (what datasets and the Loader yield).
+Output: float32 (B, C, crop, crop) in channels_last memory (the model runs channels_last), the
+per-pixel mean image subtracted (§2: "subtracting the mean activity over the training set from each
+pixel"). Pixel scale stays 0..255, as in the paper: there is no division by a standard deviation.
+
+Train (§4.1): a random crop per image, a horizontal flip with p = 0.5, and PCA lighting.
+Eval (§4.1): the centre crop, or the ten views (four corners and the centre, and their mirrors),
+whose softmax outputs the caller averages.
+
+The mean image is cropped at the same position as the image and flipped with it: that is the same
+as subtracting it from the whole 256×256 image first, as the paper does, but costs a crop, not an
+image.
+
+PCA lighting, and a deviation from the paper's text. The paper adds Σᵢ αᵢ λᵢ pᵢ to every pixel,
+pᵢ, λᵢ the eigenvectors and eigenvalues of the 3×3 covariance of RGB pixel values, αᵢ ~ N(0, 0.1)
+per image per use. Read literally on pixel values in [0, 255] (our scale, and the paper's), λ₁ is
+about 10⁴ (13,400 on `shapes`), so the shift would be some ±1,300 grey levels: nonsense.
+Krizhevsky's own code (cuda-convnet2, convdata.py: `pca_stdevs`) multiplies αᵢ by the standard
+deviation along pᵢ, √λᵢ, and so do we: the shift is Σᵢ αᵢ √λᵢ pᵢ, a colour whose covariance is
+lighting_std² · Σᵢ λᵢ pᵢ pᵢᵀ = 0.01 · the data's own colour covariance. Unlike the literal
+reading, that does not depend on the pixel scale. (fb.resnet.torch-style ports instead use λ of
+[0, 1]-scaled pixels: shifts ~2.5× smaller than ours on ImageNet-like data.)
+`stats["eigval"]` stays the eigenvalues λᵢ (variances, 0..255 scale).
+"""
+from __future__ import annotations
+
+import torch
+
+# torchvision's TenCrop order: corners, centre, then the same five mirrored.
+VIEWS = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
+
+
+class Augment:
+    def __init__(self, stats: dict, crop_size: int = 227, *, flip: bool = True,
+                 lighting_std: float = 0.1, device=None):
+        mean_image = torch.as_tensor(stats["mean_image"], dtype=torch.float32)
+        if mean_image.ndim != 3 or mean_image.shape[0] != mean_image.shape[1]:
+            raise ValueError(f"mean_image must be (S, S, C), got {tuple(mean_image.shape)}")
+        self.size, self.channels = mean_image.shape[0], mean_image.shape[2]
+        if not 0 < crop_size <= self.size:
+            raise ValueError(f"crop_size {crop_size} must be in 1..{self.size}")
+        self.crop, self.flip, self.lighting_std = crop_size, flip, lighting_std
+        # √λ: the standard deviation along each principal component (see the module doc).
+        eigval = torch.as_tensor(stats["eigval"], dtype=torch.float32).clamp(min=0)
+        self._cpu = {"mean_image": mean_image,
+                     "eigvec": torch.as_tensor(stats["eigvec"], dtype=torch.float32),
+                     "pc_std": eigval.sqrt()}
+        self._by_device: dict[torch.device, dict] = {}
+        if device is not None:
+            self._on(torch.device(device))
+
+    def _on(self, device: torch.device) -> dict:
+        if device not in self._by_device:
+            self._by_device[device] = {k: v.to(device) for k, v in self._cpu.items()}
+        return self._by_device[device]
+
+    # ---- the random parameters, drawn on the generator's device (CPU by default) ---------------
+
+    def sample(self, batch: int, generator: torch.Generator | None = None) -> dict:
+        """Per-image random choices: crop offsets (y, x), flips, lighting αs (B, C)."""
+        dev = generator.device if generator is not None else torch.device("cpu")
+        span = self.size - self.crop + 1
+        offsets = torch.randint(0, span, (batch, 2), generator=generator, device=dev)
+        flips = torch.rand(batch, generator=generator, device=dev) < 0.5
+        alphas = torch.randn(batch, self.channels, generator=generator, device=dev)
+        return {"offsets": offsets, "flips": flips & self.flip, "alphas": alphas * self.lighting_std}
+
+    def lighting(self, alphas: torch.Tensor) -> torch.Tensor:
+        """(B, C) colour shifts Σᵢ αᵢ √λᵢ pᵢ for (B, C) αs (already scaled by lighting_std)."""
+        t = self._on(alphas.device)
+        return (alphas * t["pc_std"]) @ t["eigvec"].T
+
+    # ---- the views ---------------------------------------------------------------------------
+
+    def train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random crop, flip with p = 0.5, PCA lighting, mean subtraction: (B, C, crop, crop)."""
+        self._check(x)
+        p = self.sample(len(x), generator)
+        shift = self.lighting(p["alphas"]) if self.lighting_std > 0 else None
+        return self.crops(x, p["offsets"], p["flips"], shift)
+
+    def center(self, x: torch.Tensor) -> torch.Tensor:
+        """The centre crop, mean subtracted: (B, C, crop, crop)."""
+        self._check(x)
+        o = (self.size - self.crop) // 2
+        offsets = torch.full((len(x), 2), o, dtype=torch.long)
+        return self.crops(x, offsets, torch.zeros(len(x), dtype=torch.bool))
+
+    def ten(self, x: torch.Tensor) -> torch.Tensor:
+        """The paper's ten test views, (B, 10, C, crop, crop): VIEWS, then VIEWS mirrored.
+
+        `.flatten(0, 1)` gives (10·B, C, crop, crop) in channels_last memory, as a view."""
+        self._check(x)
+        b, e, c = len(x), self.size - self.crop, (self.size - self.crop) // 2
+        corners = torch.tensor([[0, 0], [0, e], [e, 0], [e, e], [c, c]] * 2)  # (y, x)
+        flips = torch.tensor([False] * 5 + [True] * 5)
+        # image-major: the 10 views of image 0, then of image 1, ...
+        idx = torch.arange(b).repeat_interleave(10)
+        out = self.crops(x, corners.repeat(b, 1), flips.repeat(b), None, index=idx)
+        return out.unflatten(0, (b, 10))
+
+    # ---- the work ----------------------------------------------------------------------------
+
+    def crops(self, x, offsets, flips, shift=None, index=None) -> torch.Tensor:
+        """(N, C, crop, crop) float32: crop n is x[index[n]] at offsets[n] (y, x), mirrored where
+        flips[n], minus the mean image cropped and mirrored the same way, plus shift[n] (C,)."""
+        t = self._on(x.device)
+        if index is None:
+            index = torch.arange(len(x))
+        if x.device.type == "cpu":
+            out = _crops_loop(x, t["mean_image"], offsets, flips, index, self.crop)
+        else:
+            out = _crops_gather(x, t["mean_image"], offsets.to(x.device), flips.to(x.device),
+                                index.to(x.device), self.crop)
+        if shift is not None:
+            # Add one image row of shifts (crop × C, tiled) per row: a broadcast over a period-C
+            # innermost axis does not vectorise and cost 4× more on the CPU.
+            row = shift.to(x.device).repeat(1, self.crop).view(-1, 1, self.crop * self.channels)
+            out.view(len(out), self.crop, -1).add_(row)
+        return out.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW: channels_last, no copy
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (
+                self.size, self.size, self.channels):
+            raise ValueError(f"expected uint8 (B, {self.size}, {self.size}, {self.channels}) "
+                             f"images, got {x.dtype} {tuple(x.shape)}")
+
+
+def _crops_loop(x, mean, offsets, flips, index, crop):
+    """CPU: one slice-and-subtract per crop. Slices are views, so each crop is read once and
+    written once; a batched gather of the same crops measured ~4× slower on this CPU."""
+    n, ch = len(index), x.shape[-1]
+    out = torch.empty((n, crop, crop, ch), dtype=torch.float32)
+    for k, ((oy, ox), flip, i) in enumerate(zip(offsets.tolist(), flips.tolist(), index.tolist())):
+        img = x[i, oy:oy + crop, ox:ox + crop]
+        m = mean[oy:oy + crop, ox:ox + crop]
+        if flip:
+            img, m = img.flip(1), m.flip(1)
+        torch.sub(img, m, out=out[k])
+    return out
+
+
+def _crops_gather(x, mean, offsets, flips, index, crop):
+    """Accelerators: all crops in one gather (a loop of small copies would be launch-bound)."""
+    ar = torch.arange(crop, device=x.device)
+    rows = offsets[:, :1] + ar  # (N, crop)
+    cols = torch.where(flips[:, None], offsets[:, 1:] + crop - 1 - ar, offsets[:, 1:] + ar)
+    rows, cols = rows[:, :, None], cols[:, None, :]
+    return x[index[:, None, None], rows, cols].float() - mean[rows, cols]

@@ -1,0 +1,138 @@
+"""The loader: whole batches read in background worker processes, DDP-aware sampling.
+
+Each worker call reads one whole batch with `imageset.get_batch(indices)` (a memmap slice, a batch
+of decodes, or a batch of rendered shapes) rather than B single images collated afterwards, so the
+per-image Python overhead of a classic Dataset/DataLoader disappears. torch's DataLoader runs those
+calls in worker processes (one intra-op thread each, batches handed over in shared memory, in
+order); this module decides which indices make each batch.
+
+Sampling, as torch's DistributedSampler: every epoch has an order, a permutation drawn from
+(seed, epoch) when shuffling, identical on all ranks; rank r takes every world_size-th index of it
+starting at r, so the ranks' parts are disjoint. When N is not divisible by world_size the order
+is padded by wrapping around (drop_last=False; a few images are seen twice per epoch) or cut
+(drop_last=True), so every rank has the same number of batches and collective ops stay in step.
+With drop_last=True the last incomplete batch of a rank is dropped too. Call `set_epoch(e)` before
+each epoch to reshuffle (iterating again without it repeats the order, as DistributedSampler does).
+
+An optional `transform(images, generator)` runs in the workers, e.g. `Augment(...).train` when
+training on the CPU; its generator is seeded from (seed, epoch, rank, batch number), so the
+augmentation is the same whatever the number of workers.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+from .imageset import ImageSet
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Loader:
+    def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 workers: int | None = None, prefetch: int = 2, transform=None,
+                 pin_memory: bool = False):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
+        self.imageset, self.batch_size = imageset, batch_size
+        self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
+        self.drop_last, self.transform = drop_last, transform
+        self.workers = default_workers() if workers is None else workers
+        self.prefetch, self.pin_memory = prefetch, pin_memory
+        self.epoch = 0
+        self._loader = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def per_rank(self) -> int:
+        """Images each rank sees per epoch (including wrap-around padding)."""
+        n = len(self.imageset)
+        return n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.per_rank // self.batch_size
+        return math.ceil(self.per_rank / self.batch_size)
+
+    def indices(self, epoch: int | None = None) -> np.ndarray:
+        """This rank's indices for `epoch` (default: the current one), in batch order."""
+        epoch = self.epoch if epoch is None else epoch
+        n = len(self.imageset)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        total = self.per_rank * self.world_size
+        if total > n:  # pad by wrapping around (np.resize repeats from the start)
+            order = np.resize(order, total)
+        mine = order[:total][self.rank::self.world_size]
+        if self.drop_last:
+            mine = mine[:len(self) * self.batch_size]
+        return mine.astype(np.int64)
+
+    def batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        mine = self.indices(epoch)
+        return [mine[i:i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+
+    def __iter__(self):
+        epoch = self.epoch
+        tasks = [(epoch, k, b) for k, b in enumerate(self.batches(epoch))]
+        if self.workers == 0:
+            read = _ReadBatch(self)
+            for task in tasks:
+                yield read[task]
+            return
+        yield from self._dataloader(tasks)
+
+    def _dataloader(self, tasks):
+        # Persistent workers: forking and warming up (e.g. the shapes texture bank) once, not
+        # once per epoch. The task list is handed over per epoch through the sampler.
+        if self._loader is None:
+            self._sampler = _Tasks()
+            self._loader = torch.utils.data.DataLoader(
+                _ReadBatch(self), batch_size=None, sampler=self._sampler,
+                num_workers=self.workers, prefetch_factor=self.prefetch,
+                persistent_workers=True, pin_memory=self.pin_memory)
+        self._sampler.tasks = tasks
+        yield from self._loader
+
+
+class _Tasks(torch.utils.data.Sampler):
+    """The (epoch, batch number, indices) of one epoch; replaced before each iteration."""
+
+    def __init__(self):
+        self.tasks = []
+
+    def __iter__(self):
+        return iter(list(self.tasks))
+
+    def __len__(self):
+        return len(self.tasks)
+
+
+class _ReadBatch(torch.utils.data.Dataset):
+    """What a worker does for one task: read the batch, optionally transform it."""
+
+    def __init__(self, loader: Loader):
+        self.imageset, self.transform = loader.imageset, loader.transform
+        self.seed, self.rank = loader.seed, loader.rank
+
+    def __getitem__(self, task):
+        epoch, k, indices = task
+        images = self.imageset.get_batch(indices)
+        labels = torch.from_numpy(self.imageset.labels[indices])
+        if self.transform is not None:
+            g = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, epoch, self.rank, k]).generate_state(1)[0]))
+            images = self.transform(images, generator=g)
+        return images, labels
