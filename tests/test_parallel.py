@@ -1,0 +1,221 @@
+"""Scale-out: the two-device split equals the grouped net; DDP over 2 CPU processes equals one process."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from alexnet.errors import UserError
+from alexnet.model import AlexNet, OWTAlexNet
+from alexnet.parallel import (DistInfo, TwoDeviceAlexNet, all_reduce_sum, barrier,
+                              broadcast_object, cleanup_distributed, init_distributed,
+                              merge_state_dict, parse_devices, place_towers, resolve_device,
+                              unwrap, wrap_ddp)
+
+WORKER = Path(__file__).with_name("_ddp_worker.py")
+
+
+def _load_worker():
+    spec = importlib.util.spec_from_file_location("_ddp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str = "") -> None:
+    # fp32 sums in another order differ by ~1e-7 relative; scale atol to the tensor's magnitude so
+    # small tensors (early-layer gradients are ~1e-3) are still compared meaningfully.
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"{name}: {m}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Model parallelism
+
+
+def _pair(seed: int = 0, **options) -> tuple[AlexNet, TwoDeviceAlexNet]:
+    torch.manual_seed(seed)
+    grouped = AlexNet(**options)
+    return grouped, TwoDeviceAlexNet.from_alexnet(grouped, ("cpu", "cpu"))
+
+
+@pytest.mark.parametrize("options", [
+    dict(num_classes=5, dropout=0.0),                                    # paper net; odd fc8 split
+    dict(num_classes=4, dropout=0.0, activation="tanh", pooling="average", lrn=False),
+])
+def test_split_matches_grouped_outputs_and_gradients(options):
+    grouped, split = _pair(**options)
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([1, 3])
+    out_grouped, out_split = grouped(x), split(x)
+    assert out_split.shape == (2, options["num_classes"]) and out_split.device == split.output_device
+    _assert_close(out_split, out_grouped, "logits")
+    F.cross_entropy(out_grouped, y).backward()
+    F.cross_entropy(out_split, y).backward()
+    grads = merge_state_dict({name: p.grad for name, p in split.named_parameters()})
+    assert grads.keys() == dict(grouped.named_parameters()).keys()
+    for name, p in grouped.named_parameters():
+        assert p.grad.abs().max() > 0, name  # the comparison below would be empty otherwise
+        _assert_close(grads[name], p.grad, name)
+
+
+def test_split_matches_grouped_in_eval_mode_with_dropout():
+    grouped, split = _pair(num_classes=6)  # paper dropout 0.5: eval mode turns it off in both
+    grouped.eval(), split.eval()
+    x = torch.randn(3, 3, 227, 227, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        _assert_close(split(x), grouped(x), "eval logits")
+
+
+def test_a_wrong_exchange_is_detected():
+    """Negative control: swap tower 2's halves of conv3's input (a wrong concat order) -> caught."""
+    grouped, split = _pair(num_classes=5, dropout=0.0)
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        w = split.tower2.features.conv3.weight  # (192, 256, 3, 3): inputs 0:128 tower 1, 128: tower 2
+        w.copy_(torch.cat([w[:, 128:], w[:, :128]], 1))
+        with pytest.raises(AssertionError):
+            _assert_close(split(x), grouped(x))
+
+
+def test_split_layers_follow_the_source_modules():
+    grouped, split = _pair(num_classes=10, activation="tanh", pooling="non-overlapping")
+    t1, t2 = split.tower1, split.tower2
+    assert t1.features.conv1.weight.shape == (48, 3, 11, 11)
+    assert t1.features.conv2.weight.shape == (128, 48, 5, 5)      # own tower's 48 maps
+    assert t1.features.conv3.weight.shape == (192, 256, 3, 3)     # both towers' 256 maps
+    assert t1.classifier.fc6.weight.shape == (2048, 9216)
+    assert t1.classifier.fc8.weight.shape == (5, 4096) == t2.classifier.fc8.weight.shape
+    assert t1.features.norm1.groups == 1 and grouped.features.norm1.groups == 2
+    assert type(t2.features.relu3) is torch.nn.Tanh
+    assert t2.features.pool1.kernel_size == 2 and t2.classifier.drop6.p == 0.5
+    assert sum(p.numel() for p in split.parameters()) == sum(p.numel() for p in grouped.parameters())
+    assert all(p.requires_grad for p in split.parameters())
+
+
+def test_round_trip_preserves_the_state_dict_exactly():
+    grouped, split = _pair(num_classes=7)
+    merged = split.to_alexnet()
+    assert type(merged) is AlexNet and merged.taps == grouped.taps
+    assert merged.features.norm2.groups == 2
+    want, got = grouped.state_dict(), merged.state_dict()
+    assert got.keys() == want.keys()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert split.alexnet_state_dict().keys() == want.keys()
+    assert not any(k.startswith("_template") for k in split.state_dict())
+    # load_alexnet_state_dict is the inverse: load other weights, get them back.
+    other = AlexNet(num_classes=7).state_dict()
+    split.load_alexnet_state_dict(other)
+    assert all(torch.equal(v, other[k]) for k, v in split.alexnet_state_dict().items())
+
+
+def test_bad_model_parallel_input_is_a_user_error():
+    with pytest.raises(UserError, match="towers=2"):
+        TwoDeviceAlexNet(AlexNet(num_classes=2, towers=1), ("cpu", "cpu"))
+    with pytest.raises(UserError, match="variant paper"):
+        TwoDeviceAlexNet(OWTAlexNet(num_classes=2), ("cpu", "cpu"))
+    with pytest.raises(UserError, match="two devices"):
+        TwoDeviceAlexNet(AlexNet(num_classes=2), "cpu")
+    for spec in ("cpu,cpu,cpu", "", "cpu,", "gpu0,cpu", "cuda:99"):
+        with pytest.raises(UserError):
+            parse_devices(spec)
+
+
+def test_place_towers_with_one_device_keeps_the_grouped_net():
+    model = AlexNet(num_classes=3)
+    assert place_towers(model, "cpu") is model
+    assert isinstance(place_towers(model, "cpu,cpu"), TwoDeviceAlexNet)
+
+
+# ------------------------------------------------------------------------------------------------
+# Data parallelism
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("cuda:99", "tpu", "nonsense", "cpu:x"):
+        with pytest.raises(UserError):
+            resolve_device(bad)
+
+
+def test_single_process_needs_no_process_group(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    info = init_distributed("cpu")
+    assert info == DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    assert not dist.is_initialized()
+    model = torch.nn.Linear(2, 2)
+    assert wrap_ddp(model, info) is model
+    assert all_reduce_sum({"loss_sum": 1.5, "correct": 3}, info) == {"loss_sum": 1.5, "correct": 3}
+    assert broadcast_object("x", info) == "x"
+    barrier(info)
+    compiled = torch.compile(model)  # lazy: nothing compiles until it is called
+    assert unwrap(compiled) is model
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_with_one_process_uses_the_same_path(monkeypatch):
+    env = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(_free_port()))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        info = init_distributed("cpu")
+        assert dist.is_initialized() and dist.get_backend() == "gloo"
+        assert (info.rank, info.world_size, info.is_main) == (0, 1, True)
+        assert all_reduce_sum([2, 0.5], info) == [2, 0.5]
+        assert torch.equal(all_reduce_sum(torch.tensor([1, 2]), info), torch.tensor([1, 2]))
+    finally:
+        cleanup_distributed()
+    assert not dist.is_initialized()
+
+
+def test_incomplete_torchrun_environment_is_a_user_error(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(UserError, match="WORLD_SIZE"):
+        init_distributed("cpu")
+
+
+def test_ddp_on_two_processes_equals_one_process_on_the_combined_batches(tmp_path):
+    """2 CPU ranks (gloo, launched by torchrun), each on its half of every batch, with different
+    initial weights (DDP must broadcast rank 0's) -> the same weights as one process on the whole
+    batches, and the reduced metrics equal the whole-batch sums."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--monitor-interval=0.1", str(WORKER), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert ranks[0]["hashes"] == ranks[1]["hashes"]  # the replicas are bitwise identical
+
+    worker = _load_worker()
+    init = worker.make_model(worker.INIT_SEED).state_dict()
+    reference, sums = worker.train_reference()
+    for name, want in reference.state_dict().items():
+        got, moved = ranks[0]["state"][name], (want - init[name]).abs().max().item()
+        assert moved > 0, f"{name} did not train: the comparison would be empty"
+        # fp64 (see make_model): rounding differs by ~1e-13 of the update; a missing sync, a sum
+        # instead of a mean or an unbroadcast initialisation differs by ~100% of it or more.
+        assert (got - want).abs().max().item() <= 1e-8 * moved, name
+
+    for result in ranks:
+        assert result["totals"]["n"] == sums["n"] == worker.GLOBAL_BATCH
+        assert result["totals"]["correct"] == sums["correct"]
+        assert result["totals"]["loss_sum"] == pytest.approx(sums["loss_sum"], rel=1e-5)
+        assert result["token"] == {"chosen_by": 0}
+        assert result["rank_sum"] == 1 + 2
