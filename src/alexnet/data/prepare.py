@@ -1,0 +1,275 @@
+"""`alexnet prepare SRC OUT`: decode, resize and crop a dataset once, into shards for fast reading.
+
+SRC is anything `open_dataset` accepts (an ImageFolder tree, `shapes`, `fashion-mnist`). Every image
+gets the paper's preprocessing: shorter side resized to --size (256), centre crop --size × --size.
+
+The output directory (format "alexnet-prepared", version 1):
+
+    OUT/prepare.json         the options of the run; written first, checked when resuming
+    OUT/train-00000.u8 ...   raw shards: n × S × S × C uint8 pixels, NHWC, C order, no header
+    OUT/train-00000.jpg      (--format jpeg) the JPEG files of the shard, concatenated, with
+    OUT/train-00000.idx.npy    their byte offsets, int64 (n + 1,): image j = bytes [o[j], o[j+1])
+    OUT/train-00000.npz      the shard's sidecar: labels, skipped files, partial statistics;
+                               written last, so it marks the shard as finished
+    OUT/train-labels.npy     int64 labels of the whole split, in shard order
+    OUT/val-…                the same for the val split, when the source has one
+    OUT/stats.npz            training-split statistics: mean_image (S,S,C), mean, std, eigval,
+                               eigvec; float32, pixel scale 0..255 (alexnet.data.imageset)
+    OUT/report.txt           files that could not be read (skipped, never fatal), with reasons
+    OUT/manifest.json        classes, channels, size, encoding, shards and counts; written LAST
+
+A directory is a finished dataset if and only if manifest.json exists. Every file is written to a
+temporary name and renamed into place, so a killed run leaves whole shards or nothing; running the
+same command again skips the finished shards and goes on. Shard k of a split holds the readable
+images among source indices [k·shard_size, (k+1)·shard_size), in order.
+
+raw (the default) vs jpeg, for 256×256 RGB images: raw costs 196,608 bytes per image (252 GB for
+ILSVRC-2012's 1.28 M training images) and reading is a memory copy; JPEG at quality 90 is about
+10-20× smaller but each read decodes, which costs a few ms per image per core (see `alexnet bench
+data`): fast enough for a CPU-trained model, not for a fast GPU fed by few cores.
+"""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+from ..io import atomic_path, atomic_write, atomic_write_json, atomic_write_text
+from . import SPLITS, open_dataset
+from .imageset import StatsAccumulator, save_stats
+from .prepared import CONFIG, FORMAT, MANIFEST, REPORT, STATS, VERSION, shard_name
+
+READ_BATCH = 32  # images read at a time inside a shard
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("src", metavar="SRC", help="an ImageFolder tree (train/<class>/*, "
+                        "val/<class>/*), shapes[:TRAIN_N[:VAL_N]] or fashion-mnist[:DIR]")
+    parser.add_argument("out", metavar="OUT", help="output directory (created; resumed if "
+                        "an earlier run with the same options was interrupted)")
+    parser.add_argument("--size", type=int, default=256, help="image side (default 256)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="parallel processes (default: the number of CPUs)")
+    parser.add_argument("--format", choices=("raw", "jpeg"), default="raw",
+                        help="raw pixels (default; fastest to read) or JPEG (smaller)")
+    parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    parser.add_argument("--shard-size", type=int, default=1024, help="images per shard")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shapes dataset")
+    parser.add_argument("--val-labels", metavar="FILE",
+                        help="label file of a flat ILSVRC-2012 val folder")
+
+
+def run(args) -> int:
+    start = time.time()
+    manifest, done = prepare(args.src, args.out, size=args.size, workers=args.workers,
+                             encoding=args.format, quality=args.quality,
+                             shard_size=args.shard_size, seed=args.seed,
+                             val_labels=args.val_labels)
+    out = Path(args.out)
+    counts = ", ".join(f"{v['count']} {k}" for k, v in manifest["splits"].items())
+    size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    if done == 0:
+        print(f"{out} is already prepared: {counts} images")
+        return 0
+    elapsed = time.time() - start
+    print(f"prepared {counts} images ({manifest['skipped']} skipped, listed in "
+          f"{out / REPORT}) into {out}: {manifest['encoding']}, {size / 1e9:.2f} GB, "
+          f"{done / elapsed:.0f} img/s")
+    return 0
+
+
+def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str = "raw",
+            quality: int = 90, shard_size: int = 1024, seed: int = 0, val_labels=None,
+            progress: bool | None = None) -> tuple[dict, int]:
+    """Prepare `src` into `out`; returns (manifest, number of images processed by this call)."""
+    if size < 8 or shard_size < 1 or workers < 0 or not 1 <= quality <= 100:
+        raise UserError("need --size >= 8, --shard-size >= 1, --workers >= 0, --quality 1..100")
+    if encoding not in ("raw", "jpeg"):
+        raise UserError(f"unknown format {encoding!r}: raw or jpeg")
+    out = Path(out)
+    # A directory is recorded by its absolute path, so that a resume from elsewhere matches.
+    src = str(Path(src).resolve()) if Path(src).is_dir() else str(src)
+    source = {"src": src, "seed": seed, "val_labels": str(val_labels) if val_labels else None,
+              "size": size}
+    sets = _open_splits(source)
+    first = sets["train"]
+    config = {"format": FORMAT, "version": VERSION, **source, "encoding": encoding,
+              "quality": quality, "shard_size": shard_size, "classes": first.classes,
+              "channels": first.channels, "counts": {k: len(v) for k, v in sets.items()}}
+    _check_config(out, config)
+    if (out / MANIFEST).exists():
+        return json.loads((out / MANIFEST).read_text()), 0
+    for tmp in out.glob(".*.tmp"):  # leftovers of a killed run (atomic writes not renamed)
+        tmp.unlink()
+    tasks = [(split, k) for split, s in sets.items()
+             for k in range(_num_shards(len(s), shard_size))
+             if not (out / _sidecar(split, k)).exists()]
+    todo = sum(min(shard_size, len(sets[s]) - k * shard_size) for s, k in tasks)
+    _run_tasks([(config, str(out), split, k) for split, k in tasks], todo, workers, progress)
+    return _finish(out, config), todo
+
+
+def _open_splits(source: dict) -> dict:
+    sets = {}
+    for split in SPLITS:
+        path = Path(source["src"])
+        if split != "train" and path.is_dir() and not (path / split).exists():
+            continue  # an ImageFolder tree without this split
+        sets[split] = _source(source, split)
+    return sets
+
+
+_sources: dict = {}
+
+
+def _source(source: dict, split: str):
+    """The source split, opened once per process (workers reuse theirs for every shard)."""
+    key = (json.dumps(source, sort_keys=True), split)
+    if key not in _sources:
+        _sources[key] = open_dataset(source["src"], split, seed=source["seed"],
+                                     val_labels=source["val_labels"], image_size=source["size"])
+    return _sources[key]
+
+
+def _check_config(out: Path, config: dict) -> None:
+    path = out / CONFIG
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if old != config:
+            raise UserError(f"{out} holds a preparation with other options or another source "
+                            f"(see {path}): delete it or choose another OUT")
+        return
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not an `alexnet prepare` output: choose another OUT")
+    atomic_write_json(path, config)
+
+
+def _num_shards(n: int, shard_size: int) -> int:
+    return (n + shard_size - 1) // shard_size
+
+
+def _sidecar(split: str, k: int) -> str:
+    return f"{split}-{k:05d}.npz"
+
+
+def _run_tasks(tasks: list, todo: int, workers: int, progress: bool | None) -> None:
+    from tqdm import tqdm
+
+    # disable=None: a bar on a terminal only
+    bar = tqdm(total=todo, unit="img", desc="prepare", smoothing=0.05,
+               disable=None if progress is None else not progress)
+    try:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                bar.update(prepare_shard(task))
+            return
+        with mp.get_context("fork").Pool(min(workers, len(tasks)), _worker_init) as pool:
+            for n in pool.imap_unordered(prepare_shard, tasks):
+                bar.update(n)
+    finally:
+        bar.close()
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the parallelism is across processes
+
+
+def prepare_shard(task) -> int:
+    """Read, encode and write one shard; returns the number of source images it covered."""
+    config, out, split, k = task
+    out = Path(out)
+    imageset = _source({key: config[key] for key in ("src", "seed", "val_labels", "size")}, split)
+    start = k * config["shard_size"]
+    indices = np.arange(start, min(start + config["shard_size"], len(imageset)))
+    acc = StatsAccumulator(config["size"], config["channels"]) if split == "train" else None
+    labels, skipped, offsets = [], [], [0]
+    data = out / shard_name(split, k, config["encoding"])
+    with atomic_path(data) as tmp, open(tmp, "wb") as f:
+        for i in range(0, len(indices), READ_BATCH):
+            batch = indices[i:i + READ_BATCH]
+            images, errors = imageset.read(batch)
+            bad = {j for j, _ in errors}
+            skipped += [f"{_describe(imageset, j)}\t{why}" for j, why in errors]
+            keep = [r for r, j in enumerate(batch.tolist()) if j not in bad]
+            images = images[keep].numpy()
+            labels += imageset.labels[batch[keep]].tolist()
+            if acc is not None:
+                acc.add(images)
+            for img in images:
+                f.write(img.tobytes() if config["encoding"] == "raw"
+                        else _encode_jpeg(img, config["quality"]))
+                offsets.append(f.tell())
+    if config["encoding"] == "jpeg":
+        _atomic_npy(data.with_suffix(".idx.npy"), np.asarray(offsets, np.int64))
+    sidecar = {"labels": np.asarray(labels, np.int64), "skipped": np.asarray(skipped, dtype=str)}
+    if acc is not None:
+        sidecar.update(acc.state())
+    atomic_write(out / _sidecar(split, k), lambda p: _savez(p, sidecar))  # last: shard done
+    return len(indices)
+
+
+def _describe(imageset, index: int) -> str:
+    files = getattr(imageset, "files", None)
+    return str(files[index]) if files is not None else f"{imageset.split}[{index}]"
+
+
+def _encode_jpeg(img: np.ndarray, quality: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _savez(path: Path, arrays: dict) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _atomic_npy(path: Path, array: np.ndarray) -> None:
+    def write(p: Path):
+        with open(p, "wb") as f:
+            np.save(f, array)
+    atomic_write(path, write)
+
+
+def _finish(out: Path, config: dict) -> dict:
+    """Gather the sidecars into labels, statistics and the report; write the manifest last."""
+    splits, report, acc = {}, [], None
+    for split, n in config["counts"].items():
+        shards, labels = [], []
+        for k in range(_num_shards(n, config["shard_size"])):
+            with np.load(out / _sidecar(split, k), allow_pickle=False) as z:
+                labels.append(z["labels"])
+                report += z["skipped"].tolist()
+                shards.append({"file": shard_name(split, k, config["encoding"]),
+                               "count": len(z["labels"])})
+                if split == "train":
+                    part = StatsAccumulator.from_state(z)
+                    acc = part if acc is None else (acc.merge(part) or acc)
+        labels_file = f"{split}-labels.npy"
+        _atomic_npy(out / labels_file, np.concatenate(labels))
+        splits[split] = {"count": int(sum(s["count"] for s in shards)), "labels": labels_file,
+                         "shards": shards}
+    if splits["train"]["count"] == 0:
+        raise UserError(f"no readable training images in {config['src']} (see {out / REPORT})")
+    save_stats(out / STATS, acc.result())
+    total = sum(config["counts"].values())
+    atomic_write_text(out / REPORT, f"# {len(report)} of {total} source images could not be "
+                      "read and were skipped\n" + "".join(line + "\n" for line in report))
+    manifest = {"format": FORMAT, "version": VERSION, "source": config["src"],
+                "encoding": config["encoding"], "quality": config["quality"],
+                "image_size": config["size"], "channels": config["channels"],
+                "classes": config["classes"], "splits": splits, "stats": STATS,
+                "report": REPORT, "skipped": len(report)}
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
