@@ -3,8 +3,9 @@
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/_ddp_worker.py OUT_DIR
 
 Each rank trains the paper AlexNet on its half of every global batch, then writes the reduced
-metrics and a hash of its weights to OUT_DIR/rank<R>.pt, rank 0 also the weights themselves. The test trains a single process on the whole batches
-(`train_reference`) and compares. The recipe lives here so both sides use the same one.
+metrics and a hash of its weights to OUT_DIR/rank<R>.pt (rank 0 also the weights themselves). The
+test trains one process on the whole batches (`train_reference`) and compares. The recipe lives
+here so that both sides use the same one.
 """
 from __future__ import annotations
 

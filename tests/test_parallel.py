@@ -1,4 +1,4 @@
-"""Scale-out: the two-device split equals the grouped net; DDP over 2 CPU processes equals one process."""
+"""Scale-out: the two-device split equals the grouped net; DDP on 2 CPU processes equals one."""
 from __future__ import annotations
 
 import importlib.util
@@ -34,7 +34,8 @@ def _assert_close(actual: torch.Tensor, expected: torch.Tensor, name: str = "") 
     # fp32 sums in another order differ by ~1e-7 relative; scale atol to the tensor's magnitude so
     # small tensors (early-layer gradients are ~1e-3) are still compared meaningfully.
     scale = expected.abs().max().item()
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"{name}: {m}")
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale,
+                               msg=lambda m: f"{name}: {m}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -56,7 +57,8 @@ def test_split_matches_grouped_outputs_and_gradients(options):
     x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(1))
     y = torch.tensor([1, 3])
     out_grouped, out_split = grouped(x), split(x)
-    assert out_split.shape == (2, options["num_classes"]) and out_split.device == split.output_device
+    assert out_split.shape == (2, options["num_classes"])
+    assert out_split.device == split.output_device
     _assert_close(out_split, out_grouped, "logits")
     F.cross_entropy(out_grouped, y).backward()
     F.cross_entropy(out_split, y).backward()
@@ -80,10 +82,14 @@ def test_a_wrong_exchange_is_detected():
     grouped, split = _pair(num_classes=5, dropout=0.0)
     x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        w = split.tower2.features.conv3.weight  # (192, 256, 3, 3): inputs 0:128 tower 1, 128: tower 2
+        w = split.tower2.features.conv3.weight  # (192, 256, 3, 3): inputs 0:128 are tower 1's
         w.copy_(torch.cat([w[:, 128:], w[:, :128]], 1))
         with pytest.raises(AssertionError):
             _assert_close(split(x), grouped(x))
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def test_split_layers_follow_the_source_modules():
@@ -97,7 +103,7 @@ def test_split_layers_follow_the_source_modules():
     assert t1.features.norm1.groups == 1 and grouped.features.norm1.groups == 2
     assert type(t2.features.relu3) is torch.nn.Tanh
     assert t2.features.pool1.kernel_size == 2 and t2.classifier.drop6.p == 0.5
-    assert sum(p.numel() for p in split.parameters()) == sum(p.numel() for p in grouped.parameters())
+    assert _count(split) == _count(grouped)
     assert all(p.requires_grad for p in split.parameters())
 
 

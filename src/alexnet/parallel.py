@@ -11,11 +11,12 @@ so all replicas take the same step. One code path serves every case:
     torch.save(unwrap(model).state_dict(), ...)
     cleanup_distributed()
 
-Model parallel (the paper, §3.2): the net was too big for one 3 GB GTX 580, so half of the kernels
-of every layer lived on each of two GPUs ("towers"). A tower reads only its own maps, except at conv3
-and the fully connected layers, where it reads both towers' outputs; those are the only places
-activations cross devices. `TwoDeviceAlexNet` does exactly that with two torch devices; on one device
-the same net is `AlexNet(towers=2)`, whose grouped convolutions are the towers side by side.
+Model parallel (the paper, §3.2): the net was too big for one 3 GB GTX 580, so half of the
+kernels of every layer lived on each of two GPUs ("towers"). A tower reads only its own maps, except
+at conv3 and the fully connected layers, where it reads both towers' outputs; those are the only
+places activations cross devices. `TwoDeviceAlexNet` does exactly that with two torch devices; on
+one device the same net is `AlexNet(towers=2)`, whose grouped convolutions are the towers side by
+side.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     'auto' is CUDA when there is one, else the CPU; a bare 'cuda' means this process's GPU
     (cuda:LOCAL_RANK under torchrun). Anything else raises UserError with what is available.
     """
+    name = str(name)  # a torch.device works too
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -85,9 +87,9 @@ _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group if torchrun launched us; otherwise describe a single process.
 
-    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment) each
-    process takes GPU LOCAL_RANK and talks over NCCL; on CPUs it talks over gloo. A torchrun job with
-    one process also gets a process group, so that path is the same as with many.
+    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT in the environment)
+    each process takes GPU LOCAL_RANK and talks over NCCL; on CPUs it talks over gloo. A torchrun
+    job with one process also gets a process group, so that path is the same as with many.
     """
     env = os.environ
     if "RANK" not in env and "WORLD_SIZE" not in env:
@@ -100,7 +102,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
     except ValueError:
         raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
-    if world > 1 and ":" in device:
+    if world > 1 and ":" in str(device):
         # Every rank would pick the same GPU. Pin GPUs with CUDA_VISIBLE_DEVICES instead.
         raise UserError(f"--device {device!r} names one device, but this is one of {world} "
                         "processes; use --device cuda (each process takes cuda:LOCAL_RANK)")
@@ -134,9 +136,10 @@ def _comm_device(info: DistInfo) -> torch.device:
 def wrap_ddp(model: nn.Module, info: DistInfo, **ddp_options) -> nn.Module:
     """DistributedDataParallel when there are several processes, else the model itself.
 
-    Put the model on info.device first. A model that spans several devices (TwoDeviceAlexNet inside
-    each rank) is wrapped with device_ids=None, as DDP requires for multi-device modules. Wrap before
-    torch.compile: DDP's bucket boundaries then become graph breaks that overlap the all-reduce.
+    Put the model on info.device first. A model that spans several devices (TwoDeviceAlexNet
+    inside each rank) is wrapped with device_ids=None, as DDP requires for multi-device modules.
+    Wrap before torch.compile (torch.compile(wrap_ddp(model, info))): compile then splits the graph
+    at DDP's bucket boundaries, so the all-reduce of one bucket overlaps the backward of the next.
     """
     if not _active(info):
         return model
@@ -161,8 +164,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 def all_reduce_sum(values, info: DistInfo):
     """Sum over all ranks: a tensor, a sequence of numbers, or a {name: number} mapping.
 
-    Metrics are reduced as sums (loss sum, correct counts, sample counts) and divided only at the end,
-    so they are exact over the whole dataset even when ranks see different numbers of samples.
+    Metrics are reduced as sums (loss sum, correct counts, sample counts) and divided only at the
+    end, so they are exact over the whole dataset even when ranks see different numbers of samples.
     Numbers travel as float64, so integer counts stay exact (up to 2**53) and come back as ints.
     Returns a new object of the same kind; the input is left as it was.
     """
@@ -205,11 +208,15 @@ def broadcast_object(obj, info: DistInfo, src: int = 0):
 def parse_devices(spec: str | Sequence[str]) -> tuple[torch.device, ...]:
     """'cuda:0,cuda:1' (or a sequence) -> one or two existing devices, else UserError.
 
-    The same device may appear twice ('cpu,cpu'): the split then runs on one device, which tests use.
+    The same device may appear twice ('cpu,cpu'): the split then runs on one device (as in tests).
     """
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s) for s in spec]
+    if isinstance(spec, str):
+        names = [s.strip() for s in spec.split(",")]
+    else:
+        names = [str(s) for s in spec]
     if len(names) not in (1, 2) or not all(names):
-        raise UserError(f"--model-parallel takes one or two devices, like cuda:0,cuda:1; got {spec!r}")
+        raise UserError("--model-parallel takes one or two devices, like cuda:0,cuda:1; "
+                        f"got {spec!r}")
     return tuple(resolve_device(name) for name in names)
 
 
@@ -223,7 +230,7 @@ def place_towers(model: nn.Module, devices: str | Sequence[str]) -> nn.Module:
 
 
 def _halves(n: int) -> list[int]:
-    """Tower 1 takes the first ceil(n/2) kernels, tower 2 the rest (fc8 may have odd num_classes)."""
+    """Tower 1 takes the first ceil(n/2) kernels, tower 2 the rest (num_classes may be odd)."""
     return [(n + 1) // 2, n // 2]
 
 
@@ -392,7 +399,7 @@ class TwoDeviceAlexNet(nn.Module):
         self.load_state_dict(split_state_dict(state))
 
     def to_alexnet(self, device: str | torch.device | None = None) -> AlexNet:
-        """A single-device AlexNet (grouped towers) with these weights, on `device` or devices[0]."""
+        """A one-device AlexNet (towers as groups) with these weights, on `device` or devices[0]."""
         dtype = self.tower1.features.conv1.weight.dtype
         model = copy.deepcopy(self._template).to(dtype=dtype)
         model.to_empty(device=device or self.devices[0])
