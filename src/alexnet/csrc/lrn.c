@@ -1,0 +1,265 @@
+/* The paper's local response normalisation, forward and backward, fused for the CPU.
+ *
+ *   s[i] = k + alpha * sum_{j in win(i)} a[j]^2,   win(i) = [i - size/2, i + (size-1)/2] in the group
+ *   b[i] = a[i] * s[i]^-beta
+ *   da[m] = g[m] s[m]^-beta - 2 alpha beta a[m] sum_{i : m in win(i)} g[i] a[i] s[i]^(-beta-1)
+ *
+ * Why a kernel: written as tensor ops, LRN is a dozen passes over a large activation (conv1's is
+ * 64x96x55x55) and autograd keeps their intermediates; here each element is read once, everything
+ * else stays in L1, and the backward recomputes s instead of storing it.
+ *
+ * Storage is float32 (dtype 0) or bfloat16 (dtype 1, as uint16); arithmetic is always float32.
+ * Two layouts: channels_last (NHWC: a pixel's channels are contiguous, vectorised over channels)
+ * and channels_first (NCHW: a channel's pixels are contiguous, vectorised over a block of pixels).
+ * Built by alexnet/lrn.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <omp.h>
+
+enum { F32 = 0, BF16 = 1 };
+#define TILE 64    /* channels_first: pixels per tile (longer rows help the prefetcher) */
+#define RUN 2048   /* channels_last: about this many values per run of whole pixels */
+
+typedef struct {
+    int dtype;            /* F32 or BF16 */
+    int64_t n, c, hw;     /* batch, channels, pixels per image */
+    int64_t groups, size; /* the window never crosses a group (the paper's GPU towers) */
+    float alpha, beta, k;
+    /* mask[d*c + ch] = 1 if channel ch + d - size/2 is in ch's group, else 0: the window, clipped
+     * at group edges, as weights. mirror is the same for the backward's mirrored window. */
+    const float *mask, *mirror;
+} lrn_args;
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch does */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* dst[i] = src[off + i] as float32 */
+static void load(const lrn_args *a, const void *src, int64_t off, float *restrict dst, int64_t len) {
+    if (a->dtype == F32) { /* a loop, not memcpy: a tile's rows are short, a call costs */
+        const float *s = (const float *)src + off;
+        for (int64_t i = 0; i < len; i++) dst[i] = s[i];
+    } else {
+        const uint16_t *s = (const uint16_t *)src + off;
+        for (int64_t i = 0; i < len; i++) dst[i] = bf16_to_f32(s[i]);
+    }
+}
+
+static void store(const lrn_args *a, void *dst, int64_t off, const float *restrict src, int64_t len) {
+    if (a->dtype == F32) {
+        float *d = (float *)dst + off;
+        for (int64_t i = 0; i < len; i++) d[i] = src[i];
+    } else {
+        uint16_t *d = (uint16_t *)dst + off;
+        for (int64_t i = 0; i < len; i++) d[i] = f32_to_bf16(src[i]);
+    }
+}
+
+/* s^-beta. The paper's beta = 0.75 as 1/sqrt(s sqrt(s)), which vectorises where powf does not;
+ * `paper` is a compile-time constant where this is inlined, so the loops have no branch. */
+static inline float neg_pow(float s, float beta, int paper) {
+    return paper ? 1.0f / sqrtf(s * sqrtf(s)) : powf(s, -beta);
+}
+
+/* The window sum of channel ch at q, where q holds squares (or gradient terms) with consecutive
+ * channels `stride` floats apart and q[d*stride] is the d-th value of ch's window. */
+static inline float window(const lrn_args *a, const float *mask, const float *restrict q,
+                           int64_t ch, int64_t stride, int64_t size) {
+    float sum = 0.0f;
+    for (int64_t d = 0; d < size; d++) sum += mask[d * a->c + ch] * q[d * stride];
+    return sum;
+}
+
+/* Per-thread scratch, each `len` floats: x, g (= dL/dy), q (squares), t (gradient terms), p (s^-beta),
+ * out. q and t have `margin` more, for zeros at both ends. */
+typedef struct { float *x, *g, *q, *t, *p, *out; } scratch;
+
+static float *scratch_alloc(scratch *w, int64_t len, int64_t margin) {
+    float *mem = (float *)malloc(sizeof(float) * (6 * len + 2 * margin));
+    if (mem) {
+        w->x = mem; w->g = w->x + len; w->p = w->g + len; w->out = w->p + len;
+        w->q = w->out + len; w->t = w->q + len + margin;
+    }
+    return mem;
+}
+
+/* ---- channels_last: a run of whole pixels, vectorised over each pixel's channels ---- */
+
+/* size is a->size and paper is (size == 5 && beta == 0.75): as constants (see the callers) the
+ * window unrolls and s^-beta takes no branch. */
+static inline __attribute__((always_inline)) void
+pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void *out,
+             int64_t first, int64_t count, scratch *w, int64_t size, int paper) {
+    const int64_t c = a->c, lo = size / 2, hi = (size - 1) / 2, len = count * c;
+    const float k = a->k, alpha = a->alpha, c2ab = 2.0f * a->alpha * a->beta;
+    load(a, x, first * c, w->x, len);
+    /* squares, with zeros for the window to read past the run's ends; inside it the mask clips */
+    memset(w->q, 0, sizeof(float) * lo);
+    memset(w->q + lo + len, 0, sizeof(float) * hi);
+    for (int64_t i = 0; i < len; i++) w->q[lo + i] = w->x[i] * w->x[i];
+    if (!backward) {
+        for (int64_t pix = 0; pix < count; pix++)
+            for (int64_t ch = 0, i = pix * c; ch < c; ch++, i++)
+                w->out[i] = w->x[i] * neg_pow(k + alpha * window(a, a->mask, w->q + i, ch, 1, size),
+                                              a->beta, paper);
+    } else {
+        /* t = g a s^(-beta-1); dx[m] = g[m] p[m] - 2 alpha beta a[m] * (t summed over the i
+         * whose window holds m: the mirrored window, so t is padded hi before and lo after) */
+        load(a, g, first * c, w->g, len);
+        memset(w->t, 0, sizeof(float) * hi);
+        memset(w->t + hi + len, 0, sizeof(float) * lo);
+        for (int64_t pix = 0; pix < count; pix++)
+            for (int64_t ch = 0, i = pix * c; ch < c; ch++, i++) {
+                float s = k + alpha * window(a, a->mask, w->q + i, ch, 1, size);
+                float p = neg_pow(s, a->beta, paper);
+                w->p[i] = p;
+                w->t[hi + i] = w->g[i] * w->x[i] * p / s;
+            }
+        for (int64_t pix = 0; pix < count; pix++)
+            for (int64_t ch = 0, i = pix * c; ch < c; ch++, i++)
+                w->out[i] = w->g[i] * w->p[i] -
+                            c2ab * w->x[i] * window(a, a->mirror, w->t + i, ch, 1, size);
+    }
+    store(a, out, first * c, w->out, len);
+}
+
+/* ---- channels_first: a tile of TILE pixels by all channels, vectorised over the pixels ---- */
+
+static inline __attribute__((always_inline)) void
+tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *out, int64_t task,
+           scratch *w, int64_t size, int paper) {
+    const int64_t c = a->c, lo = size / 2, hi = (size - 1) / 2, len = c * TILE;
+    const int64_t ntiles = (a->hw + TILE - 1) / TILE, img = task / ntiles;
+    const int64_t p0 = (task % ntiles) * TILE, width = a->hw - p0 < TILE ? a->hw - p0 : TILE;
+    const float k = a->k, alpha = a->alpha, c2ab = 2.0f * a->alpha * a->beta;
+    if (width < TILE) { /* the image's last, partial tile: keep the unused lanes finite */
+        memset(w->x, 0, sizeof(float) * len);
+        memset(w->g, 0, sizeof(float) * len);
+    }
+    for (int64_t ch = 0; ch < c; ch++) {
+        load(a, x, (img * c + ch) * a->hw + p0, w->x + ch * TILE, width);
+        if (backward) load(a, g, (img * c + ch) * a->hw + p0, w->g + ch * TILE, width);
+    }
+    memset(w->q, 0, sizeof(float) * lo * TILE);
+    memset(w->q + lo * TILE + len, 0, sizeof(float) * hi * TILE);
+    for (int64_t i = 0; i < len; i++) w->q[lo * TILE + i] = w->x[i] * w->x[i];
+    if (!backward) {
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t j = 0, i = ch * TILE; j < TILE; j++, i++)
+                w->out[i] = w->x[i] * neg_pow(k + alpha * window(a, a->mask, w->q + i, ch, TILE, size),
+                                              a->beta, paper);
+    } else { /* as in pixels() */
+        memset(w->t, 0, sizeof(float) * hi * TILE);
+        memset(w->t + hi * TILE + len, 0, sizeof(float) * lo * TILE);
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t j = 0, i = ch * TILE; j < TILE; j++, i++) {
+                float s = k + alpha * window(a, a->mask, w->q + i, ch, TILE, size);
+                float p = neg_pow(s, a->beta, paper);
+                w->p[i] = p;
+                w->t[hi * TILE + i] = w->g[i] * w->x[i] * p / s;
+            }
+        for (int64_t ch = 0; ch < c; ch++)
+            for (int64_t j = 0, i = ch * TILE; j < TILE; j++, i++)
+                w->out[i] = w->g[i] * w->p[i] -
+                            c2ab * w->x[i] * window(a, a->mirror, w->t + i, ch, TILE, size);
+    }
+    for (int64_t ch = 0; ch < c; ch++)
+        store(a, out, (img * c + ch) * a->hw + p0, w->out + ch * TILE, width);
+}
+
+/* The paper's layer (size 5, beta 0.75) gets its own copy of each loop nest, fully vectorised;
+ * other settings take the general one. */
+static void pixels(const lrn_args *a, int backward, const void *x, const void *g, void *out,
+                   int64_t first, int64_t count, scratch *w) {
+    if (a->size == 5 && a->beta == 0.75f) pixels_sized(a, backward, x, g, out, first, count, w, 5, 1);
+    else pixels_sized(a, backward, x, g, out, first, count, w, a->size, 0);
+}
+
+static void tile(const lrn_args *a, int backward, const void *x, const void *g, void *out,
+                 int64_t task, scratch *w) {
+    if (a->size == 5 && a->beta == 0.75f) tile_sized(a, backward, x, g, out, task, w, 5, 1);
+    else tile_sized(a, backward, x, g, out, task, w, a->size, 0);
+}
+
+/* mask[d*c + ch] for the window [ch - before, ch + after] (see lrn_args). */
+static void make_mask(float *mask, int64_t c, int64_t groups, int64_t size, int64_t before) {
+    const int64_t cg = c / groups;
+    for (int64_t d = 0; d < size; d++)
+        for (int64_t ch = 0; ch < c; ch++) {
+            int64_t other = ch + d - before;
+            mask[d * c + ch] = other >= 0 && other < c && other / cg == ch / cg;
+        }
+}
+
+static int run(lrn_args *a, int channels_last, int backward, const void *x, const void *g,
+               void *out, int nthreads) {
+    float *masks = (float *)malloc(sizeof(float) * 2 * a->size * a->c);
+    if (!masks) return -1;
+    make_mask(masks, a->c, a->groups, a->size, a->size / 2);
+    make_mask(masks + a->size * a->c, a->c, a->groups, a->size, (a->size - 1) / 2);
+    a->mask = masks, a->mirror = masks + a->size * a->c;
+    /* channels_last: runs of per_run whole pixels; channels_first: one tile per task */
+    const int64_t per_run = a->c >= RUN ? 1 : RUN / a->c, npix = a->n * a->hw;
+    const int64_t tasks = channels_last ? (npix + per_run - 1) / per_run
+                                        : a->n * ((a->hw + TILE - 1) / TILE);
+    const int64_t len = channels_last ? per_run * a->c : a->c * TILE;
+    const int64_t margin = a->size * (channels_last ? 1 : TILE);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        scratch w = {0};
+        float *mem = scratch_alloc(&w, len, margin);
+        failed = mem == NULL;
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) {
+            if (!mem) continue;
+            if (channels_last) {
+                int64_t first = t * per_run, count = npix - first < per_run ? npix - first : per_run;
+                pixels(a, backward, x, g, out, first, count, &w);
+            } else {
+                tile(a, backward, x, g, out, t, &w);
+            }
+        }
+        free(mem);
+    }
+    free(masks);
+    return failed ? -1 : 0;
+}
+
+static int check(const lrn_args *a) {
+    if (a->dtype != F32 && a->dtype != BF16) return -2;
+    if (a->groups < 1 || a->size < 1 || a->c % a->groups || a->n < 0 || a->hw < 0) return -3;
+    return 0;
+}
+
+/* The two entry points. x, g (dL/dy) and out are contiguous in the layout given by channels_last.
+ * Returns 0, or a negative code: -1 out of memory, -2 bad dtype, -3 bad shape. */
+int lrn_forward(int dtype, int channels_last, const void *x, void *y, int64_t n, int64_t c,
+                int64_t hw, int64_t groups, int64_t size, float alpha, float beta, float k,
+                int nthreads) {
+    lrn_args a = {dtype, n, c, hw, groups, size, alpha, beta, k, NULL, NULL};
+    int err = check(&a);
+    return err ? err : run(&a, channels_last, 0, x, NULL, y, nthreads);
+}
+
+int lrn_backward(int dtype, int channels_last, const void *x, const void *g, void *dx, int64_t n,
+                 int64_t c, int64_t hw, int64_t groups, int64_t size, float alpha, float beta,
+                 float k, int nthreads) {
+    lrn_args a = {dtype, n, c, hw, groups, size, alpha, beta, k, NULL, NULL};
+    int err = check(&a);
+    return err ? err : run(&a, channels_last, 1, x, g, dx, nthreads);
+}
