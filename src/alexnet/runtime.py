@@ -26,23 +26,23 @@ class Runtime:
     def create(cls, device="auto", precision="auto", channels_last=True,
                model_parallel: Optional[str] = None) -> "Runtime":
         if model_parallel:
-            devices = tuple(torch.device(d.strip()) for d in model_parallel.split(","))
+            devices = parallel.parse_devices(model_parallel)  # checks that they exist
             if len(devices) != 2:
                 raise UserError(f"--model-parallel takes two devices, DEV0,DEV1; got "
                                 f"{model_parallel!r}")
             dev = devices[0]
         else:
-            devices, dev = None, accel.resolve_device(device)
+            devices = None
+            dev = device if isinstance(device, torch.device) else parallel.resolve_device(device)
         return cls(dev, dev, accel.resolve_precision(dev, precision), channels_last, devices)
 
-    def place(self, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
+    def place(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move the model where it runs (split over two devices for the paper's parallelism).
+        Compile after DDP wrapping, if at all, so compile can overlap the all-reduce."""
         if self.model_devices is not None:
             model = parallel.TwoDeviceAlexNet.from_alexnet(model, self.model_devices)
-            if self.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            return torch.compile(model) if compile else model
-        return accel.prepare_model(model, self.device, channels_last=self.channels_last,
-                                   compile=compile)
+            return model.to(memory_format=torch.channels_last) if self.channels_last else model
+        return accel.prepare_model(model, self.device, channels_last=self.channels_last)
 
     def autocast(self):
         return accel.autocast(self.device, self.precision)
@@ -58,9 +58,16 @@ class Runtime:
         """Weights in the single-device layout, whatever the placement (so checkpoints are one
         format); on the CPU so that they load anywhere."""
         inner = parallel.unwrap(model)
+        state = (inner.alexnet_state_dict() if self.model_devices is not None
+                 else inner.state_dict())
+        return {k: v.detach().cpu() for k, v in state.items()}
+
+    def load_state_dict(self, model: torch.nn.Module, state: dict) -> None:
+        inner = parallel.unwrap(model)
         if self.model_devices is not None:
-            inner = inner.to_alexnet()
-        return {k: v.detach().cpu() for k, v in inner.state_dict().items()}
+            inner.load_alexnet_state_dict(state)
+        else:
+            inner.load_state_dict(state)
 
     def describe(self) -> str:
         where = (",".join(map(str, self.model_devices)) if self.model_devices else str(self.device))

@@ -196,7 +196,7 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
         check_compatible(ckpt, num_classes, cfg.variant)
     model = build_model(cfg, num_classes, in_channels)
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
-    model = rt.place(model, compile=cfg.compile)
+    model = rt.place(model)
     optimizer = _optimizer(model, cfg, rt.device)
     stats = train_set.stats()
     augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
@@ -212,11 +212,13 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     schedule = LRSchedule(cfg.lr, cfg.schedule, cfg.epochs, len(train_loader), cfg.warmup_epochs,
                           cfg.step_epochs, cfg.patience, cfg.lr_drops)
     model = parallel.wrap_ddp(model, info)
+    if cfg.compile:
+        model = torch.compile(model)
 
     run = Path(cfg.out) if ckpt is not None else _run_dir(cfg, given)
     history, best, start_epoch = [], math.inf, 0
     if ckpt is not None:
-        rt.unwrap(model).load_state_dict(ckpt["model"])
+        rt.load_state_dict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
         history, best, start_epoch = ckpt["history"], ckpt["best_top1_error"], ckpt["epoch"]

@@ -1,0 +1,168 @@
+"""Training, resume, checkpoints, evaluation and prediction, end to end on tiny built-in data."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.checkpoint import load_checkpoint
+from alexnet.cli import main as cli_main
+from alexnet.schedule import LRSchedule
+
+# Small and fast, but the real paper network: 24 training images, batches of 8, fp32 for exactness.
+TINY = ["--data", "shapes:24:16", "--batch-size", "8", "--precision", "fp32", "--workers", "0",
+        "--no-progress", "--eval-crops", "1", "--recipe", "paper", "--schedule", "step"]
+
+
+def train(tmp: Path, name: str, *extra: str) -> int:
+    return cli_main(["train", *TINY, "--out", str(tmp / name), *extra])
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_metrics(a: list[dict], b: list[dict]) -> bool:
+    keys = ("epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr")
+    return len(a) == len(b) and all(
+        math.isclose(x[k], y[k], rel_tol=1e-6, abs_tol=1e-9) for x, y in zip(a, b) for k in keys)
+
+
+def test_run_directory_and_resume_reproduces_an_uninterrupted_run(tmp_path, capsys):
+    assert train(tmp_path, "full", "--epochs", "2") == 0
+    out = capsys.readouterr().out
+    assert "epoch   2/2" in out and "top-1 err" in out and "1-crop" in out
+    full = tmp_path / "full"
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "best.pt", "curves.png",
+                 "results.json"):
+        assert (full / name).is_file(), name
+    assert list(full.glob("events.out.tfevents.*")), "TensorBoard events missing"
+    rows = metrics(full)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"train_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s", "seconds"} <= set(rows[0])
+
+    assert train(tmp_path, "part", "--epochs", "1") == 0
+    assert cli_main(["train", "--resume", str(tmp_path / "part"), "--epochs", "2",
+                     "--no-progress"]) == 0
+    assert same_metrics(metrics(full), metrics(tmp_path / "part"))
+    ckpt = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
+    assert ckpt["epoch"] == 2 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "config"}
+
+
+def test_resume_refuses_changed_recipe(tmp_path, capsys):
+    assert train(tmp_path, "r", "--epochs", "1") == 0
+    capsys.readouterr()
+    code = cli_main(["train", "--resume", str(tmp_path / "r"), "--lr", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--lr" in err and len(err.strip().splitlines()) == 1
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    assert train(tmp_path, "nan", "--epochs", "1") == 0
+    before = (tmp_path / "nan" / "checkpoint.pt").read_bytes()
+    import alexnet.train as train_module
+    real = train_module.F.cross_entropy
+    monkeypatch.setattr(train_module.F, "cross_entropy",
+                        lambda *a, **k: real(*a, **k) * float("nan"))
+    code = cli_main(["train", "--resume", str(tmp_path / "nan"), "--epochs", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became nan" in err
+    assert (tmp_path / "nan" / "checkpoint.pt").read_bytes() == before
+
+
+def test_explicit_out_is_never_overwritten(tmp_path, capsys):
+    assert train(tmp_path, "keep", "--epochs", "1") == 0
+    before = (tmp_path / "keep" / "checkpoint.pt").read_bytes()
+    assert train(tmp_path, "keep", "--epochs", "1") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "keep" / "checkpoint.pt").read_bytes() == before
+
+
+def test_eval_and_predict_json(tmp_path, capsys):
+    assert train(tmp_path, "ep", "--epochs", "1") == 0
+    capsys.readouterr()
+    ckpt = tmp_path / "ep" / "checkpoint.pt"
+    assert cli_main(["eval", str(ckpt), "--data", "shapes:24:16", "--crops", "10", "--json",
+                     "--precision", "fp32", "--workers", "0"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["crops"] == 10 and result["images"] == 16
+    assert 0 <= result["top1_error"] <= 1 and result["top5_error"] <= result["top1_error"]
+
+    from PIL import Image
+    image = tmp_path / "x.png"
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(image)
+    assert cli_main(["predict", str(ckpt), str(image), "--topk", "3", "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["predictions"][0]["top"]
+    classes = load_checkpoint(ckpt)["classes"]
+    assert len(top) == 3 and all(t["class"] in classes for t in top)
+    assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "/nonexistent/dir"], "nonexistent"),
+    (["train", "--bogus-option", "1"], "unrecognized"),
+    (["train", "--epochs", "zero"], "invalid int"),
+    (["train", "--activation", "swish", "--epochs", "1"], "activation"),
+    (["eval", "/nonexistent.pt"], "not found"),
+    (["predict", "/nonexistent.pt", "x.jpg"], "not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_unreadable_and_mismatched_checkpoints(tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    assert cli_main(["eval", str(junk), "--data", "shapes:24:16"]) == 2
+    assert "cannot read checkpoint" in capsys.readouterr().err
+    assert train(tmp_path, "m", "--epochs", "1") == 0
+    capsys.readouterr()
+    # fashion-mnist has 10 classes too, so mismatch the class count with a hand-edited checkpoint
+    ckpt = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)
+    ckpt["arch"]["num_classes"] = 7
+    torch.save(ckpt, tmp_path / "seven.pt")
+    assert cli_main(["eval", str(tmp_path / "seven.pt"), "--data", "shapes:24:16"]) == 2
+    assert "classes" in capsys.readouterr().err
+
+
+def test_plateau_schedule_divides_by_ten_at_most_three_times():
+    s = LRSchedule(0.01, "plateau", epochs=90, steps_per_epoch=10, patience=1, max_drops=3)
+    assert s.lr_at(0) == 0.01
+    for err in [0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4]:
+        s.end_epoch(err)
+    assert s.drops == 3 and math.isclose(s.lr_at(500), 1e-5)
+    cos = LRSchedule(1.0, "cosine", epochs=2, steps_per_epoch=10, warmup_epochs=1)
+    assert cos.lr_at(0) == pytest.approx(0.1 * 0.5 * (1 + math.cos(0)))
+    assert cos.lr_at(20) == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path):
+    """A run killed with SIGKILL in epoch 2 resumes from its epoch-1 checkpoint and ends like an
+    uninterrupted run."""
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "alexnet.cli", "train", *TINY, "--data", "shapes:96:16",
+                "--epochs", "3", "--out", str(out)]
+
+    run, ref = tmp_path / "killed", tmp_path / "ref"
+    proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+    assert cli_main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert subprocess.call(command(ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
+    assert same_metrics(metrics(ref), metrics(run))
