@@ -123,7 +123,7 @@ def test_convert_rejects_what_is_not_torchvision_alexnet(tmp_path, capsys):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file at all")
     for name, message in [("resnet.pth", "not a torchvision AlexNet"),
                           ("wrong_shape.pth", "features.3.weight"),
-                          ("junk.pth", "cannot read"), ("missing.pth", "not found")]:
+                          ("junk.pth", "not a PyTorch"), ("missing.pth", "not found")]:
         assert cli_main(["convert", "torchvision", str(tmp_path / name),
                          str(tmp_path / "out.pt")]) == 2
         err = capsys.readouterr().err
@@ -194,8 +194,10 @@ def test_load_reads_checkpoints_and_run_directories_and_refuses_others(paper, tm
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "truncated.pt").write_bytes((tmp_path / "other.pt").read_bytes()[:100])
     for name, message in [("other.pt", "neither"), ("other.safetensors", "not an alexnet export"),
-                          ("empty", "cannot read"), ("missing.pt", "not found")]:
+                          ("empty", "not a PyTorch"), ("truncated.pt", "cannot read"),
+                          ("missing.pt", "not found")]:
         with pytest.raises(UserError, match=message):
             load(tmp_path / name)
 

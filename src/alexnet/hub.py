@@ -156,6 +156,12 @@ def read_safetensors(path: str | os.PathLike) -> dict:
 def _read_torch(path: Path) -> Any:
     if not path.is_file():
         raise UserError(f"weights file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (legacy: a pickle, protocol byte 0x80); say so plainly for
+    # anything else instead of passing on torch's message about weights_only.
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise UserError(f"cannot read {path}: not a PyTorch (torch.save) or safetensors file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled code, …
