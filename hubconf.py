@@ -1,6 +1,6 @@
 """torch.hub entry points, offline:
 
-    model = torch.hub.load("path/to/alexnet", "alexnet", source="local")              # paper, random
+    model = torch.hub.load("path/to/alexnet", "alexnet", source="local")  # paper, random
     model = torch.hub.load("path/to/alexnet", "alexnet", source="local", weights="run/best.pt")
     model = torch.hub.load("path/to/alexnet", "owt", source="local", weights="alexnet-owt.pth")
 
