@@ -88,8 +88,10 @@ _kernel_error = None    # why there is none (str), once tried
 
 
 def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "alexnet"
+    """$ALEXNET_CACHE (the project's cache, as the data sets use), else the XDG cache."""
+    if os.environ.get("ALEXNET_CACHE"):
+        return Path(os.environ["ALEXNET_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet"
 
 
 def _cpu_flags() -> str:
