@@ -1,0 +1,188 @@
+"""The fast training path: what pays on each device, and why. The training loop calls these.
+
+    precision = resolve_precision(device, args.precision)      # "auto" -> bf16 / fp16 / fp32
+    model = prepare_model(model, device, channels_last=True, compile=args.compile)
+    optimizer = make_sgd(param_groups, lr, momentum, weight_decay, device)
+    for x, y in loader:
+        x = to_input(x, device, channels_last=True)
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y)
+        ...
+
+What each piece buys on the 2-core AVX-512 CPU this project measures on (see `alexnet bench
+model` and BENCHMARKS.md), and on CUDA:
+- bf16 autocast: convolutions and GEMMs run at about twice the fp32 rate where the CPU has native
+  bf16 (AVX512-BF16 or AMX; without it bf16 is emulated and slower than fp32) and on any CUDA GPU
+  with bf16 (Ampere+); weights and the optimizer stay fp32. Older GPUs get fp16 with a GradScaler.
+- channels_last: oneDNN's (and cuDNN's) fast convolution kernels are NHWC; in NCHW each conv
+  reorders its input and output. Exception, on the CPU: a conv with only a few input channels (the
+  3-channel stem) has a very slow bf16 weight-gradient kernel in NHWC, so it stays NCHW.
+- the glibc allocator: tensors above 128 KiB come from mmap and go back to the OS when freed, so
+  every step page-faults (and zeroes) its activations again, ~10% of the step on this CPU.
+  tune_allocator() keeps freed memory in the heap for reuse.
+- fused SGD: one pass over each parameter instead of three to five (weight decay, momentum, update);
+  AlexNet has 61M parameters, so the optimizer step is memory-bound and this halves it or better.
+- torch.compile: optional (minutes to compile on this CPU); the LRN kernel stays one opaque op.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import platform
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+STEM_CHANNELS = 4  # convs with at most this many input channels stay NCHW on the CPU (see doc)
+
+
+def _device(device) -> torch.device:
+    return device if isinstance(device, torch.device) else torch.device(device)
+
+
+def native_bf16(device) -> bool:
+    """Whether bf16 matrix products run natively (fast) on this device."""
+    device = _device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # True with AVX512-BF16 or AMX: what oneDNN needs for bf16 convs/GEMMs faster than fp32.
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(device, precision: str = "auto") -> str:
+    """"auto" -> "bf16" where it is native (CPU with AVX512-BF16/AMX, CUDA Ampere+), "fp16" on
+    older CUDA GPUs, "fp32" elsewhere. An explicit choice is checked, not second-guessed."""
+    device = _device(device)
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if native_bf16(device):
+            return "bf16"
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
+        raise UserError("this GPU has no bf16 support; use --precision fp16 or fp32")
+    if precision == "fp16" and device.type not in ("cuda", "cpu"):
+        raise UserError(f"fp16 autocast is not supported on {device.type}")
+    return precision
+
+
+def autocast(device, precision: str = "auto"):
+    """The forward pass's autocast context: low-precision convs/GEMMs, fp32 weights and loss."""
+    device = _device(device)
+    precision = resolve_precision(device, precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=DTYPES[precision])
+
+
+def grad_scaler(device, precision: str = "auto") -> torch.amp.GradScaler:
+    """A GradScaler that is enabled only for fp16 (bf16 has fp32's range and needs none)."""
+    device = _device(device)
+    enabled = resolve_precision(device, precision) == "fp16"
+    return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+_allocator_tuned = False
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in glibc's heap for reuse instead of returning it to the OS.
+
+    By default glibc serves every block above 128 KiB (up to 32 MiB, adaptively) with its own
+    mmap and unmaps it on free, so the next step page-faults the same activations in again and the
+    kernel zeroes each page: on this CPU ~180k faults and ~0.3 s of system time per batch-64 step.
+    With mmap off and trimming off, freed blocks are reused; the process's peak memory is simply
+    kept. Process-wide, idempotent, a no-op (False) where the C library is not glibc.
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # from <malloc.h>
+        ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        return False
+    _allocator_tuned = ok
+    return ok
+
+
+def _stem_to_channels_first(module: nn.Module, inputs):
+    return tuple(x.contiguous() if torch.is_tensor(x) else x for x in inputs)
+
+
+def _output_to_channels_last(module: nn.Module, inputs, output):
+    return output.contiguous(memory_format=torch.channels_last)
+
+
+def prepare_model(model: nn.Module, device, channels_last: bool = True, compile: bool = False,
+                  allocator: bool = True) -> nn.Module:
+    """Move the model to the device, in channels_last where that pays; optionally torch.compile.
+
+    On the CPU with channels_last, convs with at most STEM_CHANNELS input channels keep NCHW
+    weights and inputs and hand their output on in channels_last (hooks): oneDNN's NHWC bf16
+    weight gradient for a 3-channel input is several times slower than its NCHW one. On the CPU
+    `allocator` also calls tune_allocator(). Returns the (possibly compiled) model; its parameters
+    are the original module's, so build the optimizer from either.
+    """
+    device = _device(device)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        if device.type == "cpu":
+            for module in model.modules():
+                if isinstance(module, nn.Conv2d) and module.in_channels <= STEM_CHANNELS:
+                    module.weight.data = module.weight.data.contiguous()
+                    module.register_forward_pre_hook(_stem_to_channels_first)
+                    module.register_forward_hook(_output_to_channels_last)
+    if device.type == "cpu" and allocator:
+        tune_allocator()
+    if compile:
+        model = torch.compile(model)
+    return model
+
+
+def to_input(x: torch.Tensor, device, channels_last: bool = True) -> torch.Tensor:
+    """A batch on the device in the layout the prepared model wants (non_blocking from pinned
+    memory). Images with at most STEM_CHANNELS channels stay NCHW on the CPU (see prepare_model)."""
+    device = _device(device)
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4 and not (device.type == "cpu"
+                                                 and x.shape[1] <= STEM_CHANNELS):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def fused_sgd_supported(device) -> bool:
+    """torch's fused SGD kernel exists for CUDA and, since torch 2.4, the CPU."""
+    device = _device(device)
+    if device.type not in ("cpu", "cuda"):
+        return False
+    try:
+        probe = nn.Parameter(torch.zeros(1, device=device))
+        torch.optim.SGD([probe], lr=0.1, momentum=0.9, fused=True)
+        return True
+    except (RuntimeError, ValueError, TypeError):
+        return False
+
+
+def make_sgd(params_or_groups, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
+             device="cpu") -> torch.optim.SGD:
+    """The paper's optimiser (SGD with momentum and weight decay), fused where torch has the
+    kernel (one pass over each parameter), else the multi-tensor foreach path."""
+    if isinstance(params_or_groups, (torch.Tensor, nn.Module)):
+        raise TypeError("make_sgd takes parameters or parameter groups (model.parameters()), "
+                        "not a tensor or module")
+    fused = fused_sgd_supported(device)
+    return torch.optim.SGD(params_or_groups, lr=lr, momentum=momentum,
+                           weight_decay=weight_decay, fused=fused or None,
+                           foreach=None if fused else True)

@@ -1,0 +1,301 @@
+"""`alexnet bench model`: training and inference speed of our fast path against the baselines.
+
+All configurations run in one process, interleaved step by step (a b c d a b c d ...), and each
+reports the median of its steps: the machine this project measures on is shared and noisy, and
+only ratios measured side by side mean anything there.
+
+    a  the naive faithful baseline: the paper's net with torch.nn.LocalResponseNorm (alpha * n),
+       fp32, NCHW, plain SGD -- what a typical re-implementation does
+    b  torchvision.models.alexnet(), fp32, NCHW, SGD with momentum: its reference recipe
+    c  our paper model on the default fast path (alexnet.accel: bf16 autocast where native,
+       channels_last, fused SGD, our LRN kernel; --compile adds torch.compile)
+    d  c without LRN: what LRN costs on the fast path
+
+The roofline share of c is img/s x training FLOPs per image (3 x forward MACs x 2) over the rate
+of a large GEMM in c's precision, measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import accel
+from ..errors import UserError
+from ..lrn import LocalResponseNorm, lrn_backend
+from ..model import alexnet
+
+CONFIGS = {
+    "a": "paper net, torch LRN (naive), fp32, NCHW",
+    "b": "torchvision alexnet, fp32, NCHW",
+    "c": "paper net, our fast path",
+    "d": "paper net without LRN, fast path",
+}
+TARGETS = {"c/a": 4.0, "c/d": 0.85, "c/b": 1.5}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch (default 64)")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps per config")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps per config first")
+    parser.add_argument("--precision", default="auto", choices=accel.PRECISIONS,
+                        help="precision of c and d (default auto: bf16 where native)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile c and d")
+    parser.add_argument("--configs", default="abcd", help="which of a, b, c, d to train (abcd)")
+    parser.add_argument("--inference-batch-sizes", default="1,128",
+                        help="batch sizes for c's inference img/s, comma-separated ('' skips)")
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+@dataclass
+class Trainee:
+    key: str
+    precision: str
+    layout: str
+    step: Callable[[], None]
+    flops_per_image: float  # training: 3 x forward MACs x 2
+    seconds: list[float] = field(default_factory=list)
+
+
+def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of x (conv and linear layers), per image."""
+    macs = []
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs.append(output.numel() * module.in_channels // module.groups * kh * kw)
+        elif isinstance(module, nn.Linear):
+            macs.append(output.numel() * module.in_features)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train()
+    return sum(macs) // x.shape[0]
+
+
+def naive_paper_net(num_classes: int = 1000) -> nn.Module:
+    """Our paper net with each LRN swapped for torch's (alpha times the mean: alpha * size)."""
+    model = alexnet("paper", num_classes=num_classes)
+    for name, module in list(model.features.named_children()):
+        if isinstance(module, LocalResponseNorm):
+            torch_lrn = nn.LocalResponseNorm(module.size, module.alpha * module.size,
+                                             module.beta, module.k)
+            setattr(model.features, name, torch_lrn)
+    return model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _training_step(model, optimizer, x, y, device, precision, scaler=None) -> Callable[[], None]:
+    def step():
+        with accel.autocast(device, precision):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+    return step
+
+
+def build(key: str, device: torch.device, args) -> Trainee:
+    """One configuration of the module doc, ready to step on a fixed random batch."""
+    torch.manual_seed(0)
+    n, classes = args.batch_size, args.num_classes
+    if key in "ab":  # the baselines: fp32, NCHW, torch's SGD as their recipes use it
+        if key == "a":
+            model, size, wd = naive_paper_net(classes), 227, 5e-4
+        else:
+            import torchvision
+            model, size, wd = torchvision.models.alexnet(num_classes=classes), 224, 1e-4
+        model = model.to(device)
+        x = torch.randn(n, 3, size, size, device=device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
+        precision, layout, scaler = "fp32", "NCHW", None
+    else:
+        precision = accel.resolve_precision(device, args.precision)
+        model = alexnet("paper", num_classes=classes, lrn=key == "c")
+        model = accel.prepare_model(model, device, channels_last=True, compile=args.compile)
+        x = accel.to_input(torch.randn(n, 3, 227, 227), device, channels_last=True)
+        optimizer = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, device)
+        scaler = accel.grad_scaler(device, precision) if precision == "fp16" else None
+        layout = "NHWC" + (" +compile" if args.compile else "")
+    y = torch.randint(0, classes, (n,), device=device)
+    flops = 6.0 * forward_macs(model, x[:1])
+    return Trainee(key, precision, layout, _training_step(model, optimizer, x, y, device,
+                                                          precision, scaler), flops)
+
+
+def measure_training(trainees: list[Trainee], warmup: int, steps: int,
+                     device: torch.device) -> None:
+    """Interleave the configurations step by step; fill each trainee's seconds per step."""
+    for _ in range(warmup):
+        for t in trainees:
+            t.step()
+    _sync(device)
+    for _ in range(steps):
+        for t in trainees:
+            start = time.perf_counter()
+            t.step()
+            _sync(device)
+            t.seconds.append(time.perf_counter() - start)
+
+
+def gemm_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, reps: int = 5) -> float:
+    """FLOP/s of an n x n x n matrix product: the machine's roofline for this dtype."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    times = []
+    for i in range(reps + 1):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync(device)
+        if i:  # the first one warms up
+            times.append(time.perf_counter() - start)
+    return 2.0 * n ** 3 / statistics.median(times)
+
+
+def measure_inference(device: torch.device, precision: str, batch: int, args,
+                      reps: int = 3) -> float:
+    """img/s of the fast-path paper net (c) in eval mode on a batch of `batch` images."""
+    torch.manual_seed(0)
+    model = accel.prepare_model(alexnet("paper", num_classes=args.num_classes), device,
+                                channels_last=True, compile=args.compile).eval()
+    x = accel.to_input(torch.randn(batch, 3, 227, 227), device, channels_last=True)
+    times = []
+    with torch.inference_mode():
+        for i in range(reps + 1):
+            _sync(device)
+            start = time.perf_counter()
+            with accel.autocast(device, precision):
+                model(x)
+            _sync(device)
+            if i:
+                times.append(time.perf_counter() - start)
+    return batch / statistics.median(times)
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}")
+
+
+def _check(args) -> tuple[torch.device, list[str], list[int]]:
+    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got {name!r}")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but torch sees no CUDA device")
+    for name in ("batch_size", "steps", "num_classes", "gemm_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        raise UserError("--warmup must be at least 0")
+    keys = list(dict.fromkeys(args.configs))
+    if not keys or set(keys) - set(CONFIGS):
+        raise UserError(f"--configs takes letters from 'abcd', got {args.configs!r}")
+    try:
+        batches = [int(b) for b in args.inference_batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--inference-batch-sizes: integers, got {args.inference_batch_sizes!r}")
+    if any(b < 1 for b in batches):
+        raise UserError("--inference-batch-sizes must be at least 1")
+    return device, keys, batches
+
+
+def measure(args) -> dict:
+    """Run the benchmark; return the results as one JSON-able dict."""
+    device, keys, batches = _check(args)
+    accel.tune_allocator()  # process-wide, so it helps the baselines too: ratios stay conservative
+    trainees = [build(k, device, args) for k in keys]
+    measure_training(trainees, args.warmup, args.steps, device)
+    train = {}
+    for t in trainees:
+        median = statistics.median(t.seconds)
+        train[t.key] = {"what": CONFIGS[t.key], "precision": t.precision, "layout": t.layout,
+                        "img_per_s": args.batch_size / median, "ms_per_step": 1000 * median,
+                        "train_gflop_per_image": t.flops_per_image / 1e9,
+                        "step_seconds": t.seconds}
+    precision = accel.resolve_precision(device, args.precision)
+    gemm = {p: gemm_flops(device, accel.DTYPES[p], args.gemm_size) / 1e9
+            for p in dict.fromkeys(["fp32", precision])}
+    rate = {k: v["img_per_s"] for k, v in train.items()}
+    ratios = {r: rate[r[0]] / rate[r[2]] for r in TARGETS if r[0] in rate and r[2] in rate}
+    result = {
+        "machine": machine(device), "device": device.type, "batch_size": args.batch_size,
+        "steps": args.steps, "warmup": args.warmup, "compile": args.compile,
+        "lrn_backend": lrn_backend(torch.zeros(1, 2, 1, 1, device=device, dtype=accel.DTYPES[
+            "fp32" if precision == "fp32" else precision])),
+        "train": train, "ratios": ratios,
+        "targets_met": {r: v >= TARGETS[r] for r, v in ratios.items()},
+        "gemm_gflops": gemm, "gemm_size": args.gemm_size,
+    }
+    if "c" in train:
+        result["roofline_share_c"] = rate["c"] * train["c"]["train_gflop_per_image"] / gemm[precision]
+    result["inference_img_per_s"] = {str(b): measure_inference(device, precision, b, args)
+                                     for b in batches}
+    return result
+
+
+def format_report(r: dict) -> str:
+    lines = [f"machine: {r['machine']}",
+             f"batch {r['batch_size']}, median of {r['steps']} steps after {r['warmup']} warm-up, "
+             f"interleaved; LRN backend: {r['lrn_backend']}", "",
+             "| | configuration | precision | layout | img/s | ms/step | GFLOP/img |",
+             "|---|---|---|---|---:|---:|---:|"]
+    for key, t in r["train"].items():
+        lines.append(f"| {key} | {t['what']} | {t['precision']} | {t['layout']} | "
+                     f"{t['img_per_s']:.1f} | {t['ms_per_step']:.0f} | "
+                     f"{t['train_gflop_per_image']:.2f} |")
+    lines.append("")
+    for name, value in r["ratios"].items():
+        met = "met" if r["targets_met"][name] else "NOT met"
+        lines.append(f"{name} = {value:.2f}  (target >= {TARGETS[name]}: {met})")
+    gemm = ", ".join(f"{p} {v:.0f}" for p, v in r["gemm_gflops"].items())
+    lines.append(f"GEMM {r['gemm_size']}^3 GFLOP/s: {gemm}")
+    if "roofline_share_c" in r:
+        lines.append(f"c's share of the roofline: {100 * r['roofline_share_c']:.0f}%")
+    for batch, rate in r["inference_img_per_s"].items():
+        lines.append(f"inference (c, eval) at batch {batch}: {rate:.1f} img/s")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    result = measure(args)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0

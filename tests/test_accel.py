@@ -1,0 +1,114 @@
+"""The fast training path's building blocks (alexnet.accel)."""
+from __future__ import annotations
+
+import platform
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet import accel
+from alexnet.errors import UserError
+from alexnet.model import alexnet
+
+CPU = torch.device("cpu")
+
+
+def test_resolve_precision_cpu():
+    expected = "bf16" if accel.native_bf16(CPU) else "fp32"
+    assert accel.resolve_precision(CPU) == expected
+    assert accel.resolve_precision("cpu", "fp32") == "fp32"
+    assert accel.resolve_precision(CPU, "bf16") == "bf16"   # explicit: honoured even if emulated
+    with pytest.raises(UserError, match="precision"):
+        accel.resolve_precision(CPU, "int8")
+
+
+@pytest.mark.parametrize("precision,dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_autocast(precision, dtype):
+    layer = nn.Linear(8, 4)
+    with accel.autocast(CPU, precision):
+        y = layer(torch.randn(2, 8))
+    assert y.dtype == dtype
+    assert layer.weight.dtype == torch.float32  # the weights stay fp32
+
+
+def test_grad_scaler_only_for_fp16():
+    assert not accel.grad_scaler(CPU, "bf16").is_enabled()
+    assert not accel.grad_scaler(CPU, "fp32").is_enabled()
+
+
+def test_prepare_model_layouts_and_numerics():
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, dropout=0.0).eval()
+    x = torch.randn(2, 3, 227, 227)
+    expected = model(x)
+    fast = accel.prepare_model(model, CPU, channels_last=True, allocator=False)
+    features = fast.features
+    # the 3-channel stem stays NCHW (see accel's doc); every other conv is channels_last
+    assert features.conv1.weight.is_contiguous()
+    assert not features.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for name in ("conv2", "conv3", "conv4", "conv5"):
+        assert getattr(features, name).weight.is_contiguous(memory_format=torch.channels_last)
+    xin = accel.to_input(x, CPU, channels_last=True)
+    assert xin.is_contiguous()                                 # images stay NCHW on the CPU
+    conv1 = fast.extract(xin, "conv1")["conv1"]
+    assert conv1.is_contiguous(memory_format=torch.channels_last)  # handed on as NHWC
+    # a channels_last input is accepted too (the stem's hook converts it), same numbers
+    torch.testing.assert_close(fast(x.contiguous(memory_format=torch.channels_last)), expected,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_to_input_channels_last_for_feature_maps():
+    x = torch.randn(2, 16, 5, 5)
+    assert accel.to_input(x, CPU, channels_last=True).is_contiguous(
+        memory_format=torch.channels_last)
+    assert accel.to_input(x, CPU, channels_last=False).is_contiguous()
+
+
+def _one_step(optimizer_factory):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    optimizer = optimizer_factory(model.parameters())
+    for _ in range(3):  # momentum buffers matter from the second step
+        optimizer.zero_grad()
+        model(torch.randn(4, 6)).square().sum().backward()
+        optimizer.step()
+    return optimizer, [p.detach().clone() for p in model.parameters()]
+
+
+def test_make_sgd_equals_plain_sgd():
+    fast, fast_params = _one_step(lambda p: accel.make_sgd(p, 0.1, 0.9, 5e-4, CPU))
+    _, plain_params = _one_step(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9,
+                                                          weight_decay=5e-4, foreach=False))
+    assert fast.defaults["fused"] == accel.fused_sgd_supported(CPU)
+    assert fast.defaults["fused"] or fast.defaults["foreach"]
+    for a, b in zip(fast_params, plain_params):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_make_sgd_accepts_groups_rejects_module():
+    model = nn.Linear(3, 2)
+    groups = [{"params": [model.weight]}, {"params": [model.bias], "weight_decay": 0.0}]
+    assert len(accel.make_sgd(groups, 0.01, device=CPU).param_groups) == 2
+    with pytest.raises(TypeError):
+        accel.make_sgd(model, 0.01)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_tune_allocator_is_idempotent():
+    assert accel.tune_allocator()
+    assert accel.tune_allocator()
+    big = torch.ones(64, 1024, 1024)  # still allocates and frees normally
+    assert big.sum().item() == 64 * 1024 * 1024
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_path():
+    device = torch.device("cuda")
+    precision = accel.resolve_precision(device)
+    assert precision in ("bf16", "fp16")
+    model = accel.prepare_model(alexnet("paper", num_classes=10), device)
+    x = accel.to_input(torch.randn(2, 3, 227, 227), device)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with accel.autocast(device, precision):
+        assert model(x).dtype == accel.DTYPES[precision]

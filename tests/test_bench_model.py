@@ -1,0 +1,65 @@
+"""`alexnet bench model`: a tiny run end to end, the FLOP count, the baselines, bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from alexnet.benchmarks import model as bench
+from alexnet.cli import main
+from alexnet.model import alexnet
+
+TINY = ["bench", "model", "--device", "cpu", "--batch-size", "2", "--steps", "1", "--warmup", "0",
+        "--num-classes", "10", "--gemm-size", "256", "--inference-batch-sizes", "1", "--json"]
+
+
+def test_tiny_run_prints_one_json_object(capsys):
+    assert main(TINY + ["--configs", "cd"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"machine", "device", "batch_size", "train", "ratios", "targets_met", "gemm_gflops",
+            "roofline_share_c", "inference_img_per_s", "lrn_backend"} <= set(result)
+    assert set(result["train"]) == {"c", "d"}
+    for entry in result["train"].values():
+        assert entry["img_per_s"] > 0 and len(entry["step_seconds"]) == 1
+        assert entry["train_gflop_per_image"] == pytest.approx(6 * 724_406_816 / 1e9, rel=0.01)
+    assert set(result["ratios"]) == {"c/d"}
+    assert result["ratios"]["c/d"] == pytest.approx(
+        result["train"]["c"]["img_per_s"] / result["train"]["d"]["img_per_s"])
+    assert result["roofline_share_c"] > 0  # (a 256^3 GEMM is no roofline: no upper bound here)
+    assert set(result["inference_img_per_s"]) == {"1"}
+
+
+@pytest.mark.slow
+def test_tiny_run_all_configs_table(capsys):
+    assert main([a for a in TINY if a != "--json"]) == 0
+    out = capsys.readouterr().out
+    for key in "abcd":
+        assert f"| {key} |" in out
+    for ratio in ("c/a", "c/b", "c/d"):
+        assert ratio in out
+
+
+def test_forward_macs_of_the_paper_net():
+    # conv1..conv5 (towers halve conv2/4/5's inputs) + fc6..fc8, worked out by hand
+    by_hand = (55 * 55 * 96 * 11 * 11 * 3 + 27 * 27 * 256 * 5 * 5 * 48 + 13 * 13 * 384 * 3 * 3 * 256
+               + 13 * 13 * 384 * 3 * 3 * 192 + 13 * 13 * 256 * 3 * 3 * 192
+               + 9216 * 4096 + 4096 * 4096 + 4096 * 1000)
+    assert by_hand == 724_406_816
+    assert bench.forward_macs(alexnet("paper"), torch.zeros(1, 3, 227, 227)) == by_hand
+
+
+def test_naive_baseline_uses_torch_lrn_with_alpha_times_n():
+    model = bench.naive_paper_net(num_classes=10)
+    norms = [m for m in model.modules() if isinstance(m, nn.LocalResponseNorm)]
+    assert len(norms) == 2
+    assert all(m.alpha == pytest.approx(5e-4) and m.size == 5 and m.k == 2.0 for m in norms)
+
+
+@pytest.mark.parametrize("bad", [["--configs", "xz"], ["--steps", "0"], ["--batch-size", "0"],
+                                 ["--inference-batch-sizes", "one"], ["--device", "tpu"]])
+def test_bad_input_is_one_line_exit_2(bad, capsys):
+    assert main(["bench", "model"] + bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("alexnet: error:") and "\n" not in err
