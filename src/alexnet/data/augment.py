@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from .imageset import new_batch
+
 # torchvision's TenCrop order: corners, centre, then the same five mirrored.
 VIEWS = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
 
@@ -41,10 +43,12 @@ class Augment:
         self.size, self.channels = mean_image.shape[0], mean_image.shape[2]
         if not 0 < crop_size <= self.size:
             raise ValueError(f"crop_size {crop_size} must be in 1..{self.size}")
-        self.crop, self.flip, self.lighting_std = crop_size, flip, lighting_std
+        self.crop_size = self.crop = crop_size
+        self.flip, self.lighting_std = flip, lighting_std
         # √λ: the standard deviation along each principal component (see the module doc).
         eigval = torch.as_tensor(stats["eigval"], dtype=torch.float32).clamp(min=0)
-        self._cpu = {"mean_image": mean_image,
+        # The mirrored mean image is kept too: a mirrored crop of it is then a view, not a copy.
+        self._cpu = {"mean_image": mean_image, "mean_mirrored": mean_image.flip(1),
                      "eigvec": torch.as_tensor(stats["eigvec"], dtype=torch.float32),
                      "pc_std": eigval.sqrt()}
         self._by_device: dict[torch.device, dict] = {}
@@ -106,44 +110,60 @@ class Augment:
     def crops(self, x, offsets, flips, shift=None, index=None) -> torch.Tensor:
         """(N, C, crop, crop) float32: crop n is x[index[n]] at offsets[n] (y, x), mirrored where
         flips[n], minus the mean image cropped and mirrored the same way, plus shift[n] (C,)."""
-        t = self._on(x.device)
+        device = x[0].device if isinstance(x, (list, tuple)) else x.device
+        t = self._on(device)
         if index is None:
             index = torch.arange(len(x))
-        if x.device.type == "cpu":
-            out = _crops_loop(x, t["mean_image"], offsets, flips, index, self.crop)
-        else:
-            out = _crops_gather(x, t["mean_image"], offsets.to(x.device), flips.to(x.device),
-                                index.to(x.device), self.crop)
+        if device.type == "cpu":
+            return _crops_loop(x, t["mean_image"], t["mean_mirrored"], offsets, flips, index,
+                               self.crop, shift)
+        out = _crops_gather(x, t["mean_image"], offsets.to(x.device), flips.to(x.device),
+                            index.to(x.device), self.crop)
         if shift is not None:
-            # Add one image row of shifts (crop × C, tiled) per row: a broadcast over a period-C
-            # innermost axis does not vectorise and cost 4× more on the CPU.
-            row = shift.to(x.device).repeat(1, self.crop).view(-1, 1, self.crop * self.channels)
-            out.view(len(out), self.crop, -1).add_(row)
+            out += shift.to(x.device).view(-1, 1, 1, self.channels)
         return out.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW: channels_last, no copy
 
-    def _check(self, x: torch.Tensor) -> None:
-        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (
-                self.size, self.size, self.channels):
+    def _check(self, x) -> None:
+        """x: uint8 (B, S, S, C); on the CPU also a list of (S, S, C) uint8 tensors (views)."""
+        if isinstance(x, (list, tuple)):
+            ok = all(t.dtype == torch.uint8 and t.device.type == "cpu" and tuple(t.shape) == (
+                self.size, self.size, self.channels) for t in x)
+            shape = f"a list of {len(x)}"
+        else:
+            ok = x.dtype == torch.uint8 and tuple(x.shape[1:]) == (
+                self.size, self.size, self.channels) and x.ndim == 4
+            shape = f"{x.dtype} {tuple(x.shape)}"
+        if not ok:
             raise ValueError(f"expected uint8 (B, {self.size}, {self.size}, {self.channels}) "
-                             f"images, got {x.dtype} {tuple(x.shape)}")
+                             f"images, got {shape}")
 
 
-def _crops_loop(x, mean, offsets, flips, index, crop):
-    """CPU: one slice-and-subtract per crop. Slices are views, so each crop is read once and
-    written once; a batched gather of the same crops measured ~4× slower on this CPU."""
-    n, ch = len(index), x.shape[-1]
-    out = torch.empty((n, crop, crop, ch), dtype=torch.float32)
+def _crops_loop(x, mean, mean_mirrored, offsets, flips, index, crop, shift=None):
+    """CPU: per crop, one conversion copy, one subtraction and one addition, on views, while the
+    crop is in cache. A batched gather of the same crops measured ~4× slower on this CPU."""
+    n, size, ch = len(index), x[0].shape[0], x[0].shape[-1]
+    out = new_batch((n, crop, crop, ch), torch.float32)
+    if shift is not None:
+        # One image row of shifts (crop × C, tiled), added to every row: a broadcast over a
+        # period-C innermost axis does not vectorise and cost 4× more.
+        rows = shift.to(torch.float32).repeat(1, crop).view(n, 1, crop * ch)
     for k, ((oy, ox), flip, i) in enumerate(zip(offsets.tolist(), flips.tolist(), index.tolist())):
-        img = x[i, oy:oy + crop, ox:ox + crop]
-        m = mean[oy:oy + crop, ox:ox + crop]
-        if flip:
-            img, m = img.flip(1), m.flip(1)
-        torch.sub(img, m, out=out[k])
-    return out
+        img = x[i][oy:oy + crop, ox:ox + crop]
+        if flip:  # x mirrored at column ox is mean_mirrored at column size - ox - crop
+            img, m = img.flip(1), mean_mirrored[oy:oy + crop, size - ox - crop:size - ox]
+        else:
+            m = mean[oy:oy + crop, ox:ox + crop]
+        o = out[k]
+        o.copy_(img)
+        o.sub_(m)
+        if shift is not None:
+            o.view(crop, -1).add_(rows[k])
+    return out.permute(0, 3, 1, 2)
 
 
 def _crops_gather(x, mean, offsets, flips, index, crop):
-    """Accelerators: all crops in one gather (a loop of small copies would be launch-bound)."""
+    """Accelerators: all crops in one gather (a loop of small copies would be launch-bound).
+    Returns NHWC (N, crop, crop, C)."""
     ar = torch.arange(crop, device=x.device)
     rows = offsets[:, :1] + ar  # (N, crop)
     cols = torch.where(flips[:, None], offsets[:, 1:] + crop - 1 - ar, offsets[:, 1:] + ar)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .imageset import ImageSet, key_of
+from .imageset import ImageSet, key_of, new_batch
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -57,7 +57,8 @@ class FashionMNIST(ImageSet):
         small = torch.from_numpy(self.images[indices]).unsqueeze(1).float()  # (B, 1, 28, 28)
         big = F.interpolate(small, size=(self.image_size, self.image_size), mode="bilinear",
                             align_corners=False)
-        return big.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        out = new_batch((len(indices), self.image_size, self.image_size, 1))
+        return out.copy_(big.round_().clamp_(0, 255).permute(0, 2, 3, 1))
 
 
 @functools.lru_cache(maxsize=8)

@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from .imageset import ImageSet, key_of
+from .imageset import ImageSet, key_of, new_batch
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -69,12 +69,13 @@ class ImageFolder(ImageSet):
 
     def read(self, indices) -> tuple[torch.Tensor, list[tuple[int, str]]]:
         indices = np.asarray(indices, dtype=np.int64)
-        out = torch.zeros((len(indices), self.image_size, self.image_size, 3), dtype=torch.uint8)
+        out = new_batch((len(indices), self.image_size, self.image_size, 3))
         errors = []
         for k, i in enumerate(indices.tolist()):
             try:
                 out[k] = torch.from_numpy(load_image(self.files[i], self.image_size))
             except Exception as e:  # any decoder failure: the caller skips or substitutes
+                out[k] = 0
                 errors.append((i, f"{type(e).__name__}: {e}"))
         return out, errors
 
@@ -102,7 +103,7 @@ def load_image(path, size: int = 256) -> np.ndarray:
         img = img.resize(new, Image.Resampling.BILINEAR)
     left, top = (new[0] - size) // 2, (new[1] - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    return np.asarray(img, dtype=np.uint8)
+    return np.array(img, dtype=np.uint8)  # a writable copy (torch warns about read-only arrays)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

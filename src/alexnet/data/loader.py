@@ -11,12 +11,16 @@ Sampling, as torch's DistributedSampler: every epoch has an order, a permutation
 starting at r, so the ranks' parts are disjoint. When N is not divisible by world_size the order
 is padded by wrapping around (drop_last=False; a few images are seen twice per epoch) or cut
 (drop_last=True), so every rank has the same number of batches and collective ops stay in step.
-With drop_last=True the last incomplete batch of a rank is dropped too. Call `set_epoch(e)` before
+With drop_last=True the last incomplete batch of a rank is dropped too. For an exact evaluation
+under DDP pass even=False: no padding, each image on exactly one rank, so ranks may differ by one
+image (and one batch); reduce sums across ranks only after the loop. Call `set_epoch(e)` before
 each epoch to reshuffle (iterating again without it repeats the order, as DistributedSampler does).
 
 An optional `transform(images, generator)` runs in the workers, e.g. `Augment(...).train` when
 training on the CPU; its generator is seeded from (seed, epoch, rank, batch number), so the
-augmentation is the same whatever the number of workers.
+augmentation is the same whatever the number of workers. With a transform, a set that offers
+`views(indices)` (prepared raw shards) hands it a list of zero-copy (S, S, C) views instead of a
+batch tensor, which Augment accepts: the crops then come straight out of the page cache.
 """
 from __future__ import annotations
 
@@ -37,14 +41,14 @@ class Loader:
     def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  workers: int | None = None, prefetch: int = 2, transform=None,
-                 pin_memory: bool = False):
+                 pin_memory: bool = False, even: bool = True):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in 0..{world_size - 1}")
         self.imageset, self.batch_size = imageset, batch_size
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
-        self.drop_last, self.transform = drop_last, transform
+        self.drop_last, self.transform, self.even = drop_last, transform, even
         self.workers = default_workers() if workers is None else workers
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.epoch = 0
@@ -57,6 +61,8 @@ class Loader:
     def per_rank(self) -> int:
         """Images each rank sees per epoch (including wrap-around padding)."""
         n = len(self.imageset)
+        if not self.even:
+            return len(range(self.rank, n, self.world_size))
         return n // self.world_size if self.drop_last else math.ceil(n / self.world_size)
 
     def __len__(self) -> int:
@@ -72,7 +78,7 @@ class Loader:
             order = np.random.default_rng([self.seed, epoch]).permutation(n)
         else:
             order = np.arange(n)
-        total = self.per_rank * self.world_size
+        total = self.per_rank * self.world_size if self.even else n
         if total > n:  # pad by wrapping around (np.resize repeats from the start)
             order = np.resize(order, total)
         mine = order[:total][self.rank::self.world_size]
@@ -129,8 +135,11 @@ class _ReadBatch(torch.utils.data.Dataset):
 
     def __getitem__(self, task):
         epoch, k, indices = task
-        images = self.imageset.get_batch(indices)
         labels = torch.from_numpy(self.imageset.labels[indices])
+        views = getattr(self.imageset, "views", None)
+        images = views(indices) if views is not None and self.transform is not None else None
+        if images is None:
+            images = self.imageset.get_batch(indices)
         if self.transform is not None:
             g = torch.Generator().manual_seed(
                 int(np.random.SeedSequence([self.seed, epoch, self.rank, k]).generate_state(1)[0]))

@@ -118,11 +118,14 @@ def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str =
 
 
 def _open_splits(source: dict) -> dict:
-    sets = {}
+    sets, path = {}, Path(source["src"])
     for split in SPLITS:
-        path = Path(source["src"])
-        if split != "train" and path.is_dir() and not (path / split).exists():
-            continue  # an ImageFolder tree without this split
+        if split != "train" and path.is_dir():
+            manifest = path / MANIFEST
+            if manifest.exists() and split not in json.loads(manifest.read_text())["splits"]:
+                continue  # a prepared dataset without this split (re-preparing, e.g. raw->jpeg)
+            if not manifest.exists() and not (path / split).exists():
+                continue  # an ImageFolder tree without this split
         sets[split] = _source(source, split)
     return sets
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
-from .imageset import ImageSet, load_stats
+from .imageset import ImageSet, load_stats, new_batch
 
 FORMAT, VERSION = "alexnet-prepared", 1
 MANIFEST, CONFIG, STATS, REPORT = "manifest.json", "prepare.json", "stats.npz", "report.txt"
@@ -74,7 +74,9 @@ class Prepared(ImageSet):
             count = int(self.starts[k + 1] - self.starts[k])
             if self.encoding == "raw":
                 shape = (count, self.image_size, self.image_size, self.channels)
-                self._open[k] = np.memmap(path, np.uint8, "r", shape=shape) if count else \
+                # mode "c" (copy-on-write) maps the file read-only on disk but gives writable
+                # arrays, which torch.from_numpy takes without a warning; nothing writes to them.
+                self._open[k] = np.memmap(path, np.uint8, "c", shape=shape) if count else \
                     np.zeros(shape, np.uint8)
             else:
                 offsets = np.load(path.with_suffix(".idx.npy"))
@@ -86,7 +88,8 @@ class Prepared(ImageSet):
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} images")
         s = self.image_size
-        out = np.empty((len(indices), s, s, self.channels), np.uint8)
+        batch = new_batch((len(indices), s, s, self.channels))
+        out = batch.numpy()  # the same memory, for NumPy's gathers
         shards = np.searchsorted(self.starts, indices, side="right") - 1
         for k in np.unique(shards):
             rows = np.flatnonzero(shards == k)
@@ -97,7 +100,19 @@ class Prepared(ImageSet):
                 data, offsets = self._shard(k)
                 for row, j in zip(rows.tolist(), local.tolist()):
                     out[row] = decode_jpeg(data[offsets[j]:offsets[j + 1]], self.channels)
-        return torch.from_numpy(out)
+        return batch
+
+
+    def views(self, indices) -> list[torch.Tensor] | None:
+        """Raw shards: the images as (S, S, C) tensors that are views of the mapped files, no
+        copy. Augment crops straight out of them, so a batch of 256×256 images is never
+        materialised (the Loader uses this when it runs the augmentation). JPEG: None."""
+        if self.encoding != "raw":
+            return None
+        indices = np.asarray(indices, dtype=np.int64)
+        shards = np.searchsorted(self.starts, indices, side="right") - 1
+        return [torch.from_numpy(self._shard(k)[i - self.starts[k]])
+                for k, i in zip(shards.tolist(), indices.tolist())]
 
 
 def decode_jpeg(buf: np.ndarray, channels: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .imageset import ImageSet, key_of
+from .imageset import ImageSet, key_of, new_batch
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent", "arrow",
            "heart"]
@@ -58,7 +58,7 @@ class Shapes(ImageSet):
     def _load(self, indices: np.ndarray) -> torch.Tensor:
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} images")
-        out = torch.empty((len(indices), self.image_size, self.image_size, 3), dtype=torch.uint8)
+        out = new_batch((len(indices), self.image_size, self.image_size, 3))
         for start in range(0, len(indices), _CHUNK):
             chunk = indices[start:start + _CHUNK]
             params = [image_params(self.seed, self.split, int(i)) for i in chunk]

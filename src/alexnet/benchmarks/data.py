@@ -1,0 +1,210 @@
+"""`alexnet bench data [SRC]`: our loader on prepared data vs torchvision's classic pipeline.
+
+Both sides turn the same images into the model's input tensors, with the same number of worker
+processes and the same batch size, measured one after the other in one run:
+
+- baseline: torchvision ImageFolder on the original files + PIL decode + Resize(256) +
+  RandomCrop(224) + RandomHorizontalFlip + ToTensor + Normalize, in a DataLoader;
+- ours: `alexnet prepare` once (timed separately: a one-time cost), then Loader + Augment.train
+  (random 224 crop, flip, PCA lighting, mean-image subtraction) in the loader's workers, for raw
+  and for JPEG shards.
+
+Throughput is measured after the first batch (worker start-up excluded on both sides), in --rounds
+rounds that alternate the pipelines, keeping each one's best round: on a shared machine other
+processes only ever slow a round down, and alternating exposes both sides to the same load. The model's
+own CPU training speed (paper net, batch 64, bf16 autocast, channels_last) is measured too, as the
+rate the loader has to beat. SRC, when given, is an ImageFolder tree whose train/ images are
+used (a sample of --images of them); without it, photo-sized JPEGs (500×375, quality 90) are made
+from random crops of scikit-learn's two sample photos with random colour changes, or from `shapes`
+rendered at 500×500 if scikit-learn is absent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("src", metavar="SRC", nargs="?",
+                        help="an ImageFolder tree (default: generated photo-sized JPEGs)")
+    parser.add_argument("--images", type=int, default=768, help="images to use (default 768)")
+    parser.add_argument("--workers", type=int, default=2, help="loader processes, both sides")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--crop", type=int, default=224, help="crop size (torchvision's 224)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating rounds; each pipeline's best counts (default 3)")
+    parser.add_argument("--model-steps", type=int, default=3,
+                        help="training steps to time the model (0: skip)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    if args.images < args.batch_size * 2 or args.workers < 0 or args.rounds < 1:
+        raise UserError("need --images >= 2 × --batch-size, --workers >= 0, --rounds >= 1")
+    work = Path(tempfile.mkdtemp(prefix="alexnet-bench-data-"))
+    try:
+        result = measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(table(result))
+    return 0
+
+
+def measure(args, work: Path) -> dict:
+    originals = work / "originals"
+    if args.src:
+        describe = link_sample(Path(args.src), originals, args.images)
+    else:
+        describe = make_photos(originals, args.images)
+    sizes = [os.path.getsize(p) for p in originals.rglob("*") if p.is_file()]
+    result = {"source": describe, "images": len(sizes), "mean_file_kb": np.mean(sizes) / 1e3,
+              "workers": args.workers, "batch_size": args.batch_size, "crop": args.crop,
+              "cpus": os.cpu_count(), "torch": torch.__version__}
+    from ..data.prepare import prepare
+
+    for fmt in ("raw", "jpeg"):
+        start = time.perf_counter()
+        prepare(originals, work / fmt, encoding=fmt, workers=max(1, args.workers), progress=False)
+        result[f"prepare_{fmt}_img_s"] = len(sizes) / (time.perf_counter() - start)
+    loaders = {"baseline": _torchvision_loader(originals, args),
+               "raw": _our_loader(work / "raw", args), "jpeg": _our_loader(work / "jpeg", args)}
+    rates = {name: [] for name in loaders}
+    for _ in range(args.rounds):
+        for name, loader in loaders.items():
+            rates[name].append(_rate(loader))
+    for name, r in rates.items():
+        result[f"{name}_img_s"] = max(r)
+        result[f"{name}_rounds"] = [round(x, 1) for x in r]
+    for fmt in ("raw", "jpeg"):
+        result[f"{fmt}_ratio"] = result[f"{fmt}_img_s"] / result["baseline_img_s"]
+    if args.model_steps > 0:
+        result["model_train_img_s"] = model_train_rate(args.model_steps)
+    return result
+
+
+def _rate(batches) -> float:
+    """Images per second of one epoch after its first batch (which pays for starting workers)."""
+    it = iter(batches)
+    next(it)
+    start, n = time.perf_counter(), 0
+    for images, _ in it:
+        n += len(images)
+    return n / (time.perf_counter() - start)
+
+
+def _torchvision_loader(root: Path, args):
+    from torchvision import datasets, transforms
+
+    t = transforms.Compose([
+        transforms.Resize(256), transforms.RandomCrop(args.crop), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+    dataset = datasets.ImageFolder(root / "train", transform=t)
+    return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
+                                       num_workers=args.workers,
+                                       persistent_workers=args.workers > 0)
+
+
+def _our_loader(prepared: Path, args):
+    from ..data import Loader, open_dataset
+    from ..data.augment import Augment
+
+    data = open_dataset(prepared, "train")
+    augment = Augment(data.stats(), crop_size=args.crop)
+    return Loader(data, args.batch_size, shuffle=True, workers=args.workers,
+                  transform=augment.train)
+
+
+def model_train_rate(steps: int, batch: int = 64) -> float:
+    """The paper net's CPU training img/s (bf16 autocast, channels_last, SGD), for scale."""
+    from ..model import alexnet
+
+    model = alexnet("paper", num_classes=1000).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, 227, 227).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 1000, (batch,))
+    times = []
+    for _ in range(steps + 1):  # the first step warms up allocators and kernels
+        start = time.perf_counter()
+        with torch.autocast("cpu", torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return batch / float(np.median(times[1:]))
+
+
+def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> str:
+    """n photo-like 500×375 JPEGs (quality 90) in root/train/<class>/, 10 classes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    try:
+        from sklearn.datasets import load_sample_images
+
+        photos = [np.asarray(p) for p in load_sample_images().images]  # 427×640 each
+        source = "generated: random 500×375 crops of scikit-learn's sample photos, JPEG q90"
+    except ImportError:
+        from ..data.shapes import Shapes
+
+        photos = list(Shapes("train", n=8, image_size=500).get_batch(range(8)).numpy())
+        source = "generated: shapes rendered at 500×500, cropped to 500×375, JPEG q90"
+    for i in range(n):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        top, left = rng.integers(0, h - 375 + 1), rng.integers(0, w - 500 + 1)
+        crop = photo[top:top + 375, left:left + 500].astype(np.float32)
+        crop = crop * rng.uniform(0.7, 1.3, 3) + rng.uniform(-20, 20, 3)  # colour changes
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        folder = root / "train" / f"class{i % classes:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8))
+        img.save(folder / f"{i:06d}.jpg", quality=90)
+    return source
+
+
+def link_sample(src: Path, root: Path, n: int) -> str:
+    """A random sample of n of SRC's training images, as symlinks in root/train/<class>/."""
+    from ..data.folder import ImageFolder
+
+    data = ImageFolder(src, "train")
+    chosen = random.Random(0).sample(range(len(data)), min(n, len(data)))
+    for i in chosen:
+        folder = root / "train" / data.classes[data.labels[i]]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{i:08d}{data.files[i].suffix}").symlink_to(data.files[i].resolve())
+    return f"{len(chosen)} of the {len(data)} training images of {src}"
+
+
+def table(r: dict) -> str:
+    rows = [("torchvision ImageFolder + PIL (original JPEGs)", r["baseline_img_s"], 1.0),
+            ("alexnet Loader + Augment (prepared, raw)", r["raw_img_s"], r["raw_ratio"]),
+            ("alexnet Loader + Augment (prepared, JPEG q90)", r["jpeg_img_s"], r["jpeg_ratio"])]
+    lines = [f"{r['images']} images ({r['source']}; {r['mean_file_kb']:.0f} kB each), "
+             f"batch {r['batch_size']}, crop {r['crop']}, {r['workers']} workers, "
+             f"{r['cpus']} CPUs, torch {r['torch']}; best of {len(r['baseline_rounds'])} "
+             "alternating rounds", "",
+             f"{'pipeline':<48} {'img/s':>9} {'× baseline':>11}"]
+    lines += [f"{name:<48} {rate:>9.0f} {ratio:>10.1f}×" for name, rate, ratio in rows]
+    lines += ["", f"one-time `alexnet prepare`: {r['prepare_raw_img_s']:.0f} img/s (raw), "
+                  f"{r['prepare_jpeg_img_s']:.0f} img/s (JPEG)"]
+    if "model_train_img_s" in r:
+        m = r["model_train_img_s"]
+        lines.append(f"paper AlexNet CPU training step: {m:.0f} img/s; the raw loader is "
+                     f"{r['raw_img_s'] / m:.1f}× that")
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny generated datasets (no network, no files outside tmp) and a private
+statistics cache, so that tests never read or write ~/.cache."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_stats_cache(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ALEXNET_CACHE", str(tmp_path_factory.mktemp("alexnet-cache")))
+    yield
+    mp.undo()
+
+
+def write_image_folder(root, classes=("cat", "dog", "eel"), per_class=(3, 2),
+                       size=(40, 30), seed=0, fmt="JPEG"):
+    """An ImageFolder tree root/train/<class>/*, root/val/<class>/* of random RGB images.
+
+    per_class: images per class in (train, val); size: (width, height) of the originals.
+    Returns root (a pathlib.Path)."""
+    rng = np.random.default_rng(seed)
+    ext = {"JPEG": "jpg", "PNG": "png"}[fmt]
+    for split, n in zip(("train", "val"), per_class):
+        for c in classes:
+            folder = root / split / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{c}_{i}.{ext}", fmt)
+    return root
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A small ImageFolder tree: 3 classes, 3 train and 2 val JPEGs each, 40×30 pixels."""
+    return write_image_folder(tmp_path / "folder")

@@ -1,0 +1,107 @@
+"""The loader: disjoint rank shares, per-epoch reshuffles, equal batch counts, worker processes."""
+import numpy as np
+import pytest
+import torch
+
+from alexnet.data import Loader, open_dataset
+
+
+class Numbers:
+    """A duck-typed ImageSet whose image i is filled with i (so batches tell what they hold)."""
+
+    classes = ["even", "odd"]
+
+    def __init__(self, n):
+        self.labels = np.arange(n, dtype=np.int64) % 2
+
+    def __len__(self):
+        return len(self.labels)
+
+    def get_batch(self, indices):
+        i = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
+        return (i % 256).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 4, 4, 1).clone()
+
+
+@pytest.mark.parametrize("n,world,drop_last", [(10, 3, False), (10, 3, True), (12, 4, False),
+                                               (7, 1, False)])
+def test_ranks_are_disjoint_and_even(n, world, drop_last):
+    loaders = [Loader(Numbers(n), 2, shuffle=True, seed=1, rank=r, world_size=world,
+                      drop_last=drop_last, workers=0) for r in range(world)]
+    parts = [ld.indices() for ld in loaders]
+    assert len({len(ld) for ld in loaders}) == 1  # same number of batches on every rank
+    assert len({len(p) for p in parts}) == 1
+    flat = np.concatenate(parts)
+    if drop_last:
+        assert len(set(flat.tolist())) == len(flat)  # nothing twice
+        assert len(flat) >= n - world - world * 2  # at most one cut per rank and batch
+    else:
+        assert set(flat.tolist()) == set(range(n))  # everything, ...
+        assert len(flat) - n < world  # ... and only the wrap-around padding twice
+        starts = [set(p[: len(p) - 1].tolist()) for p in parts]  # without the possible pad
+        for a in range(world):
+            for b in range(a + 1, world):
+                assert not starts[a] & starts[b]
+
+
+def test_uneven_split_for_exact_evaluation():
+    parts = [Loader(Numbers(10), 3, shuffle=False, rank=r, world_size=3, even=False,
+                    workers=0).indices() for r in range(3)]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(10))
+    assert [len(p) for p in parts] == [4, 3, 3]
+
+
+def test_reshuffled_per_epoch_and_same_on_all_ranks():
+    ld = Loader(Numbers(50), 5, shuffle=True, seed=3, workers=0)
+    e0, e1 = ld.indices(0), ld.indices(1)
+    assert sorted(e0.tolist()) == sorted(e1.tolist()) == list(range(50))
+    assert not np.array_equal(e0, e1)
+    assert np.array_equal(e0, Loader(Numbers(50), 5, shuffle=True, seed=3).indices(0))
+    assert not np.array_equal(e0, Loader(Numbers(50), 5, shuffle=True, seed=4).indices(0))
+    # all ranks derive the same epoch order: their shares interleave it exactly
+    ranks = [Loader(Numbers(50), 5, shuffle=True, seed=3, rank=r, world_size=2).indices(1)
+             for r in range(2)]
+    assert np.array_equal(np.stack(ranks, 1).ravel(), e1)
+    assert np.array_equal(Loader(Numbers(7), 2, shuffle=False).indices(5), np.arange(7))
+
+
+def test_iteration_yields_the_batches_it_says():
+    ld = Loader(Numbers(11), 4, shuffle=True, seed=0, workers=0)
+    ld.set_epoch(2)
+    batches = list(ld)
+    assert len(batches) == len(ld) == 3
+    for (images, labels), idx in zip(batches, ld.batches(2)):
+        assert images.dtype == torch.uint8 and images.shape[1:] == (4, 4, 1)
+        assert images[:, 0, 0, 0].tolist() == idx.tolist()
+        assert labels.dtype == torch.int64 and labels.tolist() == (idx % 2).tolist()
+    assert len(list(Loader(Numbers(11), 4, shuffle=False, drop_last=True, workers=0))) == 2
+
+
+def test_worker_processes_give_the_same_stream():
+    data = open_dataset("shapes:12:4", "train")
+    inline = Loader(data, 5, shuffle=True, seed=2, workers=0)
+    workers = Loader(data, 5, shuffle=True, seed=2, workers=2)
+    for epoch in (0, 1):
+        inline.set_epoch(epoch)
+        workers.set_epoch(epoch)
+        got = list(workers)
+        assert len(got) == len(inline) == 3
+        for (a, la), (b, lb) in zip(inline, got):
+            assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+def test_transform_runs_with_a_per_batch_generator():
+    def jitter(images, generator):
+        return images.float() + torch.rand(len(images), generator=generator).view(-1, 1, 1, 1)
+
+    outs = [[x for x, _ in Loader(Numbers(9), 3, shuffle=False, transform=jitter, workers=w)]
+            for w in (0, 2)]
+    for a, b in zip(*outs):
+        assert torch.equal(a, b)  # same numbers whatever runs the batches
+    assert not torch.equal(outs[0][0] - outs[0][0].floor(), outs[0][1] - outs[0][1].floor())
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        Loader(Numbers(4), 0, shuffle=False)
+    with pytest.raises(ValueError):
+        Loader(Numbers(4), 2, shuffle=False, rank=2, world_size=2)

@@ -1,0 +1,128 @@
+"""`alexnet prepare`: shards, statistics, the skipped-files report, resume, manifest-last."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import alexnet.data.prepare as prep
+from alexnet.cli import main
+from alexnet.data import open_dataset
+from alexnet.data.folder import load_image
+from alexnet.data.imageset import StatsAccumulator
+from alexnet.errors import UserError
+
+
+@pytest.fixture
+def mixed_folder(image_folder):
+    """The tiny ImageFolder plus one file of each awkward kind, and one that is not an image."""
+    rgb = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    train = image_folder / "train"
+    Image.fromarray(rgb).convert("L").save(train / "cat" / "grey.png")
+    Image.fromarray(rgb).convert("CMYK").save(train / "dog" / "cmyk.jpg", quality=90)
+    Image.fromarray(rgb).convert("P").save(train / "eel" / "palette.png")
+    (train / "dog" / "truncated.jpg").write_bytes((train / "dog" / "dog_0.jpg").read_bytes()[:200])
+    return image_folder
+
+
+def test_prepare_folder_counts_report_and_pixels(mixed_folder, tmp_path):
+    out = tmp_path / "prepared"
+    manifest, done = prep.prepare(mixed_folder, out, shard_size=4, workers=1, progress=False)
+    assert done == 13 + 6
+    assert manifest["splits"]["train"]["count"] == 12 and manifest["splits"]["val"]["count"] == 6
+    assert manifest["skipped"] == 1 and manifest["classes"] == ["cat", "dog", "eel"]
+    report = (out / "report.txt").read_text().splitlines()
+    assert report[0].startswith("# 1 of 19") and "truncated.jpg" in report[1]
+    train, source = open_dataset(out, "train"), open_dataset(mixed_folder, "train")
+    keep = [i for i, f in enumerate(source.files) if f.name != "truncated.jpg"]
+    assert train.labels.tolist() == source.labels[keep].tolist()
+    for j, i in enumerate(keep):  # shard boundaries every 4 source images, one image missing
+        assert np.array_equal(train.get_batch([j])[0].numpy(), load_image(source.files[i]))
+    acc = StatsAccumulator(256, 3)
+    acc.add(train.get_batch(range(len(train))))
+    for key, value in acc.result().items():
+        torch.testing.assert_close(train.stats()[key], value, rtol=1e-4, atol=1e-3)
+
+
+def test_interrupted_run_resumes_and_manifest_comes_last(image_folder, tmp_path, monkeypatch):
+    out, calls = tmp_path / "prepared", []
+    real = prep.prepare_shard
+
+    def dies_on_the_third_shard(task):
+        if len(calls) == 2:
+            (out / ".train-00002.u8.x.tmp").write_bytes(b"half")  # what a kill leaves behind
+            raise KeyboardInterrupt
+        calls.append(task[2:])
+        return real(task)
+
+    monkeypatch.setattr(prep, "prepare_shard", dies_on_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(image_folder, out, shard_size=2, workers=1, progress=False)
+    assert not (out / "manifest.json").exists() and (out / "train-00001.npz").exists()
+    with pytest.raises(UserError, match="unfinished"):
+        open_dataset(out)
+    finished = {p.name: p.stat().st_mtime_ns for p in out.glob("train-0000[01].*")}
+    monkeypatch.setattr(prep, "prepare_shard", real)
+    manifest, done = prep.prepare(image_folder, out, shard_size=2, workers=1, progress=False)
+    assert done == 15 - 4  # the two finished shards were not redone ...
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("train-0000[01].*")} == finished
+    assert not list(out.glob(".*.tmp"))  # ... and the leftovers are gone
+    clean, _ = prep.prepare(image_folder, tmp_path / "clean", shard_size=2, workers=1,
+                            progress=False)
+    a, b = open_dataset(out), open_dataset(tmp_path / "clean")
+    assert torch.equal(a.get_batch(range(9)), b.get_batch(range(9)))
+    assert manifest["splits"] == clean["splits"]
+    assert prep.prepare(image_folder, out, shard_size=2, workers=1, progress=False)[1] == 0
+
+
+def test_options_must_match_to_resume(image_folder, tmp_path):
+    out = tmp_path / "prepared"
+    prep.prepare(image_folder, out, shard_size=8, workers=1, progress=False)
+    with pytest.raises(UserError, match="other options"):
+        prep.prepare(image_folder, out, shard_size=4, workers=1, progress=False)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="not an `alexnet prepare` output"):
+        prep.prepare(image_folder, tmp_path / "other", workers=1, progress=False)
+
+
+def test_jpeg_shards_and_worker_processes(image_folder, tmp_path):
+    raw_out, jpeg_out = tmp_path / "raw", tmp_path / "jpeg"
+    prep.prepare(image_folder, raw_out, shard_size=3, workers=2, progress=False)
+    manifest, _ = prep.prepare(image_folder, jpeg_out, shard_size=3, workers=2, encoding="jpeg",
+                               quality=95, progress=False)
+    assert manifest["encoding"] == "jpeg" and (jpeg_out / "val-00001.idx.npy").exists()
+    raw, jpeg = open_dataset(raw_out, "val"), open_dataset(jpeg_out, "val")
+    a, b = raw.get_batch(range(6)).float(), jpeg.get_batch(range(6)).float()
+    assert (a - b).abs().mean() < 6  # JPEG at quality 95 of random pixels: close, not equal
+    size = lambda d, ext: sum(p.stat().st_size for p in d.glob(f"*.{ext}"))  # noqa: E731
+    assert size(jpeg_out, "jpg") < size(raw_out, "u8") / 2
+
+
+def test_prepare_procedural_sources_and_the_cli(tmp_path, capsys):
+    assert main(["prepare", "shapes:6:3", str(tmp_path / "s"), "--shard-size", "4",
+                 "--workers", "1"]) == 0
+    assert "prepared 6 train, 3 val images" in capsys.readouterr().out
+    prepared, source = open_dataset(tmp_path / "s", "val"), open_dataset("shapes:6:3", "val")
+    assert torch.equal(prepared.get_batch([2, 0]), source.get_batch([2, 0]))
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["channels"] == 3
+    assert main(["prepare", "shapes:6:3", str(tmp_path / "s"), "--shard-size", "4"]) == 0
+    assert "already prepared" in capsys.readouterr().out
+    assert main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    # a prepared directory is a source too: here raw -> JPEG
+    prep.prepare(tmp_path / "s", tmp_path / "j", encoding="jpeg", workers=1, progress=False)
+    assert len(open_dataset(tmp_path / "j", "val")) == 3
+
+
+def test_a_source_without_val(image_folder, tmp_path):
+    for f in (image_folder / "val").rglob("*.jpg"):
+        f.unlink()
+    for d in (image_folder / "val").iterdir():
+        d.rmdir()
+    (image_folder / "val").rmdir()
+    manifest, _ = prep.prepare(image_folder, tmp_path / "p", workers=1, progress=False)
+    assert list(manifest["splits"]) == ["train"]
+    with pytest.raises(UserError, match="no 'val' split"):
+        open_dataset(tmp_path / "p", "val")
