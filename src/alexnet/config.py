@@ -32,6 +32,9 @@ class TrainConfig:
     dropout: float = field(default=0.5, metadata={"help": "dropout in fc6 and fc7 (paper: 0.5)"})
     towers: int = field(default=2, metadata={"help": "2 (paper's two GPUs as groups) or 1"})
     init_std: float = field(default=0.01, metadata={"help": "weight init N(0, std²) (paper: 0.01)"})
+    weights: Optional[str] = field(default=None, metadata={
+        "help": "start from these weights (our checkpoint, safetensors or torchvision file); "
+                "fc8 is kept fresh when the class count differs"})
     # --- recipe (paper §5: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr 0.01) -------------
     recipe: str = field(default="auto", metadata={
         "help": "paper | demo | auto (demo on the built-in shapes data, else paper)"})

@@ -65,7 +65,9 @@ def format_results_table(results: dict) -> str:
 # --- the `alexnet eval` command -------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint file or run directory (takes best.pt)")
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint, run directory (takes "
+                        "best.pt), safetensors export or torchvision weights file")
+    parser.add_argument("--weights", default=None, help="the same, as an option")
     parser.add_argument("--data", default="shapes", help="dataset; its val split is evaluated")
     parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--crops", type=int, choices=(1, 10), default=10)
@@ -77,12 +79,17 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .checkpoint import check_compatible, load_checkpoint, model_from_checkpoint
+    from .checkpoint import check_compatible, model_from_checkpoint
     from .data import Loader, open_dataset
     from .data.augment import Augment
+    from .errors import UserError
+    from .hub import load_any
     from .runtime import Runtime
 
-    ckpt = load_checkpoint(args.checkpoint)
+    path = args.weights or args.checkpoint
+    if path is None:
+        raise UserError("give a checkpoint or --weights FILE")
+    ckpt = load_any(path)
     data = open_dataset(args.data, "val", seed=ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)
     check_compatible(ckpt, len(data.classes))

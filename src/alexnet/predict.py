@@ -27,13 +27,17 @@ def class_names(ckpt: dict) -> list[str]:
 
 def load_images(paths, channels: int, size: int = 256) -> torch.Tensor:
     """uint8 (B, size, size, channels) from image files; a bad file is a one-line UserError."""
-    from .data.images import load_square
+    from .data.folder import load_image
     out = []
     for path in paths:
         try:
-            out.append(load_square(path, size=size, channels=channels))
+            rgb = load_image(path, size=size)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot read image {path}: {e}") from None
+        if channels == 1:  # a grey model (Fashion-MNIST): Pillow's "L" weights (ITU-R 601)
+            rgb = (rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))[..., None]
+            rgb = rgb.round().clip(0, 255).astype(np.uint8)
+        out.append(rgb)
     return torch.from_numpy(np.stack(out))
 
 
@@ -50,8 +54,10 @@ def predict(model, images: torch.Tensor, augment, rt, classes, topk: int = 5, cr
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint file or run directory (takes best.pt)")
-    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("checkpoint", help="checkpoint, run directory (takes best.pt), "
+                        "safetensors export or torchvision weights file; omit it with --weights")
+    parser.add_argument("images", nargs="*", help="image files")
+    parser.add_argument("--weights", default=None, help="weights file (any of the above)")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--crops", type=int, choices=(1, 10), default=1)
     parser.add_argument("--device", default="auto")
@@ -60,13 +66,18 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from .checkpoint import model_from_checkpoint
     from .data.augment import Augment
+    from .hub import load_any
     from .runtime import Runtime
 
+    if args.weights:  # then every positional argument is an image
+        args.images, args.checkpoint = [args.checkpoint, *args.images], args.weights
     if args.topk < 1:
         raise UserError("--topk must be >= 1")
-    ckpt = load_checkpoint(args.checkpoint)
+    if not args.images:
+        raise UserError("no images given")
+    ckpt = load_any(args.checkpoint)
     classes = class_names(ckpt)
     images = load_images(args.images, ckpt["arch"]["in_channels"])
     rt = Runtime.create(args.device, args.precision)

@@ -120,6 +120,23 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> torch.n
         raise UserError(str(e)) from None
 
 
+def init_from_weights(model: torch.nn.Module, path: str, variant: str) -> None:
+    """Fine-tuning: load a weights file into `model`, all but a classifier of another size."""
+    from .hub import load_any
+    source = load_any(path)
+    if source["arch"]["variant"] != variant:
+        raise UserError(f"--weights {path} holds variant {source['arch']['variant']!r}; "
+                        f"use --variant {source['arch']['variant']}")
+    own = model.state_dict()
+    state = {k: v for k, v in source["model"].items() if k in own and own[k].shape == v.shape}
+    missing = sorted(set(own) - set(state))
+    if any(not k.startswith(("classifier.fc8", "classifier.6")) for k in missing):
+        raise UserError(f"--weights {path} does not fit this network (e.g. {missing[0]})")
+    model.load_state_dict(state, strict=False)
+    if missing:
+        print(f"--weights: {len(missing)} classifier tensors left fresh ({', '.join(missing)})")
+
+
 def arch_of(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict:
     return {"variant": cfg.variant, "num_classes": num_classes, "in_channels": in_channels,
             "options": model_options(cfg)}
@@ -195,6 +212,8 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     if ckpt is not None:
         check_compatible(ckpt, num_classes, cfg.variant)
     model = build_model(cfg, num_classes, in_channels)
+    if cfg.weights and ckpt is None:
+        init_from_weights(model, cfg.weights, cfg.variant)
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
     optimizer = _optimizer(model, cfg, rt.device)
