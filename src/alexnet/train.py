@@ -43,7 +43,7 @@ class Diverged(UserError):
     pass
 
 
-def train_one_epoch(model, optimizer, schedule, loader, augment, ctx, epoch, cfg, info):
+def train_one_epoch(model, optimizer, scaler, schedule, loader, augment, ctx, epoch, cfg, info):
     """One pass over this rank's share of the training data; returns (mean loss, img/s)."""
     model.train()
     gen = torch.Generator(device=ctx.device).manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
@@ -65,8 +65,9 @@ def train_one_epoch(model, optimizer, schedule, loader, augment, ctx, epoch, cfg
             raise Diverged(f"loss became {loss_value} at epoch {epoch + 1}, step {i + 1}; the last "
                            f"good checkpoint is kept; try a lower --lr")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()  # fp16 only; a no-op pass-through for bf16/fp32
+        scaler.step(optimizer)
+        scaler.update()
         loss_sum += loss_value * len(labels)
         seen += len(labels)
         rate = seen * info.world_size / (time.perf_counter() - start)
@@ -217,6 +218,7 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
     optimizer = _optimizer(model, cfg, rt.device)
+    scaler = accel.grad_scaler(rt.device, rt.precision)
     stats = train_set.stats()
     augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
                       lighting_std=cfg.lighting_std, device=rt.device)
@@ -240,6 +242,7 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
         rt.load_state_dict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt.get("scaler", {}))
         history, best, start_epoch = ckpt["history"], ckpt["best_top1_error"], ckpt["epoch"]
         set_rng_state(ckpt["rng"])
     writer = None
@@ -256,8 +259,8 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         train_loader.set_epoch(epoch)
-        train_loss, img_s = train_one_epoch(model, optimizer, schedule, train_loader, augment, rt,
-                                            epoch, cfg, info)
+        train_loss, img_s = train_one_epoch(model, optimizer, scaler, schedule, train_loader,
+                                            augment, rt, epoch, cfg, info)
         val = evaluate(model, val_loader, augment, rt, crops=1, info=info)
         lr = optimizer.param_groups[0]["lr"]
         dropped = schedule.end_epoch(val["top1_error"])
@@ -268,7 +271,8 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
         best = min(best, val["top1_error"])
         if info.is_main:
             state = {**base, "model": rt.state_dict(model), "optimizer": optimizer.state_dict(),
-                     "scheduler": schedule.state_dict(), "epoch": epoch + 1, "rng": rng_state(),
+                     "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
+                     "epoch": epoch + 1, "rng": rng_state(),
                      "config": asdict(cfg), "history": history, "best_top1_error": best}
             save_checkpoint(run / "checkpoint.pt", state)
             if improved:
