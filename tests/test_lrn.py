@@ -33,6 +33,12 @@ def activations(shape=(2, 12, 5, 6), scale=40.0, seed=0, channels_last=False):
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def assert_close_rel(actual, expected, rtol=1e-5):
+    """Elementwise relative agreement; entries near zero get 1e-7 of the largest as slack."""
+    torch.testing.assert_close(actual.double(), expected, rtol=rtol,
+                               atol=1e-7 * expected.abs().max().item())
+
+
 def forward_backward(x, fn, grad):
     x = x.detach().requires_grad_(True)
     y = fn(x)
@@ -78,8 +84,8 @@ def test_float32_kernel_matches_float64_formula(shape, groups, channels_last):
     y_ref, dx_ref = forward_backward(x.double(), lambda t: formula(t, groups=groups), grad.double())
     assert y.dtype == dx.dtype == torch.float32
     # 1e-5 relative, elementwise; atol only for entries that are (near) zero
-    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-7 * y_ref.abs().max().item())
-    torch.testing.assert_close(dx.double(), dx_ref, rtol=1e-5, atol=1e-7 * dx_ref.abs().max().item())
+    assert_close_rel(y, y_ref)
+    assert_close_rel(dx, dx_ref)
 
 
 @needs_kernel
@@ -92,8 +98,8 @@ def test_float32_kernel_other_hyperparameters(params):
     y, dx = forward_backward(x, lambda t: lrn(t, groups=2, **params), grad)
     y_ref, dx_ref = forward_backward(x.double(), lambda t: formula(t, groups=2, **params),
                                      grad.double())
-    torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-7 * y_ref.abs().max().item())
-    torch.testing.assert_close(dx.double(), dx_ref, rtol=1e-5, atol=1e-7 * dx_ref.abs().max().item())
+    assert_close_rel(y, y_ref)
+    assert_close_rel(dx, dx_ref)
 
 
 @needs_kernel

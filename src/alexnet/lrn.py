@@ -47,8 +47,8 @@ def lrn_reference(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: flo
     return x / div
 
 
-# ---- the analytic gradient, in tensor ops: the float64 path of the custom op (gradcheck checks it),
-# and the readable statement of what csrc/lrn.c computes ----
+# ---- the analytic gradient in tensor ops: the float64 path of the custom op (gradcheck checks
+# it), and the readable statement of what csrc/lrn.c computes ----
 
 def _window_sum(t: torch.Tensor, size: int, groups: int, mirrored: bool = False) -> torch.Tensor:
     """Sum over each channel's window [i - size//2, i + (size-1)//2], clipped at group edges.
@@ -70,7 +70,8 @@ def _analytic_forward(x, size, alpha, beta, k, groups):
 
 
 def _analytic_backward(grad, x, size, alpha, beta, k, groups):
-    # b_i = a_i s_i^-b  =>  dL/da_m = g_m s_m^-b - 2 alpha beta a_m sum_{i: m in win(i)} g_i a_i s_i^(-b-1)
+    # b_i = a_i s_i^-beta  =>
+    # dL/da_m = g_m s_m^-beta - 2 alpha beta a_m sum_{i: m in win(i)} g_i a_i s_i^(-beta-1)
     s = k + alpha * _window_sum(x * x, size, groups)
     p = s.pow(-beta)
     u = _window_sum(grad * x * p / s, size, groups, mirrored=True)
@@ -157,11 +158,19 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+# Below this many values the kernel runs on one thread (about 1 ms of work): waking the others
+# costs more than it saves, and on a busy machine a sleeping thread can take milliseconds to wake.
+_PARALLEL_MIN = 1 << 20
+
+
 def _call(fn, x, grad, out, size, alpha, beta, k, groups) -> None:
     n, c, h, w = x.shape
+    if x.numel() == 0:
+        return
     ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (x, grad, out) if t is not None]
+    threads = torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1
     err = fn(_KERNEL_DTYPES[x.dtype], int(_layout(x) == torch.channels_last), *ptrs, n, c, h * w,
-             groups, size, alpha, beta, k, torch.get_num_threads())
+             groups, size, alpha, beta, k, threads)
     if err:
         raise RuntimeError(f"LRN kernel failed with code {err}")
 

@@ -266,7 +266,8 @@ def measure(args) -> dict:
         "gemm_gflops": gemm, "gemm_size": args.gemm_size,
     }
     if "c" in train:
-        result["roofline_share_c"] = rate["c"] * train["c"]["train_gflop_per_image"] / gemm[precision]
+        flops = rate["c"] * train["c"]["train_gflop_per_image"]
+        result["roofline_share_c"] = flops / gemm[precision]
     result["inference_img_per_s"] = {str(b): measure_inference(device, precision, b, args)
                                      for b in batches}
     return result

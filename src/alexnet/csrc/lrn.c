@@ -1,12 +1,14 @@
 /* The paper's local response normalisation, forward and backward, fused for the CPU.
  *
- *   s[i] = k + alpha * sum_{j in win(i)} a[j]^2,   win(i) = [i - size/2, i + (size-1)/2] in the group
+ *   s[i] = k + alpha * sum_{j in win(i)} a[j]^2,   win(i) = [i - size/2, i + (size-1)/2], clipped
+ *                                                  to i's group
  *   b[i] = a[i] * s[i]^-beta
  *   da[m] = g[m] s[m]^-beta - 2 alpha beta a[m] sum_{i : m in win(i)} g[i] a[i] s[i]^(-beta-1)
  *
  * Why a kernel: written as tensor ops, LRN is a dozen passes over a large activation (conv1's is
- * 64x96x55x55) and autograd keeps their intermediates; here each element is read once, everything
- * else stays in L1, and the backward recomputes s instead of storing it.
+ * 64x96x55x55) and autograd keeps their intermediates; here each element is read once and written
+ * once, the work happens on a small block in cache, and the backward recomputes s from the input
+ * instead of storing it.
  *
  * Storage is float32 (dtype 0) or bfloat16 (dtype 1, as uint16); arithmetic is always float32.
  * Two layouts: channels_last (NHWC: a pixel's channels are contiguous, vectorised over channels)
@@ -17,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
-#include <omp.h>
 
 enum { F32 = 0, BF16 = 1 };
 #define TILE 64    /* channels_first: pixels per tile (longer rows help the prefetcher) */
@@ -49,7 +50,8 @@ static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch
 }
 
 /* dst[i] = src[off + i] as float32 */
-static void load(const lrn_args *a, const void *src, int64_t off, float *restrict dst, int64_t len) {
+static void load(const lrn_args *a, const void *src, int64_t off, float *restrict dst,
+                 int64_t len) {
     if (a->dtype == F32) { /* a loop, not memcpy: a tile's rows are short, a call costs */
         const float *s = (const float *)src + off;
         for (int64_t i = 0; i < len; i++) dst[i] = s[i];
@@ -59,7 +61,8 @@ static void load(const lrn_args *a, const void *src, int64_t off, float *restric
     }
 }
 
-static void store(const lrn_args *a, void *dst, int64_t off, const float *restrict src, int64_t len) {
+static void store(const lrn_args *a, void *dst, int64_t off, const float *restrict src,
+                  int64_t len) {
     if (a->dtype == F32) {
         float *d = (float *)dst + off;
         for (int64_t i = 0; i < len; i++) d[i] = src[i];
@@ -84,8 +87,8 @@ static inline float window(const lrn_args *a, const float *mask, const float *re
     return sum;
 }
 
-/* Per-thread scratch, each `len` floats: x, g (= dL/dy), q (squares), t (gradient terms), p (s^-beta),
- * out. q and t have `margin` more, for zeros at both ends. */
+/* Per-thread scratch, each `len` floats: x, g (= dL/dy), q (squares), t (gradient terms),
+ * p (s^-beta), out. q and t have `margin` more, for zeros at both ends. */
 typedef struct { float *x, *g, *q, *t, *p, *out; } scratch;
 
 static float *scratch_alloc(scratch *w, int64_t len, int64_t margin) {
@@ -114,8 +117,8 @@ pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void
     if (!backward) {
         for (int64_t pix = 0; pix < count; pix++)
             for (int64_t ch = 0, i = pix * c; ch < c; ch++, i++)
-                w->out[i] = w->x[i] * neg_pow(k + alpha * window(a, a->mask, w->q + i, ch, 1, size),
-                                              a->beta, paper);
+                w->out[i] = w->x[i] * neg_pow(k + alpha * window(a, a->mask, w->q + i, ch, 1,
+                                                                 size), a->beta, paper);
     } else {
         /* t = g a s^(-beta-1); dx[m] = g[m] p[m] - 2 alpha beta a[m] * (t summed over the i
          * whose window holds m: the mirrored window, so t is padded hi before and lo after) */
@@ -160,8 +163,8 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
     if (!backward) {
         for (int64_t ch = 0; ch < c; ch++)
             for (int64_t j = 0, i = ch * TILE; j < TILE; j++, i++)
-                w->out[i] = w->x[i] * neg_pow(k + alpha * window(a, a->mask, w->q + i, ch, TILE, size),
-                                              a->beta, paper);
+                w->out[i] = w->x[i] * neg_pow(k + alpha * window(a, a->mask, w->q + i, ch, TILE,
+                                                                 size), a->beta, paper);
     } else { /* as in pixels() */
         memset(w->t, 0, sizeof(float) * hi * TILE);
         memset(w->t + hi * TILE + len, 0, sizeof(float) * lo * TILE);
@@ -185,8 +188,10 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
  * other settings take the general one. */
 static void pixels(const lrn_args *a, int backward, const void *x, const void *g, void *out,
                    int64_t first, int64_t count, scratch *w) {
-    if (a->size == 5 && a->beta == 0.75f) pixels_sized(a, backward, x, g, out, first, count, w, 5, 1);
-    else pixels_sized(a, backward, x, g, out, first, count, w, a->size, 0);
+    if (a->size == 5 && a->beta == 0.75f)
+        pixels_sized(a, backward, x, g, out, first, count, w, 5, 1);
+    else
+        pixels_sized(a, backward, x, g, out, first, count, w, a->size, 0);
 }
 
 static void tile(const lrn_args *a, int backward, const void *x, const void *g, void *out,
@@ -224,12 +229,13 @@ static int run(lrn_args *a, int channels_last, int backward, const void *x, cons
         scratch w = {0};
         float *mem = scratch_alloc(&w, len, margin);
         failed = mem == NULL;
-#pragma omp for schedule(static)
+        /* dynamic: on a shared machine one thread is often descheduled; the other carries on */
+#pragma omp for schedule(dynamic, 4)
         for (int64_t t = 0; t < tasks; t++) {
             if (!mem) continue;
             if (channels_last) {
-                int64_t first = t * per_run, count = npix - first < per_run ? npix - first : per_run;
-                pixels(a, backward, x, g, out, first, count, &w);
+                int64_t first = t * per_run, rest = npix - first;
+                pixels(a, backward, x, g, out, first, rest < per_run ? rest : per_run, &w);
             } else {
                 tile(a, backward, x, g, out, t, &w);
             }
