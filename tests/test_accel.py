@@ -43,7 +43,9 @@ def test_prepare_model_layouts_and_numerics():
     x = torch.randn(2, 3, 227, 227)
     expected = model(x)
     fast = accel.prepare_model(model, CPU, channels_last=True, allocator=False)
+    fast = accel.prepare_model(fast, CPU, channels_last=True, allocator=False)  # idempotent
     features = fast.features
+    assert len(features.conv1._forward_hooks) == len(features.conv1._forward_pre_hooks) == 1
     # the 3-channel stem stays NCHW (see accel's doc); every other conv is channels_last
     assert features.conv1.weight.is_contiguous()
     assert not features.conv1.weight.is_contiguous(memory_format=torch.channels_last)

@@ -12,14 +12,15 @@ from alexnet.cli import main
 from alexnet.model import alexnet
 
 TINY = ["bench", "model", "--device", "cpu", "--batch-size", "2", "--steps", "1", "--warmup", "0",
-        "--num-classes", "10", "--gemm-size", "256", "--inference-batch-sizes", "1", "--json"]
+        "--num-classes", "10", "--gemm-size", "256", "--inference-batch-sizes", "1",
+        "--lrn-batch-size", "1", "--json"]
 
 
 def test_tiny_run_prints_one_json_object(capsys):
     assert main(TINY + ["--configs", "cd"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"machine", "device", "batch_size", "train", "ratios", "targets_met", "gemm_gflops",
-            "roofline_share_c", "inference_img_per_s", "lrn_backend"} <= set(result)
+            "roofline_share_c", "inference_img_per_s", "lrn_backend", "lrn"} <= set(result)
     assert set(result["train"]) == {"c", "d"}
     for entry in result["train"].values():
         assert entry["img_per_s"] > 0 and len(entry["step_seconds"]) == 1
@@ -29,6 +30,9 @@ def test_tiny_run_prints_one_json_object(capsys):
         result["train"]["c"]["img_per_s"] / result["train"]["d"]["img_per_s"])
     assert result["roofline_share_c"] > 0  # (a 256^3 GEMM is no roofline: no upper bound here)
     assert set(result["inference_img_per_s"]) == {"1"}
+    lrn = result["lrn"]
+    assert lrn["shape"] == [1, 96, 55, 55]
+    assert lrn["speedup"] == pytest.approx(lrn["torch_ms"] / lrn["ours_ms"])
 
 
 @pytest.mark.slow

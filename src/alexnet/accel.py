@@ -142,8 +142,10 @@ def prepare_model(model: nn.Module, device, channels_last: bool = True, compile:
             for module in model.modules():
                 if isinstance(module, nn.Conv2d) and module.in_channels <= STEM_CHANNELS:
                     module.weight.data = module.weight.data.contiguous()
-                    module.register_forward_pre_hook(_stem_to_channels_first)
-                    module.register_forward_hook(_output_to_channels_last)
+                    if not getattr(module, "_alexnet_nchw_stem", False):  # hooks only once
+                        module.register_forward_pre_hook(_stem_to_channels_first)
+                        module.register_forward_hook(_output_to_channels_last)
+                        module._alexnet_nchw_stem = True
     if device.type == "cpu" and allocator:
         tune_allocator()
     if compile:

@@ -12,7 +12,8 @@ only ratios measured side by side mean anything there.
     d  c without LRN: what LRN costs on the fast path
 
 The roofline share of c is img/s x training FLOPs per image (3 x forward MACs x 2) over the rate
-of a large GEMM in c's precision, measured in the same run.
+of a large GEMM in c's precision, measured in the same run. Also: c's inference img/s, and LRN
+alone (forward+backward on conv1's output shape, fp32) against torch's nn.LocalResponseNorm.
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--inference-batch-sizes", default="1,128",
                         help="batch sizes for c's inference img/s, comma-separated ('' skips)")
     parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--lrn-batch-size", type=int, default=64,
+                        help="batch of the LRN forward+backward comparison (0 skips it)")
     parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -199,6 +202,36 @@ def measure_inference(device: torch.device, precision: str, batch: int, args,
     return batch / statistics.median(times)
 
 
+def measure_lrn(device: torch.device, batch: int, reps: int = 5) -> dict:
+    """Forward+backward ms of LRN on a conv1-shaped fp32 tensor (batch x 96 x 55 x 55): torch's
+    nn.LocalResponseNorm(5, alpha=5e-4) against ours (the paper's alpha=1e-4, both towers), NCHW
+    for both, and ours in channels_last too. Interleaved, medians."""
+    torch.manual_seed(0)
+    x = (torch.randn(batch, 96, 55, 55, device=device) * 10).relu()  # ReLU outputs, as in the net
+    grad = torch.randn_like(x)
+    candidates = {
+        "torch": (nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0), x),
+        "ours": (LocalResponseNorm(groups=2), x),
+        "ours_channels_last": (LocalResponseNorm(groups=2),
+                               x.contiguous(memory_format=torch.channels_last)),
+    }
+    times = {name: [] for name in candidates}
+    for i in range(reps + 1):
+        for name, (layer, inp) in candidates.items():
+            inp = inp.detach().requires_grad_(True)
+            _sync(device)
+            start = time.perf_counter()
+            layer(inp).backward(grad)
+            _sync(device)
+            if i:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
+    result = {f"{name}_ms": 1000 * statistics.median(t) for name, t in times.items()}
+    result["shape"] = list(x.shape)
+    result["speedup"] = result["torch_ms"] / result["ours_ms"]
+    result["speedup_channels_last"] = result["torch_ms"] / result["ours_channels_last_ms"]
+    return result
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -224,8 +257,8 @@ def _check(args) -> tuple[torch.device, list[str], list[int]]:
     for name in ("batch_size", "steps", "num_classes", "gemm_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
-        raise UserError("--warmup must be at least 0")
+    if args.warmup < 0 or args.lrn_batch_size < 0:
+        raise UserError("--warmup and --lrn-batch-size must be at least 0")
     keys = list(dict.fromkeys(args.configs))
     if not keys or set(keys) - set(CONFIGS):
         raise UserError(f"--configs takes letters from 'abcd', got {args.configs!r}")
@@ -270,6 +303,8 @@ def measure(args) -> dict:
         result["roofline_share_c"] = flops / gemm[precision]
     result["inference_img_per_s"] = {str(b): measure_inference(device, precision, b, args)
                                      for b in batches}
+    if args.lrn_batch_size:
+        result["lrn"] = measure_lrn(device, args.lrn_batch_size)
     return result
 
 
@@ -293,6 +328,12 @@ def format_report(r: dict) -> str:
         lines.append(f"c's share of the roofline: {100 * r['roofline_share_c']:.0f}%")
     for batch, rate in r["inference_img_per_s"].items():
         lines.append(f"inference (c, eval) at batch {batch}: {rate:.1f} img/s")
+    if "lrn" in r:
+        lrn = r["lrn"]
+        lines += ["", f"LRN forward+backward, fp32, {'x'.join(map(str, lrn['shape']))}: "
+                  f"torch {lrn['torch_ms']:.0f} ms, ours {lrn['ours_ms']:.0f} ms "
+                  f"(NHWC {lrn['ours_channels_last_ms']:.0f} ms): {lrn['speedup']:.1f}x "
+                  f"({lrn['speedup_channels_last']:.1f}x; target >= 3x)"]
     return "\n".join(lines)
 
 
