@@ -60,6 +60,23 @@ def test_prepare_model_layouts_and_numerics():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_prepare_inference_casts_weights_once():
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10)
+    x = torch.randn(2, 3, 227, 227)
+    fast = accel.prepare_model(model, CPU, allocator=False).eval()
+    with torch.inference_mode(), accel.autocast(CPU, "bf16"):
+        expected = fast(accel.to_input(x, CPU))
+    infer = accel.prepare_inference(fast, CPU, "bf16")
+    infer = accel.prepare_inference(infer, CPU, "bf16")  # idempotent
+    assert not infer.training and infer.classifier.fc6.weight.dtype == torch.bfloat16
+    with torch.inference_mode():
+        y = infer(x)
+    assert y.dtype == torch.float32
+    # autocast casts the same weights the same way: the same logits, up to bf16 rounding
+    torch.testing.assert_close(y, expected.float(), rtol=2 ** -7, atol=1e-2)
+
+
 def test_to_input_channels_last_for_feature_maps():
     x = torch.randn(2, 16, 5, 5)
     assert accel.to_input(x, CPU, channels_last=True).is_contiguous(

@@ -8,6 +8,7 @@
         with autocast(device, precision):
             loss = F.cross_entropy(model(x), y)
         ...
+    model_for_eval = prepare_inference(model, device, precision)   # no autocast around it
 
 What each piece buys on the 2-core AVX-512 CPU this project measures on (see `alexnet bench
 model` and BENCHMARKS.md), and on CUDA:
@@ -22,7 +23,10 @@ model` and BENCHMARKS.md), and on CUDA:
   tune_allocator() keeps freed memory in the heap for reuse.
 - fused SGD: one pass over each parameter instead of three to five (weight decay, momentum, update);
   AlexNet has 61M parameters, so the optimizer step is memory-bound and this halves it or better.
-- torch.compile: optional (minutes to compile on this CPU); the LRN kernel stays one opaque op.
+- inference: weights cast to bf16 once (prepare_inference); autocast would cast all 61M weights
+  again on every call, which at batch 1 costs more than the forward (2.4x faster at batch 1).
+- torch.compile: optional. It works (the LRN kernel stays one opaque op), but on this CPU it
+  took over a minute to compile and the step was no faster than eager, so it is off by default.
 """
 from __future__ import annotations
 
@@ -151,6 +155,34 @@ def prepare_model(model: nn.Module, device, channels_last: bool = True, compile:
     if compile:
         model = torch.compile(model)
     return model
+
+
+def _inputs_to(dtype: torch.dtype):
+    def hook(module, inputs):
+        return tuple(x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x
+                     for x in inputs)
+    return hook
+
+
+def _output_to_float32(module: nn.Module, inputs, output):
+    return output.float()
+
+
+def prepare_inference(model: nn.Module, device, precision: str = "auto",
+                      channels_last: bool = True, compile: bool = False) -> nn.Module:
+    """prepare_model for evaluation and prediction: eval mode, and for bf16/fp16 the weights cast
+    once instead of autocast, which re-casts every weight on every call (AlexNet's 61M: at batch
+    1 that costs more than the forward itself). Inputs are cast on the way in and the logits come
+    out as fp32, so it is a drop-in for the fp32 model. Use no autocast around it."""
+    device = _device(device)
+    precision = resolve_precision(device, precision)
+    model = prepare_model(model.eval(), device, channels_last=channels_last)
+    if precision != "fp32" and not getattr(model, "_alexnet_inference_dtype", None):
+        model = model.to(DTYPES[precision])
+        model.register_forward_pre_hook(_inputs_to(DTYPES[precision]))
+        model.register_forward_hook(_output_to_float32)
+        model._alexnet_inference_dtype = precision
+    return torch.compile(model) if compile else model
 
 
 def to_input(x: torch.Tensor, device, channels_last: bool = True) -> torch.Tensor:

@@ -182,20 +182,15 @@ def gemm_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, reps: in
     return 2.0 * n ** 3 / statistics.median(times)
 
 
-def measure_inference(device: torch.device, precision: str, batch: int, args,
-                      reps: int = 3) -> float:
-    """img/s of the fast-path paper net (c) in eval mode on a batch of `batch` images."""
-    torch.manual_seed(0)
-    model = accel.prepare_model(alexnet("paper", num_classes=args.num_classes), device,
-                                channels_last=True, compile=args.compile).eval()
+def measure_inference(model: nn.Module, device: torch.device, batch: int, reps: int = 3) -> float:
+    """img/s of a model from accel.prepare_inference on a batch of `batch` random images."""
     x = accel.to_input(torch.randn(batch, 3, 227, 227), device, channels_last=True)
     times = []
     with torch.inference_mode():
         for i in range(reps + 1):
             _sync(device)
             start = time.perf_counter()
-            with accel.autocast(device, precision):
-                model(x)
+            model(x)
             _sync(device)
             if i:
                 times.append(time.perf_counter() - start)
@@ -301,8 +296,10 @@ def measure(args) -> dict:
     if "c" in train:
         flops = rate["c"] * train["c"]["train_gflop_per_image"]
         result["roofline_share_c"] = flops / gemm[precision]
-    result["inference_img_per_s"] = {str(b): measure_inference(device, precision, b, args)
-                                     for b in batches}
+    torch.manual_seed(0)
+    model = accel.prepare_inference(alexnet("paper", num_classes=args.num_classes), device,
+                                    precision, compile=args.compile)
+    result["inference_img_per_s"] = {str(b): measure_inference(model, device, b) for b in batches}
     if args.lrn_batch_size:
         result["lrn"] = measure_lrn(device, args.lrn_batch_size)
     return result
@@ -327,7 +324,7 @@ def format_report(r: dict) -> str:
     if "roofline_share_c" in r:
         lines.append(f"c's share of the roofline: {100 * r['roofline_share_c']:.0f}%")
     for batch, rate in r["inference_img_per_s"].items():
-        lines.append(f"inference (c, eval) at batch {batch}: {rate:.1f} img/s")
+        lines.append(f"inference (c, accel.prepare_inference) at batch {batch}: {rate:.1f} img/s")
     if "lrn" in r:
         lrn = r["lrn"]
         lines += ["", f"LRN forward+backward, fp32, {'x'.join(map(str, lrn['shape']))}: "
