@@ -181,8 +181,9 @@ def _call(fn, x, grad, out, size, alpha, beta, k, groups) -> None:
 def _lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
             groups: int) -> torch.Tensor:
     kernel = load_kernel()
-    if x.dtype not in _KERNEL_DTYPES or kernel is None:
-        return _analytic_forward(x, size, alpha, beta, k, groups)
+    if x.dtype not in _KERNEL_DTYPES or kernel is None:  # strides as the fake below promises
+        return _analytic_forward(x, size, alpha, beta, k, groups).contiguous(
+            memory_format=_layout(x))
     x = x.contiguous(memory_format=_layout(x))
     y = torch.empty_like(x)
     _call(kernel.lrn_forward, x, None, y, size, alpha, beta, k, groups)
@@ -199,7 +200,8 @@ def _lrn_backward_op(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: floa
                      k: float, groups: int) -> torch.Tensor:
     kernel = load_kernel()
     if x.dtype not in _KERNEL_DTYPES or kernel is None:
-        return _analytic_backward(grad, x, size, alpha, beta, k, groups)
+        return _analytic_backward(grad, x, size, alpha, beta, k, groups).contiguous(
+            memory_format=_layout(x))
     fmt = _layout(x)
     x, grad = x.contiguous(memory_format=fmt), grad.to(x.dtype).contiguous(memory_format=fmt)
     dx = torch.empty_like(x)
