@@ -54,7 +54,10 @@ def _version() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
-        args = _top_parser().parse_args(argv)  # prints help/version or a one-line error
+        try:
+            args = _top_parser().parse_args(argv)  # prints help/version or a one-line error
+        except SystemExit as e:
+            return int(e.code or 0)
         _top_parser().print_help()
         return 0 if args.command is None and not argv else 2
     command, rest = argv[0], argv[1:]
@@ -65,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     add = getattr(module, f"add_arguments_{command}", None) or module.add_arguments
     run = getattr(module, f"run_{command}", None) or module.run
     add(parser)
-    args = parser.parse_args(rest)
+    try:
+        args = parser.parse_args(rest)
+    except SystemExit as e:  # --help (0) or a one-line usage error (2), already printed
+        return int(e.code or 0)
     from .errors import UserError
     try:
         return int(run(args) or 0)

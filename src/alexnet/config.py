@@ -32,6 +32,8 @@ class TrainConfig:
     dropout: float = field(default=0.5, metadata={"help": "dropout in fc6 and fc7 (paper: 0.5)"})
     towers: int = field(default=2, metadata={"help": "2 (paper's two GPUs as groups) or 1"})
     init_std: float = field(default=0.01, metadata={"help": "weight init N(0, std²) (paper: 0.01)"})
+    bias_init: float = field(default=1.0, metadata={
+        "help": "the biases the paper sets to 1 (conv2/4/5, fc6/7); Caffe uses 0.1"})
     weights: Optional[str] = field(default=None, metadata={
         "help": "start from these weights (our checkpoint, safetensors or torchvision file); "
                 "fc8 is kept fresh when the class count differs"})
@@ -151,4 +153,4 @@ def model_options(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.variant == "owt":
         return dict(activation=cfg.activation, dropout=cfg.dropout)
     return dict(activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling, dropout=cfg.dropout,
-                towers=cfg.towers, init_std=cfg.init_std)
+                towers=cfg.towers, init_std=cfg.init_std, bias_init=cfg.bias_init)
