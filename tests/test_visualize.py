@@ -1,0 +1,163 @@
+"""`alexnet show …`: every picture is a valid PNG of the size its layout promises, on a tiny
+checkpoint (a random paper net with real `shapes` statistics: pictures do not need a trained net)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet.checkpoint import save_checkpoint
+from alexnet.cli import main as cli_main
+from alexnet.data import open_dataset
+from alexnet.model import alexnet
+from alexnet.visualize import activations, curves, figure4, filters
+
+DATA = "shapes:16:8"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A checkpoint of a random two-tower paper net, and two image files."""
+    root = tmp_path_factory.mktemp("show")
+    train = open_dataset(DATA, "train")
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=len(train.classes))
+    save_checkpoint(root / "tiny.pt", {
+        "arch": {"variant": "paper", "num_classes": 10, "in_channels": 3, "options": {}},
+        "classes": train.classes, "stats": train.stats(), "crop_size": 227,
+        "model": model.state_dict()})
+    images = train.get_batch([0, 1]).numpy()
+    Image.fromarray(images[0]).save(root / "a.png")
+    Image.fromarray(images[1][:200, :120]).save(root / "b.jpg")  # not square, not 256
+    return root
+
+
+def png_size(path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        img.load()  # a truncated file fails here
+        return img.size
+
+
+def show(capsys, *argv) -> tuple[int, str, str]:
+    code = cli_main(["show", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_filters_two_towers_apart(files, tmp_path, capsys):
+    out = tmp_path / "f.png"
+    code, stdout, _ = show(capsys, "filters", files / "tiny.pt", "--out", out)
+    assert code == 0 and stdout.strip() == str(out)
+    # 2 towers × (48 kernels = 3 rows of 16 × 60 px + a 40 px title), 16 × 60 px wide
+    assert png_size(out) == (960, 2 * (3 * 60 + 40))
+
+
+def test_filters_one_tower_and_grey(tmp_path):
+    path = filters.draw_filters(torch.randn(64, 3, 11, 11), towers=1, path=tmp_path / "owt.png")
+    assert png_size(path) == (960, 4 * 60 + 40)
+    path = filters.draw_filters(torch.randn(96, 1, 11, 11), towers=2, path=tmp_path / "grey.png")
+    assert png_size(path) == (960, 2 * (3 * 60 + 40))
+
+
+def test_each_kernel_is_stretched_to_its_own_range():
+    w = torch.stack([torch.linspace(-1e-3, 1e-3, 12), torch.linspace(5, 9, 12),
+                     torch.full((12,), 7.0)]).view(3, 3, 2, 2)  # 3 kernels, 3 channels, 2×2
+    k = filters.normalise(w)
+    assert k.shape == (3, 2, 2, 3)
+    for i in (0, 1):  # tiny and large weights both span the full display range
+        assert k[i].min() == 0 and k[i].max() == 1
+    assert np.all(k[2] == 0.5)  # a constant kernel is mid-grey, not a division by zero
+    grid = filters.mosaic(k, columns=2)
+    assert grid.shape == (2 * 3 + 1, 2 * 3 + 1, 3) and np.all(grid[0] == 1)  # white gaps
+
+
+def test_predictions(files, tmp_path, capsys):
+    out = tmp_path / "p.png"
+    code, stdout, _ = show(capsys, "predictions", files / "tiny.pt", files / "a.png",
+                           files / "b.jpg", "--out", out)
+    assert code == 0 and str(out) in stdout
+    assert png_size(out) == (900, 2 * 200)
+
+
+def test_predictions_bad_image_is_one_line_error(files, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    code, _, err = show(capsys, "predictions", files / "tiny.pt", bad, "--out", tmp_path / "x.png")
+    assert code == 2 and "cannot read image" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_neighbours(files, tmp_path, capsys):
+    out = tmp_path / "n.png"
+    code, stdout, _ = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA,
+                           "--queries", 3, "--pool", 16, "-k", 4, "--out", out)
+    assert code == 0 and str(out) in stdout and "share their query's class" in stdout
+    assert png_size(out) == (150 * (4 + 1), (150 + 30) * 3 + 30)
+
+
+def test_neighbours_bad_options(files, tmp_path, capsys):
+    code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--layer",
+                        "conv9", "--out", tmp_path / "n.png")
+    assert code == 2 and "--layer conv9" in err
+    code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--pool", "0")
+    assert code == 2 and "--pool" in err
+
+
+def test_nearest_is_euclidean():
+    pool = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [10.0, 0.0]])
+    dist, idx = figure4.nearest(torch.tensor([[3.0, 4.0], [0.9, 0.9]]), pool, k=3)
+    assert idx.tolist() == [[1, 2, 0], [2, 0, 1]]
+    assert dist[0].tolist() == pytest.approx([0.0, 13 ** 0.5, 5.0])
+
+
+def write_run(path, losses):
+    path.mkdir()
+    rows = [{"epoch": i + 1, "train_loss": l, "val_loss": l + 0.1, "val_top1_error": l / 3,
+             "val_top5_error": l / 9} for i, l in enumerate(losses)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_curves_of_several_runs(tmp_path, capsys):
+    a, b = write_run(tmp_path / "a", [2.0, 1.5, 1.2]), write_run(tmp_path / "b", [2.1, 1.9])
+    out = tmp_path / "c.png"
+    code, stdout, _ = show(capsys, "curves", a, b, "--out", out)
+    assert code == 0 and stdout.strip() == str(out)
+    assert png_size(out) == (1100, 400)
+    (tmp_path / "x").mkdir()
+    twin = write_run(tmp_path / "x" / "a", [1.0])  # two runs named "a": their paths tell them apart
+    assert curves.labels_for([str(a), str(b), str(twin)]) == [str(a), "b", str(twin)]
+
+
+def test_curves_without_metrics_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = show(capsys, "curves", tmp_path / "empty", "--out", tmp_path / "c.png")
+    assert code == 2 and "no metrics.jsonl" in err and len(err.strip().splitlines()) == 1
+
+
+def test_activations(files, tmp_path, capsys):
+    out = tmp_path / "act.png"
+    code, stdout, _ = show(capsys, "activations", files / "tiny.pt", files / "a.png",
+                           "--channels", 4, "--out", out)
+    assert code == 0 and str(out) in stdout
+    assert png_size(out) == (120 * (4 + 1), 120 * (7 + 1))
+    table = {line.split()[0]: line.split() for line in stdout.splitlines()[1:8]}
+    assert list(table) == list(activations.LAYERS)
+    assert table["conv1"][1] == "96×55×55" and table["fc7"][1] == "4096"
+    # a ReLU net: a good part of conv1's outputs are exactly 0 (zero-mean random filters)
+    assert 10 < float(table["conv1"][2].rstrip("%")) < 90
+
+
+def test_sparsity_counts_exact_zeros_only():
+    acts = {"a": torch.tensor([0.0, 1e-30, -0.0, 2.0]), "b": torch.tanh(torch.randn(100))}
+    assert activations.sparsity(acts) == {"a": 0.5, "b": 0.0}
+
+
+def test_unknown_picture_exits_2(capsys):
+    with pytest.raises(SystemExit) as e:  # argparse's own one-line error
+        cli_main(["show", "mosaic"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
