@@ -101,7 +101,8 @@ def test_real_fashion_mnist():
 
 def test_image_folder_layout_and_labels(image_folder):
     train = open_dataset(image_folder, "train")
-    assert train.classes == ["cat", "dog", "eel"] and train.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    assert train.classes == ["cat", "dog", "eel"]
+    assert train.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
     val = open_dataset(str(image_folder), "val")
     assert len(val) == 6 and val.channels == 3
     x = val.get_batch([0, 5])
@@ -214,3 +215,24 @@ def test_statistics_match_a_direct_computation():
     v, lam = s["eigvec"].double(), s["eigval"].double()
     np.testing.assert_allclose((v * lam) @ v.T, cov, rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(v.T @ v, np.eye(3), atol=1e-5)
+
+
+def test_devkit_ground_truth_with_meta_mat(image_folder):
+    scipy_io = pytest.importorskip("scipy.io")
+    flat = image_folder / "val"
+    for c in ("cat", "dog", "eel"):
+        for f in (flat / c).iterdir():
+            f.rename(flat / f"{c}-{f.name}")
+        (flat / c).rmdir()
+    devkit = image_folder / "devkit"
+    devkit.mkdir()
+    # The devkit's IDs are not in sorted-wnid order: here ID 1 = eel, 2 = cat, 3 = dog.
+    synsets = np.array([(1, "eel"), (2, "cat"), (3, "dog")],
+                       dtype=[("ILSVRC2012_ID", "i4"), ("WNID", "U8")])
+    scipy_io.savemat(devkit / "meta.mat", {"synsets": synsets})
+    names = sorted(p.name for p in flat.iterdir())
+    ids = {"eel": 1, "cat": 2, "dog": 3}
+    truth = devkit / "ILSVRC2012_validation_ground_truth.txt"
+    truth.write_text("".join(f"{ids[n.split('-')[0]]}\n" for n in names))
+    val = open_dataset(image_folder, "val", val_labels=truth)
+    assert [val.classes[k] for k in val.labels] == [n.split("-")[0] for n in names]

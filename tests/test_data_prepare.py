@@ -126,3 +126,21 @@ def test_a_source_without_val(image_folder, tmp_path):
     assert list(manifest["splits"]) == ["train"]
     with pytest.raises(UserError, match="no 'val' split"):
         open_dataset(tmp_path / "p", "val")
+
+
+def test_zero_copy_views_augment_like_batches(tmp_path):
+    from alexnet.data import Loader
+    from alexnet.data.augment import Augment
+
+    prep.prepare("shapes:8:2", tmp_path / "p", shard_size=3, workers=1, progress=False)
+    data = open_dataset(tmp_path / "p", "train")
+    views = data.views([7, 0, 4])  # across three shards
+    assert all(v.shape == (256, 256, 3) for v in views)
+    augment = Augment(data.stats(), 227)
+    a = augment.train(views, torch.Generator().manual_seed(0))
+    b = augment.train(data.get_batch([7, 0, 4]), torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    with_views = list(Loader(data, 4, shuffle=True, transform=augment.train, workers=0))
+    plain = list(Loader(data, 4, shuffle=True, workers=0))
+    for (x, y), (images, labels) in zip(with_views, plain):
+        assert torch.equal(y, labels) and x.shape == (len(images), 3, 227, 227)

@@ -11,9 +11,9 @@ processes and the same batch size, measured one after the other in one run:
 
 Throughput is measured after the first batch (worker start-up excluded on both sides), in --rounds
 rounds that alternate the pipelines, keeping each one's best round: on a shared machine other
-processes only ever slow a round down, and alternating exposes both sides to the same load. The model's
-own CPU training speed (paper net, batch 64, bf16 autocast, channels_last) is measured too, as the
-rate the loader has to beat. SRC, when given, is an ImageFolder tree whose train/ images are
+processes only ever slow a round down, and alternating exposes both sides to the same load. The
+model's own CPU training speed (paper net, batch 64, bf16 autocast, channels_last) is measured
+too, as the rate the loader has to beat. SRC, when given, is an ImageFolder tree whose train/ images are
 used (a sample of --images of them); without it, photo-sized JPEGs (500×375, quality 90) are made
 from random crops of scikit-learn's two sample photos with random colour changes, or from `shapes`
 rendered at 500×500 if scikit-learn is absent.

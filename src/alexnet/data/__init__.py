@@ -3,7 +3,7 @@
     from alexnet.data import open_dataset, Loader
     from alexnet.data.augment import Augment
 
-    train = open_dataset("shapes", "train")        # or "fashion-mnist", a prepared dir, an ImageFolder
+    train = open_dataset("shapes", "train")   # or "fashion-mnist", a prepared dir, an ImageFolder
     aug = Augment(train.stats(), crop_size=227)
     for images, labels in Loader(train, 128, shuffle=True):
         x = aug.train(images.to(device))          # float32 (B, C, 227, 227), mean image subtracted

@@ -69,7 +69,8 @@ class Augment:
         offsets = torch.randint(0, span, (batch, 2), generator=generator, device=dev)
         flips = torch.rand(batch, generator=generator, device=dev) < 0.5
         alphas = torch.randn(batch, self.channels, generator=generator, device=dev)
-        return {"offsets": offsets, "flips": flips & self.flip, "alphas": alphas * self.lighting_std}
+        return {"offsets": offsets, "flips": flips & self.flip,
+                "alphas": alphas * self.lighting_std}
 
     def lighting(self, alphas: torch.Tensor) -> torch.Tensor:
         """(B, C) colour shifts Σᵢ αᵢ √λᵢ pᵢ for (B, C) αs (already scaled by lighting_std)."""

