@@ -20,7 +20,7 @@ def test_tiny_run_prints_one_json_object(capsys):
     assert main(TINY + ["--configs", "cd"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"machine", "device", "batch_size", "train", "ratios", "targets_met", "gemm_gflops",
-            "roofline_share_c", "inference_img_per_s", "lrn_backend", "lrn"} <= set(result)
+            "roofline_share_c", "inference_img_per_s", "lrn_backend", "lrn", "busy"} <= set(result)
     assert set(result["train"]) == {"c", "d"}
     for entry in result["train"].values():
         assert entry["img_per_s"] > 0 and len(entry["step_seconds"]) == 1

@@ -227,6 +227,21 @@ def measure_lrn(device: torch.device, batch: int, reps: int = 5) -> dict:
     return result
 
 
+def busy() -> dict:
+    """How busy the machine is: the 1-minute load average and the median time of a trivial
+    parallel op (ReLU of 1M floats: ~0.1 ms when the cores are free). On a busy machine each of a
+    step's ~150 parallel ops waits milliseconds for its threads to be scheduled, which compresses
+    every ratio here towards 1, the fast path's most."""
+    x = torch.randn(1 << 20)
+    times = []
+    for _ in range(21):
+        start = time.perf_counter()
+        torch.relu(x)
+        times.append(time.perf_counter() - start)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return {"load_average": load, "parallel_op_ms": 1000 * statistics.median(times)}
+
+
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
@@ -269,6 +284,7 @@ def _check(args) -> tuple[torch.device, list[str], list[int]]:
 def measure(args) -> dict:
     """Run the benchmark; return the results as one JSON-able dict."""
     device, keys, batches = _check(args)
+    busy_before = busy()
     accel.tune_allocator()  # process-wide, so it helps the baselines too: ratios stay conservative
     trainees = [build(k, device, args) for k in keys]
     measure_training(trainees, args.warmup, args.steps, device)
@@ -302,13 +318,18 @@ def measure(args) -> dict:
     result["inference_img_per_s"] = {str(b): measure_inference(model, device, b) for b in batches}
     if args.lrn_batch_size:
         result["lrn"] = measure_lrn(device, args.lrn_batch_size)
+    result["busy"] = {"before": busy_before, "after": busy()}
     return result
 
 
 def format_report(r: dict) -> str:
     lines = [f"machine: {r['machine']}",
              f"batch {r['batch_size']}, median of {r['steps']} steps after {r['warmup']} warm-up, "
-             f"interleaved; LRN backend: {r['lrn_backend']}", "",
+             f"interleaved; LRN backend: {r['lrn_backend']}",
+             "busy: load average {:.1f} -> {:.1f} on {} cores; a 1M-value ReLU {:.2f} -> {:.2f} ms"
+             .format(r["busy"]["before"]["load_average"], r["busy"]["after"]["load_average"],
+                     os.cpu_count(), r["busy"]["before"]["parallel_op_ms"],
+                     r["busy"]["after"]["parallel_op_ms"]), "",
              "| | configuration | precision | layout | img/s | ms/step | GFLOP/img |",
              "|---|---|---|---|---:|---:|---:|"]
     for key, t in r["train"].items():
