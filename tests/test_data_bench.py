@@ -1,0 +1,22 @@
+"""`alexnet bench data`: runs end to end on tiny inputs (the speed itself is not tested here)."""
+import json
+
+from alexnet.cli import main
+
+
+def test_bench_data_json_on_generated_photos(capsys):
+    assert main(["bench", "data", "--images", "24", "--batch-size", "8", "--rounds", "1",
+                 "--workers", "0", "--model-steps", "0", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["images"] == 24 and r["workers"] == 0 and 20 < r["mean_file_kb"] < 200
+    for key in ("baseline_img_s", "raw_img_s", "jpeg_img_s", "raw_ratio", "prepare_raw_img_s"):
+        assert r[key] > 0
+    assert r["raw_ratio"] == r["raw_img_s"] / r["baseline_img_s"]
+
+
+def test_bench_data_table_on_a_folder(image_folder, capsys):
+    assert main(["bench", "data", str(image_folder), "--images", "8", "--batch-size", "4",
+                 "--rounds", "1", "--workers", "0", "--model-steps", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "8 of the 9 training images" in out and "× baseline" in out
+    assert main(["bench", "data", "--images", "4", "--batch-size", "4"]) == 2
