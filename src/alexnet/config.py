@@ -22,7 +22,7 @@ class TrainConfig:
                                                   "dir | ImageFolder tree (train/, val/)"})
     val_labels: Optional[str] = field(default=None, metadata={
         "help": "ILSVRC-2012 ground-truth file when val/ is one flat folder"})
-    workers: int = field(default=2, metadata={"help": "loader threads"})
+    workers: int = field(default=2, metadata={"help": "loader worker processes"})
     # --- model (the paper's network; each option is one of its ideas) ---------------------------
     variant: str = field(default="paper", metadata={"help": "paper | owt (torchvision's)"})
     activation: str = field(default="relu", metadata={"help": "relu | tanh | sigmoid"})

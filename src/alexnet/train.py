@@ -225,8 +225,10 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     train_loader = Loader(train_set, cfg.batch_size // info.world_size, shuffle=True, seed=cfg.seed,
                           rank=info.rank, world_size=info.world_size, drop_last=True,
                           workers=cfg.workers)
+    # even=False: no rank pads its share with repeats, so the summed metrics are exact.
     val_loader = Loader(val_set, cfg.batch_size // info.world_size, shuffle=False, seed=cfg.seed,
-                        rank=info.rank, world_size=info.world_size, workers=cfg.workers)
+                        rank=info.rank, world_size=info.world_size, workers=cfg.workers,
+                        even=False)
     if len(train_loader) == 0:
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
                         f"({len(train_set)} images)")
