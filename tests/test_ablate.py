@@ -61,7 +61,8 @@ def test_activation_study_is_reproducible_and_shows_vanishing_gradients():
     assert runs[0]["sparsity_init"]["conv1"] > 0.1  # ReLU: exact zeros
     sig = ablate.study_one(resolve_train_config({**cfg.__dict__, "activation": "sigmoid"}),
                            steps=1, threshold=0.5, window=4, probe_images=4)
-    assert sig["sparsity_init"]["conv1"] == 0.0  # a sigmoid is never exactly 0
+    # A sigmoid is 0 only where it underflows (a saturated unit, input < -88 in fp32): rarely.
+    assert sig["sparsity_init"]["conv1"] < 0.01 < runs[0]["sparsity_init"]["conv1"]
     # The gradient reaching conv1 through four saturating layers is far smaller than with ReLU.
     assert sig["grad_norms"]["conv1"] < 0.01 * runs[0]["grad_norms"]["conv1"]
 
