@@ -30,8 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import platform
 import time
 from collections import deque
 from pathlib import Path
@@ -42,7 +40,7 @@ import torch.nn.functional as F
 
 from .config import TrainConfig, add_dataclass_arguments, resolve_train_config
 from .errors import UserError
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json
 
 # name -> (TrainConfig changes, what changes, what the paper reports about it)
 ARMS: dict[str, tuple[dict, str, str]] = {
@@ -305,115 +303,6 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
     return result
 
 
-# --- the report -----------------------------------------------------------------------------------
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.1f}%"
-
-
-def format_arms_table(rows: list[dict]) -> str:
-    base = next((r for r in rows if r["arm"] == "baseline"), None)
-    lines = ["| arm | change | val top-1 err | Δ top-1 vs baseline | val top-5 err | train loss | "
-             "val loss | val − train loss | images trained | minutes | the paper |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in rows:
-        delta = "" if base is None or r is base else \
-            f"{100 * (r['val_top1_error'] - base['val_top1_error']):+.1f}"
-        lines.append(f"| {r['arm']} | {r['change']} | {_pct(r['val_top1_error'])} | {delta} | "
-                     f"{_pct(r['val_top5_error'])} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | "
-                     f"{r['val_loss'] - r['train_loss']:+.3f} | {r['images_trained']} | "
-                     f"{r['seconds'] / 60:.1f} | {r['paper']} |")
-    return "\n".join(lines)
-
-
-LADDER = (0.8, 0.6, 0.4)  # further thresholds reported beside --threshold
-
-
-def _speed(study: dict[str, dict], act: str, threshold: float) -> str:
-    """Steps to the threshold, and how many times ReLU's: exact when both got there, a lower
-    bound when only ReLU did."""
-    hit, relu = crossing(study[act], threshold), crossing(study.get("relu", study[act]), threshold)
-    if hit is None:
-        return "—" if relu is None or act == "relu" else \
-            f"> {study[act]['steps']} (> {study[act]['steps'] / relu['steps']:.1f}×)"
-    if act == "relu" or relu is None:
-        return f"{hit['steps']}"
-    return f"{hit['steps']} ({hit['steps'] / relu['steps']:.1f}×)"
-
-
-def format_study(study: dict[str, dict]) -> str:
-    first = next(iter(study.values()))
-    t, acts = first["threshold"], list(study)
-    levels = sorted({t, *LADDER}, reverse=True)
-    out = [f"Training steps (batch {first['batch_size']}) until the running training error, over "
-           f"the last {first['window']} training images, is at most each level; in brackets, how "
-           f"many times ReLU's steps:", "",
-           "| activation | " + " | ".join(f"≤ {100 * x:.0f}%" for x in levels)
-           + f" | seconds to ≤ {100 * t:.0f}% | train error at the end | steps run |",
-           "|---|" + "---:|" * (len(levels) + 3)]
-    for act, r in study.items():
-        hit = crossing(r, t)
-        diverged = f" (diverged at step {r['diverged']})" if r["diverged"] else ""
-        seconds = f"{hit['seconds']:.0f}" if hit else "—"
-        out.append(f"| {act} | " + " | ".join(_speed(study, act, x) for x in levels)
-                   + f" | {seconds} | {_pct(r['final_error'])} | {r['steps']}{diverged} |")
-    layers = list(first["grad_norms"])
-    out += ["", "Gradient norm ‖∂loss/∂W‖ per layer at initialisation (one batch):", "",
-            "| layer | " + " | ".join(acts) + " |", "|---|" + "---:|" * len(acts)]
-    out += [f"| {layer} | " + " | ".join(f"{study[a]['grad_norms'][layer]:.2e}" for a in acts)
-            + " |" for layer in layers]
-    out += ["", f"Exact zeros after each layer's non-linearity ({first['probe_images']} val "
-            "images), at "
-            "initialisation → after the study's training:", "",
-            "| layer | " + " | ".join(acts) + " |", "|---|" + "---:|" * len(acts)]
-    out += [f"| {layer} | " + " | ".join(
-        f"{_pct(study[a]['sparsity_init'][layer])} → {_pct(study[a]['sparsity_trained'][layer])}"
-        for a in acts) + " |" for layer in LAYERS]
-    return "\n".join(out)
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"
-
-
-RECIPE_SHOWN = ("data", "recipe", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                "warmup_epochs", "patience", "lr_drops", "flip", "init_std", "label_smoothing",
-                "precision", "channels_last", "eval_crops", "seed")
-
-
-def write_report(out: Path, cfg: TrainConfig, settings: dict, plan: str, rows: list[dict],
-                 study: dict) -> None:
-    """results.md, results.json and the two pictures; cfg is the baseline's resolved config."""
-    from .visualize.ablation import plot_ablation, plot_activation_study
-    parts = [f"# Ablation: {cfg.data}", "", plan, "", f"Machine: {machine()}.", "",
-             "Recipe shared by every arm (the baseline's; each arm changes one thing): " + ", ".join(
-                 f"{k}={getattr(cfg, k)}" for k in RECIPE_SHOWN) + ".", ""]
-    if rows:
-        parts += ["## One idea changed at a time", "", format_arms_table(rows), "",
-                  "Errors are of the final weights on the validation split, centre crop. Δ is in "
-                  "percentage points; compare it with the reseed arm's Δ, which is chance alone. "
-                  "The train loss is the mean over the last epoch, with dropout and augmentation "
-                  "on, so it is not a clean measure of fit.", "", "![ablation](ablation.png)", ""]
-        plot_ablation(rows, out / "ablation.png")
-    if study:
-        parts += ["## Activation study (paper Figure 1)", "", format_study(study), "",
-                  "![activation study](activation.png)", ""]
-        plot_activation_study(study, out / "activation.png")
-    atomic_write_text(out / "results.md", "\n".join(parts))
-    atomic_write_json(out / "results.json", {
-        "settings": settings, "machine": machine(),
-        "arms": [{k: v for k, v in r.items() if k != "history"} for r in rows],
-        "activation_study": study})
-
-
 # --- the command ----------------------------------------------------------------------------------
 
 def _recipe_class():
@@ -516,6 +405,7 @@ def run(args) -> int:
     run_only = {k: shared[k] for k in ("workers", "progress", "device") if k in shared}
     rows = [arm_row(arm, run_arm(arm_given(shared, arm, out), run_only)) for arm in arms]
     study = _run_study(args, shared, out, acts) if acts else {}
+    from .visualize.ablation import format_arms_table, write_report
     write_report(out, base, settings, plan, rows, study)
     print(format_arms_table(rows))
     print(f"ablate: wrote {out / 'results.md'}")
