@@ -166,3 +166,24 @@ def test_sigkill_mid_epoch_then_resume_loses_nothing(tmp_path):
     assert cli_main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert subprocess.call(command(ref), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0
     assert same_metrics(metrics(ref), metrics(run))
+
+
+def test_torchvision_weights_in_predict_and_train(tmp_path, capsys):
+    """--weights takes a torchvision state_dict file directly: predict names ImageNet classes, and
+    train fine-tunes from it with a fresh fc8 for its own class count."""
+    import torchvision
+    from PIL import Image
+    torch.manual_seed(0)
+    pth = tmp_path / "tv.pth"
+    torch.save(torchvision.models.alexnet().state_dict(), pth)
+    image = tmp_path / "x.png"
+    Image.new("RGB", (300, 260), (20, 120, 200)).save(image)
+    assert cli_main(["predict", "--weights", str(pth), str(image), "--json", "--topk", "2"]) == 0
+    top = json.loads(capsys.readouterr().out)["predictions"][0]["top"]
+    assert len(top) == 2 and top[0]["class"] in torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"]
+    assert train(tmp_path, "ft", "--epochs", "1", "--variant", "owt", "--weights", str(pth)) == 0
+    assert "classifier tensors left fresh" in capsys.readouterr().out
+    tuned = load_checkpoint(tmp_path / "ft" / "checkpoint.pt")["model"]
+    assert tuned["classifier.6.weight"].shape == (10, 4096)
+    assert cli_main(["train", *TINY, "--out", str(tmp_path / "bad"), "--weights", str(pth)]) == 2
+    assert "use --variant owt" in capsys.readouterr().err
