@@ -162,17 +162,19 @@ def _cpu_time() -> float:
 
 def measure_training(trainees: list[Trainee], warmup: int, steps: int, device: torch.device,
                      probes: dict[str, Callable[[], float]] | None = None) -> dict[str, list]:
-    """Interleave the configurations step by step (a b c d, a b c d, ...) and fill each trainee's
-    wall and CPU seconds per step. Each probe runs once per round, so that it sees the machine in
-    the same state as the steps; returns {probe name: its values}."""
+    """Interleave the configurations step by step, rotating the order each round (a b c d,
+    b c d a, ...: no configuration always follows the same one), and fill each trainee's wall and
+    CPU seconds per step. Each probe runs once per round, so that it sees the machine in the same
+    state as the steps; returns {probe name: its values}."""
     probes = probes or {}
     for _ in range(warmup):
         for t in trainees:
             t.step()
     _sync(device)
     values = {name: [] for name in probes}
-    for _ in range(steps):
-        for t in trainees:
+    for round_ in range(steps):
+        shift = round_ % len(trainees)
+        for t in trainees[shift:] + trainees[:shift]:
             cpu, start = _cpu_time(), time.perf_counter()
             t.step()
             _sync(device)
