@@ -48,7 +48,7 @@ class Runtime:
         return accel.autocast(self.device, self.precision)
 
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return accel.to_input(x, self.device, self.channels_last)
 
     @staticmethod
     def unwrap(model: torch.nn.Module) -> torch.nn.Module:
