@@ -110,6 +110,7 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path, capsys):
     (["--arms", "baseline,nope"], "--arms: unknown nope"),
     (["--study", "relu,swish"], "--study: unknown swish"),
     (["--threshold", "25"], "--threshold"),
+    (["--arms", "none", "--study", "none"], "nothing to do"),
     (["--activation", "tanh"], "unrecognized arguments"),  # what the arms vary is not an option
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message):

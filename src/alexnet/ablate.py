@@ -269,6 +269,7 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
     """Train `steps` steps from the seed's initial weights, recording the running training error
     after every step, the gradient norms at initialisation and the sparsity before and after (on
     the first `probe_images` val images)."""
+    from .progress import Progress
     from .schedule import LRSchedule
 
     model, rt, augment, loader, optimizer, probe = _study_setup(cfg, probe_images)
@@ -278,6 +279,7 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
               "window": window, "probe_images": len(probe), "reached": None, "diverged": None,
               "sparsity_init": zero_fractions(model, rt, augment, probe)}
     running, curve, start = RunningError(window), [], time.perf_counter()
+    bar = Progress(steps, f"activation study, {cfg.activation}", enabled=cfg.progress)
     model.train()
     for step, x, labels in _batches(loader, augment, rt, cfg.seed, steps):
         if step == 0:  # at initialisation, on the first training batch
@@ -296,6 +298,8 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
         running.add((logits.argmax(1) != labels).sum().item(), len(labels))
         seconds = time.perf_counter() - start
         curve.append([step + 1, round(seconds, 3), running.value, loss.item()])
+        bar.update(loss=f"{loss.item():.3f}", train_err=f"{running.value:.1%}")
+    bar.close()
     result.update(steps=len(curve), seconds=time.perf_counter() - start, curve=curve,
                   final_error=curve[-1][2] if curve else None,
                   sparsity_trained=zero_fractions(model, rt, augment, probe))
@@ -331,7 +335,7 @@ def add_arguments(parser) -> None:
                         help="training images per arm, summed over its epochs")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated, from {', '.join(ARMS)} (default: all; baseline "
-                        "is always run)")
+                        "is always run), or 'none' for the activation study alone")
     parser.add_argument("--study", default=",".join(ACTIVATIONS),
                         help="activations of the activation study (default relu,tanh,sigmoid; "
                         "'none' to skip it)")
@@ -393,8 +397,11 @@ def run(args) -> int:
     defaults = {f.name: f.default for f in dataclasses.fields(RECIPE)}
     shared = {**{k: defaults[k] for k in ("seed", "epochs", "eval_crops", "out")}, **given}
     out = Path(shared.pop("out"))
-    arms = [a for a in ARMS if a == "baseline" or a in _names(args.arms, ARMS, "--arms")]
+    arms = [] if args.arms.strip() == "none" else [
+        a for a in ARMS if a == "baseline" or a in _names(args.arms, ARMS, "--arms")]
     acts = [] if args.study.strip() == "none" else _names(args.study, ACTIVATIONS, "--study")
+    if not arms and not acts:
+        raise UserError("--arms none and --study none: nothing to do")
     base = resolve_train_config(arm_given(shared, "baseline", out))  # the recipe, validated
     shared["batch_size"] = base.batch_size  # the recipe's, should the recipe set it
     plan = _plan(args, shared, base)
@@ -407,6 +414,7 @@ def run(args) -> int:
     study = _run_study(args, shared, out, acts) if acts else {}
     from .visualize.ablation import format_arms_table, write_report
     write_report(out, base, settings, plan, rows, study)
-    print(format_arms_table(rows))
+    if rows:
+        print(format_arms_table(rows))
     print(f"ablate: wrote {out / 'results.md'}")
     return 0
