@@ -102,9 +102,13 @@ RECIPE_SHOWN = ("data", "recipe", "batch_size", "lr", "momentum", "weight_decay"
 def write_report(out: Path, cfg: TrainConfig, settings: dict, plan: str, rows: list[dict],
                  study: dict) -> None:
     """results.md, results.json and the two pictures; cfg is the baseline's resolved config."""
+    from ..accel import resolve_precision
+    from ..parallel import resolve_device
+    shown = {k: getattr(cfg, k) for k in RECIPE_SHOWN}
+    shown["precision"] = resolve_precision(resolve_device(cfg.device), cfg.precision)  # not "auto"
     parts = [f"# Ablation: {cfg.data}", "", plan, "", f"Machine: {machine()}.", "",
              "Recipe shared by every arm (the baseline's; each arm changes one thing): " + ", ".join(
-                 f"{k}={getattr(cfg, k)}" for k in RECIPE_SHOWN) + ".", ""]
+                 f"{k}={v}" for k, v in shown.items()) + ".", ""]
     if rows:
         parts += ["## One idea changed at a time", "", format_arms_table(rows), "",
                   "Errors are of the final weights on the validation split, centre crop. Δ is in "
