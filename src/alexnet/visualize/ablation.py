@@ -3,6 +3,7 @@ per arm) and activation.png (the paper's Figure 1 on our data: training error ag
 ReLU, tanh and sigmoid, with the gradient norms at initialisation and the sparsity per layer)."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -44,8 +45,10 @@ def _speed(study: dict[str, dict], act: str, threshold: float) -> str:
     bound when only ReLU did."""
     hit, relu = crossing(study[act], threshold), crossing(study.get("relu", study[act]), threshold)
     if hit is None:
-        return "—" if relu is None or act == "relu" else \
-            f"> {study[act]['steps']} (> {study[act]['steps'] / relu['steps']:.1f}×)"
+        if relu is None or act == "relu":
+            return "—"
+        bound = math.floor(10 * study[act]["steps"] / relu["steps"]) / 10  # never round a bound up
+        return f"> {study[act]['steps']} (> {bound:.1f}×)"
     if act == "relu" or relu is None:
         return f"{hit['steps']}"
     return f"{hit['steps']} ({hit['steps'] / relu['steps']:.1f}×)"
