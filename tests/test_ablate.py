@@ -1,5 +1,6 @@
 """`alexnet ablate`: the budget plan, the running error, the activation study, and the runner on a
-tiny budget (its table, its pictures, and resuming: finished arms are skipped, partial ones resumed)."""
+tiny budget (its table, its pictures, and resuming: finished arms are skipped, partial ones
+resumed)."""
 from __future__ import annotations
 
 import json
@@ -97,6 +98,25 @@ def test_ablation_table_pictures_and_resume(tmp_path, capsys, monkeypatch):
     assert table_rows((out / "results.md").read_text()) == rows  # the same numbers again
 
 
+def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, capsys, monkeypatch):
+    import alexnet.train as train
+    real = train.main
+
+    def main(cfg, given, ckpt=None):
+        if cfg.activation == "sigmoid":
+            raise train.Diverged("loss became nan at epoch 1, step 1")
+        return real(cfg, given, ckpt)
+
+    monkeypatch.setattr(train, "main", main)
+    out = tmp_path / "abl"
+    code, stdout, _ = ablate_cli(capsys, out, "--arms", "sigmoid", "--study", "none")
+    assert code == 0 and "sigmoid diverged: loss became nan" in stdout
+    rows = table_rows((out / "results.md").read_text())
+    assert rows["sigmoid"][2] == "diverged" and rows["baseline"][2].endswith("%")
+    code, stdout, _ = ablate_cli(capsys, out, "--arms", "sigmoid", "--study", "none")
+    assert code == 0 and "sigmoid is finished, skipped" in stdout  # not trained again
+
+
 def test_other_settings_in_the_same_directory_are_refused(tmp_path, capsys):
     out = tmp_path / "abl"
     out.mkdir()
@@ -132,4 +152,5 @@ def test_every_arm_is_a_row(tmp_path, capsys):
     assert reseed["seed"] == 1 and json.loads((out / "baseline" / "config.json").read_text())[
         "seed"] == 0
     assert json.loads((out / "one-tower" / "config.json").read_text())["towers"] == 1
-    assert torch.load(out / "no-lrn" / "best.pt", weights_only=True)["arch"]["options"]["lrn"] is False
+    best = torch.load(out / "no-lrn" / "best.pt", weights_only=True)
+    assert best["arch"]["options"]["lrn"] is False

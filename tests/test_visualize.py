@@ -1,5 +1,5 @@
 """`alexnet show …`: every picture is a valid PNG of the size its layout promises, on a tiny
-checkpoint (a random paper net with real `shapes` statistics: pictures do not need a trained net)."""
+checkpoint (a random paper net with real `shapes` statistics: pictures need no trained net)."""
 from __future__ import annotations
 
 import json

@@ -116,25 +116,34 @@ def check_settings(out: Path, settings: dict) -> None:
 # --- the arms -------------------------------------------------------------------------------------
 
 def run_arm(given: dict, run_only: dict) -> Path:
-    """Train one arm, or skip it when finished, or resume it from its checkpoint."""
+    """Train one arm, or skip it when finished, or resume it from its checkpoint. An arm whose
+    loss diverges is recorded as such (diverged.json) and the ablation goes on: a saturating
+    activation blowing up is a result, not a reason to lose the other arms."""
     from . import train
 
     run = Path(given["out"])
-    if (run / "results.json").is_file():
+    if (run / "results.json").is_file() or (run / "diverged.json").is_file():
         print(f"ablate: {run.name} is finished, skipped", flush=True)
         return run
-    if (run / "checkpoint.pt").is_file():
-        print(f"ablate: {run.name} resumed from its checkpoint", flush=True)
-        cfg, ckpt = train._resume_config({"resume": str(run), **run_only})
-        train.main(cfg, {"resume": str(run), **run_only}, ckpt)
-        return run
-    print(f"ablate: {run.name}: training", flush=True)
-    train.main(resolve_train_config(given), given)
+    try:
+        if (run / "checkpoint.pt").is_file():
+            print(f"ablate: {run.name} resumed from its checkpoint", flush=True)
+            cfg, ckpt = train._resume_config({"resume": str(run), **run_only})
+            train.main(cfg, {"resume": str(run), **run_only}, ckpt)
+        else:
+            print(f"ablate: {run.name}: training", flush=True)
+            train.main(resolve_train_config(given), given)
+    except train.Diverged as e:
+        print(f"ablate: {run.name} diverged: {e}", flush=True)
+        atomic_write_json(run / "diverged.json", {"message": str(e)})
     return run
 
 
 def arm_row(arm: str, run: Path) -> dict:
     """One row of the table from a finished run directory."""
+    if (run / "diverged.json").is_file():
+        message = json.loads((run / "diverged.json").read_text())["message"]
+        return {"arm": arm, "change": ARMS[arm][1], "paper": ARMS[arm][2], "diverged": message}
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     results = json.loads((run / "results.json").read_text())
     config = json.loads((run / "config.json").read_text())

@@ -28,7 +28,11 @@ def format_arms_table(rows: list[dict]) -> str:
              "val loss | val − train loss | images trained | minutes | the paper |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        delta = "" if base is None or r is base else \
+        if r.get("diverged"):
+            blanks = " |" * 7  # no numbers for Δ, top-5, losses, gap, images, minutes
+            lines.append(f"| {r['arm']} | {r['change']} | diverged |{blanks} {r['paper']} |")
+            continue
+        delta = "" if base is None or r is base or base.get("diverged") else \
             f"{100 * (r['val_top1_error'] - base['val_top1_error']):+.1f}"
         lines.append(f"| {r['arm']} | {r['change']} | {_pct(r['val_top1_error'])} | {delta} | "
                      f"{_pct(r['val_top5_error'])} | {r['train_loss']:.3f} | {r['val_loss']:.3f} | "
@@ -109,9 +113,10 @@ def write_report(out: Path, cfg: TrainConfig, settings: dict, plan: str, rows: l
     from ..parallel import resolve_device
     shown = {k: getattr(cfg, k) for k in RECIPE_SHOWN}
     shown["precision"] = resolve_precision(resolve_device(cfg.device), cfg.precision)  # not "auto"
+    recipe = ", ".join(f"{k}={v}" for k, v in shown.items())
     parts = [f"# Ablation: {cfg.data}", "", plan, "", f"Machine: {machine()}.", "",
-             "Recipe shared by every arm (the baseline's; each arm changes one thing): " + ", ".join(
-                 f"{k}={v}" for k, v in shown.items()) + ".", ""]
+             f"Recipe shared by every arm (the baseline's; each arm changes one thing): {recipe}.",
+             ""]
     if rows:
         parts += ["## One idea changed at a time", "", format_arms_table(rows), "",
                   "Errors are of the final weights on the validation split, centre crop. Δ is in "
@@ -143,6 +148,8 @@ def plot_ablation(rows: list[dict], path):
     plt = pyplot()
     fig, (ax_err, ax_loss) = plt.subplots(1, 2, figsize=(ABLATION_PX[0] / 100,
                                                          ABLATION_PX[1] / 100), dpi=100)
+    diverged = [r["arm"] for r in rows if r.get("diverged")]
+    rows = [r for r in rows if not r.get("diverged")]  # no numbers to draw
     names = [r["arm"] for r in rows]
     y = np.arange(len(rows))[::-1]  # the first arm (baseline) at the top
     errors = [100 * r["val_top1_error"] for r in rows]
@@ -161,7 +168,8 @@ def plot_ablation(rows: list[dict], path):
         ax_err.text(e + 0.3, yi, f"{e:.1f}%", va="center", fontsize=8)
     ax_err.set_yticks(y, names, fontsize=9)
     ax_err.set(xlabel="validation top-1 error (%)", xlim=(0, max(errors + [1]) * 1.15 + 1),
-               title="one idea changed at a time")
+               title="one idea changed at a time" + (f" (diverged: {', '.join(diverged)})"
+                                                     if diverged else ""))
     h = 0.38
     ax_loss.barh(y + h / 2, [r["train_loss"] for r in rows], h, label="train loss (last epoch)")
     ax_loss.barh(y - h / 2, [r["val_loss"] for r in rows], h, label="val loss")

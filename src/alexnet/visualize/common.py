@@ -74,7 +74,7 @@ class Inspected:
 
 
 def centre(images: torch.Tensor, crop: int) -> np.ndarray:
-    """uint8 (B, S, S, C) -> the centre crops the network sees, as uint8 numpy (B, crop, crop, C)."""
+    """uint8 (B, S, S, C) -> the centre crops the network sees: uint8 numpy (B, crop, crop, C)."""
     o = (images.shape[1] - crop) // 2
     return images[:, o:o + crop, o:o + crop].numpy()
 
