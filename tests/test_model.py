@@ -82,6 +82,30 @@ def test_init_std_option():
     assert model.features.conv2.bias.eq(1).all()  # biases do not depend on init_std
 
 
+@pytest.mark.parametrize("name, fan_in, gain", [("conv1", 3 * 11 * 11, 2.0),
+                                                ("conv2", 48 * 5 * 5, 2.0),  # one tower's maps
+                                                ("fc6", 9216, 2.0), ("fc8", 4096, 1.0)])
+def test_kaiming_init_option(name, fan_in, gain):
+    torch.manual_seed(0)
+    layer = layers(alexnet("paper", num_classes=10, init="kaiming"))[name]
+    assert layer.weight.std().item() == pytest.approx((gain / fan_in) ** 0.5, rel=0.05)
+    assert layer.bias.eq(0).all()
+
+
+def test_input_scale_multiplies_the_input_and_adds_no_weights():
+    torch.manual_seed(0)
+    plain = alexnet("paper", num_classes=7, dropout=0.0).eval()
+    scaled = alexnet("paper", num_classes=7, dropout=0.0, input_scale=0.25).eval()
+    assert list(plain.features)[0] is plain.features.conv1  # the paper's net has no extra stage
+    assert scaled.state_dict().keys() == plain.state_dict().keys()
+    scaled.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 227, 227) * 60
+    with torch.no_grad():
+        torch.testing.assert_close(scaled(x), plain(x * 0.25), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(scaled.extract(x, "conv1")["conv1"],
+                                   plain.extract(x * 0.25, "conv1")["conv1"])
+
+
 # --------------------------------------------------------------------------------------------------
 # torchvision compatibility
 
@@ -254,6 +278,9 @@ def test_dropout_probability_option():
     ("paper", {"dropout": 1.5}, r"dropout must be a number in \[0, 1\)"),
     ("paper", {"dropout": -0.1}, r"dropout must be a number in \[0, 1\)"),
     ("paper", {"init_std": 0.0}, "init_std must be a number > 0"),
+    ("paper", {"init": "xavier"}, "init must be one of"),
+    ("paper", {"input_scale": 0}, "input_scale must be a number > 0"),
+    ("owt", {"init": "kaiming"}, "do not apply to variant 'owt'"),
     ("paper", {"in_channels": 0}, "in_channels must be a positive integer"),
     ("paper", {"num_classes": 0}, "num_classes must be a positive integer"),
     ("paper", {"lrm": False}, r"option\(s\) \['lrm'\] do not apply to variant 'paper'"),

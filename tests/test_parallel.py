@@ -51,6 +51,7 @@ def _pair(seed: int = 0, **options) -> tuple[AlexNet, TwoDeviceAlexNet]:
 @pytest.mark.parametrize("options", [
     dict(num_classes=5, dropout=0.0),                                    # paper net; odd fc8 split
     dict(num_classes=4, dropout=0.0, activation="tanh", pooling="average", lrn=False),
+    dict(num_classes=5, dropout=0.0, init="kaiming", input_scale=0.02),  # the demo's options
 ])
 def test_split_matches_grouped_outputs_and_gradients(options):
     grouped, split = _pair(**options)

@@ -34,6 +34,23 @@ POOLINGS = {
     "average": (nn.AvgPool2d, 3, 2),
 }
 VARIANTS = ("paper", "owt")
+INITS = ("paper", "kaiming")
+
+
+class Scale(nn.Module):
+    """Multiplies its input by a constant: the `input_scale` option (not in the paper, which feeds
+    mean-subtracted pixels in 0..255 straight to conv1). Part of the model, so that evaluation,
+    prediction, features and exports apply the same scale as training did."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:.6g}"
 
 
 class _TappedNet(nn.Module):
@@ -93,11 +110,12 @@ class AlexNet(_TappedNet):
 
     def __init__(self, num_classes: int = 1000, activation: str = "relu", lrn: bool = True,
                  pooling: str = "overlapping", dropout: float = 0.5, towers: int = 2,
-                 in_channels: int = 3, init_std: float = 0.01, bias_init: float = 1.0):
+                 in_channels: int = 3, init_std: float = 0.01, bias_init: float = 1.0,
+                 init: str = "paper", input_scale: float = 1.0):
         super().__init__()
         _check_options(num_classes=num_classes, activation=activation, pooling=pooling,
                        dropout=dropout, towers=towers, in_channels=in_channels, init_std=init_std,
-                       lrn=lrn, bias_init=bias_init)
+                       lrn=lrn, bias_init=bias_init, init=init, input_scale=input_scale)
         act = ACTIVATIONS[activation]
         pool_cls, pool_k, pool_s = POOLINGS[pooling]
         g = towers  # conv2, conv4, conv5 connect only within a tower (GPU) in the paper
@@ -107,7 +125,9 @@ class AlexNet(_TappedNet):
             return LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0, groups=g) if lrn \
                 else nn.Identity()
 
-        self.features = nn.Sequential(OrderedDict([
+        # Only a scaled net has the extra stage: the paper's keeps its exact module list.
+        scale = [("scale", Scale(input_scale))] if input_scale != 1.0 else []
+        self.features = nn.Sequential(OrderedDict(scale + [
             ("conv1", nn.Conv2d(in_channels, 96, 11, stride=4)),  # 227×227×3 -> 55×55×96
             ("relu1", act()),
             ("norm1", norm()),
@@ -142,10 +162,11 @@ class AlexNet(_TappedNet):
             "features.pool5": "pool5", "classifier.relu6": "fc6", "classifier.relu7": "fc7",
             "classifier.fc8": "fc8",
         }
-        self.reset_parameters(init_std, bias_init)
+        self.reset_parameters(init_std, bias_init, init)
 
     @torch.no_grad()
-    def reset_parameters(self, init_std: float = 0.01, bias_init: float = 1.0) -> None:
+    def reset_parameters(self, init_std: float = 0.01, bias_init: float = 1.0,
+                         init: str = "paper") -> None:
         """Initialisation per paper (§5): weights ~ N(0, 0.01²); biases 1 in conv2, conv4, conv5 and
         the hidden fully connected layers (to give ReLUs positive inputs early on), 0 elsewhere.
 
@@ -156,11 +177,22 @@ class AlexNet(_TappedNet):
         `bias_init` replaces the paper's 1. With 1, conv4 to fc7 start almost constant (≈ 1 plus a
         small image-dependent part), and fc8's SGD step moves the logits by lr·‖fc7‖² ≈ 150× the
         gradient at lr 0.01: on a few classes the net sits at chance for hundreds of steps. Caffe's
-        reference model (bvlc_alexnet) uses 0.1 for these biases; our short demo recipe does too.
+        reference model (bvlc_alexnet) uses 0.1 for these biases.
+
+        init="kaiming" (not in the paper; He et al. 2015) draws each weight from N(0, 2/fan_in)
+        (fc8: 1/fan_in) and sets every bias to 0, so that activations keep their scale from layer
+        to layer; it assumes inputs of unit variance (see `input_scale`). The short demo recipe
+        uses it: with the paper's init the net sat at chance for its whole ten-minute budget.
         """
         ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
         for name, module in [*self.features.named_children(), *self.classifier.named_children()]:
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            if init == "kaiming":
+                nn.init.kaiming_normal_(module.weight, nonlinearity="linear" if name == "fc8"
+                                        else "relu")
+                nn.init.zeros_(module.bias)
+            else:
                 nn.init.normal_(module.weight, mean=0.0, std=init_std)
                 nn.init.constant_(module.bias, bias_init if name in ones else 0.0)
 
@@ -211,7 +243,8 @@ def _is_int(value) -> bool:
 
 
 def _check_options(num_classes=1, activation="relu", pooling="overlapping", dropout=0.0,
-                   towers=1, in_channels=3, init_std=0.01, lrn=True, bias_init=1.0) -> None:
+                   towers=1, in_channels=3, init_std=0.01, lrn=True, bias_init=1.0,
+                   init="paper", input_scale=1.0) -> None:
     """Raise ValueError with a clear message for any option outside its range or of a wrong type
     (options often arrive from config files as strings)."""
     if not _is_int(num_classes) or num_classes < 1:
@@ -233,18 +266,23 @@ def _check_options(num_classes=1, activation="relu", pooling="overlapping", drop
         raise ValueError(f"bias_init must be a number, got {bias_init!r}")
     if not isinstance(lrn, bool):
         raise ValueError(f"lrn must be True or False, got {lrn!r}")
+    if init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    if not isinstance(input_scale, (int, float)) or isinstance(input_scale, bool) \
+            or not input_scale > 0:
+        raise ValueError(f"input_scale must be a number > 0, got {input_scale!r}")
 
 
 def alexnet(variant: str = "paper", num_classes: int = 1000, **options) -> nn.Module:
     """Build AlexNet. variant "paper" (the paper's network) or "owt" (torchvision's).
 
     paper options: activation relu|tanh|sigmoid, lrn True|False, pooling overlapping|non-overlapping|
-    average, dropout p, towers 1|2, in_channels, init_std, bias_init. owt options: activation, dropout,
-    in_channels.
+    average, dropout p, towers 1|2, in_channels, init_std, bias_init, init paper|kaiming,
+    input_scale. owt options: activation, dropout, in_channels.
     """
     if variant == "paper":
         allowed = {"activation", "lrn", "pooling", "dropout", "towers", "in_channels", "init_std",
-                   "bias_init"}
+                   "bias_init", "init", "input_scale"}
         cls = AlexNet
     elif variant == "owt":
         allowed = {"activation", "dropout", "in_channels"}
