@@ -74,3 +74,18 @@ def test_summary_works(capsys):
     out, err = capsys.readouterr()
     assert err == ""
     assert "conv1" in out and "1×1×10" in out
+
+
+def test_boolean_flags_alone_mean_on_and_take_on_off():
+    import argparse
+
+    from alexnet.config import TrainConfig, add_dataclass_arguments
+    parser = argparse.ArgumentParser()
+    add_dataclass_arguments(parser, TrainConfig)
+    assert vars(parser.parse_args(["--compile"])) == {"compile": True}
+    assert vars(parser.parse_args(["--lrn", "off", "--flip", "on"])) == {"lrn": False,
+                                                                       "flip": True}
+    assert vars(parser.parse_args(["--no-progress", "--compile", "--epochs", "2"])) == {
+        "progress": False, "compile": True, "epochs": 2}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--lrn", "maybe"])

@@ -187,3 +187,42 @@ def test_torchvision_weights_in_predict_and_train(tmp_path, capsys):
     assert tuned["classifier.6.weight"].shape == (10, 4096)
     assert cli_main(["train", *TINY, "--out", str(tmp_path / "bad"), "--weights", str(pth)]) == 2
     assert "use --variant owt" in capsys.readouterr().err
+
+
+def test_no_arguments_means_the_demo_recipe():
+    from alexnet.config import DEMO, resolve_train_config
+    cfg = resolve_train_config({})
+    assert cfg.recipe == "demo" and cfg.data.startswith("shapes")
+    assert (cfg.optimizer, cfg.init, cfg.input_norm, cfg.dropout) == ("adamw", "kaiming",
+                                                                      "mean-std", 0.0)
+    assert all(getattr(cfg, k) == v for k, v in DEMO.items())
+    # The network's ideas stay the paper's; the paper's recipe is one flag away.
+    assert (cfg.variant, cfg.towers, cfg.lrn, cfg.pooling) == ("paper", 2, True, "overlapping")
+    paper = resolve_train_config({"recipe": "paper"})
+    assert (paper.optimizer, paper.init, paper.lr, paper.batch_size) == ("sgd", "paper", 0.01, 128)
+
+
+def test_demo_options_train_resume_and_evaluate(tmp_path, capsys):
+    """AdamW, He init and std-scaled inputs: the scale is saved with the model, so eval rebuilds
+    the same function; resuming restores AdamW's state exactly."""
+    demo = ["--optimizer", "adamw", "--init", "kaiming", "--input-norm", "mean-std",
+            "--dropout", "0", "--lr", "3e-4"]
+    assert train(tmp_path, "full", "--epochs", "2", *demo) == 0
+    assert train(tmp_path, "part", "--epochs", "1", *demo) == 0
+    assert cli_main(["train", "--resume", str(tmp_path / "part"), "--epochs", "2",
+                     "--no-progress"]) == 0
+    assert same_metrics(metrics(tmp_path / "full"), metrics(tmp_path / "part"))
+    ckpt = load_checkpoint(tmp_path / "full" / "checkpoint.pt")
+    scale = ckpt["arch"]["options"]["input_scale"]
+    assert scale == pytest.approx(1 / ckpt["stats"]["std"].float().mean().item(), rel=1e-5)
+    assert "exp_avg" in next(iter(ckpt["optimizer"]["state"].values()))  # AdamW's moments
+    capsys.readouterr()
+    assert cli_main(["eval", str(tmp_path / "full" / "checkpoint.pt"), "--data", "shapes:24:16",
+                     "--crops", "1", "--precision", "fp32", "--workers", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["top1_error"] == pytest.approx(metrics(tmp_path / "full")[-1]["val_top1_error"])
+
+
+def test_kaiming_init_needs_the_paper_variant(tmp_path, capsys):
+    assert train(tmp_path, "owt", "--variant", "owt", "--init", "kaiming") == 2
+    assert "--init and --input-norm apply to --variant paper only" in capsys.readouterr().err

@@ -83,12 +83,18 @@ def plan_budget(budget: int, epochs: int, n_train: int, batch: int) -> tuple[int
     return epochs, per_epoch
 
 
+# The baseline has every idea of the paper on, whatever the recipe preset says (the demo's
+# turns dropout off for its short run; an ablation of dropout needs it on).
+PAPER_IDEAS = {"activation": "relu", "lrn": True, "pooling": "overlapping", "dropout": 0.5,
+               "towers": 2, "lighting_std": 0.1}
+
+
 def arm_given(shared: dict, arm: str, out: Path) -> dict:
     """The `alexnet train` options of one arm: the shared recipe plus the arm's one change."""
     change = dict(ARMS[arm][0])
     if "seed" in change:
         change["seed"] = shared["seed"] + change["seed"]
-    return {**shared, **change, "out": str(out / arm)}
+    return {**PAPER_IDEAS, **shared, **change, "out": str(out / arm)}
 
 
 def settings_of(shared: dict, args) -> dict:
@@ -183,23 +189,21 @@ def activation_study(cfg: TrainConfig, out: Path, steps: int, threshold: float, 
 
 
 def _study_setup(cfg: TrainConfig, probe_images: int):
-    from . import accel
     from .data import Loader
     from .data.augment import Augment
     from .runtime import Runtime
-    from .train import _datasets, build_model
+    from .train import _datasets, build_model, make_optimizer
 
     torch.manual_seed(cfg.seed)  # the same initial weights for every activation
     train_set, val_set = _datasets(cfg)  # the arms' data: the first train_images images
-    model = build_model(cfg, len(train_set.classes), train_set.channels)
+    model = build_model(cfg, len(train_set.classes), train_set.channels, train_set.stats())
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     model = rt.place(model)
     augment = Augment(train_set.stats(), crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
                       lighting_std=cfg.lighting_std, device=rt.device)
     loader = Loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                     workers=cfg.workers)
-    optimizer = accel.make_sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, device=rt.device)
+    optimizer = make_optimizer(model, cfg, rt.device)
     probe = val_set.get_batch(range(min(probe_images, len(val_set))))
     return model, rt, augment, loader, optimizer, probe
 

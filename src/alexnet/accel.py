@@ -196,17 +196,21 @@ def to_input(x: torch.Tensor, device, channels_last: bool = True) -> torch.Tenso
     return x
 
 
-def fused_sgd_supported(device) -> bool:
-    """torch's fused SGD kernel exists for CUDA and, since torch 2.4, the CPU."""
+def fused_supported(device, optimizer=torch.optim.SGD) -> bool:
+    """torch's fused SGD and AdamW kernels exist for CUDA and, since torch 2.4, the CPU."""
     device = _device(device)
     if device.type not in ("cpu", "cuda"):
         return False
     try:
         probe = nn.Parameter(torch.zeros(1, device=device))
-        torch.optim.SGD([probe], lr=0.1, momentum=0.9, fused=True)
+        optimizer([probe], lr=0.1, fused=True)
         return True
     except (RuntimeError, ValueError, TypeError):
         return False
+
+
+def fused_sgd_supported(device) -> bool:
+    return fused_supported(device, torch.optim.SGD)
 
 
 def make_sgd(params_or_groups, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
@@ -220,3 +224,10 @@ def make_sgd(params_or_groups, lr: float, momentum: float = 0.9, weight_decay: f
     return torch.optim.SGD(params_or_groups, lr=lr, momentum=momentum,
                            weight_decay=weight_decay, fused=fused or None,
                            foreach=None if fused else True)
+
+
+def make_adamw(params, lr: float, weight_decay: float = 5e-4, device="cpu") -> torch.optim.AdamW:
+    """AdamW (not the paper's optimiser; the demo recipe's), fused where torch has the kernel."""
+    fused = fused_supported(device, torch.optim.AdamW)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None,
+                             foreach=None if fused else True)

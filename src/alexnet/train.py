@@ -113,10 +113,11 @@ class _Head:
         return self.base.stats()
 
 
-def build_model(cfg: TrainConfig, num_classes: int, in_channels: int) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, num_classes: int, in_channels: int,
+                stats: dict | None = None) -> torch.nn.Module:
     try:
         return alexnet(cfg.variant, num_classes=num_classes, in_channels=in_channels,
-                       **model_options(cfg))
+                       **model_options(cfg, stats))
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -138,9 +139,9 @@ def init_from_weights(model: torch.nn.Module, path: str, variant: str) -> None:
         print(f"--weights: {len(missing)} classifier tensors left fresh ({', '.join(missing)})")
 
 
-def arch_of(cfg: TrainConfig, num_classes: int, in_channels: int) -> dict:
+def arch_of(cfg: TrainConfig, num_classes: int, in_channels: int, stats: dict) -> dict:
     return {"variant": cfg.variant, "num_classes": num_classes, "in_channels": in_channels,
-            "options": model_options(cfg)}
+            "options": model_options(cfg, stats)}
 
 
 def _run_dir(cfg: TrainConfig, given: dict) -> Path:
@@ -170,9 +171,12 @@ def _resume_config(given: dict) -> tuple[TrainConfig, dict]:
     return TrainConfig(**values), ckpt
 
 
-def _optimizer(model, cfg: TrainConfig, device):
+def make_optimizer(model, cfg: TrainConfig, device):
     # Paper §5: weight decay 5e-4 on the weights. The paper's update rule applies it to every
     # parameter it lists (w); we apply it to biases too, as most frameworks do by default.
+    if cfg.optimizer == "adamw":  # not in paper (the demo's); its decay is decoupled: w -= lr·wd·w
+        return accel.make_adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                device=device)
     return accel.make_sgd(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay, device=device)
 
@@ -212,14 +216,15 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     num_classes, in_channels = len(train_set.classes), train_set.channels
     if ckpt is not None:
         check_compatible(ckpt, num_classes, cfg.variant)
-    model = build_model(cfg, num_classes, in_channels)
+    # A resumed run keeps the statistics (and so the input scale) it started with.
+    stats = ckpt["stats"] if ckpt is not None else train_set.stats()
+    model = build_model(cfg, num_classes, in_channels, stats)
     if cfg.weights and ckpt is None:
         init_from_weights(model, cfg.weights, cfg.variant)
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
-    optimizer = _optimizer(model, cfg, rt.device)
+    optimizer = make_optimizer(model, cfg, rt.device)
     scaler = accel.grad_scaler(rt.device, rt.precision)
-    stats = train_set.stats()
     augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
                       lighting_std=cfg.lighting_std, device=rt.device)
     train_loader = Loader(train_set, cfg.batch_size // info.world_size, shuffle=True, seed=cfg.seed,
@@ -256,7 +261,7 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
               f"{len(val_set)} val images of {cfg.data}, {rt.describe()}, "
               f"world size {info.world_size}", flush=True)
 
-    base = {"arch": arch_of(cfg, num_classes, in_channels), "classes": list(train_set.classes),
+    base = {"arch": arch_of(cfg, num_classes, in_channels, stats), "classes": list(train_set.classes),
             "stats": stats, "crop_size": augment.crop_size}
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
