@@ -91,29 +91,30 @@ def test_mean_image_is_cropped_and_mirrored_with_the_image():
 
 
 def test_pca_lighting_statistics():
-    # The added colour Σ αᵢ σᵢ pᵢ (σᵢ = √λᵢ, see alexnet.data.augment) has covariance
-    # 0.01 · Σ σᵢ² pᵢ pᵢᵀ for αᵢ ~ N(0, 0.1). λ spans 4 decades here, so the literal αᵢλᵢ reading
-    # would give a covariance 10⁴× larger on the first component and fail.
+    # The paper's Σ αᵢ λᵢ pᵢ with αᵢ ~ N(0, 0.1), on [0, 1] pixels: the added colour (divided by
+    # 255) has covariance 0.01 · Σ λᵢ² pᵢ pᵢᵀ, λᵢ the eigenvalues of [0, 1] pixels. λ spans five
+    # decades here, so a √λ (cuda-convnet2) reading would miss by 10² on the first component.
     q, _ = torch.linalg.qr(torch.tensor([[1.0, 2.0, 0.5], [0.3, -1.0, 2.0], [1.5, 0.2, -0.7]]))
-    eigval = torch.tensor([4000.0, 90.0, 0.4])
-    stats = {"mean_image": torch.zeros(16, 16, 3), "eigval": eigval, "eigvec": q}
+    eigval_255 = torch.tensor([40000.0, 2000.0, 50.0])  # what stats hold: 0..255 pixels
+    lam = eigval_255 / 255 ** 2                          # the same covariance on [0, 1] pixels
+    stats = {"mean_image": torch.zeros(16, 16, 3), "eigval": eigval_255, "eigvec": q}
     aug = Augment(stats, 14, lighting_std=0.1)
     n = 6000
     x = torch.full((n, 16, 16, 3), 128, dtype=torch.uint8)
     out = aug.train(x, torch.Generator().manual_seed(5))
     shift = out[:, :, 5, 7] - 128  # any pixel: the shift is the same across an image
     assert torch.allclose(out - 128, shift.view(n, 3, 1, 1).expand_as(out), atol=1e-3)
-    expected = 0.01 * (q * eigval) @ q.T
-    measured = torch.cov(shift.T.double()).float()
+    expected = 0.01 * (q * lam ** 2) @ q.T                   # on [0, 1] pixels
+    measured = torch.cov((shift / 255).T.double()).float()
     # project on the eigenvectors: each variance within 10% (stderr of a variance: √(2/n) = 1.8%)
     var = torch.diag(q.T @ measured @ q)
     torch.testing.assert_close(var, torch.diag(q.T @ expected @ q), rtol=0.1, atol=0)
-    torch.testing.assert_close(measured, expected, rtol=0, atol=0.1 * 0.01 * 4000)
-    assert shift.mean(0).abs().max() < 4 * (0.01 * 4000 / n) ** 0.5 * 3
+    torch.testing.assert_close(measured, expected, rtol=0, atol=0.1 * 0.01 * lam[0].item() ** 2)
+    assert (shift / 255).mean(0).abs().max() < 4 * (0.01 * lam[0].item() ** 2 / n) ** 0.5
 
 
 def test_lighting_off_and_grey():
-    stats = plain_stats(c=1, eigval=(900.0,))
+    stats = plain_stats(c=1, eigval=(9000.0,))  # a grey-level shift of std 0.1 · 9000/255 ≈ 3.5
     x = torch.full((8, 256, 256, 1), 50, dtype=torch.uint8)
     assert torch.all(Augment(stats, 227, lighting_std=0.0).train(x) == 50)
     out = Augment(stats, 227).train(x, torch.Generator().manual_seed(0))

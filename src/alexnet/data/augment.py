@@ -13,15 +13,16 @@ The mean image is cropped at the same position as the image and flipped with it:
 as subtracting it from the whole 256×256 image first, as the paper does, but costs a crop, not an
 image.
 
-PCA lighting, and a deviation from the paper's text. The paper adds Σᵢ αᵢ λᵢ pᵢ to every pixel,
-pᵢ, λᵢ the eigenvectors and eigenvalues of the 3×3 covariance of RGB pixel values, αᵢ ~ N(0, 0.1)
-per image per use. Read literally on pixel values in [0, 255] (our scale, and the paper's), λ₁ is
-about 10⁴ (13,400 on `shapes`), so the shift would be some ±1,300 grey levels: nonsense.
-Krizhevsky's own code (cuda-convnet2, convdata.py: `pca_stdevs`) multiplies αᵢ by the standard
-deviation along pᵢ, √λᵢ, and so do we: the shift is Σᵢ αᵢ √λᵢ pᵢ, a colour whose covariance is
-lighting_std² · Σᵢ λᵢ pᵢ pᵢᵀ = 0.01 · the data's own colour covariance. Unlike the literal
-reading, that does not depend on the pixel scale. (fb.resnet.torch-style ports instead use λ of
-[0, 1]-scaled pixels: shifts ~2.5× smaller than ours on ImageNet-like data.)
+PCA lighting (§4.1). The paper adds Σᵢ αᵢ λᵢ pᵢ to every pixel, pᵢ, λᵢ the eigenvectors and
+eigenvalues of the 3×3 covariance of RGB pixel values, αᵢ ~ N(0, 0.1) per image per use. We take
+that literally with the pixel values in [0, 1], as fb.resnet.torch and the ports after it do: the
+added colour then has covariance 0.01 · Σᵢ λᵢ² pᵢ pᵢᵀ on the [0, 1] scale, i.e. a shift of
+255 · Σᵢ αᵢ (λᵢ / 255²) pᵢ = Σᵢ αᵢ (λᵢ / 255) pᵢ grey levels on our 0..255 pixels. Why the scale
+must be named: λ₁ is about 10⁴ on 0..255 pixels (13,400 on `shapes`), where the literal formula
+would shift colours by some ±1,300 grey levels; on [0, 1] pixels it gives a few grey levels.
+Krizhevsky's own code (cuda-convnet2, convdata.py: `pca_stdevs`) instead multiplies αᵢ by √λᵢ,
+a shift with covariance 0.01 · the data's own colour covariance, about 2.5× larger on ImageNet-
+like data; `alexnet.data.augment.pca_shift_scale` is the one place to change to get that.
 `stats["eigval"]` stays the eigenvalues λᵢ (variances, 0..255 scale).
 """
 from __future__ import annotations
@@ -29,6 +30,12 @@ from __future__ import annotations
 import torch
 
 from .imageset import new_batch
+
+def pca_shift_scale(eigval: torch.Tensor) -> torch.Tensor:
+    """What multiplies αᵢ along pᵢ, in grey levels, for eigenvalues λᵢ of 0..255 pixels: the
+    paper's λᵢ read on [0, 1] pixels (λᵢ / 255²), times 255 back to our scale."""
+    return eigval / 255.0
+
 
 # torchvision's TenCrop order: corners, centre, then the same five mirrored.
 VIEWS = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
@@ -45,12 +52,12 @@ class Augment:
             raise ValueError(f"crop_size {crop_size} must be in 1..{self.size}")
         self.crop_size = self.crop = crop_size
         self.flip, self.lighting_std = flip, lighting_std
-        # √λ: the standard deviation along each principal component (see the module doc).
+        # λᵢ of 0..255 pixels; pca_shift_scale turns them into the shift per unit αᵢ (module doc).
         eigval = torch.as_tensor(stats["eigval"], dtype=torch.float32).clamp(min=0)
         # The mirrored mean image is kept too: a mirrored crop of it is then a view, not a copy.
         self._cpu = {"mean_image": mean_image, "mean_mirrored": mean_image.flip(1),
                      "eigvec": torch.as_tensor(stats["eigvec"], dtype=torch.float32),
-                     "pc_std": eigval.sqrt()}
+                     "pc_scale": pca_shift_scale(eigval)}
         self._by_device: dict[torch.device, dict] = {}
         if device is not None:
             self._on(torch.device(device))
@@ -73,9 +80,10 @@ class Augment:
                 "alphas": alphas * self.lighting_std}
 
     def lighting(self, alphas: torch.Tensor) -> torch.Tensor:
-        """(B, C) colour shifts Σᵢ αᵢ √λᵢ pᵢ for (B, C) αs (already scaled by lighting_std)."""
+        """(B, C) colour shifts Σᵢ αᵢ (λᵢ/255) pᵢ, in grey levels, for (B, C) αs (already scaled
+        by lighting_std): the paper's Σᵢ αᵢ λᵢ pᵢ on [0, 1] pixels, times 255 (module doc)."""
         t = self._on(alphas.device)
-        return (alphas * t["pc_std"]) @ t["eigvec"].T
+        return (alphas * t["pc_scale"]) @ t["eigvec"].T
 
     # ---- the views ---------------------------------------------------------------------------
 
