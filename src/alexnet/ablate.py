@@ -84,9 +84,10 @@ def plan_budget(budget: int, epochs: int, n_train: int, batch: int) -> tuple[int
 
 
 # The baseline has every idea of the paper on, whatever the recipe preset says (the demo's
-# turns dropout off for its short run; an ablation of dropout needs it on).
-PAPER_IDEAS = {"activation": "relu", "lrn": True, "pooling": "overlapping", "dropout": 0.5,
-               "towers": 2, "lighting_std": 0.1}
+# turns dropout off for its short run; an ablation of dropout needs it on): TrainConfig's own
+# defaults, which are the paper's.
+PAPER_IDEAS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+               if f.name in ("activation", "lrn", "pooling", "dropout", "towers", "lighting_std")}
 
 
 def arm_given(shared: dict, arm: str, out: Path) -> dict:
@@ -196,10 +197,11 @@ def _study_setup(cfg: TrainConfig, probe_images: int):
 
     torch.manual_seed(cfg.seed)  # the same initial weights for every activation
     train_set, val_set = _datasets(cfg)  # the arms' data: the first train_images images
-    model = build_model(cfg, len(train_set.classes), train_set.channels, train_set.stats())
+    stats = train_set.stats()
+    model = build_model(cfg, len(train_set.classes), train_set.channels, stats)
     rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
     model = rt.place(model)
-    augment = Augment(train_set.stats(), crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
+    augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
                       lighting_std=cfg.lighting_std, device=rt.device)
     loader = Loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                     workers=cfg.workers)

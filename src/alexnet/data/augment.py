@@ -31,6 +31,7 @@ import torch
 
 from .imageset import new_batch
 
+
 def pca_shift_scale(eigval: torch.Tensor) -> torch.Tensor:
     """What multiplies αᵢ along pᵢ, in grey levels, for eigenvalues λᵢ of 0..255 pixels: the
     paper's λᵢ read on [0, 1] pixels (λᵢ / 255²), times 255 back to our scale."""
