@@ -11,7 +11,7 @@ from PIL import Image
 from alexnet.data import open_dataset
 from alexnet.data.folder import load_image
 from alexnet.data.imageset import StatsAccumulator
-from alexnet.errors import UserError
+from alexnet.errors import AlexNetError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -43,7 +43,7 @@ def test_shapes_classes_sizes_and_variety():
 
 @pytest.mark.parametrize("spec", ["shapes:abc", "shapes:10:0", "shapes:1:2:3"])
 def test_bad_shapes_spec(spec):
-    with pytest.raises(UserError):
+    with pytest.raises(AlexNetError):
         open_dataset(spec)
 
 
@@ -75,14 +75,14 @@ def test_fashion_mnist_from_idx_files(tmp_path):
 
 
 def test_fashion_mnist_missing_names_the_debian_package(tmp_path):
-    with pytest.raises(UserError, match="dataset-fashion-mnist"):
+    with pytest.raises(AlexNetError, match="dataset-fashion-mnist"):
         open_dataset(f"fashion-mnist:{tmp_path}")
 
 
 def test_fashion_mnist_truncated(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(3))
-    with pytest.raises(UserError, match="do not match"):
+    with pytest.raises(AlexNetError, match="do not match"):
         open_dataset(f"fashion-mnist:{tmp_path}")
 
 
@@ -151,13 +151,14 @@ def test_flat_validation_folder_with_label_file(image_folder):
         for f in (flat / c).iterdir():
             f.rename(flat / f"{c}-{f.name}")
         (flat / c).rmdir()
-    with pytest.raises(UserError, match="val_labels"):
+    with pytest.raises(AlexNetError, match="label file") as e:
         open_dataset(image_folder, "val")
+    assert e.value.option == "val_labels"
     labels = image_folder / "val.txt"
     names = sorted(p.name for p in flat.iterdir())
     labels.write_text("".join(f"{n} {n.split('-')[0] if i % 2 else 'xx'}\n"
                               for i, n in enumerate(names)))
-    with pytest.raises(UserError, match="unknown class"):
+    with pytest.raises(AlexNetError, match="unknown class"):
         open_dataset(image_folder, "val", val_labels=labels)
     # wnids (class names) or indices into the sorted training classes, as Caffe's val.txt
     idx = {"cat": 0, "dog": 1, "eel": 2}
@@ -166,23 +167,23 @@ def test_flat_validation_folder_with_label_file(image_folder):
     val = open_dataset(image_folder, "val", val_labels=labels)
     assert [val.classes[k] for k in val.labels] == [n.split("-")[0] for n in names]
     labels.write_text("".join("1\n" for _ in names))  # devkit IDs without the devkit's meta.mat
-    with pytest.raises(UserError, match="meta.mat"):
+    with pytest.raises(AlexNetError, match="meta.mat"):
         open_dataset(image_folder, "val", val_labels=labels)
 
 
 def test_bad_folders(tmp_path, image_folder):
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(AlexNetError, match="not found"):
         open_dataset(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(UserError):
+    with pytest.raises(AlexNetError):
         open_dataset(tmp_path / "empty")
     (tmp_path / "empty" / "train").mkdir()
-    with pytest.raises(UserError, match="no images"):
+    with pytest.raises(AlexNetError, match="no images"):
         open_dataset(tmp_path / "empty")
     (image_folder / "train" / "fox").mkdir()
-    with pytest.raises(UserError, match="fox"):
+    with pytest.raises(AlexNetError, match="fox"):
         open_dataset(image_folder)
-    with pytest.raises(UserError, match="split"):
+    with pytest.raises(AlexNetError, match="split"):
         open_dataset("shapes", "test")
 
 

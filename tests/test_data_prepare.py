@@ -11,7 +11,7 @@ from alexnet.cli import main
 from alexnet.data import open_dataset
 from alexnet.data.folder import load_image
 from alexnet.data.imageset import StatsAccumulator
-from alexnet.errors import UserError
+from alexnet.errors import AlexNetError
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_interrupted_run_resumes_and_manifest_comes_last(image_folder, tmp_path,
 
     def dies_on_the_third_shard(task):
         if len(calls) == 2:
-            (out / ".train-00002.u8.x.tmp").write_bytes(b"half")  # what a kill leaves behind
+            (out / ".train-00002.u8.k3x_9q2z.tmp").write_bytes(b"half")  # what a kill leaves
             raise KeyboardInterrupt
         calls.append(task[2:])
         return real(task)
@@ -60,7 +60,7 @@ def test_interrupted_run_resumes_and_manifest_comes_last(image_folder, tmp_path,
     with pytest.raises(KeyboardInterrupt):
         prep.prepare(image_folder, out, shard_size=2, workers=1, progress=False)
     assert not (out / "manifest.json").exists() and (out / "train-00001.npz").exists()
-    with pytest.raises(UserError, match="unfinished"):
+    with pytest.raises(AlexNetError, match="unfinished"):
         open_dataset(out)
     finished = {p.name: p.stat().st_mtime_ns for p in out.glob("train-0000[01].*")}
     monkeypatch.setattr(prep, "prepare_shard", real)
@@ -79,11 +79,11 @@ def test_interrupted_run_resumes_and_manifest_comes_last(image_folder, tmp_path,
 def test_options_must_match_to_resume(image_folder, tmp_path):
     out = tmp_path / "prepared"
     prep.prepare(image_folder, out, shard_size=8, workers=1, progress=False)
-    with pytest.raises(UserError, match="other options"):
+    with pytest.raises(AlexNetError, match="other options"):
         prep.prepare(image_folder, out, shard_size=4, workers=1, progress=False)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="not an `alexnet prepare` output"):
+    with pytest.raises(AlexNetError, match="not an `alexnet prepare` output"):
         prep.prepare(image_folder, tmp_path / "other", workers=1, progress=False)
 
 
@@ -124,7 +124,7 @@ def test_a_source_without_val(image_folder, tmp_path):
     (image_folder / "val").rmdir()
     manifest, _ = prep.prepare(image_folder, tmp_path / "p", workers=1, progress=False)
     assert list(manifest["splits"]) == ["train"]
-    with pytest.raises(UserError, match="no 'val' split"):
+    with pytest.raises(AlexNetError, match="no 'val' split"):
         open_dataset(tmp_path / "p", "val")
 
 

@@ -31,7 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from .. import accel
+from ..data import Loader, open_dataset
+from ..data.augment import Augment
+from ..data.folder import ImageFolder
+from ..data.prepare import prepare
+from ..data.shapes import Shapes
+from ..errors import AlexNetError
+from ..model import alexnet
+from ..step import train_step
 
 
 def add_arguments(parser) -> None:
@@ -49,8 +57,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.images < args.batch_size * 2 or args.workers < 0 or args.rounds < 1:
-        raise UserError("need --images >= 2 × --batch-size, --workers >= 0, --rounds >= 1")
+    for name, least in (("batch_size", 1), ("workers", 0), ("rounds", 1)):
+        if getattr(args, name) < least:
+            raise AlexNetError(f"{name} must be >= {least}, got {getattr(args, name)}",
+                               option=name)
+    if args.images < args.batch_size * 2:
+        raise AlexNetError(f"images must be >= 2 × batch_size = {2 * args.batch_size} (each rate "
+                           f"is timed after the first batch), got {args.images}", option="images")
     work = Path(tempfile.mkdtemp(prefix="alexnet-bench-data-"))
     try:
         result = measure(args, work)
@@ -70,17 +83,20 @@ def measure(args, work: Path) -> dict:
     else:
         describe = make_photos(originals, args.images)
     sizes = [os.path.getsize(p) for p in originals.rglob("*") if p.is_file()]
+    _enough(len(sizes), args.batch_size, describe)
     result = {"source": describe, "images": len(sizes), "mean_file_kb": np.mean(sizes) / 1e3,
               "workers": args.workers, "batch_size": args.batch_size, "crop": args.crop,
               "cpus": os.cpu_count(), "torch": torch.__version__}
-    from ..data.prepare import prepare
 
     for fmt in ("raw", "jpeg"):
         start = time.perf_counter()
         # small shards, so that every worker gets some
-        prepare(originals, work / fmt, encoding=fmt, workers=max(1, args.workers), progress=False,
-                shard_size=max(16, len(sizes) // (4 * max(1, args.workers))))
+        manifest, _ = prepare(originals, work / fmt, encoding=fmt, workers=max(1, args.workers),
+                              progress=False,
+                              shard_size=max(16, len(sizes) // (4 * max(1, args.workers))))
         result[f"prepare_{fmt}_img_s"] = len(sizes) / (time.perf_counter() - start)
+        _enough(manifest["splits"]["train"]["count"], args.batch_size, describe, " readable")
+    result["unreadable"] = manifest["skipped"]
     loaders = {"baseline": _torchvision_loader(originals, args),
                "raw": _our_loader(work / "raw", args), "jpeg": _our_loader(work / "jpeg", args)}
     rates = {name: [] for name in loaders}
@@ -95,6 +111,13 @@ def measure(args, work: Path) -> dict:
     if args.model_steps > 0:
         result["model_train_img_s"] = model_train_rate(args.model_steps)
     return result
+
+
+def _enough(n: int, batch_size: int, source: str, kind: str = "") -> None:
+    """Each rate is timed after the first batch, so two batches are the least that measures."""
+    if n < 2 * batch_size:
+        raise AlexNetError(f"the data benchmark needs at least {2 * batch_size}{kind} images (two "
+                           f"batches of {batch_size}); it has {n} ({source})")
 
 
 def _rate(batches) -> float:
@@ -114,16 +137,36 @@ def _torchvision_loader(root: Path, args):
         transforms.Resize(256), transforms.RandomCrop(args.crop), transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
         transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
-    dataset = datasets.ImageFolder(root / "train", transform=t)
+    dataset = _Readable(datasets.ImageFolder(root / "train", transform=t))
     return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                                       num_workers=args.workers,
+                                       num_workers=args.workers, collate_fn=_collate_readable,
                                        persistent_workers=args.workers > 0)
 
 
-def _our_loader(prepared: Path, args):
-    from ..data import Loader, open_dataset
-    from ..data.augment import Augment
+class _Readable(torch.utils.data.Dataset):
+    """The baseline skips unreadable files too (as our Loader does), instead of crashing."""
 
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        try:
+            return self.dataset[i]
+        except Exception:  # Pillow's decoders raise many types on a damaged file
+            return None
+
+
+def _collate_readable(samples):
+    kept = [s for s in samples if s is not None]
+    if not kept:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    return torch.utils.data.default_collate(kept)
+
+
+def _our_loader(prepared: Path, args):
     data = open_dataset(prepared, "train")
     augment = Augment(data.stats(), crop_size=args.crop)
     return Loader(data, args.batch_size, shuffle=True, workers=args.workers,
@@ -131,21 +174,20 @@ def _our_loader(prepared: Path, args):
 
 
 def model_train_rate(steps: int, batch: int = 64) -> float:
-    """The paper net's CPU training img/s (bf16 autocast, channels_last, SGD), for scale."""
-    from ..model import alexnet
-
-    model = alexnet("paper", num_classes=1000).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch, 3, 227, 227).to(memory_format=torch.channels_last)
+    """The paper net's training img/s on the CPU fast path (alexnet.accel, alexnet.step), for
+    scale: the loader must deliver at least this."""
+    device = torch.device("cpu")
+    precision = accel.resolve_precision(device)
+    model = accel.prepare_model(alexnet("paper", num_classes=1000), device)
+    optimizer = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, device)
+    scaler = accel.grad_scaler(device, precision)
+    x = accel.to_input(torch.randn(batch, 3, 227, 227), device)
     y = torch.randint(0, 1000, (batch,))
     times = []
     for _ in range(steps + 1):  # the first step warms up allocators and kernels
         start = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        train_step(model, optimizer, scaler, x, y,
+                   autocast=lambda: accel.autocast(device, precision))
         times.append(time.perf_counter() - start)
     return batch / float(np.median(times[1:]))
 
@@ -161,8 +203,6 @@ def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> str:
         photos = [np.asarray(p) for p in load_sample_images().images]  # 427×640 each
         source = "generated: random 500×375 crops of scikit-learn's sample photos, JPEG q90"
     except ImportError:
-        from ..data.shapes import Shapes
-
         photos = list(Shapes("train", n=8, image_size=500).get_batch(range(8)).numpy())
         source = "generated: shapes rendered at 500×500, cropped to 500×375, JPEG q90"
     for i in range(n):
@@ -182,8 +222,6 @@ def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> str:
 
 def link_sample(src: Path, root: Path, n: int) -> str:
     """A random sample of n of SRC's training images, as symlinks in root/train/<class>/."""
-    from ..data.folder import ImageFolder
-
     data = ImageFolder(src, "train")
     chosen = random.Random(0).sample(range(len(data)), min(n, len(data)))
     for i in chosen:
@@ -197,7 +235,8 @@ def table(r: dict) -> str:
     names = {"baseline": "torchvision ImageFolder + PIL (original JPEGs)",
              "raw": "alexnet Loader + Augment (prepared, raw)",
              "jpeg": "alexnet Loader + Augment (prepared, JPEG q90)"}
-    lines = [f"{r['images']} images ({r['source']}; {r['mean_file_kb']:.0f} kB each), "
+    unreadable = f", {r['unreadable']} unreadable (skipped)" if r.get("unreadable") else ""
+    lines = [f"{r['images']} images{unreadable} ({r['source']}; {r['mean_file_kb']:.0f} kB each), "
              f"batch {r['batch_size']}, crop {r['crop']}, {r['workers']} workers, "
              f"{r['cpus']} CPUs, torch {r['torch']}; {len(r['baseline_rounds'])} alternating "
              "rounds", "",

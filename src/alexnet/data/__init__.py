@@ -19,8 +19,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import AlexNetError
+from .fashion import FashionMNIST
+from .folder import ImageFolder
 from .imageset import ImageSet, StatsAccumulator
+from .loader import Loader
+from .prepared import Prepared, looks_half_prepared
+from .shapes import Shapes, parse_spec
 
 SPLITS = ("train", "val")
 
@@ -32,46 +37,27 @@ def open_dataset(spec: str, split: str = "train", *, seed: int = 0, val_labels=N
     """Open one split ("train" or "val") of the dataset named by `spec` (see the module doc).
 
     `seed` only matters for the procedural `shapes`; `val_labels` is the ground-truth file of a
-    flat ILSVRC-2012 validation folder. Bad input raises UserError with a one-line message."""
+    flat ILSVRC-2012 validation folder. Bad input raises AlexNetError with a one-line message."""
     if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
+        raise AlexNetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     spec = str(spec)
     name = spec.split(":", 1)[0]
     if name == "shapes" and not Path(spec).exists():
-        from .shapes import Shapes, parse_spec
-
         train_n, val_n = parse_spec(spec)
         sizes = {k: v for k, v in (("train", train_n), ("val", val_n)) if v is not None}
         return Shapes(split, seed=seed, image_size=image_size, sizes=sizes)
     if name == "fashion-mnist" and not Path(spec).exists():
-        from .fashion import FashionMNIST
-
         root = spec.split(":", 1)[1] if ":" in spec else None
         return FashionMNIST(split, root=root, image_size=image_size)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise UserError(f"dataset not found: {spec} (expected shapes, fashion-mnist[:DIR], "
-                        "a prepared directory or an ImageFolder tree)")
+        raise AlexNetError(f"dataset not found: {spec} (expected shapes, fashion-mnist[:DIR], "
+                           "a prepared directory or an ImageFolder tree)")
     if not path.is_dir():
-        raise UserError(f"dataset {spec} is not a directory")
+        raise AlexNetError(f"dataset {spec} is not a directory")
     if (path / "manifest.json").exists():
-        from .prepared import Prepared
-
         return Prepared(path, split)
-    from .prepared import looks_half_prepared
-
     if looks_half_prepared(path):
-        raise UserError(f"{spec} is an unfinished `alexnet prepare` output (no manifest.json): "
-                        "rerun the same prepare command to finish it")
-    from .folder import ImageFolder
-
+        raise AlexNetError(f"{spec} is an unfinished `alexnet prepare` output (no manifest.json): "
+                           "rerun the same prepare command to finish it")
     return ImageFolder(path, split, val_labels=val_labels, image_size=image_size)
-
-
-def __getattr__(name):
-    # Loader pulls in threading machinery; import it only when asked for.
-    if name == "Loader":
-        from .loader import Loader
-
-        return Loader
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

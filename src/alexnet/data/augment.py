@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import AlexNetError
 from .imageset import new_batch
 
 
@@ -49,9 +50,14 @@ class Augment:
         if mean_image.ndim != 3 or mean_image.shape[0] != mean_image.shape[1]:
             raise ValueError(f"mean_image must be (S, S, C), got {tuple(mean_image.shape)}")
         self.size, self.channels = mean_image.shape[0], mean_image.shape[2]
-        if not 0 < crop_size <= self.size:
-            raise ValueError(f"crop_size {crop_size} must be in 1..{self.size}")
-        self.crop_size = self.crop = crop_size
+        if crop_size < 1:
+            raise ValueError(f"crop_size must be >= 1, got {crop_size}")
+        if crop_size > self.size:
+            # The data is what does not fit (e.g. prepared at a smaller size), not the model.
+            raise AlexNetError(f"crop_size {crop_size} must be <= the image size {self.size} of "
+                               f"the data: prepare the data at a size of at least {crop_size}",
+                               option="data")
+        self.crop_size = crop_size
         self.flip, self.lighting_std = flip, lighting_std
         # λᵢ of 0..255 pixels; pca_shift_scale turns them into the shift per unit αᵢ (module doc).
         eigval = torch.as_tensor(stats["eigval"], dtype=torch.float32).clamp(min=0)
@@ -73,7 +79,7 @@ class Augment:
     def sample(self, batch: int, generator: torch.Generator | None = None) -> dict:
         """Per-image random choices: crop offsets (y, x), flips, lighting αs (B, C)."""
         dev = generator.device if generator is not None else torch.device("cpu")
-        span = self.size - self.crop + 1
+        span = self.size - self.crop_size + 1
         offsets = torch.randint(0, span, (batch, 2), generator=generator, device=dev)
         flips = torch.rand(batch, generator=generator, device=dev) < 0.5
         alphas = torch.randn(batch, self.channels, generator=generator, device=dev)
@@ -98,7 +104,7 @@ class Augment:
     def center(self, x: torch.Tensor) -> torch.Tensor:
         """The centre crop, mean subtracted: (B, C, crop, crop)."""
         self._check(x)
-        o = (self.size - self.crop) // 2
+        o = (self.size - self.crop_size) // 2
         offsets = torch.full((len(x), 2), o, dtype=torch.long)
         return self.crops(x, offsets, torch.zeros(len(x), dtype=torch.bool))
 
@@ -107,7 +113,7 @@ class Augment:
 
         `.flatten(0, 1)` gives (10·B, C, crop, crop) in channels_last memory, as a view."""
         self._check(x)
-        b, e, c = len(x), self.size - self.crop, (self.size - self.crop) // 2
+        b, e, c = len(x), self.size - self.crop_size, (self.size - self.crop_size) // 2
         corners = torch.tensor([[0, 0], [0, e], [e, 0], [e, e], [c, c]] * 2)  # (y, x)
         flips = torch.tensor([False] * 5 + [True] * 5)
         # image-major: the 10 views of image 0, then of image 1, ...
@@ -126,9 +132,9 @@ class Augment:
             index = torch.arange(len(x))
         if device.type == "cpu":
             return _crops_loop(x, t["mean_image"], t["mean_mirrored"], offsets, flips, index,
-                               self.crop, shift)
+                               self.crop_size, shift)
         out = _crops_gather(x, t["mean_image"], offsets.to(x.device), flips.to(x.device),
-                            index.to(x.device), self.crop)
+                            index.to(x.device), self.crop_size)
         if shift is not None:
             out += shift.to(x.device).view(-1, 1, 1, self.channels)
         return out.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW: channels_last, no copy

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
+from ..errors import DataError
 from .imageset import ImageSet, key_of, new_batch
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -36,13 +36,13 @@ class FashionMNIST(ImageSet):
         images_file, labels_file = (self.root / f for f in FILES[split])
         missing = [p.name for p in (images_file, labels_file) if not p.is_file()]
         if missing:
-            raise UserError(f"Fashion-MNIST files missing in {self.root}: {', '.join(missing)} "
+            raise DataError(f"Fashion-MNIST files missing in {self.root}: {', '.join(missing)} "
                             "(install Debian's package dataset-fashion-mnist, or give "
                             "fashion-mnist:DIR with the four IDX .gz files)")
         self.images = read_idx(images_file)
         self.labels = read_idx(labels_file).astype(np.int64)
         if self.images.ndim != 3 or len(self.images) != len(self.labels):
-            raise UserError(f"{images_file} and {labels_file} do not match: "
+            raise DataError(f"{images_file} and {labels_file} do not match: "
                             f"{self.images.shape} images, {self.labels.shape} labels")
 
     def train_split(self) -> "FashionMNIST":
@@ -69,14 +69,14 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except (OSError, EOFError) as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+        raise DataError(f"cannot read {path}: {e}") from None
     # Header: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then
     # one big-endian int32 per dimension.
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
-        raise UserError(f"{path} is not an IDX file of unsigned bytes")
+        raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
     dims = np.frombuffer(data, ">i4", count=ndim, offset=4).tolist()
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise UserError(f"{path} is truncated: {body.size} bytes for shape {tuple(dims)}")
+        raise DataError(f"{path} is truncated: {body.size} bytes for shape {tuple(dims)}")
     return body.reshape(dims)

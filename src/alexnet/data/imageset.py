@@ -13,11 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..errors import DataError
+from ..io import atomic_write
+from ..machine import cache_dir
 
 STAT_KEYS = ("mean_image", "mean", "std", "eigval", "eigvec")
 # Statistics of a set that is not prepared (computed on the fly, cached) come from an evenly spaced
@@ -51,8 +56,14 @@ class ImageSet:
 
     def read(self, indices) -> tuple[torch.Tensor, list[tuple[int, str]]]:
         """Like get_batch, but also returns the images that could not be read, as (index, why);
-        those come back black. `alexnet prepare` uses this to skip and report them."""
+        those come back black, for the caller to drop (`drop_failed`): the Loader, the
+        statistics and `alexnet prepare` skip and list them. Only files on disk can fail (an
+        ImageFolder); the other sets never return errors."""
         return self._load(np.asarray(indices, dtype=np.int64)), []
+
+    def describe(self, index: int) -> str:
+        """How to name image `index` in a report: its file where it has one."""
+        return f"{self.split}[{index}]"
 
     def _load(self, indices: np.ndarray) -> torch.Tensor:
         raise NotImplementedError
@@ -75,19 +86,38 @@ class ImageSet:
         key = self.cache_key()
         if key is not None and key in _memory_cache:
             return _memory_cache[key]
-        stats = _load_disk_cache(key)
+        stats = _load_disk_cache(key, (self.image_size, self.image_size, self.channels))
         if stats is None:
             train = self.train_split()
             n = len(train)
             sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
             acc = StatsAccumulator(train.image_size, train.channels)
+            failed = []
             for start in range(0, len(sample), 128):
-                acc.add(train.get_batch(sample[start:start + 128]))
+                batch = sample[start:start + 128]
+                images, errors = train.read(batch)
+                acc.add(drop_failed(images, batch, errors)[0])  # a bad file is no black image
+                failed += errors
+            if acc.count == 0:
+                i, why = failed[0]
+                raise DataError(f"none of the {len(sample)} training images sampled for the "
+                                f"statistics could be read, e.g. {train.describe(i)}: {why}")
             stats = acc.result()
             _save_disk_cache(key, stats)
         if key is not None:
             _memory_cache[key] = stats
         return stats
+
+
+def drop_failed(images, indices, errors) -> tuple[torch.Tensor, np.ndarray]:
+    """The rows of a `read` batch that were read, and their indices: `errors` from `read` removed.
+    Without errors, the batch itself (no copy)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if not errors:
+        return images, indices
+    bad = {i for i, _ in errors}
+    keep = [r for r, i in enumerate(indices.tolist()) if i not in bad]
+    return images[keep], indices[keep]
 
 
 def new_batch(shape, dtype=torch.uint8) -> torch.Tensor:
@@ -162,21 +192,32 @@ class StatsAccumulator:
 
 def save_stats(path, stats: dict[str, torch.Tensor]) -> None:
     """Write stats as an .npz (plain arrays, no pickle), atomically."""
-    from ..io import atomic_write
-
     def write(tmp: Path):
         with open(tmp, "wb") as f:
             np.savez(f, **{k: stats[k].numpy() for k in STAT_KEYS})
     atomic_write(path, write)
 
 
-def load_stats(path) -> dict[str, torch.Tensor]:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: torch.from_numpy(z[k].astype(np.float32)) for k in STAT_KEYS}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+def load_stats(path, shape: tuple[int, int, int] | None = None) -> dict[str, torch.Tensor]:
+    """Statistics written by save_stats; DataError if the file is missing, damaged or not of the
+    expected mean-image `shape` (S, S, C) (when given)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stats = {k: torch.from_numpy(z[k].astype(np.float32)) for k in STAT_KEYS}
+    # np.load and its zip reader raise all of these for a truncated or foreign file
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"cannot read statistics {path}: {type(e).__name__}: {e}") from None
+    m = stats["mean_image"]
+    c = m.shape[-1] if m.ndim == 3 else 0
+    ok = (m.ndim == 3 and m.shape[0] == m.shape[1] and c in (1, 3)
+          and all(stats[k].shape == (c,) for k in ("mean", "std", "eigval"))
+          and stats["eigvec"].shape == (c, c)
+          and all(bool(torch.isfinite(v).all()) for v in stats.values()))
+    if not ok or (shape is not None and tuple(m.shape) != tuple(shape)):
+        want = f" for {shape[0]}×{shape[1]}×{shape[2]} images" if shape else ""
+        raise DataError(f"statistics {path} are damaged or do not fit{want} (mean image "
+                        f"{tuple(m.shape)})")
+    return stats
 
 
 def _cache_file(key: str) -> Path:
@@ -184,14 +225,16 @@ def _cache_file(key: str) -> Path:
     return cache_dir() / "stats" / f"{digest}.npz"
 
 
-def _load_disk_cache(key: str | None):
+def _load_disk_cache(key: str | None, shape):
     if key is None:
         return None
     path = _cache_file(key)
+    if not path.is_file():
+        return None
     try:
-        return load_stats(path)
-    except (OSError, KeyError, ValueError):
-        return None  # absent or unreadable: recompute
+        return load_stats(path, shape)
+    except DataError:
+        return None  # damaged (a full disk, a foreign file): recomputed and written over
 
 
 def _save_disk_cache(key: str | None, stats) -> None:

@@ -21,6 +21,15 @@ training on the CPU; its generator is seeded from (seed, epoch, rank, batch numb
 augmentation is the same whatever the number of workers. With a transform, a set that offers
 `views(indices)` (prepared raw shards) hands it a list of zero-copy (S, S, C) views instead of a
 batch tensor, which Augment accepts: the crops then come straight out of the page cache.
+
+Unreadable files (an ImageFolder read straight from disk; prepared, Shapes and Fashion-MNIST sets
+never fail) are dropped from their batch, images and labels alike, so they count in neither the
+training loss nor the metrics; a batch can then be smaller than batch_size. An all-unreadable batch
+is skipped, except under DDP (world_size > 1), where it is yielded empty so that the ranks keep
+the same number of steps. `loader.skipped` collects them in the main process, {index: "file:
+reason"}, across epochs (each once), for the caller to report. An AlexNetError raised in a worker
+(a damaged shard) is re-raised as itself in the main process, not wrapped in DataLoader's
+multi-line message.
 """
 from __future__ import annotations
 
@@ -30,7 +39,8 @@ import os
 import numpy as np
 import torch
 
-from .imageset import ImageSet
+from ..errors import AlexNetError
+from .imageset import ImageSet, drop_failed
 
 
 def default_workers() -> int:
@@ -52,6 +62,7 @@ class Loader:
         self.workers = default_workers() if workers is None else workers
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.epoch = 0
+        self.skipped: dict[int, str] = {}  # unreadable images met so far: index -> "file: why"
         self._loader = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -95,10 +106,26 @@ class Loader:
         tasks = [(epoch, k, b) for k, b in enumerate(self.batches(epoch))]
         if self.workers == 0:
             read = _ReadBatch(self)
-            for task in tasks:
-                yield read[task]
-            return
-        yield from self._dataloader(tasks)
+            results = (read[task] for task in tasks)
+        else:
+            results = self._dataloader(tasks)
+        for result in results:
+            if isinstance(result, AlexNetError):  # raised in a worker (_ReadBatch.__getitem__)
+                self._stop(results)
+                raise result
+            images, labels, failed = result
+            for i, why in failed:
+                self.skipped.setdefault(i, why)
+            if len(labels) == 0 and self.world_size == 1:
+                continue  # nothing readable; under DDP every rank must still take the step
+            yield images, labels
+
+    def _stop(self, results) -> None:
+        """Shut the workers down now, before raising: the exception's traceback holds this frame
+        (a reference cycle), and DataLoader's shutdown run later by the garbage collector was
+        measured to wait 5 s per worker. A later iteration starts new workers."""
+        results.close()
+        self._loader = None  # the last reference to the DataLoader: it stops its workers
 
     def _dataloader(self, tasks):
         # Persistent workers: forking and warming up (e.g. the shapes texture bank) once, not
@@ -108,7 +135,11 @@ class Loader:
             self._loader = torch.utils.data.DataLoader(
                 _ReadBatch(self), batch_size=None, sampler=self._sampler,
                 num_workers=self.workers, prefetch_factor=self.prefetch,
-                persistent_workers=True, pin_memory=self.pin_memory)
+                persistent_workers=True, pin_memory=self.pin_memory,
+                # The workers' base seed is drawn from this generator, not from torch's global
+                # one: drawing from the global one would shift the dropout masks of a resumed
+                # run, whose first epoch creates the workers at another point of the sequence.
+                generator=torch.Generator().manual_seed(self.seed))
         self._sampler.tasks = tasks
         yield from self._loader
 
@@ -134,14 +165,38 @@ class _ReadBatch(torch.utils.data.Dataset):
         self.seed, self.rank = loader.seed, loader.rank
 
     def __getitem__(self, task):
+        """(images, labels, [(index, "file: why") of the unreadable images dropped]), or, in a
+        worker, the AlexNetError that reading raised: DataLoader would re-raise it wrapped in a
+        multi-line message of its own, which no longer says what went wrong on its first line."""
+        try:
+            return self._read(task)
+        except AlexNetError as e:
+            if torch.utils.data.get_worker_info() is None:
+                raise
+            return e
+
+    def _read(self, task):
         epoch, k, indices = task
-        labels = torch.from_numpy(self.imageset.labels[indices])
         views = getattr(self.imageset, "views", None)
         images = views(indices) if views is not None and self.transform is not None else None
+        failed = []
         if images is None:
-            images = self.imageset.get_batch(indices)
+            images, indices, failed = self._batch(indices)
+        labels = torch.from_numpy(self.imageset.labels[indices])
         if self.transform is not None:
             g = torch.Generator().manual_seed(
                 int(np.random.SeedSequence([self.seed, epoch, self.rank, k]).generate_state(1)[0]))
             images = self.transform(images, generator=g)
-        return images, labels
+        return images, labels, failed
+
+    def _batch(self, indices):
+        """The readable images of a batch, their indices, and the unreadable ones described."""
+        read = getattr(self.imageset, "read", None)
+        if read is None:  # a duck-typed set with get_batch only: it cannot report failures
+            return self.imageset.get_batch(indices), indices, []
+        images, errors = read(indices)
+        if not errors:
+            return images, indices, []
+        images, indices = drop_failed(images, indices, errors)
+        describe = getattr(self.imageset, "describe", lambda i: f"image {i}")
+        return images, indices, [(int(i), f"{describe(i)}: {why}") for i, why in errors]

@@ -17,11 +17,14 @@ The output directory (format "alexnet-prepared", version 1):
                                eigvec; float32, pixel scale 0..255 (alexnet.data.imageset)
     OUT/report.txt           files that could not be read (skipped, never fatal), with reasons
     OUT/manifest.json        classes, channels, size, encoding, shards and counts; written LAST
+    OUT/.lock                held by the running prepare (alexnet.io.locked_dir)
 
 A directory is a finished dataset if and only if manifest.json exists. Every file is written to a
 temporary name and renamed into place, so a killed run leaves whole shards or nothing; running the
-same command again skips the finished shards and goes on. Shard k of a split holds the readable
-images among source indices [k·shard_size, (k+1)·shard_size), in order.
+same command again skips the finished shards and goes on (taking the lock deletes the killed run's
+temporary files). A second run into the same OUT while one is running stops with an error. Shard k
+of a split holds the readable images among source indices [k·shard_size, (k+1)·shard_size), in
+order.
 
 raw (the default) vs jpeg, for 256×256 RGB images: raw costs 196,608 bytes per image (252 GB for
 ILSVRC-2012's 1.28 M training images) and reading is a memory copy; JPEG at quality 90 is about
@@ -35,17 +38,21 @@ import json
 import multiprocessing as mp
 import os
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
-from ..io import atomic_path, atomic_write, atomic_write_json, atomic_write_text
+from ..errors import AlexNetError, DataError
+from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomic_write_text,
+                  locked_dir)
 from . import SPLITS, open_dataset
-from .imageset import StatsAccumulator, save_stats
-from .prepared import CONFIG, FORMAT, MANIFEST, REPORT, STATS, VERSION, shard_name
+from .imageset import StatsAccumulator, drop_failed, save_stats
+from .prepared import (CONFIG, FORMAT, MANIFEST, REPORT, STATS, VERSION, read_manifest,
+                       shard_name)
 
 READ_BATCH = 32  # images read at a time inside a shard
 
@@ -89,32 +96,56 @@ def run(args) -> int:
 def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str = "raw",
             quality: int = 90, shard_size: int = 1024, seed: int = 0, val_labels=None,
             progress: bool | None = None) -> tuple[dict, int]:
-    """Prepare `src` into `out`; returns (manifest, number of images processed by this call)."""
-    if size < 8 or shard_size < 1 or workers < 0 or not 1 <= quality <= 100:
-        raise UserError("need --size >= 8, --shard-size >= 1, --workers >= 0, --quality 1..100")
-    if encoding not in ("raw", "jpeg"):
-        raise UserError(f"unknown format {encoding!r}: raw or jpeg")
+    """Prepare `src` into `out`; returns (manifest, number of images processed by this call).
+
+    The whole run holds `out`'s lock (alexnet.io.locked_dir): a second run into the same
+    directory stops at once instead of mixing its files with ours, and taking the lock sweeps
+    the temporary files of a killed run (never those of a live one)."""
+    _check_options(size, shard_size, workers, quality, encoding)
     out = Path(out)
-    # A directory is recorded by its absolute path, so that a resume from elsewhere matches.
-    src = str(Path(src).resolve()) if Path(src).is_dir() else str(src)
-    source = {"src": src, "seed": seed, "val_labels": str(val_labels) if val_labels else None,
-              "size": size}
-    sets = _open_splits(source)
-    first = sets["train"]
-    config = {"format": FORMAT, "version": VERSION, **source, "encoding": encoding,
-              "quality": quality, "shard_size": shard_size, "classes": first.classes,
-              "channels": first.channels, "counts": {k: len(v) for k, v in sets.items()}}
-    _check_config(out, config)
-    if (out / MANIFEST).exists():
-        return json.loads((out / MANIFEST).read_text()), 0
-    for tmp in out.glob(".*.tmp"):  # leftovers of a killed run (atomic writes not renamed)
-        tmp.unlink()
-    tasks = [(split, k) for split, s in sets.items()
-             for k in range(_num_shards(len(s), shard_size))
-             if not (out / _sidecar(split, k)).exists()]
-    todo = sum(min(shard_size, len(sets[s]) - k * shard_size) for s, k in tasks)
-    _run_tasks([(config, str(out), split, k) for split, k in tasks], todo, workers, progress)
-    return _finish(out, config), todo
+    _check_foreign(out)  # before the lock, which would leave a .lock file in it
+    with locked_dir(out, "output directory"):
+        # A directory is recorded by its absolute path, so that a resume from elsewhere matches.
+        src = str(Path(src).resolve()) if Path(src).is_dir() else str(src)
+        source = {"src": src, "seed": seed, "val_labels": str(val_labels) if val_labels else None,
+                  "size": size}
+        sets = _open_splits(source)
+        first = sets["train"]
+        config = {"format": FORMAT, "version": VERSION, **source, "encoding": encoding,
+                  "quality": quality, "shard_size": shard_size, "classes": first.classes,
+                  "channels": first.channels, "counts": {k: len(v) for k, v in sets.items()}}
+        _check_config(out, config)
+        if (out / MANIFEST).exists():
+            return read_manifest(out), 0
+        tasks = [(split, k) for split, s in sets.items()
+                 for k in range(_num_shards(len(s), shard_size))
+                 if not (out / _sidecar(split, k)).exists()]
+        todo = sum(min(shard_size, len(sets[s]) - k * shard_size) for s, k in tasks)
+        _run_tasks([(config, str(out), split, k) for split, k in tasks], todo, workers, progress)
+        return _finish(out, config), todo
+
+
+def _check_options(size, shard_size, workers, quality, encoding) -> None:
+    for name, value, least in (("size", size, 8), ("shard_size", shard_size, 1),
+                               ("workers", workers, 0)):
+        if value < least:
+            raise AlexNetError(f"{name} must be >= {least}, got {value}", option=name)
+    if not 1 <= quality <= 100:
+        raise AlexNetError(f"quality must be in 1..100, got {quality}", option="quality")
+    if encoding not in ("raw", "jpeg"):
+        raise AlexNetError(f"unknown format {encoding!r}: raw or jpeg", option="format")
+
+
+def _check_foreign(out: Path) -> None:
+    """Refuse a directory that is not ours before locking it, which would leave a .lock in it.
+    One that has a .lock already is checked under the lock (_check_config), so that a second
+    run finds the first one's lock rather than its temporary files."""
+    if out.exists() and not out.is_dir():
+        raise AlexNetError(f"{out} exists and is not a directory: choose another output directory")
+    if out.is_dir() and not (out / CONFIG).exists() and not (out / LOCK_NAME).exists() and any(
+            out.iterdir()):
+        raise AlexNetError(f"{out} exists and is not an `alexnet prepare` output: choose another "
+                           "output directory")
 
 
 def _open_splits(source: dict) -> dict:
@@ -122,7 +153,7 @@ def _open_splits(source: dict) -> dict:
     for split in SPLITS:
         if split != "train" and path.is_dir():
             manifest = path / MANIFEST
-            if manifest.exists() and split not in json.loads(manifest.read_text())["splits"]:
+            if manifest.exists() and split not in read_manifest(path)["splits"]:
                 continue  # a prepared dataset without this split (re-preparing, e.g. raw->jpeg)
             if not manifest.exists() and not (path / split).exists():
                 continue  # an ImageFolder tree without this split
@@ -143,19 +174,22 @@ def _source(source: dict, split: str):
 
 
 def _check_config(out: Path, config: dict) -> None:
+    """Write the run's options, or check them against those of the run being resumed."""
     path = out / CONFIG
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if old != config:
-            raise UserError(f"{out} holds a preparation with other options or another source "
-                            f"(see {path}): delete it or choose another OUT")
+    if not path.exists():
+        if any(p.name != LOCK_NAME for p in out.iterdir()):
+            raise AlexNetError(f"{out} exists and is not an `alexnet prepare` output: choose "
+                               "another output directory")
+        atomic_write_json(path, config)
         return
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not an `alexnet prepare` output: choose another OUT")
-    atomic_write_json(path, config)
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(f"{path} is damaged (not JSON): delete {out} or choose another output "
+                        "directory") from None
+    if old != config:
+        raise AlexNetError(f"{out} holds a preparation with other options or another source "
+                           f"(see {path}): delete it or choose another output directory")
 
 
 def _num_shards(n: int, shard_size: int) -> int:
@@ -202,11 +236,10 @@ def prepare_shard(task) -> int:
         for i in range(0, len(indices), READ_BATCH):
             batch = indices[i:i + READ_BATCH]
             images, errors = imageset.read(batch)
-            bad = {j for j, _ in errors}
-            skipped += [f"{_describe(imageset, j)}\t{why}" for j, why in errors]
-            keep = [r for r, j in enumerate(batch.tolist()) if j not in bad]
-            images = images[keep].numpy()
-            labels += imageset.labels[batch[keep]].tolist()
+            skipped += [f"{imageset.describe(j)}\t{why}" for j, why in errors]
+            images, kept = drop_failed(images, batch, errors)
+            images = images.numpy()
+            labels += imageset.labels[kept].tolist()
             if acc is not None:
                 acc.add(images)
             for img in images:
@@ -220,11 +253,6 @@ def prepare_shard(task) -> int:
         sidecar.update(acc.state())
     atomic_write(out / _sidecar(split, k), lambda p: _savez(p, sidecar))  # last: shard done
     return len(indices)
-
-
-def _describe(imageset, index: int) -> str:
-    files = getattr(imageset, "files", None)
-    return str(files[index]) if files is not None else f"{imageset.split}[{index}]"
 
 
 def _encode_jpeg(img: np.ndarray, quality: int) -> bytes:
@@ -251,24 +279,25 @@ def _finish(out: Path, config: dict) -> dict:
     for split, n in config["counts"].items():
         shards, labels = [], []
         for k in range(_num_shards(n, config["shard_size"])):
-            with np.load(out / _sidecar(split, k), allow_pickle=False) as z:
-                labels.append(z["labels"])
-                report += z["skipped"].tolist()
-                shards.append({"file": shard_name(split, k, config["encoding"]),
-                               "count": len(z["labels"])})
-                if split == "train":
-                    part = StatsAccumulator.from_state(z)
-                    acc = part if acc is None else (acc.merge(part) or acc)
+            z = _read_sidecar(out / _sidecar(split, k), with_stats=split == "train")
+            labels.append(z["labels"])
+            report += z["skipped"].tolist()
+            shards.append({"file": shard_name(split, k, config["encoding"]),
+                           "count": len(z["labels"])})
+            if split == "train":
+                part = StatsAccumulator.from_state(z)
+                acc = part if acc is None else (acc.merge(part) or acc)
         labels_file = f"{split}-labels.npy"
         _atomic_npy(out / labels_file, np.concatenate(labels))
         splits[split] = {"count": int(sum(s["count"] for s in shards)), "labels": labels_file,
                          "shards": shards}
-    if splits["train"]["count"] == 0:
-        raise UserError(f"no readable training images in {config['src']} (see {out / REPORT})")
-    save_stats(out / STATS, acc.result())
     total = sum(config["counts"].values())
+    # The report first: the error below sends the reader to it.
     atomic_write_text(out / REPORT, f"# {len(report)} of {total} source images could not be "
                       "read and were skipped\n" + "".join(line + "\n" for line in report))
+    if splits["train"]["count"] == 0:
+        raise DataError(f"no readable training images in {config['src']} (see {out / REPORT})")
+    save_stats(out / STATS, acc.result())
     manifest = {"format": FORMAT, "version": VERSION, "source": config["src"],
                 "encoding": config["encoding"], "quality": config["quality"],
                 "image_size": config["size"], "channels": config["channels"],
@@ -276,3 +305,16 @@ def _finish(out: Path, config: dict) -> dict:
                 "report": REPORT, "skipped": len(report)}
     atomic_write_json(out / MANIFEST, manifest)
     return manifest
+
+
+def _read_sidecar(path: Path, with_stats: bool) -> dict:
+    """A shard's sidecar, all in memory. Damaged (a disk error: it is written atomically), the
+    shard is redone by deleting the sidecar and running the same command again."""
+    keys = ("labels", "skipped") + (("count", "sum_image", "sum_pixel", "sum_outer")
+                                    if with_stats else ())
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"cannot read {path} ({type(e).__name__}: {e}): delete it and run the "
+                        "same command again to redo that shard") from None

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import AlexNetError, DataError
 from .imageset import ImageSet, load_stats, new_batch
 
 FORMAT, VERSION = "alexnet-prepared", 1
@@ -32,28 +32,49 @@ def looks_half_prepared(path: Path) -> bool:
 class Prepared(ImageSet):
     def __init__(self, root, split: str = "train"):
         self.root, self.split = Path(root), split
-        try:
-            manifest = json.loads((self.root / MANIFEST).read_text())
-        except (OSError, ValueError) as e:
-            raise UserError(f"cannot read {self.root / MANIFEST}: {e}") from None
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise UserError(f"{self.root} is not an {FORMAT} v{VERSION} directory")
+        manifest = read_manifest(self.root)
         if split not in manifest["splits"]:
-            raise UserError(f"{self.root} has no {split!r} split "
-                            f"(it has: {', '.join(manifest['splits'])})")
+            raise AlexNetError(f"{self.root} has no {split!r} split "
+                               f"(it has: {', '.join(manifest['splits'])})")
         self.manifest = manifest
         self.classes = list(manifest["classes"])
         self.channels, self.image_size = manifest["channels"], manifest["image_size"]
         self.encoding = manifest["encoding"]
         info = manifest["splits"][split]
-        self.labels = np.load(self.root / info["labels"]).astype(np.int64)
+        self.labels = self._read_labels(self.root / info["labels"])
         self.shard_files = [s["file"] for s in info["shards"]]
         counts = np.array([s["count"] for s in info["shards"]], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(counts)])  # shard k holds starts[k]..[k+1]
         if self.starts[-1] != len(self.labels):
-            raise UserError(f"{self.root}: {split} shards hold {self.starts[-1]} images but "
+            raise DataError(f"{self.root}: {split} shards hold {self.starts[-1]} images but "
                             f"there are {len(self.labels)} labels")
+        self._check_shards(counts)
         self._open = {}  # shard -> memmap (raw) or (memmap of bytes, offsets) (jpeg); per process
+
+    def _read_labels(self, path: Path) -> np.ndarray:
+        try:
+            labels = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"cannot read labels {path}: {type(e).__name__}: {e}") from None
+        if labels.ndim != 1 or labels.dtype.kind not in "iu" or (
+                len(labels) and not 0 <= labels.min() <= labels.max() < len(self.classes)):
+            raise DataError(f"labels {path} are damaged: not 1-D integers in "
+                            f"0..{len(self.classes) - 1}")
+        return labels.astype(np.int64)
+
+    def _check_shards(self, counts: np.ndarray) -> None:
+        """Checked here, in the opening process, by their sizes (a stat each, no reading): a
+        shard found truncated later, in a loader worker, would stop training mid-epoch."""
+        image = self.image_size * self.image_size * self.channels
+        for name, count in zip(self.shard_files, counts.tolist()):
+            path = self.root / name
+            files = [path] if self.encoding == "raw" else [path, path.with_suffix(".idx.npy")]
+            for f in files:
+                if not f.is_file():
+                    raise DataError(f"shard file {f} is missing: prepare the dataset again")
+            if self.encoding == "raw" and path.stat().st_size != count * image:
+                raise DataError(f"shard {path} is truncated or damaged: {path.stat().st_size} "
+                                f"bytes, expected {count * image} ({count} images)")
 
     def __getstate__(self):
         # Memmaps would pickle as copies of the data: reopen them in the other process instead.
@@ -65,7 +86,8 @@ class Prepared(ImageSet):
     def stats(self) -> dict[str, torch.Tensor]:
         # Computed over the whole training split by `prepare`, stored with the data.
         if not hasattr(self, "_stats"):
-            self._stats = load_stats(self.root / self.manifest["stats"])
+            self._stats = load_stats(self.root / self.manifest["stats"],
+                                     (self.image_size, self.image_size, self.channels))
         return self._stats
 
     def _shard(self, k: int):
@@ -79,9 +101,7 @@ class Prepared(ImageSet):
                 self._open[k] = np.memmap(path, np.uint8, "c", shape=shape) if count else \
                     np.zeros(shape, np.uint8)
             else:
-                offsets = np.load(path.with_suffix(".idx.npy"))
-                data = np.memmap(path, np.uint8, "r") if offsets[-1] else np.zeros(0, np.uint8)
-                self._open[k] = (data, offsets)
+                self._open[k] = _jpeg_shard(path, count)
         return self._open[k]
 
     def _load(self, indices: np.ndarray) -> torch.Tensor:
@@ -99,7 +119,12 @@ class Prepared(ImageSet):
             else:
                 data, offsets = self._shard(k)
                 for row, j in zip(rows.tolist(), local.tolist()):
-                    out[row] = decode_jpeg(data[offsets[j]:offsets[j + 1]], self.channels)
+                    try:
+                        out[row] = decode_jpeg(data[offsets[j]:offsets[j + 1]], self.channels)
+                    except Exception as e:  # Pillow's decoder raises many types on bad bytes
+                        raise DataError(f"shard {self.root / self.shard_files[k]} is damaged: "
+                                        f"image {j} does not decode ({type(e).__name__}: {e})"
+                                        ) from None
         return batch
 
 
@@ -113,6 +138,53 @@ class Prepared(ImageSet):
         shards = np.searchsorted(self.starts, indices, side="right") - 1
         return [torch.from_numpy(self._shard(k)[i - self.starts[k]])
                 for k, i in zip(shards.tolist(), indices.tolist())]
+
+
+def _jpeg_shard(path: Path, count: int):
+    """(the shard's bytes, memory-mapped; its int64 offsets), checked against each other."""
+    idx = path.with_suffix(".idx.npy")
+    try:
+        offsets = np.load(idx, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"cannot read {idx}: {type(e).__name__}: {e}") from None
+    size = path.stat().st_size
+    if (offsets.shape != (count + 1,) or offsets.dtype.kind not in "iu" or offsets[0] != 0
+            or np.any(np.diff(offsets) < 0) or offsets[-1] != size):
+        raise DataError(f"shard {path} does not match its index {idx.name} (truncated or "
+                        f"damaged): {size} bytes, the index says {offsets[-1]} for {count} images")
+    data = np.memmap(path, np.uint8, "r") if size else np.zeros(0, np.uint8)
+    return data, offsets
+
+
+def read_manifest(root: Path) -> dict:
+    """The manifest of a prepared directory, checked for every key this module reads."""
+    path = Path(root) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or \
+            manifest.get("version") != VERSION:
+        raise DataError(f"{root} is not an {FORMAT} v{VERSION} directory ({path})")
+    try:
+        ok = (isinstance(manifest["classes"], list) and manifest["channels"] in (1, 3)
+              and _is_int(manifest["image_size"], 1) and manifest["encoding"] in ("raw", "jpeg")
+              and isinstance(manifest["stats"], str) and isinstance(manifest["splits"], dict)
+              and "train" in manifest["splits"]
+              and all(isinstance(s["labels"], str) and isinstance(s["shards"], list)
+                      and all(isinstance(h["file"], str) and _is_int(h["count"], 0)
+                              for h in s["shards"]) for s in manifest["splits"].values()))
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path} is damaged: {type(e).__name__} {e}; prepare the dataset "
+                        "again") from None
+    if not ok:
+        raise DataError(f"{path} is damaged (a value of the wrong kind); prepare the dataset "
+                        "again")
+    return manifest
+
+
+def _is_int(value, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
 def decode_jpeg(buf: np.ndarray, channels: int) -> np.ndarray:

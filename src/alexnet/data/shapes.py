@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import AlexNetError
 from .imageset import ImageSet, key_of, new_batch
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent", "arrow",
@@ -265,17 +266,16 @@ SDF = {
 
 def parse_spec(spec: str) -> tuple[int | None, int | None]:
     """"shapes", "shapes:TRAIN_N" or "shapes:TRAIN_N:VAL_N" -> (train_n, val_n)."""
-    from ..errors import UserError
 
     parts = spec.split(":")[1:]
     if len(parts) > 2:
-        raise UserError(f"bad dataset {spec!r}: expected shapes[:TRAIN_N[:VAL_N]]")
+        raise AlexNetError(f"bad dataset {spec!r}: expected shapes[:TRAIN_N[:VAL_N]]")
     try:
         sizes = [int(p) for p in parts]
     except ValueError:
-        raise UserError(f"bad dataset {spec!r}: sizes must be integers, "
-                        "as in shapes:20000:2000") from None
+        raise AlexNetError(f"bad dataset {spec!r}: sizes must be integers, "
+                           "as in shapes:20000:2000") from None
     if any(n <= 0 for n in sizes):
-        raise UserError(f"bad dataset {spec!r}: sizes must be positive")
+        raise AlexNetError(f"bad dataset {spec!r}: sizes must be positive")
     sizes += [None] * (2 - len(sizes))
     return sizes[0], sizes[1]

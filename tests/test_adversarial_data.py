@@ -1,0 +1,437 @@
+"""Issue 11, data input: what an adversarial tester fed the data code, kept as regression tests.
+
+Each case is the call or command, its outcome (exit code 2 with ONE line on stderr and no
+traceback, or the exception), and what must be on disk afterwards. Images are tiny and generated.
+"""
+import json
+import os
+import signal
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import alexnet.data.imageset as imageset
+import alexnet.data.prepare as prep
+from alexnet.cli import main
+from alexnet.data import Loader, open_dataset
+from alexnet.data.augment import Augment
+from alexnet.data.folder import load_image, to_rgb
+from alexnet.data.imageset import StatsAccumulator
+from alexnet.errors import AlexNetError, DataError
+from alexnet.io import locked_dir
+from conftest import write_image_folder
+
+
+def cli(capsys, *argv):
+    """Run `alexnet ARGV` in-process: (exit code, stdout, stderr)."""
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(rc, err, *words):
+    assert rc == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+def photo(w, h, seed=0):
+    """A photo-like image: a few gratings of all orientations and frequencies plus sensor noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        for _ in range(6):
+            f, t, p = rng.uniform(1, 25), rng.uniform(0, np.pi), rng.uniform(0, 6.3)
+            wave = np.sin(2 * np.pi * f * (x * np.cos(t) + y * np.sin(t)) + p)
+            img[..., c] += rng.uniform(10, 40) * wave
+    return np.clip(img + 128 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+def resize_then_crop(path, size):
+    """The old load_image: the whole image resized, then cropped (the reference)."""
+    with Image.open(path) as img:
+        if img.format == "JPEG":
+            img.draft("RGB", (size * 2, size * 2))
+        img.load()
+        img = to_rgb(img)
+    w, h = img.size
+    scale = size / min(w, h)
+    new = (max(size, round(w * scale)), max(size, round(h * scale)))
+    if new != (w, h):
+        img = img.resize(new, Image.Resampling.BILINEAR)
+    left, top = (new[0] - size) // 2, (new[1] - size) // 2
+    return np.array(img.crop((left, top, left + size, top + size)))
+
+
+def flat_val(folder):
+    """Move val/<class>/* into val/ itself: ILSVRC-2012's flat validation layout."""
+    flat = folder / "val"
+    for c in ("cat", "dog", "eel"):
+        for f in (flat / c).iterdir():
+            f.rename(flat / f"{c}-{f.name}")
+        (flat / c).rmdir()
+    return sorted(p.name for p in flat.iterdir())
+
+
+# ---- 1. opening an image -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("w,h,fmt", [(640, 427, "JPEG"), (427, 640, "PNG"), (1600, 1068, "JPEG"),
+                                     (800, 600, "PNG")])
+def test_crop_first_equals_resize_then_crop(tmp_path, w, h, fmt):
+    path = tmp_path / f"photo.{fmt.lower()}"
+    Image.fromarray(photo(w, h)).save(path, fmt, quality=90)
+    for size in (256, 240, 64):
+        d = np.abs(load_image(path, size).astype(int) - resize_then_crop(path, size))
+        assert d.mean() < 0.5 and d.max() <= 4, (size, d.mean(), d.max())
+
+
+def test_memory_does_not_grow_with_the_aspect_ratio(tmp_path, monkeypatch):
+    # 20000×4: resizing it whole to a shorter side of 256 makes 1.28 M × 256 pixels (1.86 GB).
+    path = tmp_path / "thin.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (4, 20000, 3), np.uint8)).save(path)
+    largest = []
+    for name in ("resize", "reduce", "crop", "convert", "transpose"):
+        real = getattr(Image.Image, name)
+
+        def spy(self, *a, _real=real, **kw):
+            out = _real(self, *a, **kw)
+            largest.append(out.width * out.height)
+            return out
+        monkeypatch.setattr(Image.Image, name, spy)
+    assert load_image(path).shape == (256, 256, 3)
+    assert max(largest) <= 20000 * 4  # never more pixels than the file has (nor than 256²)
+    # the same pixels as the old way, checked at a size where the old way is affordable
+    assert np.abs(load_image(path, 8).astype(int) - resize_then_crop(path, 8)).max() <= 1
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    a = np.zeros((64, 64, 3), np.uint8)
+    a[:32, :, 0] = 255  # red top half
+    a[:, :16, 1] = 255  # green left quarter
+    for orientation, upright in ((3, np.rot90(a, 2)), (6, np.rot90(a, -1)), (8, np.rot90(a, 1))):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(a).save(tmp_path / f"o{orientation}.png", exif=exif)
+        Image.fromarray(np.ascontiguousarray(upright)).save(tmp_path / "upright.png")
+        assert np.array_equal(load_image(tmp_path / f"o{orientation}.png"),
+                              load_image(tmp_path / "upright.png")), orientation
+
+
+@pytest.mark.parametrize("name", ["g16.png", "g16.pgm", "g16.tif"])
+def test_16_bit_grey_is_scaled_to_8_bits(tmp_path, name):
+    # PNG and TIFF open as "I;16", a 16-bit PGM as "I": both used to come out white or wrong.
+    levels = np.tile(np.arange(256, dtype=np.uint16), (256, 1))
+    Image.fromarray(levels * 257).save(tmp_path / name)
+    out = load_image(tmp_path / name)
+    assert np.array_equal(out[..., 0], levels) and np.array_equal(out[..., 2], levels)
+
+
+def test_decompression_bomb_is_one_data_error(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels: over 2×, an error
+    with pytest.raises(DataError, match="too many pixels") as e:
+        load_image(tmp_path / "bomb.png")
+    assert "\n" not in str(e.value) and "bomb.png" in str(e.value)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)  # under 2×: Pillow only warns ...
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ... unless warnings are errors
+        with pytest.raises(DataError, match="too many pixels"):
+            load_image(tmp_path / "bomb.png")
+    # in a folder, it is one of the unreadable files that are skipped and listed
+    folder = tmp_path / "set" / "train" / "x"
+    folder.mkdir(parents=True)
+    (tmp_path / "bomb.png").rename(folder / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    images, errors = open_dataset(tmp_path / "set").read([0])
+    assert [i for i, _ in errors] == [0] and "too many pixels" in errors[0][1]
+
+
+# ---- 2. listing files ----------------------------------------------------------------------------
+
+def test_fifo_named_like_an_image_is_not_listed_nor_opened(image_folder, tmp_path, capsys):
+    fifo = image_folder / "train" / "cat" / "x.jpg"
+    os.mkfifo(fifo)
+    (image_folder / "train" / "dog" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    assert len(open_dataset(image_folder)) == 9
+    old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("opening a FIFO blocked"))
+    signal.alarm(60)
+    try:
+        with pytest.raises(DataError, match="not a regular file"):
+            load_image(fifo)
+        rc, out, err = cli(capsys, "prepare", image_folder, tmp_path / "out", "--workers", "1")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert rc == 0 and "9 train, 6 val" in out, err
+
+
+def test_symlinked_directory_loop_is_walked_once(image_folder):
+    (image_folder / "train" / "cat" / "again").symlink_to(image_folder / "train" / "cat")
+    (image_folder / "train" / "dog" / "up").symlink_to(image_folder / "train")
+    (image_folder / "train" / "eel" / "root").symlink_to(image_folder)
+    train = open_dataset(image_folder)
+    assert len(train) == 9 and len(set(train.files)) == 9
+    assert train.labels.tolist() == [0] * 3 + [1] * 3 + [2] * 3
+    # a second link to a directory outside the tree is still followed, once
+    (image_folder / "val" / "cat" / "more").symlink_to(image_folder / "train" / "eel",
+                                                       target_is_directory=True)
+    assert len(open_dataset(image_folder, "val")) == 6 + 3 + 0  # eel's own links are loops
+
+
+# ---- 3. unreadable files while training or evaluating straight from a folder --------------------
+
+def _break(folder, *names):
+    for name in names:
+        (folder / "train" / name).write_bytes(b"not an image")
+    return folder
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_drops_unreadable_files_and_lists_them_all(image_folder, workers):
+    _break(image_folder, "cat/cat_1.jpg", "eel/eel_2.jpg")
+    train = open_dataset(image_folder)
+    bad = {i for i, f in enumerate(train.files) if f.name in ("cat_1.jpg", "eel_2.jpg")}
+    loader = Loader(train, 4, shuffle=True, seed=1, workers=workers)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        got_labels, count = [], 0
+        for images, labels in loader:
+            assert len(images) == len(labels) and images.shape[1:] == (256, 256, 3)
+            assert all(img.max() > 0 for img in images)  # no black stand-ins
+            got_labels += labels.tolist()
+            count += len(images)
+        assert count == 7
+        good = [i for i in range(9) if i not in bad]
+        assert sorted(got_labels) == sorted(train.labels[good].tolist())
+    assert set(loader.skipped) == bad  # every one, once, though read in both epochs
+    assert all(str(train.files[i]) in why for i, why in loader.skipped.items())
+
+
+def test_a_batch_of_only_unreadable_files_is_skipped(image_folder):
+    train = open_dataset(_break(image_folder, "cat/cat_0.jpg", "cat/cat_1.jpg", "cat/cat_2.jpg"))
+    batches = list(Loader(train, 3, shuffle=False, workers=0))
+    assert [len(b[0]) for b in batches] == [3, 3]
+    assert len(Loader(train, 3, shuffle=False, workers=0, world_size=2, rank=0)) == 2
+
+
+def test_statistics_skip_unreadable_files(image_folder, tmp_path):
+    train = open_dataset(_break(image_folder, "dog/dog_0.jpg"))
+    images, errors = train.read(range(9))
+    keep = [i for i in range(9) if i not in {j for j, _ in errors}]
+    acc = StatsAccumulator(256, 3)
+    acc.add(images[keep])
+    for key, value in acc.result().items():
+        torch.testing.assert_close(train.stats()[key], value)
+    bad = _break(write_image_folder(tmp_path / "bad", per_class=(2, 1)),
+                 *(f"{c}/{c}_{i}.jpg" for c in ("cat", "dog", "eel") for i in range(2)))
+    with pytest.raises(DataError, match="none of the 6 .* could be read, e.g. .*cat_0.jpg"):
+        open_dataset(bad).stats()
+
+
+# ---- 4. the label file of a flat validation folder ----------------------------------------------
+
+def test_val_labels_must_list_every_image_once(image_folder, tmp_path, capsys):
+    names = flat_val(image_folder)
+    labels = image_folder / "val.txt"
+    lines = [f"{n} {n.split('-')[0]}\n" for n in names]
+    labels.write_text("".join(lines[1:]))
+    with pytest.raises(DataError, match=f"1 image.* not in .*val.txt, e.g. {names[0]}"):
+        open_dataset(image_folder, "val", val_labels=labels)
+    labels.write_text("".join(lines + lines[2:4]))
+    with pytest.raises(DataError, match=f"lists 2 image.* more than once, e.g. {names[2]} "
+                                        r"\(lines 3 and 7\)"):
+        open_dataset(image_folder, "val", val_labels=labels)
+    labels.write_text("".join(lines[:3]) + f"{names[3]} cat extra\n" + "".join(lines[4:]))
+    rc, _, err = cli(capsys, "prepare", image_folder, tmp_path / "out", "--val-labels", labels)
+    one_line_error(rc, err, "line 4", "expected lines")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    labels.write_text("".join(lines))
+    assert len(open_dataset(image_folder, "val", val_labels=labels)) == 6
+
+
+def test_malformed_label_values_name_their_line(image_folder):
+    names = flat_val(image_folder)
+    labels = image_folder / "val.txt"
+    for bad, match in (("-1", "line 2: unknown class '-1'"), ("7", "line 2: label 7 is out of"),
+                       ("1.5", "line 2: unknown class")):
+        labels.write_text("".join(f"{n} {bad if i == 1 else 0}\n" for i, n in enumerate(names)))
+        with pytest.raises(DataError, match=match):
+            open_dataset(image_folder, "val", val_labels=labels)
+    scipy_io = pytest.importorskip("scipy.io")
+    synsets = np.array([(1, "cat"), (2, "dog"), (3, "eel")],
+                       dtype=[("ILSVRC2012_ID", "i4"), ("WNID", "U8")])
+    scipy_io.savemat(image_folder / "meta.mat", {"synsets": synsets})
+    for bad in ("x1", "99"):  # devkit IDs: not a number, not an ID of meta.mat
+        labels.write_text("".join(f"{bad if i == 4 else 1}\n" for i in range(len(names))))
+        with pytest.raises(DataError, match=f"line 5: '{bad}' is not an ILSVRC2012_ID"):
+            open_dataset(image_folder, "val", val_labels=labels)
+    (image_folder / "meta.mat").write_bytes(b"not a mat file")
+    with pytest.raises(DataError, match="cannot read .*meta.mat"):
+        open_dataset(image_folder, "val", val_labels=labels)
+    labels.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match="not a text file"):
+        open_dataset(image_folder, "val", val_labels=labels)
+
+
+# ---- 5. data prepared at another size ------------------------------------------------------------
+
+def test_training_on_data_smaller_than_the_crop_is_one_line(image_folder, tmp_path, capsys):
+    prep.prepare(image_folder, tmp_path / "p32", size=32, workers=1, progress=False)
+    with pytest.raises(AlexNetError, match="crop_size 227 must be <= the image size 32") as e:
+        Augment(open_dataset(tmp_path / "p32").stats(), crop_size=227)
+    assert e.value.option == "data"
+    rc, _, err = cli(capsys, "train", "--data", tmp_path / "p32", "--epochs", "1", "--out",
+                     tmp_path / "run", "--device", "cpu", "--workers", "0")
+    one_line_error(rc, err, "crop_size 227 must be <= the image size 32", "--data")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert load_image(_photo_file(tmp_path), 240).shape == (240, 240, 3)  # any size still works
+
+
+def _photo_file(tmp_path):
+    Image.fromarray(photo(100, 80)).save(tmp_path / "photo.png")
+    return tmp_path / "photo.png"
+
+
+# ---- 6. damaged prepared data and statistics -----------------------------------------------------
+
+@pytest.fixture
+def prepared(image_folder, tmp_path):
+    """The small ImageFolder prepared at 32×32, as raw and as JPEG shards of 4 images."""
+    out = {}
+    for fmt in ("raw", "jpeg"):
+        prep.prepare(image_folder, tmp_path / fmt, size=32, shard_size=4, encoding=fmt,
+                     workers=1, progress=False)
+        out[fmt] = tmp_path / fmt
+    return out
+
+
+def test_truncated_shards_are_one_line_data_errors(prepared, tmp_path, capsys):
+    raw = prepared["raw"] / "train-00001.u8"
+    raw.write_bytes(raw.read_bytes()[:1000])
+    with pytest.raises(DataError, match="truncated"):
+        open_dataset(prepared["raw"])
+    rc, _, err = cli(capsys, "prepare", prepared["raw"], tmp_path / "again", "--format", "jpeg")
+    one_line_error(rc, err, "train-00001.u8", "truncated")
+    jpg = prepared["jpeg"] / "train-00001.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:500])
+    data = open_dataset(prepared["jpeg"])  # only sizes of the index are known without reading
+    for workers in (0, 2):  # raised in a worker, it comes back as itself, not wrapped
+        with pytest.raises(DataError, match="train-00001.jpg does not match its index") as e:
+            list(Loader(data, 4, shuffle=False, workers=workers))
+        assert "\n" not in str(e.value)
+    garbled = prepared["jpeg"] / "train-00000.jpg"
+    garbled.write_bytes(b"\0" * 8 + garbled.read_bytes()[8:])  # same size, no JPEG header
+    with pytest.raises(DataError, match="image 0 does not decode"):
+        open_dataset(prepared["jpeg"]).get_batch([0])
+
+
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "truncate", "wrong shape"])
+def test_damaged_stats_npz_is_a_data_error(prepared, damage):
+    stats = prepared["raw"] / "stats.npz"
+    if damage == "truncate":
+        stats.write_bytes(stats.read_bytes()[:200])
+    elif damage == "wrong shape":
+        np.savez(stats, mean_image=np.zeros((8, 8, 3)), mean=np.zeros(3), std=np.zeros(3),
+                 eigval=np.zeros(3), eigvec=np.eye(3))
+    else:
+        stats.write_bytes(damage)
+    with pytest.raises(DataError, match="stats.npz") as e:
+        open_dataset(prepared["raw"]).stats()
+    assert "\n" not in str(e.value)
+
+
+def test_damaged_stats_cache_is_recomputed(image_folder):
+    imageset._memory_cache.clear()
+    train = open_dataset(image_folder)
+    first = train.stats()
+    cached = imageset._cache_file(train.cache_key())
+    for damage in (b"garbage", cached.read_bytes()[:300]):
+        cached.write_bytes(damage)
+        imageset._memory_cache.clear()
+        again = open_dataset(image_folder).stats()
+        for key in first:
+            torch.testing.assert_close(again[key], first[key])
+        assert imageset.load_stats(cached)["mean_image"].shape == (256, 256, 3)  # rewritten
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "missing splits", "bad count"])
+def test_damaged_manifest_is_one_line(prepared, tmp_path, capsys, text):
+    manifest = prepared["raw"] / "manifest.json"
+    m = json.loads(manifest.read_text())
+    if text == "missing splits":
+        del m["splits"]
+        text = json.dumps(m)
+    elif text == "bad count":
+        m["splits"]["train"]["shards"][0]["count"] = "four"
+        text = json.dumps(m)
+    manifest.write_text(text)
+    with pytest.raises(DataError, match="manifest.json"):
+        open_dataset(prepared["raw"])
+    rc, _, err = cli(capsys, "prepare", prepared["raw"], tmp_path / "again")
+    one_line_error(rc, err, "manifest.json")
+
+
+def test_garbage_prepare_json_is_one_line(image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "prepare.json").write_bytes(b"\x00\xffgarbage")
+    rc, _, err = cli(capsys, "prepare", image_folder, out)
+    one_line_error(rc, err, "prepare.json", "damaged")
+    assert (out / "prepare.json").read_bytes() == b"\x00\xffgarbage"  # left for the user to see
+
+
+# ---- 7. `alexnet prepare`: one run per output, every error in one line --------------------------
+
+def test_second_prepare_into_the_same_output_stops(image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    with locked_dir(out, "output directory"):  # the first run, still working
+        live = out / ".train-00000.u8.ab12cd34.tmp"
+        live.write_bytes(b"being written")
+        rc, _, err = cli(capsys, "prepare", image_folder, out, "--workers", "1")
+        one_line_error(rc, err, "in use")
+        assert live.read_bytes() == b"being written"  # the second run deleted nothing
+    rc, _, err = cli(capsys, "prepare", image_folder, out, "--workers", "1")
+    assert rc == 0, err
+    assert not live.exists() and (out / "manifest.json").exists()  # swept once the lock was free
+
+
+def test_no_readable_training_image_writes_the_report_it_names(tmp_path, capsys):
+    src = tmp_path / "src"
+    for c in ("cat", "dog"):
+        (src / "train" / c).mkdir(parents=True)
+        (src / "train" / c / f"{c}.jpg").write_bytes(b"\xff\xd8 truncated")
+    rc, _, err = cli(capsys, "prepare", src, tmp_path / "out", "--workers", "1")
+    one_line_error(rc, err, "no readable training images", "report.txt")
+    report = (tmp_path / "out" / "report.txt").read_text().splitlines()
+    assert report[0].startswith("# 2 of 2") and len(report) == 3 and "cat.jpg" in report[1]
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--size", "2", "size must be >= 8, got 2 (--size)"),
+    ("--shard-size", "0", "shard_size must be >= 1, got 0 (--shard-size)"),
+    ("--workers", "-1", "workers must be >= 0, got -1 (--workers)"),
+    ("--quality", "0", "quality must be in 1..100, got 0 (--quality)")])
+def test_bad_prepare_options_name_the_option(tmp_path, capsys, flag, value, message):
+    rc, _, err = cli(capsys, "prepare", "shapes:4:2", tmp_path / "out", flag, value)
+    one_line_error(rc, err, message)
+    assert not (tmp_path / "out").exists()
+
+
+# ---- 8. `alexnet bench data` ---------------------------------------------------------------------
+
+def test_bench_data_skips_unreadable_files_and_needs_two_batches(image_folder, capsys):
+    (image_folder / "train" / "cat" / "broken.jpg").write_bytes(b"not an image")
+    rc, out, err = cli(capsys, "bench", "data", image_folder, "--images", "10", "--batch-size",
+                       "4", "--rounds", "1", "--workers", "0", "--model-steps", "0", "--json")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["images"] == 10 and r["unreadable"] == 1 and r["baseline_img_s"] > 0
+    rc, _, err = cli(capsys, "bench", "data", image_folder, "--images", "40", "--batch-size",
+                     "8", "--workers", "0", "--model-steps", "0")
+    one_line_error(rc, err, "needs at least 16 images", "it has 10")
