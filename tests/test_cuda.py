@@ -1,5 +1,6 @@
-"""The CUDA path, end to end: LRN (formula, gradient, layouts, autocast, compile), the model under
-bf16 + channels_last + compile, the paper's two-device split on one GPU, and a short training run.
+"""The CUDA path, end to end: LRN (the Triton kernels: formula, gradient, layouts, dtypes, rounding,
+compile), the model under bf16 + channels_last + compile, the paper's two-device split on one GPU,
+and a short training run.
 
 Skipped without a CUDA device (CI has none); run on a GPU with `pytest tests/test_cuda.py`.
 """
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import accel
+from alexnet import lrn as lrn_module
 from alexnet.cli import main as cli_main
 from alexnet.lrn import LocalResponseNorm, lrn, lrn_backend
 from alexnet.model import alexnet
@@ -35,6 +37,114 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
     if saved_precision is not None:
         conv.fp32_precision = saved_precision
+
+
+# ---- the Triton kernels (lrn_triton.py) behind alexnet::lrn ----
+
+needs_triton = pytest.mark.skipif(lrn_module.lrn_triton is None,
+                                  reason=f"no triton: {lrn_module.triton_error()}")
+# dtype: (forward, backward) relative tolerance: fp32 arithmetic (exp2/log2 to about 1e-7), then
+# one rounding to the storage dtype (half a unit in the last place, with a factor 2 to spare)
+LOW = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2 ** -8, 2 ** -7),
+       torch.float16: (2 ** -10, 2 ** -9)}
+
+
+def _fwd_bwd(x, grad, fn):
+    x = x.detach().requires_grad_(True)
+    y = fn(x)
+    y.backward(grad)
+    return y.detach(), x.grad
+
+
+@needs_triton
+def test_lrn_backend_on_cuda(monkeypatch):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        assert lrn_backend(torch.ones(1, 4, 2, 2, device=CUDA, dtype=dtype)) == "triton"
+    assert lrn_backend(torch.ones(1, 4, 2, 2, device=CUDA, dtype=torch.float64)) == "analytic"
+    monkeypatch.setenv("ALEXNET_LRN", "reference")
+    assert lrn_backend(torch.ones(1, 4, 2, 2, device=CUDA)) == "reference"
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("shape,groups", [((4, 96, 27, 27), 2), ((3, 7, 65, 3), 1),
+                                          ((2, 256, 13, 13), 1), ((2, 12, 3, 3), 4)])
+def test_triton_matches_float64(dtype, channels_last, shape, groups):
+    # Forward against the formula written out (test_lrn.formula), backward against autograd through
+    # it and against the analytic gradient, both in float64.
+    x = activations(shape, channels_last=channels_last).to(dtype)
+    grad = torch.randn(shape).to(dtype)
+    assert lrn_backend(x.to(CUDA)) == "triton"
+    y, dx = _fwd_bwd(x.to(CUDA), grad.to(CUDA), lambda t: lrn(t, groups=groups))
+    assert y.dtype == dx.dtype == dtype
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert dx.is_contiguous(memory_format=torch.channels_last) == channels_last
+    y_ref, dx_ref = _fwd_bwd(x.double(), grad.double(), lambda t: formula(t, groups=groups))
+    analytic = lrn_module._analytic_backward(grad.double(), x.double(), 5, 1e-4, 0.75, 2.0, groups)
+    torch.testing.assert_close(dx_ref, analytic, rtol=1e-10, atol=1e-14)
+    rtol_y, rtol_dx = LOW[dtype]
+    torch.testing.assert_close(y.double().cpu(), y_ref, rtol=rtol_y, atol=1e-7)
+    torch.testing.assert_close(dx.double().cpu(), dx_ref, rtol=rtol_dx,
+                               atol=rtol_dx * 1e-1 * dx_ref.abs().max().item())
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_low_precision_rounds_like_torch(dtype):
+    # The kernel computes in fp32 either way; storing must round to nearest even as torch does, so
+    # the low-precision result is the fp32 kernel's result rounded by torch, bit for bit.
+    x = activations((2, 96, 13, 13), channels_last=True).to(dtype).to(CUDA)
+    grad = torch.randn(x.shape, device=CUDA).to(dtype)
+    y, dx = _fwd_bwd(x, grad, lambda t: lrn(t, groups=2))
+    y32, dx32 = _fwd_bwd(x.float(), grad.float(), lambda t: lrn(t, groups=2))
+    assert torch.equal(y, y32.to(dtype))
+    assert torch.equal(dx, dx32.to(dtype))
+
+
+@needs_triton
+def test_triton_grad_in_other_layout_and_alpha_convention():
+    x = activations((2, 48, 9, 9), channels_last=True).to(CUDA)
+    grad = torch.randn(x.shape, device=CUDA)  # NCHW, as a loss may hand it back
+    y, dx = _fwd_bwd(x, grad, lambda t: lrn(t, groups=2))
+    y_ref, dx_ref = _fwd_bwd(x.double().cpu(), grad.double().cpu(), lambda t: formula(t, groups=2))
+    assert_close_rel(y.cpu(), y_ref)
+    torch.testing.assert_close(dx.double().cpu(), dx_ref, rtol=1e-5,
+                               atol=1e-6 * dx_ref.abs().max().item())
+    # Negative control: alpha times the window mean (torch's, Caffe's) is not the paper's LRN.
+    assert not torch.allclose(y.double().cpu(), formula(x.cpu(), alpha=2e-5, groups=2), rtol=1e-3)
+
+
+@needs_triton
+def test_compiled_model_calls_the_triton_kernel(monkeypatch):
+    # torch.compile keeps alexnet::lrn as one opaque op, which runs the Triton kernels at run time
+    # (not inductor's fusion of the formula): count the launches, forward and backward.
+    calls = {"forward": 0, "backward": 0}
+    for name in calls:
+        original = getattr(lrn_module.lrn_triton, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(lrn_module.lrn_triton, name, counted)
+    torch._dynamo.reset()
+    layer = LocalResponseNorm(groups=2)
+    x = activations((2, 96, 27, 27), channels_last=True).to(CUDA).bfloat16().requires_grad_(True)
+    y = torch.compile(layer, fullgraph=True)(x)
+    y.float().square().sum().backward()
+    assert calls == {"forward": 1, "backward": 1}
+    assert y.is_contiguous(memory_format=torch.channels_last) and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.double().cpu(), formula(x.detach().cpu(), groups=2),
+                               rtol=2 ** -8, atol=1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_lrn_on_the_second_gpu():
+    # The two-device split runs LRN on cuda:1 while cuda:0 is current: the launch must follow x.
+    x = activations((2, 48, 9, 9), channels_last=True)
+    y = lrn(x.to("cuda:1"))
+    assert y.device == torch.device("cuda:1")
+    assert_close_rel(y.cpu(), formula(x))
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -85,14 +195,15 @@ def test_model_bf16_channels_last_and_compile_match_fp32():
     scale = ref.abs().max().item()
     assert (eager.double() - ref).abs().max().item() < 0.05 * scale   # bf16 vs float64
     assert (compiled - eager).abs().max().item() < 0.05 * scale
-    assert lrn_backend(xin) == "reference"  # on CUDA: the formula, fused by inductor when compiled
+    # the custom op, whose CUDA kernels are Triton's, also when compiled
+    assert lrn_backend(xin) == ("triton" if lrn_module.lrn_triton is not None else "reference")
 
 
 def test_two_device_split_on_one_gpu_equals_grouped():
     from alexnet.parallel import TwoDeviceAlexNet, merge_state_dict
     torch.manual_seed(0)
     grouped = alexnet("paper", num_classes=5, dropout=0.0).to(CUDA)
-    split = TwoDeviceAlexNet.from_alexnet(grouped, ("cuda:0", "cuda:0"))
+    split = TwoDeviceAlexNet(grouped, ("cuda:0", "cuda:0"))
     x = torch.randn(2, 3, 227, 227, device=CUDA)
     y = torch.tensor([1, 3], device=CUDA)
     torch.testing.assert_close(split(x), grouped(x), rtol=1e-4, atol=1e-5)

@@ -1,6 +1,8 @@
 """LRN: the paper's formula, its analytic gradient, the C kernel and its fallbacks."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -204,6 +206,27 @@ def test_kernel_is_cached_in_alexnet_cache(tmp_path, monkeypatch):
     assert lrn_module.load_kernel() is not None
     built = list(tmp_path.glob("lrn-*.so"))
     assert len(built) == 1 and not list(tmp_path.glob(".*.tmp"))  # renamed into place
+
+
+@needs_kernel
+@pytest.mark.parametrize("tamper", ["world-writable", "someone else's"])
+def test_a_planted_kernel_is_not_loaded(tmp_path, monkeypatch, tamper):
+    monkeypatch.setattr(lrn_module, "_kernel", None)
+    monkeypatch.setattr(lrn_module, "_kernel_error", None)
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    assert lrn_module.load_kernel() is not None
+    (lib,) = tmp_path.glob("lrn-*.so")
+    if tamper == "world-writable":
+        lib.chmod(0o777)
+    else:
+        if os.getuid() != 0:
+            pytest.skip("only root can give a file to another user")
+        os.chown(lib, 65534, -1)
+    monkeypatch.setattr(lrn_module, "_kernel", None)
+    monkeypatch.setattr(lrn_module, "_kernel_error", None)
+    assert lrn_module.load_kernel() is None
+    assert "refusing to load" in lrn_module.kernel_error()
+    assert lrn_backend(activations()) == "reference"  # the formula still runs
 
 
 def test_autocast_cpu_keeps_input_dtype():

@@ -12,10 +12,16 @@ kernel maps, so channel 47 never sees channel 48. groups=2 reproduces that on on
 
 Speed. Written as tensor ops (lrn_reference, or torch's module) LRN is a dozen passes over a large
 activation, and autograd stores their intermediates: on the CPU it took half to three quarters of
-the paper net's training step. So on the CPU, for float32 and bfloat16, the layer runs a fused C
-kernel (csrc/lrn.c, compiled with gcc on first use and cached) as a torch custom op with an analytic
-backward; torch.compile sees it as one opaque op. Everywhere else (CUDA, float64, float16, no
-compiler, or ALEXNET_LRN=reference) it runs lrn_reference, which torch.compile fuses on CUDA.
+the paper net's training step, on an H100 half of it. So the layer is a torch custom op
+(`alexnet::lrn`, with `alexnet::lrn_backward` its analytic gradient; the forward stores only x and
+the backward recomputes s), which eager mode, torch.compile (one opaque op) and the two-device
+split all call. What runs where (lrn_backend(x) says which):
+
+    CPU, float32/bfloat16    "kernel"     fused C (csrc/lrn.c, built with gcc on first use, cached)
+    CUDA, float32/bf16/fp16  "triton"     Triton kernels (lrn_triton.py), fp32 arithmetic
+    float64 (CPU or CUDA)    "analytic"   the analytic formula in tensor ops (gradcheck checks it)
+    anything else            "reference"  lrn_reference: float16 on the CPU, no C compiler, no
+                                          triton, other devices, or ALEXNET_LRN=reference
 """
 from __future__ import annotations
 
@@ -33,6 +39,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .io import atomic_path
+from .machine import cache_dir, cpu_flags
+
+try:  # optional: a CPU-only torch may come without triton, and then CUDA runs lrn_reference
+    from . import lrn_triton
+    _triton_error = None
+except Exception as e:  # noqa: BLE001 - triton's import probes backends and can fail otherwise too
+    lrn_triton, _triton_error = None, f"{type(e).__name__}: {e}"
 
 
 def lrn_reference(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -88,22 +101,13 @@ _kernel = None          # the loaded ctypes library, once built
 _kernel_error = None    # why there is none (str), once tried
 
 
-def _cache_dir() -> Path:
-    """$ALEXNET_CACHE (the project's cache, as the data sets use), else the XDG cache."""
-    if os.environ.get("ALEXNET_CACHE"):
-        return Path(os.environ["ALEXNET_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet"
-
-
-def _cpu_flags() -> str:
-    """-march=native code must not run on another CPU that shares the cache (a network home)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
+def _check_owner(lib_path: Path) -> None:
+    """Refuse to load a library someone else could have planted: it must belong to this user
+    (or root) and be writable by nobody else. This matters when ALEXNET_CACHE is shared."""
+    st = os.stat(lib_path)
+    if st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o022:
+        raise RuntimeError(f"refusing to load {lib_path}: owned by uid {st.st_uid} with mode "
+                           f"{st.st_mode & 0o777:o} (must be yours and not group/world-writable)")
 
 
 def _build() -> ctypes.CDLL:
@@ -112,8 +116,9 @@ def _build() -> ctypes.CDLL:
         raise RuntimeError(f"no C compiler ({cc})")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\0".join([_SOURCE.read_text(), " ".join(_FLAGS), version,
-                                    platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
-    lib_path = _cache_dir() / f"lrn-{key}.so"
+                                    platform.machine(), " ".join(sorted(cpu_flags()))]
+                                   ).encode()).hexdigest()[:16]  # -march=native: per CPU
+    lib_path = cache_dir() / f"lrn-{key}.so"
     if not lib_path.exists():
         # Compile to a temporary name and rename: a concurrent or killed build never leaves half a
         # library behind at the name others load.
@@ -122,6 +127,7 @@ def _build() -> ctypes.CDLL:
                                   text=True, timeout=300)
             if done.returncode:
                 raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
+    _check_owner(lib_path)
     # Loaded after torch, so its libgomp (same soname) is the one the kernel's OpenMP uses: one
     # thread pool for both, not two competing for the cores.
     lib = ctypes.CDLL(str(lib_path))
@@ -149,6 +155,11 @@ def load_kernel() -> ctypes.CDLL | None:
 def kernel_error() -> str | None:
     """Why the C kernel is not in use (None when it is, or has not been tried yet)."""
     return _kernel_error
+
+
+def triton_error() -> str | None:
+    """Why the Triton kernels are not available for CUDA (None when they are)."""
+    return _triton_error
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -227,10 +238,41 @@ def _backward(ctx, grad):
 _lrn_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# ---- CUDA: the same ops run the Triton kernels (float32/bfloat16/float16, either layout, no copy),
+# the analytic formula for float64 ----
+
+@_lrn_op.register_kernel("cuda")
+def _lrn_cuda(x, size, alpha, beta, k, groups):
+    fmt = _layout(x)  # the output's layout, as the fake promises
+    x = x.contiguous(memory_format=fmt)
+    if lrn_triton is None or x.dtype not in lrn_triton.DTYPES:
+        return _analytic_forward(x, size, alpha, beta, k, groups).contiguous(memory_format=fmt)
+    return lrn_triton.forward(x, size, alpha, beta, k, groups)
+
+
+@_lrn_backward_op.register_kernel("cuda")
+def _lrn_backward_cuda(grad, x, size, alpha, beta, k, groups):
+    fmt = _layout(x)
+    x = x.contiguous(memory_format=fmt)
+    if lrn_triton is None or x.dtype not in lrn_triton.DTYPES:
+        return _analytic_backward(grad, x, size, alpha, beta, k, groups).contiguous(
+            memory_format=fmt)
+    # The kernel reads grad in either layout and any of its dtypes; only a strided view is copied.
+    grad = grad.contiguous(memory_format=_layout(grad))
+    return lrn_triton.backward(grad, x, size, alpha, beta, k, groups)
+
+
 def lrn_backend(x: torch.Tensor) -> str:
-    """Which implementation lrn(x) uses: "kernel" (C, CPU), "analytic" (float64 on the CPU through
-    the same custom op, for gradcheck) or "reference" (lrn_reference)."""
-    if os.environ.get("ALEXNET_LRN", "") == "reference" or x.device.type != "cpu":
+    """Which implementation lrn(x) uses: "kernel" (C, CPU), "triton" (CUDA), "analytic" (float64
+    through the same custom op, for gradcheck) or "reference" (lrn_reference); see the module
+    doc."""
+    if os.environ.get("ALEXNET_LRN", "") == "reference":
+        return "reference"
+    if x.device.type == "cuda":
+        if x.dtype == torch.float64:
+            return "analytic"
+        return "triton" if lrn_triton is not None and x.dtype in lrn_triton.DTYPES else "reference"
+    if x.device.type != "cpu":
         return "reference"
     if x.dtype == torch.float64:
         return "analytic"

@@ -1,0 +1,185 @@
+"""The paper's LRN, forward and backward, as Triton kernels: the CUDA path of `alexnet::lrn`.
+
+Same formula as lrn.py (alpha times the plain window sum, window clipped at group edges):
+
+    s[i]  = k + alpha * sum_{j in win(i)} a[j]^2,   win(i) = [i - size//2, i + (size-1)//2]
+    b[i]  = a[i] * s[i]^-beta
+    da[m] = g[m] s[m]^-beta - 2 alpha beta a[m] * sum_{i : m in win(i)} g[i] a[i] s[i]^(-beta-1)
+
+Why Triton: written as tensor ops LRN is a dozen passes over a large activation and autograd keeps
+their intermediates (half of a CUDA training step); here each value is read from memory about once
+(neighbouring tiles share their edges through the caches) and written once, and the backward
+recomputes s from the input instead of storing it.
+
+Design. One program per tile of BLOCK_C channels x BLOCK_P pixels of one image, with threads along
+the axis that is contiguous in memory (pixels in NCHW, channels in channels_last). A channel's
+window is read as `size` shifted tiles (neighbouring rows, mostly served by L1/L2), each masked to
+its row's group, so the sum is computed directly: no running sum whose subtractions would lose
+precision when one channel is much larger than its neighbours, and any C, groups and tile size
+work. The backward needs s at the `size` channels whose window holds m, i.e. the inputs up to
+size-1 channels either side of m: it loads those 2*size-1 shifted tiles once, and `size` shifted
+gradient tiles. Storage is float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are
+addressed through one stride, so NCHW and channels_last (and views whose rows flatten that way) run
+in place, without a copy.
+
+The launchers take tensors on any device Triton runs on: CUDA, or the CPU under TRITON_INTERPRET=1
+(how tests/test_lrn_triton.py checks them on a machine without a GPU).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+# Arguments Triton must not specialise on (by default it compiles a variant per divisibility by 16
+# and per value 1 of every integer): they change with each layer and batch size, and each variant
+# is a compile at first use. The channel and pixel strides stay specialised: a unit stride is what
+# tells the compiler which axis is contiguous, so that loads coalesce.
+_SIZES = ("C", "HW", "CG", "n_pblocks")
+
+
+@triton.jit
+def _tile(C, HW, CG, n_pblocks, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """This program's image, channel rows (BLOCK_C, 1), pixel columns (1, BLOCK_P), the bounds
+    [lo, hi) of each row's group, and which pixels exist."""
+    pid = tl.program_id(0)
+    n = pid // n_pblocks
+    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    lo = (c // CG) * CG
+    hi = tl.minimum(lo + CG, C)  # rows past C get lo >= C = hi: they load and store nothing
+    return n.to(tl.int64), c[:, None], p[None, :], lo[:, None], hi[:, None], p[None, :] < HW
+
+
+@triton.jit
+def _load(ptr, n, c, p, lo, hi, p_ok, off, s_n, s_c, s_p):
+    """Channel c + off of each row as float32; 0 outside the row's group (the clipped window)."""
+    j = c + off
+    mask = (j >= lo) & (j < hi) & p_ok
+    return tl.load(ptr + n * s_n + j * s_c + p * s_p, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _neg_pow(s, beta):
+    """s^-beta for s > 0 (s >= k)."""
+    return tl.exp2(-beta * tl.log2(s))
+
+
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sy_n"))
+def _lrn_fwd_kernel(x_ptr, y_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sy_n, sy_c, sy_p,
+                    alpha, beta, k, SIZE: tl.constexpr, BLOCK_C: tl.constexpr,
+                    BLOCK_P: tl.constexpr):
+    n, c, p, lo, hi, p_ok = _tile(C, HW, CG, n_pblocks, BLOCK_C, BLOCK_P)
+    # xs[d] is channel c + d - SIZE//2: the window, left to right (a tuple, unrolled when compiled)
+    xs = ()
+    for d in tl.static_range(SIZE):
+        xs = xs + (_load(x_ptr, n, c, p, lo, hi, p_ok, d - SIZE // 2, sx_n, sx_c, sx_p),)
+    total = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for d in tl.static_range(SIZE):
+        total += xs[d] * xs[d]
+    y = xs[SIZE // 2] * _neg_pow(k + alpha * total, beta)
+    ok = (c < hi) & p_ok  # the row exists (hi <= c past C) and so does the pixel
+    tl.store(y_ptr + n * sy_n + c * sy_c + p * sy_p, y.to(y_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sg_n", "sd_n"))
+def _lrn_bwd_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sg_n, sg_c,
+                    sg_p, sd_n, sd_c, sd_p, alpha, beta, k, SIZE: tl.constexpr,
+                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    n, c, p, lo, hi, p_ok = _tile(C, HW, CG, n_pblocks, BLOCK_C, BLOCK_P)
+    BEFORE: tl.constexpr = SIZE // 2
+    AFTER: tl.constexpr = (SIZE - 1) // 2
+    # The i whose window holds m are i = m + e, e in [-AFTER, BEFORE]; their windows reach channels
+    # m - AFTER - BEFORE .. m + BEFORE + AFTER. xs[q] is channel m + q - (SIZE - 1).
+    xs = ()
+    for q in tl.static_range(2 * SIZE - 1):
+        xs = xs + (_load(x_ptr, n, c, p, lo, hi, p_ok, q - (SIZE - 1), sx_n, sx_c, sx_p),)
+    u = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)   # sum over those i of g_i a_i s_i^(-beta-1)
+    ps = ()                                        # s_i^-beta; ps[AFTER] is m's own
+    gs = ()
+    for e in tl.static_range(SIZE):                # i = m + e - AFTER
+        total = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+        for d in tl.static_range(SIZE):            # i's window: xs[e + d]
+            total += xs[e + d] * xs[e + d]
+        s = k + alpha * total
+        pw = _neg_pow(s, beta)
+        g = _load(g_ptr, n, c, p, lo, hi, p_ok, e - AFTER, sg_n, sg_c, sg_p)
+        # i outside m's group loads a_i = 0 (masked), so it adds nothing, as it must
+        u += g * xs[e + BEFORE] * pw / s
+        ps = ps + (pw,)
+        gs = gs + (g,)
+    dx = gs[AFTER] * ps[AFTER] - 2.0 * alpha * beta * xs[SIZE - 1] * u
+    ok = (c < hi) & p_ok  # the row exists (hi <= c past C) and so does the pixel
+    tl.store(dx_ptr + n * sd_n + c * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(image, channel, pixel) strides, where pixel p = h * W + w. Holds for NCHW and channels_last
+    (and any view whose rows flatten so); anything else is refused rather than copied silently."""
+    _, c, h, w = t.shape
+    s_h, s_w = t.stride(2), t.stride(3)
+    s_p = s_w if w > 1 else (s_h if h > 1 else 1)
+    if (w > 1 and s_w != s_p) or (h > 1 and s_h != w * s_p):
+        raise ValueError(f"LRN kernel needs (H, W) to flatten to one stride (NCHW or channels_last)"
+                         f", got shape {tuple(t.shape)} strides {t.stride()}")
+    if (c - 1) * t.stride(1) + (h * w - 1) * s_p >= 2 ** 31:
+        raise ValueError("LRN kernel: offsets within one image must fit in int32")
+    return t.stride(0), t.stride(1), s_p
+
+
+def _check(x: torch.Tensor, size: int, groups: int) -> None:
+    if x.dim() != 4 or x.shape[1] % groups or size < 1:
+        raise ValueError(f"LRN expects (N, C, H, W) with C divisible by groups={groups} and "
+                         f"size >= 1, got {tuple(x.shape)}, size={size}")
+    if x.dtype not in DTYPES:
+        raise TypeError(f"LRN kernel takes {DTYPES}, got {x.dtype}")
+
+
+def _blocks(x: torch.Tensor) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P): 1024 values, long along the contiguous axis so loads coalesce."""
+    c = x.shape[1]
+    if x.stride(1) == 1 and c > 1:  # channels_last: a pixel's channels are adjacent
+        block_c = min(32, triton.next_power_of_2(c))
+    else:
+        block_c = min(16, triton.next_power_of_2(c))
+    return block_c, 1024 // block_c
+
+
+def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups) -> None:
+    n, c, h, w = x.shape
+    block_c, block_p = _blocks(x)
+    n_pblocks = triton.cdiv(h * w, block_p)
+    strides = [s for t in tensors for s in _strides(t)]
+    # Triton launches on the current CUDA device: make it x's (the two-device split uses cuda:1)
+    guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+    with guard:
+        kernel[(n * n_pblocks, triton.cdiv(c, block_c))](
+            *tensors, c, h * w, c // groups, n_pblocks, *strides, float(alpha), float(beta),
+            float(k), SIZE=size, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=4)
+
+
+def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+            k: float = 2.0, groups: int = 1) -> torch.Tensor:
+    """The LRN of x, in x's dtype and layout (empty_like keeps a dense x's strides)."""
+    _check(x, size, groups)
+    y = torch.empty_like(x)
+    if x.numel():
+        _launch(_lrn_fwd_kernel, x, (x, y), size, alpha, beta, k, groups)
+    return y
+
+
+def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
+             beta: float = 0.75, k: float = 2.0, groups: int = 1) -> torch.Tensor:
+    """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
+    layout. s is recomputed from x, not stored by the forward."""
+    _check(x, size, groups)
+    if grad.shape != x.shape:
+        raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
+    _check(grad, size, groups)
+    dx = torch.empty_like(x)
+    if x.numel():
+        _launch(_lrn_bwd_kernel, x, (x, grad, dx), size, alpha, beta, k, groups)
+    return dx

@@ -1,0 +1,199 @@
+"""The Triton LRN kernels (the CUDA path) checked on a machine without a GPU.
+
+Triton's interpreter (TRITON_INTERPRET=1) runs the kernels on CPU tensors with numpy. It must be set
+before the kernels are decorated, i.e. before alexnet is imported, and it must not leak into this
+process (a GPU session would then interpret inductor's kernels too). So one subprocess runs every
+case and saves the outputs; the tests here compare them with the float64 formula. A second test
+compiles the kernels for an H100 (sm_90, to PTX and cubin: no GPU needed), which the interpreter
+cannot show: that the tuples, constexpr arithmetic and layouts pass Triton's compiler.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from alexnet.lrn import _analytic_backward, lrn_reference
+from test_lrn import activations
+
+triton = pytest.importorskip("triton")
+lrn_triton = pytest.importorskip("alexnet.lrn_triton")
+
+PAPER = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+          "fp64": torch.float64}
+
+
+def _case(shape, dtype="fp32", channels_last=False, groups=1, seed=0, grad_layout=None,
+          via="kernel", **params):
+    """Inputs for one run. via="kernel": lrn_triton.forward/backward; via="op": the CUDA bodies of
+    the custom ops in lrn.py (layout handling, float64), on CPU tensors."""
+    x = activations(shape, seed=seed, channels_last=channels_last).to(DTYPES[dtype])
+    g = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1)).to(x.dtype)
+    if grad_layout is not None:
+        g = g.contiguous(memory_format=grad_layout)
+    return dict(x=x, g=g, via=via, params=dict(PAPER, groups=groups, **params))
+
+
+def _cases() -> dict:
+    # One image of conv1's 96 channels (the interpreter takes about a second a case); the cases
+    # below have several images.
+    cases = {f"{dt}-{'cl' if cl else 'nchw'}-g{groups}": _case((1, 96, 7, 5), dt, cl, groups)
+             for dt in ("fp32", "bf16", "fp16") for cl in (False, True) for groups in (1, 2)}
+    # Odd sizes: C not a multiple of the channel block, H*W not a multiple of the pixel block,
+    # groups narrower than the block, one channel, one pixel.
+    cases["odd-c7-hw195"] = _case((2, 7, 65, 3), channels_last=True)
+    cases["odd-c7-hw195-nchw"] = _case((2, 7, 65, 3))
+    cases["groups4-c12"] = _case((2, 12, 3, 3), "bf16", True, groups=4)
+    cases["groups3-c33"] = _case((1, 33, 4, 5), groups=3)
+    cases["c1"] = _case((2, 1, 3, 4))
+    cases["hw1"] = _case((3, 20, 1, 1), channels_last=True, groups=2)
+    # Other hyperparameters; an even size makes the backward's mirrored window differ from the
+    # forward's, so a window flipped the wrong way shows.
+    cases["size3"] = _case((2, 16, 5, 5), groups=2, size=3, alpha=2e-3, beta=0.5, k=1.0)
+    cases["size4"] = _case((2, 16, 5, 5), channels_last=True, groups=2, size=4, alpha=1e-3)
+    cases["size1"] = _case((2, 16, 5, 5), size=1, alpha=1e-2, k=1.0)
+    cases["size6-beta1"] = _case((2, 16, 5, 5), groups=2, size=6, alpha=1e-3, beta=1.0)
+    # grad in the other layout than x, and a channel-strided view: read in place.
+    cases["grad-other-layout"] = _case((2, 24, 5, 6), channels_last=True, groups=2,
+                                       grad_layout=torch.contiguous_format)
+    view = _case((2, 48, 6, 5), groups=2)
+    view["x"], view["g"] = view["x"][:, ::2], view["g"][:, 1::2]
+    cases["channel-view"] = view
+    # The ops' CUDA bodies: a view whose (h, w) do not flatten is copied first, as is such a grad;
+    # float64 takes the analytic formula.
+    transposed = _case((2, 12, 6, 5), groups=2, via="op")
+    transposed["x"] = transposed["x"].permute(0, 1, 3, 2)
+    transposed["g"] = transposed["g"].permute(0, 1, 3, 2)
+    cases["op-transposed-view"] = transposed
+    cases["op-cl-bf16"] = _case((2, 24, 5, 6), "bf16", channels_last=True, groups=2, via="op")
+    cases["op-fp64"] = _case((2, 12, 3, 4), "fp64", channels_last=True, groups=2, via="op")
+    return cases
+
+
+CASES = _cases()
+
+_CHILD = """
+import sys, torch
+from alexnet import lrn, lrn_triton
+assert type(lrn_triton._lrn_fwd_kernel).__name__ == "InterpretedFunction"
+run = {"kernel": (lrn_triton.forward, lrn_triton.backward),
+       "op": (lrn._lrn_cuda, lrn._lrn_backward_cuda)}
+out = {}
+for name, case in torch.load(sys.argv[1]).items():
+    forward, backward = run[case["via"]]
+    out[name] = (forward(case["x"], **case["params"]),
+                 backward(case["g"], case["x"], **case["params"]))
+torch.save(out, sys.argv[2])
+"""
+
+
+@pytest.fixture(scope="module")
+def interpreted(tmp_path_factory):
+    """{case name: (y, dx)} from the kernels run by Triton's interpreter in a subprocess."""
+    tmp = tmp_path_factory.mktemp("lrn-triton")
+    torch.save(CASES, tmp / "cases.pt")
+    env = dict(os.environ, TRITON_INTERPRET="1", TRITON_CACHE_DIR=str(tmp / "triton"))
+    args = [sys.executable, "-c", _CHILD, str(tmp / "cases.pt"), str(tmp / "out.pt")]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return torch.load(tmp / "out.pt")
+
+
+def _expected(case):
+    x, g, p = case["x"].double(), case["g"].double(), case["params"]
+    return (lrn_reference(x, **p),
+            _analytic_backward(g, x, p["size"], p["alpha"], p["beta"], p["k"], p["groups"]))
+
+
+def _tolerances(dtype, dx_ref):
+    """(forward, backward) tolerances: fp32 arithmetic, then one rounding to the storage dtype.
+    bfloat16 allows a whole unit in the last place: the interpreter truncates fp32 to bf16 where a
+    GPU rounds to nearest (test_cuda.py checks the GPU's rounding bit for bit)."""
+    scale = dx_ref.abs().max().item()
+    if dtype == torch.float64:
+        return dict(rtol=1e-12, atol=0.0), dict(rtol=1e-10, atol=1e-14 * scale)
+    if dtype == torch.float32:   # the backward's two terms can cancel: slack relative to the max
+        return dict(rtol=1e-5, atol=1e-7), dict(rtol=1e-5, atol=1e-6 * scale)
+    if dtype == torch.bfloat16:
+        return dict(rtol=2 ** -7, atol=1e-6), dict(rtol=2 ** -7, atol=2 ** -9 * scale)
+    return dict(rtol=2 ** -10, atol=1e-6), dict(rtol=2 ** -10, atol=2 ** -12 * scale)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_kernel_matches_float64_formula(interpreted, name):
+    case = CASES[name]
+    y, dx = interpreted[name]
+    x = case["x"]
+    assert y.dtype == dx.dtype == x.dtype and y.shape == dx.shape == x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        assert y.is_contiguous(memory_format=torch.channels_last)  # layout kept, not copied
+        assert dx.is_contiguous(memory_format=torch.channels_last)
+    elif case["via"] == "op":
+        assert y.is_contiguous() and dx.is_contiguous()            # what the ops' fake promises
+    y_ref, dx_ref = _expected(case)
+    tol_y, tol_dx = _tolerances(x.dtype, dx_ref)
+    torch.testing.assert_close(y.double(), y_ref, **tol_y)
+    torch.testing.assert_close(dx.double(), dx_ref, **tol_dx)
+
+
+def test_alpha_times_mean_does_not_match(interpreted):
+    # Negative control: torch's and Caffe's convention (alpha / n) normalises five times too weakly
+    # and must be far outside the tolerance the kernel meets; so must a window that ignores groups.
+    case = CASES["fp32-nchw-g2"]
+    y, _ = interpreted["fp32-nchw-g2"]
+    x = case["x"].double()
+    mean_convention = lrn_reference(x, **dict(PAPER, alpha=PAPER["alpha"] / PAPER["size"]),
+                                    groups=2)
+    assert not torch.allclose(y.double(), mean_convention, rtol=1e-3)
+    no_towers = lrn_reference(x, **PAPER, groups=1)
+    edge = slice(46, 50)  # the last two channels of tower 1 and the first two of tower 2
+    assert not torch.allclose(y[:, edge].double(), no_towers[:, edge], rtol=1e-4)
+    torch.testing.assert_close(y[:, 50:94].double(), no_towers[:, 50:94], rtol=1e-5, atol=1e-7)
+
+
+def test_layout_that_does_not_flatten_is_refused():
+    x = activations((1, 4, 3, 5)).permute(0, 1, 3, 2)  # (h, w) transposed: no one pixel stride
+    with pytest.raises(ValueError, match="flatten"):
+        lrn_triton.forward(x)
+    with pytest.raises(TypeError):
+        lrn_triton.forward(activations((1, 4, 3, 3)).double())
+
+
+def _compile_for_h100(kernel, dtype: str, channels_last: bool):
+    """Compile to cubin for sm_90 without a GPU, with the specialisation a launch gets (the unit
+    stride of the contiguous axis is a constant, which is what lets the loads coalesce)."""
+    from triton.backends.compiler import GPUTarget
+    unit = "_c" if channels_last else "_p"
+    signature, constants = {}, dict(SIZE=5, BLOCK_C=32 if channels_last else 16,
+                                    BLOCK_P=32 if channels_last else 64)
+    for name in kernel.arg_names:
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*" + dtype
+        elif name in ("alpha", "beta", "k"):
+            signature[name] = "fp32"
+        elif name.startswith("s") and name.endswith(unit):
+            signature[name], constants[name] = "constexpr", 1
+        else:
+            signature[name] = "i32"
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32))
+
+
+def test_kernels_compile_for_h100(tmp_path, monkeypatch):
+    if "nvidia" not in getattr(triton.backends, "backends", {}):
+        pytest.skip("this triton has no NVIDIA backend")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel):
+        for dtype, channels_last in (("bf16", True), ("fp32", False)):
+            compiled = _compile_for_h100(kernel, dtype, channels_last)
+            assert "ld.global" in compiled.asm["ptx"] and compiled.asm["cubin"]
+            order = "order = [0, 1]" if channels_last else "order = [1, 0]"
+            assert order in compiled.asm["ttgir"]  # threads run along the contiguous axis
+            if dtype == "bf16":  # stored rounded to nearest even, as torch rounds (not truncated)
+                assert "cvt.rn.bf16.f32" in compiled.asm["ptx"]
