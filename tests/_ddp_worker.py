@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.model import AlexNet
-from alexnet.parallel import (all_reduce_sum, barrier, broadcast_object, cleanup_distributed,
+from alexnet.parallel import (all_reduce_sum, cleanup_distributed,
                               init_distributed, unwrap, wrap_ddp)
 
 STEPS, GLOBAL_BATCH, CLASSES, LR = 2, 4, 3, 0.01
@@ -85,13 +85,11 @@ def main(out_dir: Path) -> None:
         F.cross_entropy(ddp(x[mine]), y[mine]).backward()  # DDP averages the grads over ranks
         opt.step()
     totals = all_reduce_sum(metric_sums(model, x_eval[mine], y_eval[mine]), info)
-    token = broadcast_object({"chosen_by": info.rank}, info)
-    result = {"hashes": weight_hashes(model), "totals": totals, "token": token,
+    result = {"hashes": weight_hashes(model), "totals": totals,
               "rank_sum": all_reduce_sum(torch.tensor([info.rank + 1]), info).item()}
     if info.is_main:
         result["state"] = model.state_dict()
     torch.save(result, out_dir / f"rank{info.rank}.pt")
-    barrier(info)
     cleanup_distributed()
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from alexnet import accel
-from alexnet.errors import UserError
+from alexnet.errors import AlexNetError
 from alexnet.model import alexnet
 
 CPU = torch.device("cpu")
@@ -19,7 +19,7 @@ def test_resolve_precision_cpu():
     assert accel.resolve_precision(CPU) == expected
     assert accel.resolve_precision("cpu", "fp32") == "fp32"
     assert accel.resolve_precision(CPU, "bf16") == "bf16"   # explicit: honoured even if emulated
-    with pytest.raises(UserError, match="precision"):
+    with pytest.raises(AlexNetError, match="precision"):
         accel.resolve_precision(CPU, "int8")
 
 
@@ -37,7 +37,9 @@ def test_grad_scaler_only_for_fp16():
     assert not accel.grad_scaler(CPU, "fp32").is_enabled()
 
 
-def test_prepare_model_layouts_and_numerics():
+def test_prepare_model_layouts_and_numerics(monkeypatch):
+    # the NCHW-stem branch of the fast path, as a CPU where the probe chose it
+    monkeypatch.setattr(accel, "fast_path", lambda device: accel.FastPath("fp32", True, "rule"))
     torch.manual_seed(0)
     model = alexnet("paper", num_classes=10, dropout=0.0).eval()
     x = torch.randn(2, 3, 227, 227)
@@ -99,7 +101,7 @@ def test_make_sgd_equals_plain_sgd():
     fast, fast_params = _one_step(lambda p: accel.make_sgd(p, 0.1, 0.9, 5e-4, CPU))
     _, plain_params = _one_step(lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9,
                                                           weight_decay=5e-4, foreach=False))
-    assert fast.defaults["fused"] == accel.fused_sgd_supported(CPU)
+    assert fast.defaults["fused"] == accel.fused_supported(CPU, torch.optim.SGD)
     assert fast.defaults["fused"] or fast.defaults["foreach"]
     for a, b in zip(fast_params, plain_params):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
@@ -131,3 +133,38 @@ def test_cuda_path():
     assert x.is_contiguous(memory_format=torch.channels_last)
     with accel.autocast(device, precision):
         assert model(x).dtype == accel.DTYPES[precision]
+
+
+def test_both_stem_layouts_compute_the_same():
+    """The fast path's stem choice (NCHW hooks or plain NHWC) changes speed, never numbers."""
+    x = torch.randn(2, 3, 227, 227)
+    outs = []
+    for nchw_stem in (True, False):
+        torch.manual_seed(0)
+        model = accel.prepare_model(alexnet("paper", num_classes=10, dropout=0.0), CPU,
+                                    allocator=False, nchw_stem=nchw_stem)
+        stem_input = x if nchw_stem else x.contiguous(memory_format=torch.channels_last)
+        y = model(stem_input)
+        y.square().sum().backward()
+        outs.append((y.detach(), model.features.conv1.weight.grad.clone()))
+    (y1, g1), (y2, g2) = outs
+    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g1, g2, rtol=1e-3, atol=1e-3 * g1.abs().max().item())
+
+
+def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "_fast_paths", {})
+    probes = []
+    real = accel._probe_cpu
+    monkeypatch.setattr(accel, "_probe_cpu", lambda: probes.append(1) or real())
+    first = accel.fast_path(CPU)
+    assert first.source == "probe" and probes == [1]
+    assert "conv1 NCHW" in first.timings_ms and "conv1 NHWC" in first.timings_ms
+    assert first.precision == ("bf16" if first.timings_ms.get("conv2 bf16", 1e9)
+                               < 0.9 * first.timings_ms.get("conv2 fp32", 0) else "fp32")
+    monkeypatch.setattr(accel, "_fast_paths", {})  # a new process: from the disk cache
+    again = accel.fast_path(CPU)
+    assert again.source == "cache" and probes == [1]
+    assert (again.precision, again.nchw_stem) == (first.precision, first.nchw_stem)
+    assert accel.resolve_precision(CPU, "auto") == again.precision

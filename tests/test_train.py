@@ -68,9 +68,9 @@ def test_resume_refuses_changed_recipe(tmp_path, capsys):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys, monkeypatch):
     assert train(tmp_path, "nan", "--epochs", "1") == 0
     before = (tmp_path / "nan" / "checkpoint.pt").read_bytes()
-    import alexnet.train as train_module
-    real = train_module.F.cross_entropy
-    monkeypatch.setattr(train_module.F, "cross_entropy",
+    import alexnet.step as step_module
+    real = step_module.F.cross_entropy
+    monkeypatch.setattr(step_module.F, "cross_entropy",
                         lambda *a, **k: real(*a, **k) * float("nan"))
     code = cli_main(["train", "--resume", str(tmp_path / "nan"), "--epochs", "2", "--no-progress"])
     err = capsys.readouterr().err
@@ -132,7 +132,7 @@ def test_unreadable_and_mismatched_checkpoints(tmp_path, capsys):
     ckpt["arch"]["num_classes"] = 7
     torch.save(ckpt, tmp_path / "seven.pt")
     assert cli_main(["eval", str(tmp_path / "seven.pt"), "--data", "shapes:24:16"]) == 2
-    assert "classes" in capsys.readouterr().err
+    assert "do not fit" in capsys.readouterr().err
 
 
 def test_plateau_schedule_divides_by_ten_at_most_three_times():
@@ -186,7 +186,7 @@ def test_torchvision_weights_in_predict_and_train(tmp_path, capsys):
     tuned = load_checkpoint(tmp_path / "ft" / "checkpoint.pt")["model"]
     assert tuned["classifier.6.weight"].shape == (10, 4096)
     assert cli_main(["train", *TINY, "--out", str(tmp_path / "bad"), "--weights", str(pth)]) == 2
-    assert "use --variant owt" in capsys.readouterr().err
+    assert "hold variant 'owt'" in capsys.readouterr().err
 
 
 def test_no_arguments_means_the_demo_recipe():
@@ -225,4 +225,4 @@ def test_demo_options_train_resume_and_evaluate(tmp_path, capsys):
 
 def test_kaiming_init_needs_the_paper_variant(tmp_path, capsys):
     assert train(tmp_path, "owt", "--variant", "owt", "--init", "kaiming") == 2
-    assert "--init and --input-norm apply to --variant paper only" in capsys.readouterr().err
+    assert "init and input_norm apply to the paper variant only" in capsys.readouterr().err

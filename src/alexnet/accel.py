@@ -10,14 +10,18 @@
         ...
     model_for_eval = prepare_inference(model, device, precision)   # no autocast around it
 
-What each piece buys on the 2-core AVX-512 CPU this project measures on (see `alexnet bench
-model` and BENCHMARKS.md), and on CUDA:
-- bf16 autocast: convolutions and GEMMs run at about twice the fp32 rate where the CPU has native
-  bf16 (AVX512-BF16 or AMX; without it bf16 is emulated and slower than fp32) and on any CUDA GPU
-  with bf16 (Ampere+); weights and the optimizer stay fp32. Older GPUs get fp16 with a GradScaler.
+What each piece buys, and how it is decided. Choices that depend on the CPU are measured, not
+assumed: fast_path() runs a short probe the first time on a machine (bf16 against fp32, the stem
+in NCHW against NHWC; a few seconds, cached under the cache directory per CPU flags, torch version
+and thread count), and `alexnet bench model` prints what it chose with the CPU's flags.
+- bf16 autocast: convolutions and GEMMs run at about 2× (AVX512-BF16) to 2.8× (AMX) the fp32
+  rate where the CPU has native bf16, and on CUDA GPUs with bf16 (Ampere+); without native bf16
+  (e.g. an AVX2-only CPU) oneDNN emulates it, slower than fp32, and the probe keeps fp32. Weights
+  and the optimizer stay fp32. Older GPUs get fp16 with a GradScaler; the CPU never does.
 - channels_last: oneDNN's (and cuDNN's) fast convolution kernels are NHWC; in NCHW each conv
-  reorders its input and output. Exception, on the CPU: a conv with only a few input channels (the
-  3-channel stem) has a very slow bf16 weight-gradient kernel in NHWC, so it stays NCHW.
+  reorders its input and output. The 3-channel stem conv is the exception the probe checks: on a
+  CPU without AMX its bf16 weight gradient was several times slower in NHWC, on one with AMX the
+  NCHW round trip cost more than it saved.
 - the glibc allocator: tensors above 128 KiB come from mmap and go back to the OS when freed, so
   every step page-faults (and zeroes) its activations again, ~10% of the step on this CPU.
   tune_allocator() keeps freed memory in the heap for reuse.
@@ -25,7 +29,7 @@ model` and BENCHMARKS.md), and on CUDA:
   AlexNet has 61M parameters, so the optimizer step is memory-bound and this halves it or better.
 - inference: weights cast to bf16 once (prepare_inference); autocast would cast all 61M weights
   again on every call, which at batch 1 costs more than the forward (2.4x faster at batch 1).
-- torch.compile: optional. It works (the LRN kernel stays one opaque op), but on this CPU it
+- torch.compile: optional. It works (the LRN kernel stays one opaque op), but on the CPU it
   took over a minute to compile and the step was no faster than eager, so it is off by default.
 """
 from __future__ import annotations
@@ -33,12 +37,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
+import json
 import platform
+import time
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import AlexNetError
+from .io import atomic_write_json
+from .machine import cache_dir, cpu_flags
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -65,15 +75,18 @@ def resolve_precision(device, precision: str = "auto") -> str:
     older CUDA GPUs, "fp32" elsewhere. An explicit choice is checked, not second-guessed."""
     device = _device(device)
     if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        raise AlexNetError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}",
+                           option="precision")
     if precision == "auto":
-        if native_bf16(device):
-            return "bf16"
-        return "fp16" if device.type == "cuda" else "fp32"
+        return fast_path(device).precision
     if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
-        raise UserError("this GPU has no bf16 support; use --precision fp16 or fp32")
-    if precision == "fp16" and device.type not in ("cuda", "cpu"):
-        raise UserError(f"fp16 autocast is not supported on {device.type}")
+        raise AlexNetError("this GPU has no bf16 support; use fp16 or fp32", option="precision")
+    if precision == "fp16" and device.type != "cuda":
+        # The CPU has no fp16 convolutions worth the name: a 1-epoch run took 172 s in fp16
+        # against 4 s in fp32 (issue 11), so this is refused rather than silently slow.
+        raise AlexNetError(f"fp16 is not supported on {device.type} (on the CPU it is emulated, "
+                           f"about 40 times slower than fp32); use bf16 or fp32",
+                           option="precision")
     return precision
 
 
@@ -91,6 +104,89 @@ def grad_scaler(device, precision: str = "auto") -> torch.amp.GradScaler:
     device = _device(device)
     enabled = resolve_precision(device, precision) == "fp16"
     return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+# --- the fast path, decided by measuring ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class FastPath:
+    """What pays on this device: decided by a short probe on the CPU (cached per CPU, torch
+    version and thread count), by rule on CUDA. `alexnet bench model` prints it."""
+    precision: str          # what precision "auto" means here
+    nchw_stem: bool         # under channels_last, the 3-channel stem conv stays NCHW (CPU only)
+    source: str             # "probe", "cache" (a probe's, from disk) or "rule"
+    timings_ms: dict = field(default_factory=dict)  # what the probe measured
+
+    def describe(self) -> str:
+        how = ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings_ms.items())
+        return (f"precision {self.precision}, stem {'NCHW' if self.nchw_stem else 'NHWC'} "
+                f"({self.source}{': ' + how if how else ''})")
+
+
+_fast_paths: dict[str, FastPath] = {}
+
+
+def fast_path(device) -> FastPath:
+    """The fast path of `device`. On the CPU the first call in a process reads the cache or, the
+    first time on a machine, runs _probe_cpu (a few seconds) and caches it."""
+    device = _device(device)
+    if device.type != "cpu":
+        bf16 = native_bf16(device)
+        return FastPath("bf16" if bf16 else ("fp16" if device.type == "cuda" else "fp32"),
+                        nchw_stem=False, source="rule")
+    key = hashlib.sha256(" ".join([torch.__version__, str(torch.get_num_threads()),
+                                   *sorted(cpu_flags())]).encode()).hexdigest()[:16]
+    if key not in _fast_paths:
+        path = cache_dir() / f"fastpath-{key}.json"
+        try:
+            _fast_paths[key] = FastPath(**{**json.loads(path.read_text()), "source": "cache"})
+        except (OSError, ValueError, TypeError):
+            _fast_paths[key] = _probe_cpu()
+            try:
+                atomic_write_json(path, asdict(_fast_paths[key]))
+            except OSError:
+                pass  # a read-only cache only costs the probe next time
+    return _fast_paths[key]
+
+
+def _time_ms(fn, reps: int = 3) -> float:
+    fn()  # warm-up: oneDNN builds its kernels on first use
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * sorted(times)[len(times) // 2]
+
+
+def _probe_cpu() -> FastPath:
+    """Measure, on conv shapes of the paper's net at batch 8, (1) bf16 autocast against fp32
+    (conv2, forward+backward), where oneDNN reports native bf16; (2) the stem conv1's
+    forward+backward in NCHW against NHWC, at the chosen precision."""
+    torch.manual_seed(0)
+    timings, precision = {}, "fp32"
+
+    def conv_step(conv, x, dtype):
+        def step():
+            with torch.autocast("cpu", dtype=DTYPES[dtype], enabled=dtype != "fp32"):
+                conv(x).float().sum().backward()
+        return step
+
+    if native_bf16("cpu"):
+        conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2).to(memory_format=torch.channels_last)
+        x2 = torch.randn(8, 96, 27, 27).contiguous(memory_format=torch.channels_last)
+        for dtype in ("fp32", "bf16"):
+            timings[f"conv2 {dtype}"] = _time_ms(conv_step(conv2, x2, dtype))
+        precision = "bf16" if timings["conv2 bf16"] < 0.9 * timings["conv2 fp32"] else "fp32"
+    conv1 = nn.Conv2d(3, 96, 11, stride=4)
+    x1 = torch.randn(8, 3, 227, 227)
+    timings["conv1 NCHW"] = _time_ms(conv_step(conv1, x1, precision))
+    conv1 = conv1.to(memory_format=torch.channels_last)
+    x1 = x1.contiguous(memory_format=torch.channels_last)
+    timings["conv1 NHWC"] = _time_ms(conv_step(conv1, x1, precision))
+    # NCHW needs two layout conversions around the stem (the hooks); it must win clearly.
+    nchw_stem = timings["conv1 NCHW"] < 0.8 * timings["conv1 NHWC"]
+    return FastPath(precision, nchw_stem, "probe", {k: round(v, 2) for k, v in timings.items()})
 
 
 _allocator_tuned = False
@@ -129,20 +225,24 @@ def _output_to_channels_last(module: nn.Module, inputs, output):
 
 
 def prepare_model(model: nn.Module, device, channels_last: bool = True, compile: bool = False,
-                  allocator: bool = True) -> nn.Module:
+                  allocator: bool = True, nchw_stem: bool | None = None) -> nn.Module:
     """Move the model to the device, in channels_last where that pays; optionally torch.compile.
 
-    On the CPU with channels_last, convs with at most STEM_CHANNELS input channels keep NCHW
-    weights and inputs and hand their output on in channels_last (hooks): oneDNN's NHWC bf16
-    weight gradient for a 3-channel input is several times slower than its NCHW one. On the CPU
-    `allocator` also calls tune_allocator(). Returns the (possibly compiled) model; its parameters
-    are the original module's, so build the optimizer from either.
+    On the CPU with channels_last, when `nchw_stem` (default: what fast_path measured on this
+    CPU), convs with at most STEM_CHANNELS input channels keep NCHW weights and inputs and hand
+    their output on in channels_last (hooks): on a CPU without AMX oneDNN's NHWC bf16 weight
+    gradient for a 3-channel input was several times slower than its NCHW one; on one with AMX
+    the hooks cost more than they saved. On the CPU `allocator` also calls tune_allocator().
+    Returns the (possibly compiled) model; its parameters are the original module's, so build the
+    optimizer from either.
     """
     device = _device(device)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        if device.type == "cpu":
+        if nchw_stem is None:
+            nchw_stem = fast_path(device).nchw_stem
+        if device.type == "cpu" and nchw_stem:
             for module in model.modules():
                 if isinstance(module, nn.Conv2d) and module.in_channels <= STEM_CHANNELS:
                     module.weight.data = module.weight.data.contiguous()
@@ -187,11 +287,12 @@ def prepare_inference(model: nn.Module, device, precision: str = "auto",
 
 def to_input(x: torch.Tensor, device, channels_last: bool = True) -> torch.Tensor:
     """A batch on the device in the layout the prepared model wants (non_blocking from pinned
-    memory). Images with at most STEM_CHANNELS channels stay NCHW on the CPU (see prepare_model)."""
+    memory). Images with at most STEM_CHANNELS channels stay NCHW where the stem does (see
+    prepare_model)."""
     device = _device(device)
     x = x.to(device, non_blocking=True)
-    if channels_last and x.dim() == 4 and not (device.type == "cpu"
-                                                 and x.shape[1] <= STEM_CHANNELS):
+    if channels_last and x.dim() == 4 and not (x.shape[1] <= STEM_CHANNELS
+                                                 and fast_path(device).nchw_stem):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -209,10 +310,6 @@ def fused_supported(device, optimizer=torch.optim.SGD) -> bool:
         return False
 
 
-def fused_sgd_supported(device) -> bool:
-    return fused_supported(device, torch.optim.SGD)
-
-
 def make_sgd(params_or_groups, lr: float, momentum: float = 0.9, weight_decay: float = 5e-4,
              device="cpu") -> torch.optim.SGD:
     """The paper's optimiser (SGD with momentum and weight decay), fused where torch has the
@@ -220,7 +317,7 @@ def make_sgd(params_or_groups, lr: float, momentum: float = 0.9, weight_decay: f
     if isinstance(params_or_groups, (torch.Tensor, nn.Module)):
         raise TypeError("make_sgd takes parameters or parameter groups (model.parameters()), "
                         "not a tensor or module")
-    fused = fused_sgd_supported(device)
+    fused = fused_supported(device, torch.optim.SGD)
     return torch.optim.SGD(params_or_groups, lr=lr, momentum=momentum,
                            weight_decay=weight_decay, fused=fused or None,
                            foreach=None if fused else True)

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError
+from .data.imageset import STAT_KEYS
+from .errors import AlexNetError, DataError
 from .io import atomic_torch_save
 from .model import alexnet
 
@@ -31,20 +32,43 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
-    """Load and check a checkpoint; any problem is a one-line UserError."""
+    """Load and check a checkpoint; any problem is a one-line DataError.
+
+    A run directory means its best.pt. A run killed in its first epoch has none yet: that is said
+    rather than silently taking another file (name checkpoint.pt to get the latest weights)."""
     path = Path(path)
-    if path.is_dir():  # a run directory: take its best (else latest) checkpoint
-        candidates = [path / "best.pt", path / "checkpoint.pt"]
-        path = next((p for p in candidates if p.is_file()), candidates[-1])
+    if path.is_dir():
+        if not (path / "best.pt").is_file():
+            hint = (f"; {path / 'checkpoint.pt'} holds the latest weights"
+                    if (path / "checkpoint.pt").is_file() else "")
+            raise DataError(f"{path} has no best.pt (no epoch has finished){hint}")
+        path = path / "best.pt"
     if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise DataError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled code, …
-        raise UserError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+        raise DataError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker)")
+        raise DataError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker)")
+    check_checkpoint(ckpt, path)
     return ckpt
+
+
+def check_checkpoint(ckpt: dict, source) -> None:
+    """What every consumer of a checkpoint relies on is there and of the right kind."""
+    arch = ckpt.get("arch")
+    problems = [key for key, ok in [
+        ("model", isinstance(ckpt.get("model"), dict)),
+        ("arch", isinstance(arch, dict) and isinstance(arch.get("options"), dict)
+         and all(isinstance(arch.get(k), t) for k, t in
+                 (("variant", str), ("num_classes", int), ("in_channels", int)))),
+        ("stats", isinstance(ckpt.get("stats"), dict)
+         and all(torch.is_tensor(ckpt["stats"].get(k)) for k in STAT_KEYS)),
+        ("crop_size", isinstance(ckpt.get("crop_size"), int)),
+    ] if not ok]
+    if problems:
+        raise DataError(f"{source} is damaged: missing or malformed {', '.join(problems)}")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
@@ -52,11 +76,17 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     arch = ckpt["arch"]
     model = alexnet(arch["variant"], num_classes=arch["num_classes"],
                     in_channels=arch["in_channels"], **arch["options"])
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise UserError(f"checkpoint weights do not fit its own architecture: "
-                        f"{str(e).splitlines()[0][:200]}") from None
+    own = model.state_dict()
+    weights = ckpt["model"]
+    wrong = [k for k in own.keys() | weights.keys() if k not in own or k not in weights
+             or tuple(own[k].shape) != tuple(weights[k].shape)]
+    if wrong:
+        k = sorted(wrong)[0]
+        found = tuple(weights[k].shape) if k in weights else "nothing"
+        wanted = tuple(own[k].shape) if k in own else "nothing"
+        raise DataError(f"the checkpoint's weights do not fit its own architecture ({arch}): "
+                        f"{k} is {found} where {wanted} was expected")
+    model.load_state_dict(weights)
     return model
 
 
@@ -64,10 +94,10 @@ def check_compatible(ckpt: dict[str, Any], num_classes: int, variant: str | None
     """A checkpoint used on a dataset (eval, resume) must match its class count and variant."""
     arch = ckpt["arch"]
     if arch["num_classes"] != num_classes:
-        raise UserError(f"checkpoint has {arch['num_classes']} classes but the data has "
+        raise AlexNetError(f"checkpoint has {arch['num_classes']} classes but the data has "
                         f"{num_classes}")
     if variant is not None and arch["variant"] != variant:
-        raise UserError(f"checkpoint is variant {arch['variant']!r}, not {variant!r}")
+        raise AlexNetError(f"checkpoint is variant {arch['variant']!r}, not {variant!r}")
 
 
 # --- random number generator state (weights_only-safe: tensors and plain Python values) ----------

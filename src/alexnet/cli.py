@@ -1,13 +1,16 @@
 """The `alexnet` command. Each subcommand lives in its own module, imported only when it runs.
 
-A command module provides `add_arguments(parser)` and `run(args) -> int`. Bad input (a UserError,
-an unknown option, a missing file) prints one line on stderr and exits with code 2.
+A command module provides `add_arguments(parser)` and `run(args) -> int`. Bad input (an AlexNetError or
+other ValueError, an OSError, an unknown option) prints one line on stderr and exits with code 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from . import __version__
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -19,6 +22,8 @@ COMMANDS = {
     "bench": ("alexnet.benchmarks", "measure training/inference speed and the data loader"),
     "show": ("alexnet.visualize", "pictures: filters, predictions, neighbours, curves, activations"),
     "ablate": ("alexnet.ablate", "train with one idea of the paper changed at a time"),
+    "figure1": ("alexnet.figure1", "the paper's Figure 1: ReLU against tanh in a small CNN, "
+                                   "with seeds"),
     "export": ("alexnet.export", "export a checkpoint to onnx, torchscript or safetensors"),
     "convert": ("alexnet.export", "convert torchvision weights into an alexnet checkpoint"),
     "features": ("alexnet.export", "extract a layer's activations for a dataset"),
@@ -39,16 +44,11 @@ def fail(message: str) -> int:
 
 def _top_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="alexnet", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version="alexnet " + _version())
+    parser.add_argument("--version", action="version", version="alexnet " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     return parser
-
-
-def _version() -> str:
-    from . import __version__
-    return __version__
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,17 +72,35 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(rest)
     except SystemExit as e:  # --help (0) or a one-line usage error (2), already printed
         return int(e.code or 0)
-    from .errors import UserError
     try:
         return int(run(args) or 0)
-    except UserError as e:
-        return fail(str(e))
     except KeyboardInterrupt:
         return fail("interrupted")
     except BrokenPipeError:  # `alexnet summary | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
+    except (ValueError, OSError) as e:  # AlexNetError is a ValueError
+        if os.environ.get("ALEXNET_DEBUG"):
+            raise
+        return fail(describe_error(e))
 
+
+def describe_error(e: BaseException) -> str:
+    """One line for an error: the library's message, the flag it concerns, the file for an OSError.
+
+    The library raises AlexNetError (a ValueError) in its own words, with the option at fault
+    where it knows it; other ValueErrors (torch's, numpy's) and OSErrors (a full disk, a path that
+    is a directory) are bad input or a bad environment too, never a reason for a traceback.
+    Set ALEXNET_DEBUG=1 to get the traceback instead."""
+    if isinstance(e, OSError) and e.strerror:
+        where = f": {e.filename}" if e.filename else ""
+        message = f"{e.strerror}{where}"
+    else:
+        message = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    option = getattr(e, "option", None)
+    if option:
+        message += f" (--{option.replace('_', '-')})"
+    return message
 
 if __name__ == "__main__":
     sys.exit(main())

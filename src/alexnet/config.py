@@ -9,74 +9,75 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field, fields
-from typing import Any, Optional, get_args, get_origin, get_type_hints
+import os
+from dataclasses import dataclass, fields
+from typing import Any, Optional, get_type_hints
 
-from .errors import UserError
+from .accel import PRECISIONS
+from .errors import AlexNetError
+from .model import VARIANTS, ModelOptions
+from .options import base_type, check, option
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ModelOptions):
+    """Every knob of a training run: the model's options (ModelOptions, the paper's ideas) and
+    these. Each field declares its range (alexnet.options); validate() checks them all."""
+
     # --- data -------------------------------------------------------------------------------
-    data: str = field(default="shapes", metadata={"help": "shapes | fashion-mnist[:DIR] | prepared "
-                                                  "dir | ImageFolder tree (train/, val/)"})
-    val_labels: Optional[str] = field(default=None, metadata={
-        "help": "ILSVRC-2012 ground-truth file when val/ is one flat folder"})
-    workers: int = field(default=2, metadata={"help": "loader worker processes"})
-    # --- model (the paper's network; each option is one of its ideas) ---------------------------
-    variant: str = field(default="paper", metadata={"help": "paper | owt (torchvision's)"})
-    activation: str = field(default="relu", metadata={"help": "relu | tanh | sigmoid"})
-    lrn: bool = field(default=True, metadata={"help": "local response normalisation (paper §3.3)"})
-    pooling: str = field(default="overlapping", metadata={
-        "help": "overlapping (3/2, paper) | non-overlapping (2/2) | average"})
-    dropout: float = field(default=0.5, metadata={"help": "dropout in fc6 and fc7 (paper: 0.5)"})
-    towers: int = field(default=2, metadata={"help": "2 (paper's two GPUs as groups) or 1"})
-    init_std: float = field(default=0.01, metadata={"help": "weight init N(0, std²) (paper: 0.01)"})
-    bias_init: float = field(default=1.0, metadata={
-        "help": "the biases the paper sets to 1 (conv2/4/5, fc6/7); Caffe uses 0.1"})
-    init: str = field(default="paper", metadata={
-        "help": "paper (N(0, init_std²), biases as above) | kaiming (He normal, biases 0; "
-                "not in paper)"})
-    input_norm: str = field(default="mean", metadata={
-        "help": "mean (paper: subtract the mean image) | mean-std (also divide by the training "
-                "set's pixel std, for --init kaiming; not in paper)"})
-    weights: Optional[str] = field(default=None, metadata={
-        "help": "start from these weights (our checkpoint, safetensors or torchvision file); "
-                "fc8 is kept fresh when the class count differs"})
+    data: str = option("shapes", "shapes | fashion-mnist[:DIR] | prepared dir | ImageFolder tree "
+                       "(train/, val/)")
+    val_labels: Optional[str] = option(None, "ILSVRC-2012 ground-truth file when val/ is one "
+                                       "flat folder")
+    workers: int = option(2, "loader worker processes", low=0, resumable=True)
+    # --- model (beyond ModelOptions) ------------------------------------------------------------
+    variant: str = option("paper", "paper | owt (torchvision's)", choices=VARIANTS)
+    input_norm: str = option("mean", "mean (paper: subtract the mean image) | mean-std (also "
+                             "divide by the training set's pixel std, for --init kaiming; not in "
+                             "paper)", choices=("mean", "mean-std"))
+    weights: Optional[str] = option(None, "start from these weights (our checkpoint, safetensors "
+                                    "or torchvision file); fc8 is kept fresh when the class count "
+                                    "differs")
     # --- recipe (paper §5: SGD, batch 128, momentum 0.9, weight decay 5e-4, lr 0.01) -------------
-    recipe: str = field(default="auto", metadata={
-        "help": "paper | demo | auto (demo on the built-in shapes data, else paper)"})
-    optimizer: str = field(default="sgd", metadata={
-        "help": "sgd (paper: momentum, weight decay) | adamw (not in paper)"})
-    epochs: int = 90
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = field(default="plateau", metadata={
-        "help": "plateau (paper: /10 when val error stops improving) | step | cosine"})
-    lr_drops: int = field(default=3, metadata={"help": "plateau: divide by 10 at most this often"})
-    patience: int = field(default=2, metadata={"help": "plateau: epochs without improvement"})
-    step_epochs: int = field(default=30, metadata={"help": "step: divide lr by 10 every N epochs"})
-    warmup_epochs: float = field(default=0.0, metadata={"help": "linear lr warm-up (not in paper)"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "not in paper; 0 = paper"})
+    recipe: str = option("auto", "paper | demo | auto (demo on the built-in shapes data, else "
+                         "paper)", choices=("auto", "paper", "demo"))
+    optimizer: str = option("sgd", "sgd (paper: momentum, weight decay) | adamw (not in paper)",
+                            choices=("sgd", "adamw"))
+    epochs: int = option(90, "passes over the training set (paper: about 90)", low=1,
+                         resumable=True)
+    batch_size: int = option(128, "global batch (paper: 128)", low=1)
+    lr: float = option(0.01, "learning rate (paper: 0.01, at batch 128)", low=0.0, low_open=True)
+    lr_scaling: str = option("none", "none (paper) | linear: lr × batch_size/128, with 5 warm-up "
+                             "epochs unless --warmup-epochs is given (Goyal et al. 2017, for "
+                             "large batches on GPUs; not in paper)", choices=("none", "linear"))
+    momentum: float = option(0.9, "SGD momentum (paper: 0.9)", low=0.0, high=1.0, high_open=True)
+    weight_decay: float = option(5e-4, "weight decay (paper: 5e-4)", low=0.0)
+    schedule: str = option("plateau", "plateau (paper: /10 when val error stops improving) | "
+                           "step | cosine", choices=("plateau", "step", "cosine"))
+    lr_drops: int = option(3, "plateau: divide by 10 at most this often", low=0)
+    patience: int = option(2, "plateau: epochs without improvement", low=0)
+    step_epochs: int = option(30, "step: divide lr by 10 every N epochs", low=1)
+    warmup_epochs: float = option(0.0, "linear lr warm-up (not in paper)", low=0.0)
+    label_smoothing: float = option(0.0, "not in paper; 0 = paper", low=0.0, high=1.0,
+                                    high_open=True)
     # --- augmentation (paper §4.1) ---------------------------------------------------------------
-    flip: bool = field(default=True, metadata={"help": "random horizontal flips"})
-    lighting_std: float = field(default=0.1, metadata={"help": "PCA colour noise std (0 = off)"})
-    train_images: int = field(default=0, metadata={"help": "use only the first N training images "
-                                                   "per epoch (0 = all)"})
+    flip: bool = option(True, "random horizontal flips")
+    lighting_std: float = option(0.1, "PCA colour noise std (0 = off)", low=0.0, arms={
+        "no-lighting": (0.0, "no PCA lighting", "lighting: top-1 −1% (§4.1)")})
+    train_images: int = option(0, "use only the first N training images per epoch (0 = all)",
+                               low=0)
     # --- run ------------------------------------------------------------------------------------
-    out: str = field(default="runs/alexnet", metadata={"help": "run directory"})
-    resume: Optional[str] = field(default=None, metadata={"help": "run directory to continue"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    precision: str = field(default="auto", metadata={"help": "auto | bf16 | fp16 | fp32"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
-    channels_last: bool = True
-    model_parallel: Optional[str] = field(default=None, metadata={
-        "help": "DEV0,DEV1: the paper's two-device split of the towers"})
-    eval_crops: int = field(default=10, metadata={"help": "final evaluation: 1 or 10 crops"})
-    seed: int = 0
-    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    out: str = option("runs/alexnet", "run directory")
+    resume: Optional[str] = option(None, "run directory to continue", resumable=True)
+    device: str = option("auto", "auto | cpu | cuda | cuda:N", resumable=True)
+    precision: str = option("auto", "auto | bf16 | fp16 | fp32", choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the model")
+    channels_last: bool = option(True, "channels_last memory format")
+    model_parallel: Optional[str] = option(None, "DEV0,DEV1: the paper's two-device split of "
+                                           "the towers")
+    eval_crops: int = option(10, "final evaluation: 1 or 10 crops", choices=(1, 10))
+    seed: int = option(0, "random seed", low=0, high=2**63 - 1)
+    progress: bool = option(True, "progress bars", resumable=True)
 
 
 # Presets that replace the paper's defaults.
@@ -103,17 +104,24 @@ DEMO = dict(
     warmup_epochs=0.3,
     out="runs/demo",
 )
+# Goyal et al. (2017), "Accurate, Large Minibatch SGD": lr proportional to the batch, reached by a
+# linear ramp over the first 5 epochs. A deviation from the paper (batch 128, no warm-up), for
+# batches of 512-8192 on GPUs; the paper's batch 128 stays the default.
+LR_REFERENCE_BATCH = 128
+GOYAL_WARMUP_EPOCHS = 5.0
+
+
+def base_lr(cfg: "TrainConfig") -> float:
+    """The learning rate the schedule starts from: --lr, scaled with the batch under linear."""
+    if cfg.lr_scaling == "linear":
+        return cfg.lr * cfg.batch_size / LR_REFERENCE_BATCH
+    return cfg.lr
+
+
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},
     "demo": DEMO,
 }
-
-
-def _flag_type(tp):
-    """(argparse type, is_bool) for a dataclass field type such as int or Optional[str]."""
-    if get_origin(tp) is not None and type(None) in get_args(tp):  # Optional[X]
-        tp = next(a for a in get_args(tp) if a is not type(None))
-    return tp, tp is bool
 
 
 def _parse_bool(text: str) -> bool:
@@ -129,12 +137,14 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
     """One flag per field. Defaults are SUPPRESSed so that we know what the user actually gave."""
     hints = get_type_hints(cls)
     for f in fields(cls):
-        tp, is_bool = _flag_type(hints[f.name])
+        if not f.metadata.get("cli", True):
+            continue
+        tp, _ = base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         help_ = f.metadata.get("help", "")
         help_ = f"{help_} (default: {default})" if help_ else f"default: {default}"
-        if is_bool:  # `--compile` alone means on; `--lrn off` and `--no-lrn` both turn one off
+        if tp is bool:  # `--compile` alone means on; `--lrn off` and `--no-lrn` both turn one off
             parser.add_argument(flag, type=_parse_bool, nargs="?", const=True, metavar="on|off",
                                 help=help_, default=argparse.SUPPRESS)
             parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name,
@@ -148,51 +158,47 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
     """paper defaults <- recipe preset <- explicitly given options; then validate."""
     unknown = set(given) - {f.name for f in fields(TrainConfig)}
     if unknown:
-        raise UserError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        raise AlexNetError(f"unknown option(s): {', '.join(sorted(unknown))}")
     recipe = given.get("recipe", "auto")
     if recipe == "auto":
-        recipe = "demo" if given.get("data", "shapes").split(":")[0] == "shapes" else "paper"
+        recipe = "demo" if str(given.get("data", "shapes")).split(":")[0] == "shapes" else "paper"
     if recipe not in RECIPES:
-        raise UserError(f"--recipe must be one of {sorted(RECIPES)} or auto, got {recipe!r}")
+        raise AlexNetError(f"recipe must be one of {', '.join(RECIPES)} or auto; got {recipe!r}",
+                           option="recipe")
     values = {**RECIPES[recipe], **given, "recipe": recipe}
+    if values.get("lr_scaling") == "linear" and "warmup_epochs" not in values:
+        values["warmup_epochs"] = GOYAL_WARMUP_EPOCHS
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
 
 
 def validate(cfg: TrainConfig) -> None:
-    checks = [
-        (cfg.epochs >= 1, "--epochs must be >= 1"),
-        (cfg.batch_size >= 1, "--batch-size must be >= 1"),
-        (cfg.lr > 0, "--lr must be > 0"),
-        (cfg.schedule in ("plateau", "step", "cosine"), "--schedule must be plateau, step or cosine"),
-        (cfg.precision in ("auto", "bf16", "fp16", "fp32"), "--precision must be auto, bf16, fp16 or fp32"),
-        (cfg.eval_crops in (1, 10), "--eval-crops must be 1 or 10"),
-        (cfg.workers >= 0, "--workers must be >= 0"),
-        (cfg.lighting_std >= 0, "--lighting-std must be >= 0"),
-        (cfg.train_images >= 0, "--train-images must be >= 0"),
-        (cfg.optimizer in ("sgd", "adamw"), "--optimizer must be sgd or adamw"),
-        (cfg.init in ("paper", "kaiming"), "--init must be paper or kaiming"),
-        (cfg.input_norm in ("mean", "mean-std"), "--input-norm must be mean or mean-std"),
-        (cfg.variant == "paper" or (cfg.init, cfg.input_norm) == ("paper", "mean"),
-         "--init and --input-norm apply to --variant paper only"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    """Every field against its declaration, then the rules that tie fields together."""
+    check(cfg)
+    if cfg.variant != "paper" and (cfg.init, cfg.input_norm) != ("paper", "mean"):
+        raise AlexNetError("init and input_norm apply to the paper variant only", option="variant")
 
 
-def model_options(cfg: TrainConfig, stats: dict | None = None) -> dict[str, Any]:
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """The config with its file paths made absolute, so that a run started with a relative
+    --data can be resumed from another directory."""
+    changes = {}
+    for name in ("data", "val_labels", "weights"):
+        value = getattr(cfg, name)
+        if value and os.path.exists(value):
+            changes[name] = os.path.abspath(value)
+    return dataclasses.replace(cfg, **changes)
+
+
+def arch_options(cfg: TrainConfig, stats: dict | None = None) -> dict[str, Any]:
     """The keyword options of alexnet.alexnet() that this config sets (owt takes fewer).
-    `stats` (the training set's) gives the input scale of --input-norm mean-std."""
-    if cfg.variant == "owt":
-        return dict(activation=cfg.activation, dropout=cfg.dropout)
-    options = dict(activation=cfg.activation, lrn=cfg.lrn, pooling=cfg.pooling,
-                   dropout=cfg.dropout, towers=cfg.towers, init_std=cfg.init_std,
-                   bias_init=cfg.bias_init, init=cfg.init)
+    `stats` (the training set's) gives the input scale of input_norm "mean-std"."""
+    options = {name: getattr(cfg, name) for name in ModelOptions.for_variant(cfg.variant)}
     if cfg.input_norm == "mean-std":
         if stats is None:
-            raise ValueError("--input-norm mean-std needs the training set's statistics")
+            raise AlexNetError("input_norm mean-std needs the training set's statistics",
+                               option="input_norm")
         # One scale for all channels (their mean std): a per-channel one would not be a plain
         # multiplication of the whole input, and the channels' stds differ little.
         options["input_scale"] = float(f"{1.0 / float(stats['std'].float().mean()):.6g}")

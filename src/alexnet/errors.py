@@ -1,5 +1,25 @@
-"""User-facing errors: the CLI prints these as one line on stderr and exits with code 2."""
+"""The errors the library raises, in its own words. `alexnet.cli` prints any of them (and any
+ValueError or OSError) as one line on stderr with exit code 2, naming the flag when it knows it."""
 
 
-class UserError(Exception):
-    """Bad input from the user (a missing file, a wrong option, a mismatched checkpoint)."""
+class AlexNetError(ValueError):
+    """Bad input: an option out of range, a file that is missing, unreadable or does not fit.
+
+    `option` names the setting at fault (a TrainConfig field such as "batch_size") where there is
+    one, so that the command line can name its flag (--batch-size)."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+class DataError(AlexNetError):
+    """A dataset, image, shard, statistics or checkpoint file that is missing or corrupt."""
+
+
+class Busy(AlexNetError):
+    """Another process holds the directory this one would write (see io.locked_dir)."""
+
+
+class Diverged(AlexNetError):
+    """Training produced a non-finite loss or weights; nothing non-finite was saved."""

@@ -5,12 +5,16 @@ over the target (rename is atomic on POSIX within one file system).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+from .errors import AlexNetError, Busy
 
 
 @contextmanager
@@ -56,3 +60,53 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
     atomic_write(path, lambda p: torch.save(obj, p))
+
+
+# --- one writer per directory --------------------------------------------------------------------
+
+LOCK_NAME = ".lock"
+# What atomic_path leaves behind when its process is killed: ".<name>.<mkstemp's 8 chars>.tmp".
+_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def sweep_temp(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of killed atomic writes in `directory` (not recursive).
+    Only safe while holding the directory's lock (locked_dir): a live writer's file looks the
+    same. Returns what was deleted."""
+    removed = []
+    for entry in os.scandir(directory):
+        if entry.is_file(follow_symlinks=False) and _TEMP.match(entry.name):
+            try:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+@contextmanager
+def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterator[Path]:
+    """Hold an exclusive lock on `directory` (created if missing) for the duration, then sweep
+    the temporary files a killed writer left in it. A second process asking for the same lock
+    gets Busy at once rather than waiting (two runs writing one directory would mix their files).
+
+    flock(2) locks die with their process, so a SIGKILLed run leaves no stale lock behind."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise AlexNetError(f"cannot use {directory} as a {what}: {e.strerror or e}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise Busy(f"{directory} is in use by another process (pid {holder}); wait for it "
+                       f"or choose another {what}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        sweep_temp(directory)
+        yield directory
+    finally:
+        os.close(fd)  # releases the lock

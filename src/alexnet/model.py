@@ -19,11 +19,14 @@ so the paper geometry here is 227 crops of 256×256 images (see SPEC.md §2). ow
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
 
+from .errors import AlexNetError
 from .lrn import LocalResponseNorm
+from .options import check, check_value, option
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # name -> (pooling class, kernel, stride). The paper's is overlapping max pooling, z=3, s=2 (§3.4);
@@ -34,7 +37,50 @@ POOLINGS = {
     "average": (nn.AvgPool2d, 3, 2),
 }
 VARIANTS = ("paper", "owt")
+# The conv and fc layers whose outputs extract() returns after their non-linearity.
+RELU_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 INITS = ("paper", "kaiming")
+
+
+@dataclass
+class ModelOptions:
+    """The one list of the network's options. Each is one of the paper's ideas, so that `alexnet
+    ablate` can switch it off (its `arms`); TrainConfig inherits them as command-line flags and the
+    resume check refuses to change them. Adding an option: a field here and its use in AlexNet."""
+
+    activation: str = option("relu", "relu (paper §3.1) | tanh | sigmoid",
+                             choices=tuple(ACTIVATIONS), variants=VARIANTS, arms={
+                                 "tanh": ("tanh", "tanh for ReLU",
+                                          "ReLU reaches 25% train error 6× sooner (Fig. 1, §3.1)"),
+                                 "sigmoid": ("sigmoid", "sigmoid for ReLU",
+                                             "saturating units train slower")})
+    lrn: bool = option(True, "local response normalisation (paper §3.3)", arms={
+        "no-lrn": (False, "no LRN", "LRN: top-1 −1.4%, top-5 −1.2% (§3.3)")})
+    pooling: str = option("overlapping", "overlapping (3/2, paper §3.4) | non-overlapping (2/2) "
+                          "| average", choices=tuple(POOLINGS), arms={
+                              "non-overlapping": ("non-overlapping", "max pooling 2/2 for 3/2",
+                                                  "overlapping: top-1 −0.4%, top-5 −0.3% (§3.4)"),
+                              "average-pool": ("average", "average pooling 3/2 for max",
+                                               "not compared")})
+    dropout: float = option(0.5, "dropout in fc6 and fc7 (paper §4.2: 0.5)", low=0.0, high=1.0,
+                            high_open=True, variants=VARIANTS, arms={
+                                "no-dropout": (0.0, "no dropout in fc6/fc7",
+                                               "without it, substantial overfitting (§4.2)")})
+    towers: int = option(2, "2 (the paper's two GPUs, as groups; §3.2) or 1", choices=(1, 2),
+                         arms={"one-tower": (1, "one tower, full width (no groups)",
+                                             "two towers: top-1 −1.7% vs a one-GPU net of half "
+                                             "the kernels (§3.2)")})
+    init_std: float = option(0.01, "weight init N(0, std²) (paper §5: 0.01)", low=0.0,
+                             low_open=True)
+    bias_init: float = option(1.0, "the biases the paper sets to 1 (conv2/4/5, fc6/7); Caffe "
+                              "uses 0.1")
+    init: str = option("paper", "paper (N(0, init_std²), biases as above) | kaiming (He normal, "
+                       "biases 0; not in paper)", choices=INITS)
+
+    @classmethod
+    def for_variant(cls, variant: str) -> list[str]:
+        """The options that apply to a variant (owt, torchvision's net, takes fewer)."""
+        return [f.name for f in fields(cls) if variant in f.metadata["variants"]]
 
 
 class Scale(nn.Module):
@@ -88,10 +134,11 @@ class _TappedNet(nn.Module):
         """
         layers = [layers] if isinstance(layers, str) else list(layers)
         if not layers:
-            raise ValueError("extract() needs at least one layer name")
+            raise AlexNetError("extract() needs at least one layer name", option="layer")
         unknown = [name for name in layers if name not in self.layer_names]
         if unknown:
-            raise ValueError(f"unknown layer(s) {unknown}; choose from {self.layer_names}")
+            raise AlexNetError(f"unknown layer {unknown[0]!r}; choose from "
+                               f"{', '.join(self.layer_names)}", option="layer")
         wanted, out = set(layers), {}
         for path, module in self._stages():
             x = module(x)
@@ -113,9 +160,9 @@ class AlexNet(_TappedNet):
                  in_channels: int = 3, init_std: float = 0.01, bias_init: float = 1.0,
                  init: str = "paper", input_scale: float = 1.0):
         super().__init__()
-        _check_options(num_classes=num_classes, activation=activation, pooling=pooling,
-                       dropout=dropout, towers=towers, in_channels=in_channels, init_std=init_std,
-                       lrn=lrn, bias_init=bias_init, init=init, input_scale=input_scale)
+        check(ModelOptions(activation=activation, lrn=lrn, pooling=pooling, dropout=dropout,
+                           towers=towers, init_std=init_std, bias_init=bias_init, init=init))
+        _check_shape(num_classes, in_channels, input_scale)
         act = ACTIVATIONS[activation]
         pool_cls, pool_k, pool_s = POOLINGS[pooling]
         g = towers  # conv2, conv4, conv5 connect only within a tower (GPU) in the paper
@@ -209,8 +256,8 @@ class OWTAlexNet(_TappedNet):
     def __init__(self, num_classes: int = 1000, dropout: float = 0.5, in_channels: int = 3,
                  activation: str = "relu"):
         super().__init__()
-        _check_options(num_classes=num_classes, activation=activation, dropout=dropout,
-                       in_channels=in_channels)
+        check(ModelOptions(activation=activation, dropout=dropout))
+        _check_shape(num_classes, in_channels)
         act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), act(),  # 224 -> 55×55×64
@@ -238,59 +285,28 @@ class OWTAlexNet(_TappedNet):
         }
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _check_shape(num_classes, in_channels, input_scale: float = 1.0) -> None:
+    """What the data sets rather than the user: the class and channel counts, the input scale."""
+    check_value("num_classes", num_classes, int, {"low": 1})
+    check_value("in_channels", in_channels, int, {"low": 1})
+    check_value("input_scale", input_scale, float, {"low": 0.0, "low_open": True})
 
 
-def _check_options(num_classes=1, activation="relu", pooling="overlapping", dropout=0.0,
-                   towers=1, in_channels=3, init_std=0.01, lrn=True, bias_init=1.0,
-                   init="paper", input_scale=1.0) -> None:
-    """Raise ValueError with a clear message for any option outside its range or of a wrong type
-    (options often arrive from config files as strings)."""
-    if not _is_int(num_classes) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {sorted(POOLINGS)}, got {pooling!r}")
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) \
-            or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-    if not _is_int(towers) or towers not in (1, 2):
-        raise ValueError(f"towers must be 1 or 2, got {towers!r}")
-    if not _is_int(in_channels) or in_channels < 1:
-        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if not isinstance(init_std, (int, float)) or isinstance(init_std, bool) or not init_std > 0:
-        raise ValueError(f"init_std must be a number > 0, got {init_std!r}")
-    if not isinstance(bias_init, (int, float)) or isinstance(bias_init, bool):
-        raise ValueError(f"bias_init must be a number, got {bias_init!r}")
-    if not isinstance(lrn, bool):
-        raise ValueError(f"lrn must be True or False, got {lrn!r}")
-    if init not in INITS:
-        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
-    if not isinstance(input_scale, (int, float)) or isinstance(input_scale, bool) \
-            or not input_scale > 0:
-        raise ValueError(f"input_scale must be a number > 0, got {input_scale!r}")
-
-
-def alexnet(variant: str = "paper", num_classes: int = 1000, **options) -> nn.Module:
+def alexnet(variant: str = "paper", num_classes: int = 1000, *, in_channels: int = 3,
+            **options) -> nn.Module:
     """Build AlexNet. variant "paper" (the paper's network) or "owt" (torchvision's).
 
-    paper options: activation relu|tanh|sigmoid, lrn True|False, pooling overlapping|non-overlapping|
-    average, dropout p, towers 1|2, in_channels, init_std, bias_init, init paper|kaiming,
-    input_scale. owt options: activation, dropout, in_channels.
-    """
-    if variant == "paper":
-        allowed = {"activation", "lrn", "pooling", "dropout", "towers", "in_channels", "init_std",
-                   "bias_init", "init", "input_scale"}
-        cls = AlexNet
-    elif variant == "owt":
-        allowed = {"activation", "dropout", "in_channels"}
-        cls = OWTAlexNet
-    else:
-        raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
+    Options: the fields of ModelOptions that apply to the variant (owt takes activation and
+    dropout), plus `input_scale` for the paper's net (set from the data by --input-norm)."""
+    if variant not in VARIANTS:
+        raise AlexNetError(f"variant must be one of {', '.join(VARIANTS)}; got {variant!r}",
+                           option="variant")
+    allowed = set(ModelOptions.for_variant(variant)) | ({"input_scale"} if variant == "paper"
+                                                          else set())
     bad = sorted(set(options) - allowed)
     if bad:
-        raise ValueError(f"option(s) {bad} do not apply to variant {variant!r}; "
-                         f"it takes {sorted(allowed)}")
-    return cls(num_classes=num_classes, **options)
+        raise AlexNetError(f"option(s) {', '.join(bad)} do not apply to variant {variant!r}; it "
+                           f"takes {', '.join(sorted(allowed))}", option=bad[0])
+    cls = AlexNet if variant == "paper" else OWTAlexNet
+    return cls(num_classes=num_classes, in_channels=in_channels, **options)
+

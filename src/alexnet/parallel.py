@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import UserError
+from .errors import AlexNetError
 from .model import AlexNet
 
 # ------------------------------------------------------------------------------------------------
@@ -42,7 +42,7 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps' -> a torch.device that exists on this machine.
 
     'auto' is CUDA when there is one, else the CPU; a bare 'cuda' means this process's GPU
-    (cuda:LOCAL_RANK under torchrun). Anything else raises UserError with what is available.
+    (cuda:LOCAL_RANK under torchrun). Anything else raises AlexNetError with what is available.
     """
     name = str(name)  # a torch.device works too
     if name == "auto":
@@ -50,19 +50,19 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        raise AlexNetError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserError(f"device {name!r}: CUDA is not available on this machine")
+            raise AlexNetError(f"device {name!r}: CUDA is not available on this machine")
         index = local_rank if device.index is None else device.index
         count = torch.cuda.device_count()
         if index >= count:
-            raise UserError(f"device cuda:{index} does not exist: this machine has {count} GPU(s)")
+            raise AlexNetError(f"device cuda:{index} does not exist: this machine has {count} GPU(s)")
         return torch.device("cuda", index)
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {name!r}: MPS is not available on this machine")
+        raise AlexNetError(f"device {name!r}: MPS is not available on this machine")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+        raise AlexNetError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -96,19 +96,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
         return DistInfo(device=resolve_device(device))
     missing = [name for name in _TORCHRUN_VARS if name not in env]
     if missing:
-        raise UserError(f"incomplete torch.distributed environment: {', '.join(missing)} not set "
+        raise AlexNetError(f"incomplete torch.distributed environment: {', '.join(missing)} not set "
                         "(launch with torchrun, which sets them all)")
     try:
         rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
     except ValueError:
-        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
+        raise AlexNetError("RANK, WORLD_SIZE and LOCAL_RANK must be integers") from None
     if world > 1 and ":" in str(device):
         # Every rank would pick the same GPU. Pin GPUs with CUDA_VISIBLE_DEVICES instead.
-        raise UserError(f"--device {device!r} names one device, but this is one of {world} "
+        raise AlexNetError(f"--device {device!r} names one device, but this is one of {world} "
                         "processes; use --device cuda (each process takes cuda:LOCAL_RANK)")
     dev = resolve_device(device, local)
     if dev.type == "mps" and world > 1:
-        raise UserError("data parallel training over several processes needs CUDA or the CPU")
+        raise AlexNetError("data parallel training over several processes needs CUDA or the CPU")
     if not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)  # NCCL and cuda.* calls without an index use this GPU
@@ -183,30 +183,12 @@ def all_reduce_sum(values, info: DistInfo):
     return [round(s) if isinstance(v, int) else s for v, s in zip(numbers, summed.tolist())]
 
 
-def barrier(info: DistInfo) -> None:
-    """Wait until every rank gets here (e.g. rank 0 has written a checkpoint the others read)."""
-    if _active(info):
-        if dist.get_backend() == "nccl":
-            dist.barrier(device_ids=[info.device.index])
-        else:
-            dist.barrier()
-
-
-def broadcast_object(obj, info: DistInfo, src: int = 0):
-    """Rank src's picklable obj on every rank (e.g. a run directory name chosen by rank 0)."""
-    if not _active(info):
-        return obj
-    box = [obj if info.rank == src else None]
-    dist.broadcast_object_list(box, src=src, device=_comm_device(info))
-    return box[0]
-
-
 # ------------------------------------------------------------------------------------------------
 # Model parallelism: the paper's two towers on two devices
 
 
 def parse_devices(spec: str | Sequence[str]) -> tuple[torch.device, ...]:
-    """'cuda:0,cuda:1' (or a sequence) -> one or two existing devices, else UserError.
+    """'cuda:0,cuda:1' (or a sequence) -> one or two existing devices, else AlexNetError.
 
     The same device may appear twice ('cpu,cpu'): the split then runs on one device (as in tests).
     """
@@ -215,18 +197,9 @@ def parse_devices(spec: str | Sequence[str]) -> tuple[torch.device, ...]:
     else:
         names = [str(s) for s in spec]
     if len(names) not in (1, 2) or not all(names):
-        raise UserError("--model-parallel takes one or two devices, like cuda:0,cuda:1; "
+        raise AlexNetError("--model-parallel takes one or two devices, like cuda:0,cuda:1; "
                         f"got {spec!r}")
     return tuple(resolve_device(name) for name in names)
-
-
-def place_towers(model: nn.Module, devices: str | Sequence[str]) -> nn.Module:
-    """What `--model-parallel DEVICES` does: two devices -> TwoDeviceAlexNet (tower 1 on the first,
-    tower 2 on the second); one device -> the model itself on it, towers as grouped convolutions."""
-    devs = parse_devices(devices)
-    if len(devs) == 1:
-        return model.to(devs[0])
-    return TwoDeviceAlexNet(model, devs)
 
 
 def _halves(n: int) -> list[int]:
@@ -265,7 +238,7 @@ def _half_layer(layer: nn.Module, device: torch.device, tower: int) -> nn.Module
     like = dict(bias=layer.bias is not None, device=device, dtype=layer.weight.dtype)
     if isinstance(layer, nn.Conv2d):
         if layer.groups not in (1, 2):
-            raise UserError(f"cannot split a convolution with groups={layer.groups} into 2 towers")
+            raise AlexNetError(f"cannot split a convolution with groups={layer.groups} into 2 towers")
         # groups=2: a tower's half reads only its own in_channels/2 maps; groups=1: all of them.
         return nn.utils.skip_init(nn.Conv2d, layer.in_channels // layer.groups, out,
                                   layer.kernel_size, stride=layer.stride, padding=layer.padding,
@@ -280,7 +253,7 @@ def _per_tower(module: nn.Module) -> nn.Module:
     groups = getattr(module, "groups", None)
     if groups is not None:
         if groups % 2:
-            raise UserError(f"{type(module).__name__} with groups={groups} mixes the two towers' "
+            raise AlexNetError(f"{type(module).__name__} with groups={groups} mixes the two towers' "
                             "maps and cannot be split")
         module.groups = groups // 2
     return module
@@ -349,14 +322,14 @@ class TwoDeviceAlexNet(nn.Module):
     def __init__(self, model: AlexNet, devices: str | Sequence[str] = ("cuda:0", "cuda:1")):
         super().__init__()
         if not isinstance(model, AlexNet):
-            raise UserError(f"model parallelism splits the paper's two towers; "
+            raise AlexNetError(f"model parallelism splits the paper's two towers; "
                             f"{type(model).__name__} has none (use variant paper)")
         if model.towers != 2:
-            raise UserError(f"model parallelism needs the paper network with towers=2, "
+            raise AlexNetError(f"model parallelism needs the paper network with towers=2, "
                             f"got towers={model.towers}")
         devs = parse_devices(devices)
         if len(devs) != 2:
-            raise UserError(f"TwoDeviceAlexNet needs two devices, got {devices!r}")
+            raise AlexNetError(f"TwoDeviceAlexNet needs two devices, got {devices!r}")
         self.devices = devs
         self.tower1 = _Tower(model, devs[0], 0)
         self.tower2 = _Tower(model, devs[1], 1)
@@ -366,10 +339,6 @@ class TwoDeviceAlexNet(nn.Module):
         object.__setattr__(self, "_template", _weightless_copy(model))
         self.num_classes, self.in_channels = model.num_classes, model.in_channels
         self.towers, self.input_size = model.towers, model.input_size
-
-    @classmethod
-    def from_alexnet(cls, model: AlexNet, devices=("cuda:0", "cuda:1")) -> TwoDeviceAlexNet:
-        return cls(model, devices)
 
     @property
     def output_device(self) -> torch.device:

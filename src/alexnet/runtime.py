@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 
 from . import accel, parallel
-from .errors import UserError
+from .errors import AlexNetError
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Runtime:
         if model_parallel:
             devices = parallel.parse_devices(model_parallel)  # checks that they exist
             if len(devices) != 2:
-                raise UserError(f"--model-parallel takes two devices, DEV0,DEV1; got "
+                raise AlexNetError(f"--model-parallel takes two devices, DEV0,DEV1; got "
                                 f"{model_parallel!r}")
             dev = devices[0]
         else:
@@ -40,9 +40,20 @@ class Runtime:
         """Move the model where it runs (split over two devices for the paper's parallelism).
         Compile after DDP wrapping, if at all, so compile can overlap the all-reduce."""
         if self.model_devices is not None:
-            model = parallel.TwoDeviceAlexNet.from_alexnet(model, self.model_devices)
+            model = parallel.TwoDeviceAlexNet(model, self.model_devices)
             return model.to(memory_format=torch.channels_last) if self.channels_last else model
         return accel.prepare_model(model, self.device, channels_last=self.channels_last)
+
+    def prepare_inference(self, model: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
+        """The model for evaluation and prediction: eval mode, on the device, weights cast once
+        to the precision (accel.prepare_inference); use no autocast around it."""
+        return accel.prepare_inference(model, self.device, self.precision,
+                                       channels_last=self.channels_last, compile=compile)
+
+    @staticmethod
+    def input_dtype(model: torch.nn.Module) -> torch.dtype:
+        """The dtype of the model's weights, which its inputs must have outside autocast."""
+        return next(parallel.unwrap(model).parameters()).dtype
 
     def autocast(self):
         return accel.autocast(self.device, self.precision)

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from .errors import UserError
+from .errors import AlexNetError
 from .model import VARIANTS, alexnet
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -383,6 +383,6 @@ def run(args) -> int:
             # pool5 ends at 5×5. Every size from 227 to 258 gives 6×6.
             hint = ("; the paper's \"224\" needs 227 with conv1's VALID 11×11 stride 4 "
                     "(⌈(227−11+1)/4⌉ = 55): use --input-size 227 (227 to 258 give 6×6)")
-        raise UserError(f"{e}{hint}") from None
+        raise AlexNetError(f"{e}{hint}") from None
     print(render(table, args.format))
     return 0

@@ -3,78 +3,97 @@
 Laid out like torchvision's references/classification: `train_one_epoch`, `evaluate` (in
 evaluate.py) and `main`. Data parallel runs are launched by torchrun; rank 0 alone prints and writes.
 
-Run directory:
+Run directory (rank 0 holds an exclusive lock on it while training: one run per directory):
     config.json      the resolved configuration
     metrics.jsonl    one object per epoch (rewritten atomically from the checkpoint's history)
     events.*         TensorBoard scalars
-    checkpoint.pt    the latest state (model, optimizer, schedule, epoch, RNG, config)
     best.pt          the weights with the lowest validation top-1 error so far
+    checkpoint.pt    the latest state (model, optimizer, schedule, epoch, RNG, config); written
+                     after best.pt, so that whatever a kill interrupts, the two agree
     curves.png       loss and error per epoch
+    skipped.txt      images that could not be read (ImageFolder sources), if any
+    results.json     1-crop and 10-crop errors at the end
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from . import accel, parallel
 from .checkpoint import (check_compatible, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
-from .config import TrainConfig, add_dataclass_arguments, model_options, resolve_train_config
+from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_options,
+                     base_lr, resolve_train_config, validate)
 from .data import Loader, open_dataset
 from .data.augment import Augment
-from .errors import UserError
+from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
-from .io import atomic_write_json, atomic_write_text
+from .io import atomic_write_json, atomic_write_text, locked_dir
 from .model import alexnet
+from .options import names
+from .predictor import Predictor
 from .progress import Progress
+from .runtime import Runtime
 from .schedule import LRSchedule
-
-# Options that may change when a run is resumed; any other would break reproducibility.
-RESUME_MAY_CHANGE = {"resume", "epochs", "workers", "progress", "device"}
-
-
-class Diverged(UserError):
-    pass
+from .step import train_step
+from .visualize.curves import plot_curves
+from .weights import load_any
 
 
-def train_one_epoch(model, optimizer, scaler, schedule, loader, augment, ctx, epoch, cfg, info):
+@dataclass
+class Training:
+    """Everything a run trains with, built once by `setup`."""
+    cfg: TrainConfig
+    info: parallel.DistInfo
+    rt: Runtime
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    schedule: LRSchedule
+    augment: Augment
+    train_loader: Loader
+    val_loader: Loader
+    meta: dict  # what a checkpoint needs besides the weights: arch, classes, stats, crop_size
+
+
+def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     """One pass over this rank's share of the training data; returns (mean loss, img/s)."""
-    model.train()
-    gen = torch.Generator(device=ctx.device).manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
+    cfg, rt, info = t.cfg, t.rt, t.info
+    t.model.train()
+    gen = torch.Generator(device=rt.device).manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
     torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # dropout masks, reproducibly per epoch
-    step0 = epoch * len(loader)
-    loss_sum, seen = torch.zeros((), dtype=torch.float64), 0
-    bar = Progress(len(loader), f"epoch {epoch + 1}/{cfg.epochs}", enabled=cfg.progress and info.is_main)
+    step0 = epoch * len(t.train_loader)
+    loss_sum, seen = 0.0, 0
+    bar = Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
+                   enabled=cfg.progress and info.is_main)
     start = time.perf_counter()
-    for i, (images, labels) in enumerate(loader):
-        lr = schedule.apply(optimizer, step0 + i)
-        x = augment.train(images.to(ctx.device, non_blocking=True), generator=gen)
-        x = ctx.to_input(x)
-        labels = labels.to(ctx.output_device, non_blocking=True)
-        with ctx.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-        loss_value = loss.item()  # syncs; also what the progress bar shows
-        if not math.isfinite(loss_value):
-            raise Diverged(f"loss became {loss_value} at epoch {epoch + 1}, step {i + 1}; the last "
-                           f"good checkpoint is kept; try a lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()  # fp16 only; a no-op pass-through for bf16/fp32
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += loss_value * len(labels)
+    for i, (images, labels) in enumerate(t.train_loader):
+        lr = t.schedule.apply(t.optimizer, step0 + i)
+        if t.train_loader.transform is None:  # on an accelerator: augment there, batched
+            images = t.augment.train(images.to(rt.device, non_blocking=True), generator=gen)
+        x = rt.to_input(images)
+        labels = labels.to(rt.output_device, non_blocking=True)
+        try:
+            loss, _ = train_step(t.model, t.optimizer, t.scaler, x, labels, autocast=rt.autocast,
+                                 label_smoothing=cfg.label_smoothing)
+        except Diverged as e:
+            raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); checkpoint.pt still holds "
+                           f"epoch {epoch}", option="lr") from None
+        loss_sum += loss * len(labels)
         seen += len(labels)
         rate = seen * info.world_size / (time.perf_counter() - start)
-        bar.update(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+        bar.update(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
     bar.close()
     seconds = time.perf_counter() - start
-    total = parallel.all_reduce_sum(torch.tensor([loss_sum.item(), float(seen)]), info)
+    total = parallel.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64),
+                                    info)
     return (total[0] / max(total[1], 1)).item(), total[1].item() / seconds
 
 
@@ -85,11 +104,12 @@ def _seed(seed: int, epoch: int, rank: int, stream: int) -> int:
 
 # --- set-up ---------------------------------------------------------------------------------------
 
-def _datasets(cfg: TrainConfig):
+def datasets(cfg: TrainConfig):
+    """(train set, val set) of the config's data; train_images keeps the first N."""
     train_set = open_dataset(cfg.data, "train", seed=cfg.seed, val_labels=cfg.val_labels)
     val_set = open_dataset(cfg.data, "val", seed=cfg.seed, val_labels=cfg.val_labels)
     if len(train_set) == 0 or len(val_set) == 0:
-        raise UserError(f"{cfg.data}: the train or val split is empty")
+        raise AlexNetError(f"{cfg.data}: the train or val split is empty", option="data")
     if cfg.train_images:
         train_set = _Head(train_set, cfg.train_images)
     return train_set, val_set
@@ -106,69 +126,31 @@ class _Head:
     def __len__(self):
         return self.n
 
-    def get_batch(self, indices):
-        return self.base.get_batch(indices)
-
-    def stats(self):
-        return self.base.stats()
+    def __getattr__(self, name):  # read, get_batch, stats, …: the base set's
+        return getattr(self.base, name)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_channels: int,
                 stats: dict | None = None) -> torch.nn.Module:
-    try:
-        return alexnet(cfg.variant, num_classes=num_classes, in_channels=in_channels,
-                       **model_options(cfg, stats))
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    return alexnet(cfg.variant, num_classes=num_classes, in_channels=in_channels,
+                   **arch_options(cfg, stats))
 
 
 def init_from_weights(model: torch.nn.Module, path: str, variant: str) -> None:
     """Fine-tuning: load a weights file into `model`, all but a classifier of another size."""
-    from .hub import load_any
     source = load_any(path)
     if source["arch"]["variant"] != variant:
-        raise UserError(f"--weights {path} holds variant {source['arch']['variant']!r}; "
-                        f"use --variant {source['arch']['variant']}")
+        raise AlexNetError(f"weights {path} hold variant {source['arch']['variant']!r}, not "
+                           f"{variant!r}", option="weights")
     own = model.state_dict()
     state = {k: v for k, v in source["model"].items() if k in own and own[k].shape == v.shape}
     missing = sorted(set(own) - set(state))
     if any(not k.startswith(("classifier.fc8", "classifier.6")) for k in missing):
-        raise UserError(f"--weights {path} does not fit this network (e.g. {missing[0]})")
+        raise AlexNetError(f"weights {path} do not fit this network (e.g. {missing[0]})",
+                           option="weights")
     model.load_state_dict(state, strict=False)
     if missing:
-        print(f"--weights: {len(missing)} classifier tensors left fresh ({', '.join(missing)})")
-
-
-def arch_of(cfg: TrainConfig, num_classes: int, in_channels: int, stats: dict) -> dict:
-    return {"variant": cfg.variant, "num_classes": num_classes, "in_channels": in_channels,
-            "options": model_options(cfg, stats)}
-
-
-def _run_dir(cfg: TrainConfig, given: dict) -> Path:
-    """A fresh run directory. An explicit --out holding a run is an error (nothing is overwritten);
-    the default one is numbered instead, so that `make demo` can run again."""
-    out = Path(cfg.out)
-    if (out / "checkpoint.pt").exists():
-        if "out" in given:
-            raise UserError(f"{out} already holds a run; continue it with --resume {out} or "
-                            f"choose another --out")
-        n = 2
-        while (Path(f"{cfg.out}-{n}") / "checkpoint.pt").exists():
-            n += 1
-        out = Path(f"{cfg.out}-{n}")
-    return out
-
-
-def _resume_config(given: dict) -> tuple[TrainConfig, dict]:
-    ckpt = load_checkpoint(Path(given["resume"]) / "checkpoint.pt")
-    changed = sorted(k for k in set(given) - RESUME_MAY_CHANGE if k in ckpt["config"]
-                     and given[k] != ckpt["config"][k])
-    if changed:
-        raise UserError(f"cannot change {', '.join('--' + c.replace('_', '-') for c in changed)}"
-                        f" when resuming (only {', '.join(sorted(RESUME_MAY_CHANGE))} may change)")
-    values = {**ckpt["config"], **{k: given[k] for k in given if k in RESUME_MAY_CHANGE}}
-    values["out"] = str(given["resume"])
-    return TrainConfig(**values), ckpt
+        print(f"weights: {len(missing)} classifier tensors left fresh ({', '.join(missing)})")
 
 
 def make_optimizer(model, cfg: TrainConfig, device):
@@ -181,38 +163,11 @@ def make_optimizer(model, cfg: TrainConfig, device):
                           weight_decay=cfg.weight_decay, device=device)
 
 
-def _history_outputs(run: Path, history: list[dict], writer) -> None:
-    atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-    if writer is not None:
-        h = history[-1]
-        for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s"):
-            writer.add_scalar(key, h[key], h["epoch"])
-        writer.flush()
-    from .visualize import plot_curves
-    plot_curves({run.name: history}, run / "curves.png")
-
-
-def _tensorboard(run: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a declared dependency; tolerate its absence anyway
-        return None
-    return SummaryWriter(log_dir=str(run))
-
-
-def main(cfg: TrainConfig, given: dict, ckpt: dict | None = None) -> dict:
-    info = parallel.init_distributed(cfg.device)
-    try:
-        return _main(cfg, given, ckpt, info)
-    finally:
-        parallel.cleanup_distributed()
-
-
-def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
-    from .runtime import Runtime
-
+def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
+    """Data, model, optimizer and schedule of a run (a resumed one from `ckpt`)."""
+    info = info or parallel.DistInfo()
     torch.manual_seed(cfg.seed)
-    train_set, val_set = _datasets(cfg)
+    train_set, val_set = datasets(cfg)
     num_classes, in_channels = len(train_set.classes), train_set.channels
     if ckpt is not None:
         check_compatible(ckpt, num_classes, cfg.variant)
@@ -224,75 +179,125 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
     optimizer = make_optimizer(model, cfg, rt.device)
-    scaler = accel.grad_scaler(rt.device, rt.precision)
     augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
                       lighting_std=cfg.lighting_std, device=rt.device)
-    train_loader = Loader(train_set, cfg.batch_size // info.world_size, shuffle=True, seed=cfg.seed,
-                          rank=info.rank, world_size=info.world_size, drop_last=True,
-                          workers=cfg.workers)
+    batch = cfg.batch_size // info.world_size
+    # On the CPU the augmentation runs in the loader (in its workers when there are any), seeded
+    # per batch, so that the step's cores only step; the same seeds whatever the worker count.
+    on_cpu = rt.device.type == "cpu"
+    train_loader = Loader(train_set, batch, shuffle=True, seed=cfg.seed, rank=info.rank,
+                          world_size=info.world_size, drop_last=True, workers=cfg.workers,
+                          transform=augment.train if on_cpu else None)
     # even=False: no rank pads its share with repeats, so the summed metrics are exact.
-    val_loader = Loader(val_set, cfg.batch_size // info.world_size, shuffle=False, seed=cfg.seed,
-                        rank=info.rank, world_size=info.world_size, workers=cfg.workers,
-                        even=False)
+    val_loader = Loader(val_set, batch, shuffle=False, seed=cfg.seed, rank=info.rank,
+                        world_size=info.world_size, workers=cfg.workers, even=False)
     if len(train_loader) == 0:
-        raise UserError(f"--batch-size {cfg.batch_size} is larger than the training set "
-                        f"({len(train_set)} images)")
-    schedule = LRSchedule(cfg.lr, cfg.schedule, cfg.epochs, len(train_loader), cfg.warmup_epochs,
+        raise AlexNetError(f"batch_size {cfg.batch_size} is larger than the training set "
+                           f"({len(train_set)} images)", option="batch_size")
+    schedule = LRSchedule(base_lr(cfg), cfg.schedule, cfg.epochs, len(train_loader), cfg.warmup_epochs,
                           cfg.step_epochs, cfg.patience, cfg.lr_drops)
     model = parallel.wrap_ddp(model, info)
     if cfg.compile:
         model = torch.compile(model)
-
-    run = Path(cfg.out) if ckpt is not None else _run_dir(cfg, given)
-    history, best, start_epoch = [], math.inf, 0
+    meta = {"arch": {"variant": cfg.variant, "num_classes": num_classes,
+                     "in_channels": in_channels, "options": arch_options(cfg, stats)},
+            "classes": list(train_set.classes), "stats": stats, "crop_size": augment.crop_size}
+    t = Training(cfg, info, rt, model, optimizer, accel.grad_scaler(rt.device, rt.precision),
+                 schedule, augment, train_loader, val_loader, meta)
     if ckpt is not None:
         rt.load_state_dict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt.get("scaler", {}))
-        history, best, start_epoch = ckpt["history"], ckpt["best_top1_error"], ckpt["epoch"]
+        t.scaler.load_state_dict(ckpt.get("scaler", {}))
         set_rng_state(ckpt["rng"])
+    return t
+
+
+def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
+    """The config and checkpoint of the run in `run`, with the options that may change on resume
+    (those declared resumable: epochs, workers, device, progress) taken from `overrides`."""
+    overrides = {k: v for k, v in (overrides or {}).items() if k != "resume"}
+    ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict) or set(saved) - {f.name for f in dataclasses.fields(TrainConfig)}:
+        raise AlexNetError(f"{run}/checkpoint.pt has no config this version can resume",
+                           option="resume")
+    may_change = set(names(TrainConfig, resumable=True))
+    given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
+    changed = sorted(k for k in overrides if k not in may_change and given[k] != saved.get(k))
+    if changed:
+        raise AlexNetError(f"cannot change {', '.join(changed)} when resuming (only "
+                           f"{', '.join(sorted(may_change))} may change)", option=changed[0])
+    values = {**saved, **{k: v for k, v in overrides.items() if k in may_change}}
+    cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
+    validate(cfg)
+    return cfg, ckpt
+
+
+def _fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
+    """A run directory holding no run. An explicit --out holding one is an error (nothing is
+    overwritten); the default one is numbered instead, so that `make demo` can run again."""
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise AlexNetError(f"{out} exists and is not a directory", option="out")
+    if (out / "checkpoint.pt").exists():
+        if not number_if_taken:
+            raise AlexNetError(f"{out} already holds a run; resume it or choose another "
+                               f"directory", option="out")
+        n = 2
+        while (Path(f"{cfg.out}-{n}") / "checkpoint.pt").exists():
+            n += 1
+        out = Path(f"{cfg.out}-{n}")
+    return out
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+def main(cfg: TrainConfig, ckpt: dict | None = None, *, number_if_taken: bool = False) -> dict:
+    """Train (or continue `ckpt`); returns {"run", "history", "results"}."""
+    info = parallel.init_distributed(cfg.device)
+    try:
+        run = Path(cfg.out) if ckpt is not None else _fresh_run_dir(cfg, number_if_taken)
+        with (locked_dir(run, "run directory") if info.is_main else contextlib.nullcontext()):
+            if ckpt is None and (run / "checkpoint.pt").exists():  # another run got here first
+                raise AlexNetError(f"{run} already holds a run", option="out")
+            return _train(setup(cfg, ckpt, info), run, ckpt)
+    finally:
+        parallel.cleanup_distributed()
+
+
+def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
+    cfg, info = t.cfg, t.info
+    history, best, start_epoch = ([], math.inf, 0) if ckpt is None else \
+        (ckpt["history"], ckpt["best_top1_error"], ckpt["epoch"])
     writer = None
     if info.is_main:
-        run.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run / "config.json", asdict(cfg))
         writer = _tensorboard(run)
-        print(f"run {run}: {cfg.variant} AlexNet, {num_classes} classes, {len(train_set)} train / "
-              f"{len(val_set)} val images of {cfg.data}, {rt.describe()}, "
-              f"world size {info.world_size}", flush=True)
-
-    base = {"arch": arch_of(cfg, num_classes, in_channels, stats), "classes": list(train_set.classes),
-            "stats": stats, "crop_size": augment.crop_size}
+        print(f"run {run}: {cfg.variant} AlexNet, {t.meta['arch']['num_classes']} classes, "
+              f"{len(t.train_loader.imageset)} train / {len(t.val_loader.imageset)} val images "
+              f"of {cfg.data}, {t.rt.describe()}, world size {info.world_size}", flush=True)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
-        train_loader.set_epoch(epoch)
-        train_loss, img_s = train_one_epoch(model, optimizer, scaler, schedule, train_loader,
-                                            augment, rt, epoch, cfg, info)
-        val = evaluate(model, val_loader, augment, rt, crops=1, info=info)
-        lr = optimizer.param_groups[0]["lr"]
-        dropped = schedule.end_epoch(val["top1_error"])
+        t.train_loader.set_epoch(epoch)
+        train_loss, img_s = train_one_epoch(t, epoch)
+        val = evaluate(Predictor.snapshot(t.model, t.meta, t.rt), t.val_loader, crops=1,
+                       info=info)
+        lr = t.optimizer.param_groups[0]["lr"]
+        dropped = t.schedule.end_epoch(val["top1_error"])
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
                         "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
                         "lr": lr, "img_per_s": img_s, "seconds": time.perf_counter() - t0})
+        _check_finite(t, val, epoch)
         improved = val["top1_error"] < best
         best = min(best, val["top1_error"])
         if info.is_main:
-            state = {**base, "model": rt.state_dict(model), "optimizer": optimizer.state_dict(),
-                     "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
-                     "epoch": epoch + 1, "rng": rng_state(),
-                     "config": asdict(cfg), "history": history, "best_top1_error": best}
-            save_checkpoint(run / "checkpoint.pt", state)
-            if improved:
-                save_checkpoint(run / "best.pt", {**base, "model": state["model"],
-                                                  "epoch": epoch + 1, "config": asdict(cfg)})
+            _save_epoch(t, run, history, best, improved)
             _history_outputs(run, history, writer)
-            h = history[-1]
-            print(f"epoch {epoch + 1:3d}/{cfg.epochs}  train loss {train_loss:.4f}  val top-1 err "
-                  f"{h['val_top1_error']:6.2%}  top-5 err {h['val_top5_error']:6.2%}  lr {lr:.2e}"
-                  f"{' (divided by 10)' if dropped else ''}  {img_s:.0f} img/s  "
-                  f"{h['seconds']:.0f} s", flush=True)
-
-    results = {f"{crops}-crop": evaluate(model, val_loader, augment, rt, crops=crops, info=info)
+            _report_skipped(run, t)
+            print(_epoch_line(history[-1], cfg.epochs, dropped), flush=True)
+    predictor = Predictor.snapshot(t.model, t.meta, t.rt)
+    results = {f"{crops}-crop": evaluate(predictor, t.val_loader, crops=crops, info=info)
                for crops in sorted({1, cfg.eval_crops})}
     if info.is_main:
         atomic_write_json(run / "results.json", results)
@@ -302,6 +307,67 @@ def _main(cfg: TrainConfig, given: dict, ckpt: dict | None, info) -> dict:
     return {"run": str(run), "history": history, "results": results}
 
 
+def _check_finite(t: Training, val: dict, epoch: int) -> None:
+    """Nothing non-finite is ever saved: a step with a finite loss can still leave NaN weights
+    (a huge gradient), which the next epoch's checkpoint would keep and a resume would train on."""
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in t.model.parameters())
+    if bad or not math.isfinite(val["loss"]):
+        what = f"{bad} weights became non-finite" if bad else f"the validation loss became " \
+                                                              f"{val['loss']}"
+        raise Diverged(f"{what} in epoch {epoch + 1}; nothing of it was saved (checkpoint.pt "
+                       f"holds epoch {epoch}); the learning rate is probably too high",
+                       option="lr")
+
+
+def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bool) -> None:
+    """best.pt first, then checkpoint.pt: a kill between the two leaves the previous
+    checkpoint.pt, whose resume redoes this epoch and writes the same best.pt again."""
+    weights = t.rt.state_dict(t.model)
+    config, epoch = asdict(t.cfg), history[-1]["epoch"]
+    if improved:
+        save_checkpoint(run / "best.pt", {**t.meta, "model": weights, "epoch": epoch,
+                                          "config": config})
+    save_checkpoint(run / "checkpoint.pt", {
+        **t.meta, "model": weights, "optimizer": t.optimizer.state_dict(),
+        "scheduler": t.schedule.state_dict(), "scaler": t.scaler.state_dict(), "epoch": epoch,
+        "rng": rng_state(), "config": config, "history": history, "best_top1_error": best})
+
+
+def _report_skipped(run: Path, t: Training) -> None:
+    """List the images that could not be read (all of them, once per new batch of failures)."""
+    skipped = [*t.train_loader.skipped.values(), *t.val_loader.skipped.values()]
+    path = run / "skipped.txt"
+    if not skipped or (path.exists() and len(path.read_text().splitlines()) == len(skipped)):
+        return
+    atomic_write_text(path, "".join(f"{why}\n" for why in skipped))
+    print(f"{len(skipped)} unreadable images were left out; listed in {path}", flush=True)
+
+
+def _epoch_line(h: dict, epochs: int, dropped: bool) -> str:
+    return (f"epoch {h['epoch']:3d}/{epochs}  train loss {h['train_loss']:.4f}  val top-1 err "
+            f"{h['val_top1_error']:6.2%}  top-5 err {h['val_top5_error']:6.2%}  lr {h['lr']:.2e}"
+            f"{' (divided by 10)' if dropped else ''}  {h['img_per_s']:.0f} img/s  "
+            f"{h['seconds']:.0f} s")
+
+
+def _history_outputs(run: Path, history: list[dict], writer) -> None:
+    atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    if writer is not None:
+        h = history[-1]
+        for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s"):
+            writer.add_scalar(key, h[key], h["epoch"])
+        writer.flush()
+    plot_curves({run.name: history}, run / "curves.png")
+
+
+def _tensorboard(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional at run time; slow to import
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run))
+
+
 def add_arguments(parser) -> None:
     add_dataclass_arguments(parser, TrainConfig)
 
@@ -309,8 +375,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     given = vars(args).copy()
     if given.get("resume"):
-        cfg, ckpt = _resume_config(given)
+        cfg, ckpt = resume_config(given["resume"], given)
+        main(cfg, ckpt)
     else:
-        cfg, ckpt = resolve_train_config(given), None
-    main(cfg, given, ckpt)
+        main(absolute_paths(resolve_train_config(given)), number_if_taken="out" not in given)
     return 0

@@ -1,0 +1,58 @@
+"""What machine this is, in one place: the CPU's name and the flags that decide the fast path
+(AVX-512, AVX512-BF16, AMX), a one-line description for reports, and the cache directory that
+the LRN kernel, the dataset statistics and the fast-path probe share.
+
+Speed figures in BENCHMARKS.md name these flags, since the same code runs 2-3× apart on CPUs with
+and without native bf16."""
+from __future__ import annotations
+
+import os
+import platform
+from functools import lru_cache
+from pathlib import Path
+
+# The flags that change which path is fast (and so belong next to every speed figure).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@lru_cache(maxsize=None)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break  # the first processor only
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_name() -> str:
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> frozenset[str]:
+    """Every flag of /proc/cpuinfo (empty where there is none)."""
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def speed_flags() -> str:
+    """The SPEED_FLAGS this CPU has, e.g. "avx2 avx512f avx512_bf16 amx_bf16 amx_tile"."""
+    have = cpu_flags()
+    return " ".join(f for f in SPEED_FLAGS if f in have) or "none of " + ", ".join(SPEED_FLAGS)
+
+
+def describe() -> str:
+    """One line for a report: CPU, its speed flags, cores."""
+    return f"{cpu_name()} ({speed_flags()}), {os.cpu_count()} cores"
+
+
+def cache_dir() -> Path:
+    """$ALEXNET_CACHE, else $XDG_CACHE_HOME/alexnet, else ~/.cache/alexnet."""
+    if os.environ.get("ALEXNET_CACHE"):
+        return Path(os.environ["ALEXNET_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "alexnet"

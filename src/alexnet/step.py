@@ -1,0 +1,39 @@
+"""One training step: forward, loss, backward, optimizer update, and the guard against
+non-finite losses. `alexnet train`, the ablation's activation study and `alexnet bench model` all
+call this, so the step that is measured is the step that trains.
+
+    loss, logits = train_step(model, optimizer, scaler, x, labels, autocast=rt.autocast)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .errors import Diverged
+
+
+def train_step(model, optimizer, scaler, x: torch.Tensor, labels: torch.Tensor, *,
+               autocast=contextlib.nullcontext, label_smoothing: float = 0.0):
+    """One SGD (or AdamW) step on a prepared batch; returns (loss as a float, detached logits).
+
+    The loss is computed in float32 whatever the autocast precision (a bf16 log-softmax over
+    1000 classes loses digits). A non-finite loss raises Diverged *before* the update, so the
+    weights stay as they were. `scaler` is a GradScaler, enabled only for fp16."""
+    with autocast():
+        logits = model(x)
+    if len(labels):
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    else:  # every image of this rank's batch was unreadable: a zero step that still all-reduces
+        loss = logits.float().sum() * 0.0
+    value = loss.item()  # syncs; the progress bar shows it anyway
+    if not math.isfinite(value):
+        raise Diverged(f"the training loss became {value}; the learning rate is probably too "
+                       f"high", option="lr")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # fp16 only scales; a pass-through for bf16/fp32
+    scaler.step(optimizer)
+    scaler.update()
+    return value, logits.detach()
