@@ -4,7 +4,7 @@
     model = torch.hub.load("path/to/alexnet", "alexnet", source="local", weights="run/best.pt")
     model = torch.hub.load("path/to/alexnet", "owt", source="local", weights="alexnet-owt.pth")
 
-`weights` is any file alexnet.load reads (our checkpoint or run directory, a safetensors export, a
+`weights` is any file alexnet.Predictor.from_file reads (our checkpoint or run directory, a safetensors export, a
 torchvision state_dict); the model then has the file's architecture, is in eval mode, and carries
 `model.classes`. Preprocessing (centre crop minus the mean image) is in alexnet.data.augment.
 """
@@ -33,11 +33,10 @@ def alexnet(variant=None, num_classes=None, weights=None, **options):
         model = _alexnet.alexnet(variant or "paper", num_classes=num_classes, **options)
         model.classes = [str(i) for i in range(num_classes)]
         return model
-    from alexnet.hub import load
-
     if options:
         raise ValueError(f"options {sorted(options)} cannot change a loaded network's architecture")
-    model, classes = load(weights)
+    predictor = _alexnet.Predictor.from_file(weights, device="cpu", precision="fp32")
+    model, classes = predictor.network(), predictor.classes
     held = "owt" if isinstance(model, _alexnet.OWTAlexNet) else "paper"
     if variant not in (None, held) or num_classes not in (None, model.num_classes):
         raise ValueError(f"{weights} holds variant {held!r} with {model.num_classes} classes, "

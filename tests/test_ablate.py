@@ -12,7 +12,7 @@ from PIL import Image
 from alexnet import ablate
 from alexnet.cli import main as cli_main
 from alexnet.config import resolve_train_config
-from alexnet.errors import UserError
+from alexnet.errors import AlexNetError
 
 # The real paper network on 8 images of the built-in data, batches of 4, fp32 for exactness.
 TINY = ["--data", "shapes:16:8", "--budget", "4", "--batch-size", "4", "--epochs", "1",
@@ -35,7 +35,7 @@ def table_rows(results_md: str) -> dict[str, list[str]]:
 def test_budget_becomes_epochs_and_images_per_epoch():
     assert ablate.plan_budget(4000, 2, 60000, 128) == (2, 2000)
     assert ablate.plan_budget(100, 1, 40, 8) == (3, 33)  # more epochs than asked: a small set
-    with pytest.raises(UserError, match="less than one batch"):
+    with pytest.raises(AlexNetError, match="less than one batch"):
         ablate.plan_budget(100, 2, 60000, 128)
 
 
@@ -102,10 +102,10 @@ def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, capsys, monk
     import alexnet.train as train
     real = train.main
 
-    def main(cfg, given, ckpt=None):
+    def main(cfg, ckpt=None, **kwargs):
         if cfg.activation == "sigmoid":
             raise train.Diverged("loss became nan at epoch 1, step 1")
-        return real(cfg, given, ckpt)
+        return real(cfg, ckpt, **kwargs)
 
     monkeypatch.setattr(train, "main", main)
     out = tmp_path / "abl"

@@ -13,9 +13,10 @@ from torch import nn
 from alexnet import alexnet
 from alexnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from alexnet.cli import main as cli_main
-from alexnet.errors import UserError
+from alexnet.errors import AlexNetError
 from alexnet.export import PortableLRN, portable
-from alexnet.hub import features, load, load_any, load_torchvision_weights
+from alexnet.predictor import Predictor
+from alexnet.weights import load_any, load_torchvision_weights
 from alexnet.lrn import lrn_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,11 +51,17 @@ def paper(tmp_path_factory):
     stats = {"mean_image": torch.rand(256, 256, 3, generator=g) * 255,
              "mean": torch.full((3,), 127.0), "std": torch.full((3,), 60.0),
              "eigval": torch.tensor([900.0, 90.0, 9.0]), "eigvec": torch.eye(3)}
-    path = tmp_path_factory.mktemp("paper") / "checkpoint.pt"
+    path = tmp_path_factory.mktemp("paper") / "best.pt"
     save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES, "stats": stats,
                            "crop_size": 227, "arch": {"variant": "paper", "num_classes": 10,
                                                       "in_channels": 3, "options": {}}})
     return path, model
+
+
+def load(path):
+    """(plain fp32 network, class names) through the one way in."""
+    predictor = Predictor.from_file(path, device="cpu", precision="fp32")
+    return predictor.network(), predictor.classes
 
 
 def crops(n=3, size=227, seed=2) -> torch.Tensor:
@@ -186,7 +193,7 @@ def test_safetensors_export_reloads_with_alexnet_load(paper, tmp_path):
 def test_load_reads_checkpoints_and_run_directories_and_refuses_others(paper, tmp_path):
     path, model = paper
     x = crops(1)
-    for source in (path, path.parent):  # the fixture's directory holds checkpoint.pt
+    for source in (path, path.parent):  # the fixture's directory holds best.pt
         loaded, classes = load(source)
         with torch.no_grad():
             assert torch.equal(loaded(x), model(x)) and classes == CLASSES
@@ -198,7 +205,7 @@ def test_load_reads_checkpoints_and_run_directories_and_refuses_others(paper, tm
     for name, message in [("other.pt", "neither"), ("other.safetensors", "not an alexnet export"),
                           ("empty", "not a PyTorch"), ("truncated.pt", "cannot read"),
                           ("missing.pt", "not found")]:
-        with pytest.raises(UserError, match=message):
+        with pytest.raises(AlexNetError, match=message):
             load(tmp_path / name)
 
 
@@ -226,19 +233,18 @@ def test_torch_hub_loads_offline_from_the_repository(paper):
 # --- features ------------------------------------------------------------------------------------
 
 def test_features_api_is_the_eval_mode_activation(paper):
-    _, model = paper
-    x = crops(2)
-    model.train()  # dropout on: features must still be the deterministic eval-mode activation
-    try:
-        got = features(model, x, "fc7")
-        assert model.training
-    finally:
-        model.eval()
+    path, model = paper
+    predictor = Predictor.from_file(path, device="cpu", precision="fp32")
+    images = torch.randint(0, 256, (2, 256, 256, 3), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(3))
+    predictor.model.train()  # dropout on: features must still be the deterministic eval activation
+    got = predictor.features(images, "fc7")
     with torch.no_grad():
-        expected = model.extract(x, ["fc7"])["fc7"]
-    assert got.shape == (2, 4096) and torch.equal(got, expected)
-    with pytest.raises(UserError, match="unknown layer"):
-        features(model, x, "fc9")
+        expected = model.eval().extract(predictor.augment.center(images), ["fc7"])["fc7"]
+    assert got.shape == (2, 4096)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+    with pytest.raises(AlexNetError, match="unknown layer"):
+        predictor.features(images, "fc9")
 
 
 def test_features_command_writes_activations_and_labels(paper, tmp_path, capsys):

@@ -38,33 +38,34 @@ from typing import get_type_hints
 import torch
 import torch.nn.functional as F
 
+from . import train
 from .config import TrainConfig, add_dataclass_arguments, resolve_train_config
-from .errors import UserError
+from .data import open_dataset
+from .errors import AlexNetError, Diverged
 from .io import atomic_write_json
+from .model import RELU_LAYERS
+from .options import arms as option_arms
+from .predictor import Predictor
+from .progress import Progress
+from .step import train_step
+from .visualize.ablation import crossing, format_arms_table, write_report
+from .visualize.activations import sparsity
 
-# name -> (TrainConfig changes, what changes, what the paper reports about it)
+# name -> (TrainConfig changes, what changes, what the paper reports about it). Beside the baseline
+# and the reseed, the arms are those the options declare (ModelOptions and TrainConfig fields).
 ARMS: dict[str, tuple[dict, str, str]] = {
     "baseline": ({}, "the paper's net", "—"),
     "reseed": ({"seed": +1}, "seed S+1 (chance alone)", "—"),
-    "tanh": ({"activation": "tanh"}, "tanh for ReLU",
-             "ReLU reaches 25% train error 6× sooner (Fig. 1, §3.1)"),
-    "sigmoid": ({"activation": "sigmoid"}, "sigmoid for ReLU", "saturating units train slower"),
-    "no-dropout": ({"dropout": 0.0}, "no dropout in fc6/fc7",
-                   "without it, substantial overfitting (§4.2)"),
-    "non-overlapping": ({"pooling": "non-overlapping"}, "max pooling 2/2 for 3/2",
-                        "overlapping: top-1 −0.4%, top-5 −0.3% (§3.4)"),
-    "average-pool": ({"pooling": "average"}, "average pooling 3/2 for max", "not compared"),
-    "no-lrn": ({"lrn": False}, "no LRN", "LRN: top-1 −1.4%, top-5 −1.2% (§3.3)"),
-    "no-lighting": ({"lighting_std": 0.0}, "no PCA lighting", "lighting: top-1 −1% (§4.1)"),
-    "one-tower": ({"towers": 1}, "one tower, full width (no groups)",
-                  "two towers: top-1 −1.7% vs a one-GPU net of half the kernels (§3.2)"),
+    **option_arms(TrainConfig),
 }
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
+# The baseline has every idea of the paper on, whatever the recipe preset says (the demo's turns
+# dropout off for its short run; an ablation of dropout needs it on): the declared defaults of
+# the fields that have arms, which are the paper's.
+PAPER_IDEAS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.metadata["arms"]}
 # TrainConfig fields the arms vary or ablate sets itself; the rest make up the shared recipe.
-NOT_SHARED = {"variant", "activation", "lrn", "pooling", "dropout", "towers", "lighting_std",
-              "weights", "train_images", "resume", "model_parallel"}
+NOT_SHARED = set(PAPER_IDEAS) | {"variant", "weights", "train_images", "resume", "model_parallel"}
 RUN_ONLY = {"workers", "progress", "device", "out"}  # may differ when an ablation is continued
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 PROBE_IMAGES = 32  # val images on which sparsity is measured
 
 
@@ -73,21 +74,14 @@ PROBE_IMAGES = 32  # val images on which sparsity is measured
 def plan_budget(budget: int, epochs: int, n_train: int, batch: int) -> tuple[int, int]:
     """(epochs, images per epoch) for `budget` training images per arm; see the module doc."""
     if budget < 1 or epochs < 1:
-        raise UserError("--budget and --epochs must be >= 1")
+        raise AlexNetError("--budget and --epochs must be >= 1")
     epochs = max(epochs, math.ceil(budget / n_train))
     per_epoch = budget // epochs
     if per_epoch < batch:
-        raise UserError(f"--budget {budget} over {epochs} epoch(s) is {per_epoch} images per "
+        raise AlexNetError(f"--budget {budget} over {epochs} epoch(s) is {per_epoch} images per "
                         f"epoch, less than one batch of {batch}: raise --budget or lower "
                         f"--batch-size/--epochs")
     return epochs, per_epoch
-
-
-# The baseline has every idea of the paper on, whatever the recipe preset says (the demo's
-# turns dropout off for its short run; an ablation of dropout needs it on): TrainConfig's own
-# defaults, which are the paper's.
-PAPER_IDEAS = {f.name: f.default for f in dataclasses.fields(TrainConfig)
-               if f.name in ("activation", "lrn", "pooling", "dropout", "towers", "lighting_std")}
 
 
 def arm_given(shared: dict, arm: str, out: Path) -> dict:
@@ -115,7 +109,7 @@ def check_settings(out: Path, settings: dict) -> None:
                        | set(settings["shared"])
                        if before.get("shared", {}).get(k) != settings["shared"].get(k))
         if diff:
-            raise UserError(f"{out} holds an ablation with other settings ({', '.join(diff)}); "
+            raise AlexNetError(f"{out} holds an ablation with other settings ({', '.join(diff)}); "
                             f"use another --out")
     atomic_write_json(path, settings)
 
@@ -126,8 +120,6 @@ def run_arm(given: dict, run_only: dict) -> Path:
     """Train one arm, or skip it when finished, or resume it from its checkpoint. An arm whose
     loss diverges is recorded as such (diverged.json) and the ablation goes on: a saturating
     activation blowing up is a result, not a reason to lose the other arms."""
-    from . import train
-
     run = Path(given["out"])
     if (run / "results.json").is_file() or (run / "diverged.json").is_file():
         print(f"ablate: {run.name} is finished, skipped", flush=True)
@@ -135,12 +127,11 @@ def run_arm(given: dict, run_only: dict) -> Path:
     try:
         if (run / "checkpoint.pt").is_file():
             print(f"ablate: {run.name} resumed from its checkpoint", flush=True)
-            cfg, ckpt = train._resume_config({"resume": str(run), **run_only})
-            train.main(cfg, {"resume": str(run), **run_only}, ckpt)
+            train.main(*train.resume_config(run, run_only))
         else:
             print(f"ablate: {run.name}: training", flush=True)
-            train.main(resolve_train_config(given), given)
-    except train.Diverged as e:
+            train.main(resolve_train_config(given))
+    except Diverged as e:
         print(f"ablate: {run.name} diverged: {e}", flush=True)
         atomic_write_json(run / "diverged.json", {"message": str(e)})
     return run
@@ -190,24 +181,11 @@ def activation_study(cfg: TrainConfig, out: Path, steps: int, threshold: float, 
 
 
 def _study_setup(cfg: TrainConfig, probe_images: int):
-    from .data import Loader
-    from .data.augment import Augment
-    from .runtime import Runtime
-    from .train import _datasets, build_model, make_optimizer
-
-    torch.manual_seed(cfg.seed)  # the same initial weights for every activation
-    train_set, val_set = _datasets(cfg)  # the arms' data: the first train_images images
-    stats = train_set.stats()
-    model = build_model(cfg, len(train_set.classes), train_set.channels, stats)
-    rt = Runtime.create(cfg.device, cfg.precision, cfg.channels_last)
-    model = rt.place(model)
-    augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
-                      lighting_std=cfg.lighting_std, device=rt.device)
-    loader = Loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
-                    workers=cfg.workers)
-    optimizer = make_optimizer(model, cfg, rt.device)
-    probe = val_set.get_batch(range(min(probe_images, len(val_set))))
-    return model, rt, augment, loader, optimizer, probe
+    """The run's set-up (train.setup seeds the same initial weights for every activation) and
+    the fixed val images on which sparsity is measured."""
+    t = train.setup(cfg)
+    val = t.val_loader.imageset
+    return t, val.get_batch(range(min(probe_images, len(val))))
 
 
 def grad_norms(model, rt, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -223,15 +201,11 @@ def grad_norms(model, rt, x: torch.Tensor, labels: torch.Tensor) -> dict[str, fl
     return norms
 
 
-@torch.no_grad()
-def zero_fractions(model, rt, augment, images: torch.Tensor) -> dict[str, float]:
+def zero_fractions(t, images: torch.Tensor) -> dict[str, float]:
     """Fraction of exact zeros after each layer's non-linearity, on fixed images, eval mode."""
-    model.eval()
-    x = rt.to_input(augment.center(images.to(rt.device)))
-    with rt.autocast():
-        acts = rt.unwrap(model).extract(x, LAYERS)
-    model.train()
-    return {name: (a == 0).double().mean().item() for name, a in acts.items()}
+    acts = Predictor.snapshot(t.model, t.meta, t.rt).extract(images, RELU_LAYERS)
+    t.model.train()
+    return sparsity(acts)
 
 
 class RunningError:
@@ -254,16 +228,6 @@ class RunningError:
         return sum(w for w, _ in self.batches) / max(self.seen, 1)
 
 
-def crossing(result: dict, threshold: float) -> dict | None:
-    """The first step at which the running training error (over a full window) was at most
-    `threshold`: {"steps", "images", "seconds"}, or None if it never was."""
-    b = result["batch_size"]
-    for step, seconds, error, _ in result["curve"]:
-        if step * b >= result["window"] and error <= threshold:
-            return {"steps": step, "images": step * b, "seconds": seconds}
-    return None
-
-
 def _batches(loader, augment, rt, seed: int, steps: int):
     """(step, augmented images, labels) for `steps` steps, epoch after epoch, reproducibly."""
     step = 0
@@ -274,7 +238,9 @@ def _batches(loader, augment, rt, seed: int, steps: int):
         for images, labels in loader:
             if step == steps:
                 return
-            x = rt.to_input(augment.train(images.to(rt.device), generator=gen))
+            if loader.transform is None:  # else the loader has augmented them (on the CPU)
+                images = augment.train(images.to(rt.device), generator=gen)
+            x = rt.to_input(images)
             yield step, x, labels.to(rt.device)
             step += 1
 
@@ -284,40 +250,32 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
     """Train `steps` steps from the seed's initial weights, recording the running training error
     after every step, the gradient norms at initialisation and the sparsity before and after (on
     the first `probe_images` val images)."""
-    from .progress import Progress
-    from .schedule import LRSchedule
-
-    model, rt, augment, loader, optimizer, probe = _study_setup(cfg, probe_images)
-    schedule = LRSchedule(cfg.lr, cfg.schedule, cfg.epochs, len(loader), cfg.warmup_epochs,
-                          cfg.step_epochs, cfg.patience, cfg.lr_drops)
+    t, probe = _study_setup(cfg, probe_images)
     result = {"activation": cfg.activation, "batch_size": cfg.batch_size, "threshold": threshold,
               "window": window, "probe_images": len(probe), "reached": None, "diverged": None,
-              "sparsity_init": zero_fractions(model, rt, augment, probe)}
+              "sparsity_init": zero_fractions(t, probe)}
     running, curve, start = RunningError(window), [], time.perf_counter()
     bar = Progress(steps, f"activation study, {cfg.activation}", enabled=cfg.progress)
-    model.train()
-    for step, x, labels in _batches(loader, augment, rt, cfg.seed, steps):
+    t.model.train()
+    for step, x, labels in _batches(t.train_loader, t.augment, t.rt, cfg.seed, steps):
         if step == 0:  # at initialisation, on the first training batch
-            result["grad_norms"] = grad_norms(model, rt, x, labels)
+            result["grad_norms"] = grad_norms(t.model, t.rt, x, labels)
             start = time.perf_counter()
-        schedule.apply(optimizer, step)
-        with rt.autocast():
-            logits = model(x)
-        loss = F.cross_entropy(logits.float(), labels)
-        if not math.isfinite(loss.item()):
+        t.schedule.apply(t.optimizer, step)
+        try:
+            loss, logits = train_step(t.model, t.optimizer, t.scaler, x, labels,
+                                      autocast=t.rt.autocast)
+        except Diverged:
             result["diverged"] = step + 1
             break
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         running.add((logits.argmax(1) != labels).sum().item(), len(labels))
         seconds = time.perf_counter() - start
-        curve.append([step + 1, round(seconds, 3), running.value, loss.item()])
-        bar.update(loss=f"{loss.item():.3f}", train_err=f"{running.value:.1%}")
+        curve.append([step + 1, round(seconds, 3), running.value, loss])
+        bar.update(loss=f"{loss:.3f}", train_err=f"{running.value:.1%}")
     bar.close()
     result.update(steps=len(curve), seconds=time.perf_counter() - start, curve=curve,
                   final_error=curve[-1][2] if curve else None,
-                  sparsity_trained=zero_fractions(model, rt, augment, probe))
+                  sparsity_trained=zero_fractions(t, probe))
     result["reached"] = crossing(result, threshold)
     return result
 
@@ -367,22 +325,20 @@ def _names(text: str, allowed, flag: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in allowed]
     if bad or not names:
-        raise UserError(f"{flag}: unknown {', '.join(bad) or 'empty list'}; choose from "
+        raise AlexNetError(f"{flag}: unknown {', '.join(bad) or 'empty list'}; choose from "
                         f"{', '.join(allowed)}")
     return names
 
 
 def _check(args) -> None:
     if not 0 < args.threshold < 1:
-        raise UserError("--threshold must be between 0 and 1 (a fraction, e.g. 0.25)")
+        raise AlexNetError("--threshold must be between 0 and 1 (a fraction, e.g. 0.25)")
     if args.window < 1 or args.study_budget < 0:
-        raise UserError("--window must be >= 1 and --study-budget >= 0")
+        raise AlexNetError("--window must be >= 1 and --study-budget >= 0")
 
 
 def _plan(args, shared: dict, base: TrainConfig) -> str:
     """Turn the budget into epochs × images per epoch (into `shared`); describe it."""
-    from .data import open_dataset
-
     n_train = len(open_dataset(base.data, "train", seed=base.seed, val_labels=base.val_labels))
     epochs, per_epoch = plan_budget(args.budget, base.epochs, n_train, base.batch_size)
     shared.update(epochs=epochs, train_images=per_epoch)
@@ -393,7 +349,7 @@ def _plan(args, shared: dict, base: TrainConfig) -> str:
     if args.study.strip() != "none":
         steps = (args.study_budget or args.budget) // b
         if steps < 1:
-            raise UserError(f"--study-budget is less than one batch of {b}")
+            raise AlexNetError(f"--study-budget is less than one batch of {b}")
         plan += f" Activation study: {steps} steps of {b} images per activation."
     return plan
 
@@ -416,7 +372,7 @@ def run(args) -> int:
         a for a in ARMS if a == "baseline" or a in _names(args.arms, ARMS, "--arms")]
     acts = [] if args.study.strip() == "none" else _names(args.study, ACTIVATIONS, "--study")
     if not arms and not acts:
-        raise UserError("--arms none and --study none: nothing to do")
+        raise AlexNetError("--arms none and --study none: nothing to do")
     base = resolve_train_config(arm_given(shared, "baseline", out))  # the recipe, validated
     shared["batch_size"] = base.batch_size  # the recipe's, should the recipe set it
     plan = _plan(args, shared, base)
@@ -427,7 +383,6 @@ def run(args) -> int:
     run_only = {k: shared[k] for k in ("workers", "progress", "device") if k in shared}
     rows = [arm_row(arm, run_arm(arm_given(shared, arm, out), run_only)) for arm in arms]
     study = _run_study(args, shared, out, acts) if acts else {}
-    from .visualize.ablation import format_arms_table, write_report
     write_report(out, base, settings, plan, rows, study)
     if rows:
         print(format_arms_table(rows))

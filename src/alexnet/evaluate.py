@@ -3,41 +3,34 @@
 "At test time, the network makes a prediction by extracting five 224×224 patches (the four corner
 patches and the center patch) as well as their horizontal reflections (hence ten patches in all),
 and averaging the predictions made by the network's softmax layer on the ten patches."
-`alexnet eval CKPT --data … [--crops 1|10] [--json]` prints the errors of a checkpoint.
+`alexnet eval CKPT --data … [--crops 1|10] [--json]` prints the errors of a checkpoint; `evaluate`
+is also what training runs between epochs.
 """
 from __future__ import annotations
 
 import json
+import sys
 
 import torch
 
 from . import parallel
+from .accel import PRECISIONS
+from .data import Loader, open_dataset
+from .errors import AlexNetError
+from .options import check_value
+from .predictor import Predictor
 from .progress import Progress
 
 
 @torch.no_grad()
-def predict_probs(model, images, augment, rt, crops: int = 1) -> torch.Tensor:
-    """Softmax probabilities (B, classes) of uint8 (B, H, W, C) images, averaged over the views."""
-    images = images.to(rt.device, non_blocking=True)
-    if crops == 1:
-        views = augment.center(images)                          # (B, C, s, s)
-    else:
-        views = augment.ten(images).flatten(0, 1)               # (B·10, C, s, s)
-    with rt.autocast():
-        logits = model(rt.to_input(views))
-    probs = logits.float().softmax(dim=1)
-    return probs.view(len(images), crops, -1).mean(dim=1)       # average of the softmax outputs
-
-
-@torch.no_grad()
-def evaluate(model, loader, augment, rt, crops: int = 1, info=None, progress: bool = False) -> dict:
-    """Exact top-1/top-5 error and loss over the whole loader (summed over ranks under DDP)."""
-    model.eval()
+def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = False) -> dict:
+    """Exact top-1/top-5 error and loss of a Predictor over the whole loader (summed over ranks
+    under DDP). Images the loader could not read are left out (loader.skipped lists them)."""
     # sums: loss, top-1 correct, top-5 correct, images
     sums = torch.zeros(4, dtype=torch.float64)
     bar = Progress(len(loader), f"eval ({crops} crop{'s' if crops > 1 else ''})", enabled=progress)
     for images, labels in loader:
-        probs = predict_probs(model, images, augment, rt, crops)
+        probs = predictor.probs(images, crops)
         labels = labels.to(probs.device)
         k = min(5, probs.shape[1])
         topk = probs.topk(k, dim=1).indices                     # (B, k)
@@ -73,31 +66,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--crops", type=int, choices=(1, 10), default=10)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def run(args) -> int:
-    from .checkpoint import check_compatible, model_from_checkpoint
-    from .data import Loader, open_dataset
-    from .data.augment import Augment
-    from .errors import UserError
-    from .hub import load_any
-    from .runtime import Runtime
-
     path = args.weights or args.checkpoint
     if path is None:
-        raise UserError("give a checkpoint or --weights FILE")
-    ckpt = load_any(path)
-    data = open_dataset(args.data, "val", seed=ckpt.get("config", {}).get("seed", 0),
+        raise AlexNetError("give a checkpoint or a weights file", option="weights")
+    check_value("batch_size", args.batch_size, int, {"low": 1})
+    check_value("workers", args.workers, int, {"low": 0})
+    predictor = Predictor.from_file(path, args.device, args.precision)
+    data = open_dataset(args.data, "val", seed=predictor.ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)
-    check_compatible(ckpt, len(data.classes))
-    rt = Runtime.create(args.device, args.precision)
-    model = rt.place(model_from_checkpoint(ckpt))
-    augment = Augment(ckpt["stats"], crop_size=ckpt["crop_size"], device=rt.device)
+    predictor.check_data(data)
     loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers)
-    result = evaluate(model, loader, augment, rt, crops=args.crops, progress=not args.json)
+    result = evaluate(predictor, loader, crops=args.crops, progress=not args.json)
+    skipped = loader.skipped
+    if skipped:
+        print(f"{len(skipped)} unreadable images left out:\n" + "\n".join(skipped.values()),
+              file=sys.stderr)
     if args.json:
         print(json.dumps({k: result[k] for k in ("top1_error", "top5_error", "crops", "images")}))
     else:

@@ -21,15 +21,23 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UserError
-from .hub import load_any, load_torchvision_weights, save_safetensors
+from .accel import PRECISIONS
+from .checkpoint import model_from_checkpoint, save_checkpoint
+from .data import open_dataset
+from .errors import AlexNetError
 from .io import atomic_path, atomic_write
 from .lrn import LocalResponseNorm
+from .options import check_value
+from .predictor import Predictor
+from .progress import Progress
+from .weights import load_torchvision_weights, save_safetensors
 
 FORMATS = ("onnx", "torchscript", "safetensors")
 ONNX_OPSET = 17
@@ -84,11 +92,10 @@ def _example_input(ckpt: dict, batch: int = 2) -> torch.Tensor:
 
 def export_onnx(ckpt: dict, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
     """ONNX with a dynamic batch axis: input "input", output "logits", metadata "alexnet.*"."""
-    from .checkpoint import model_from_checkpoint
     try:
         import onnx
     except ImportError:
-        raise UserError("ONNX export needs the onnx package: pip install 'alexnet[export]'") \
+        raise AlexNetError("ONNX export needs the onnx package: pip install 'alexnet[export]'") \
             from None
     model = portable(model_from_checkpoint(ckpt))
 
@@ -115,7 +122,6 @@ def export_onnx(ckpt: dict, path: str | os.PathLike, opset: int = ONNX_OPSET) ->
 def export_torchscript(ckpt: dict, path: str | os.PathLike) -> None:
     """A traced TorchScript module; torch.jit.load(path, _extra_files={"alexnet.json": ""})
     also returns the metadata."""
-    from .checkpoint import model_from_checkpoint
     model = portable(model_from_checkpoint(ckpt))
     extra = {"alexnet.json": json.dumps(_metadata(ckpt))}
     with warnings.catch_warnings(), torch.no_grad():
@@ -133,26 +139,21 @@ def export(ckpt: dict, fmt: str, path: str | os.PathLike) -> None:
     elif fmt == "safetensors":
         save_safetensors(path, ckpt)
     else:
-        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise AlexNetError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
 # --- features for a dataset ----------------------------------------------------------------------
 
-def dataset_features(model, data, augment, rt, layer: str, out: Path, batch_size: int = 64,
+def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_size: int = 64,
                      limit: int | None = None, progress: bool = True) -> tuple:
     """Write the `layer` activations of the first `limit` images of `data` (centre crop) to `out`
     (.npy, float32, (N, …)) and their labels to out.labels.npy; both atomic. Returns (shape, path).
 
     The array is a memory map filled batch by batch, so conv1 features of a large dataset need
     disk, not RAM."""
-    import numpy as np
-
-    from .hub import features
-    from .progress import Progress
-
     n = len(data) if limit is None else min(limit, len(data))
     if n == 0:
-        raise UserError("the dataset has no images to extract features from")
+        raise AlexNetError("the dataset has no images to extract features from")
     starts = range(0, n, batch_size)
     bar = Progress(len(starts), f"features {layer}", enabled=progress)
     labels = np.empty(n, dtype=np.int64)
@@ -161,9 +162,7 @@ def dataset_features(model, data, augment, rt, layer: str, out: Path, batch_size
         for start in starts:
             idx = list(range(start, min(start + batch_size, n)))
             images, batch_labels = _batch(data, idx)
-            x = rt.to_input(augment.center(images.to(rt.device)))
-            with rt.autocast():
-                act = features(model, x, layer).float().cpu().numpy()
+            act = predictor.features(images, layer).numpy()
             if array is None:  # the layer's shape is known after the first batch
                 array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                   shape=(n, *act.shape[1:]))
@@ -181,16 +180,12 @@ def dataset_features(model, data, augment, rt, layer: str, out: Path, batch_size
 
 def _batch(data, idx):
     """uint8 images and int64 labels of the dataset items `idx`."""
-    import numpy as np
-
     images = data.get_batch(idx)
     images = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
     return images, np.asarray(data.labels)[idx]
 
 
 def _save_npy(path: Path, array) -> None:
-    import numpy as np
-
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a bare path
         np.save(f, array)
 
@@ -204,7 +199,7 @@ def add_arguments_export(parser) -> None:
 
 
 def run_export(args) -> int:
-    ckpt = load_any(args.checkpoint)
+    ckpt = Predictor.from_file(args.checkpoint, device="cpu", precision="fp32").ckpt
     export(ckpt, args.format, args.out)
     print(f"wrote {args.format} export of {ckpt['arch']['variant']} "
           f"({ckpt['arch']['num_classes']} classes, input {ckpt['crop_size']}) to {args.out}")
@@ -218,8 +213,6 @@ def add_arguments_convert(parser) -> None:
 
 
 def run_convert(args) -> int:
-    from .checkpoint import save_checkpoint
-
     ckpt = load_torchvision_weights(args.file)
     save_checkpoint(args.out, {k: v for k, v in ckpt.items() if k != "format"})
     print(f"wrote {args.out}: variant owt, {ckpt['arch']['num_classes']} classes, "
@@ -238,34 +231,25 @@ def add_arguments_features(parser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--device", default="auto")
     # fp32 by default: features are data for analysis, where bf16's 3 significant digits show.
-    parser.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run_features(args) -> int:
-    from .checkpoint import model_from_checkpoint
-    from .data import open_dataset
-    from .data.augment import Augment
-    from .runtime import Runtime
-
     out = Path(args.out)
     if out.suffix != ".npy":
-        raise UserError(f"the output must be a .npy file, got {out}")
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise UserError("--batch-size and --limit must be >= 1")
-    ckpt = load_any(args.checkpoint)
-    model = model_from_checkpoint(ckpt)
-    if args.layer not in model.layer_names:
-        raise UserError(f"unknown layer {args.layer!r}; choose from {', '.join(model.layer_names)}")
-    data = open_dataset(args.data, args.split, seed=ckpt.get("config", {}).get("seed", 0),
+        raise AlexNetError(f"the output must be a .npy file, got {out}", option="out")
+    check_value("batch_size", args.batch_size, int, {"low": 1})
+    check_value("limit", args.limit, Optional[int], {"low": 1})
+    predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
+    predictor.check_layer(args.layer)
+    data = open_dataset(args.data, args.split,
+                        seed=predictor.ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)
-    if data.channels != ckpt["arch"]["in_channels"]:
-        raise UserError(f"the data has {data.channels} channel(s), the model takes "
-                        f"{ckpt['arch']['in_channels']}")
-    rt = Runtime.create(args.device, args.precision)
-    model = rt.unwrap(rt.place(model))
-    augment = Augment(ckpt["stats"], crop_size=ckpt["crop_size"], device=rt.device)
-    shape, labels_path = dataset_features(model, data, augment, rt, args.layer, out,
-                                          args.batch_size, args.limit, not args.no_progress)
+    if data.channels != predictor.channels:
+        raise AlexNetError(f"the data has {data.channels} channel(s), the model takes "
+                           f"{predictor.channels}", option="data")
+    shape, labels_path = dataset_features(predictor, data, args.layer, out, args.batch_size,
+                                          args.limit, not args.no_progress)
     print(f"wrote {args.layer} features {tuple(shape)} to {out} and labels to {labels_path}")
     return 0

@@ -1,12 +1,12 @@
-"""Moving in: one loader for every kind of weights file, torchvision conversion, features.
+"""Weights files in: every format a trained AlexNet comes in, read into our checkpoint dict.
 
-    load(path) -> (model, classes)         a ready model (eval mode) and its class names, from
-                                            our checkpoint file or run directory, a safetensors
-                                            export, or a torchvision AlexNet state_dict file
-    load_any(path) -> checkpoint dict       the same, as our checkpoint format (model, arch,
-                                            classes, stats, crop_size): what eval/predict need
+    load_any(path) -> checkpoint dict       our checkpoint (file or run directory), a safetensors
+                                            export, or a torchvision AlexNet state_dict file, as
+                                            {model, arch, classes, stats, crop_size}
     load_torchvision_weights(path) -> checkpoint dict
-    features(model, x, layer) -> tensor     a named layer's activations for preprocessed input
+    save_safetensors / read_safetensors     our safetensors export (export.py writes it)
+
+alexnet.predictor builds a ready model on top of this; export.py writes the formats out.
 
 Torchvision preprocessing in our format. torchvision feeds its AlexNet (x/255 − m)/s per channel,
 m = (0.485, 0.456, 0.406), s = (0.229, 0.224, 0.225), on a 224 centre crop of a 256 resize. Our
@@ -28,8 +28,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, model_from_checkpoint
-from .errors import UserError
+from .checkpoint import FORMAT, check_checkpoint, load_checkpoint
+from .errors import AlexNetError, DataError
+from .model import alexnet
 from .io import atomic_write
 
 # torchvision's ImageNet normalisation, on 0..1 pixels (AlexNet_Weights.IMAGENET1K_V1.transforms()).
@@ -46,6 +47,18 @@ IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
 TORCHVISION_CROP = 224
 SAFETENSORS_FORMAT = "alexnet-safetensors/1"
 STATS_PREFIX = "stats."  # safetensors keys of the preprocessing statistics (weights have none)
+
+
+def class_names(ckpt: dict) -> list[str]:
+    """The checkpoint's class names; ImageNet's for a 1000-class model without names."""
+    classes = ckpt.get("classes")
+    if classes:
+        return list(classes)
+    n = ckpt["arch"]["num_classes"]
+    if n == 1000:  # an ImageNet model without names (e.g. converted weights)
+        from torchvision.models import AlexNet_Weights  # slow import, needed only here
+        return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    return [str(i) for i in range(n)]
 
 
 # --- torchvision weights -------------------------------------------------------------------------
@@ -75,24 +88,21 @@ def _is_torchvision_state_dict(obj: Any) -> bool:
 def torchvision_checkpoint(state_dict: dict[str, torch.Tensor], source: str = "") -> dict:
     """Our checkpoint (variant owt) for a torchvision AlexNet state_dict, with torchvision's
     per-channel std folded into conv1 (see the module doc)."""
-    from .model import alexnet
-    from .predict import class_names
-
     state_dict = _strip_ddp(state_dict) if isinstance(state_dict, dict) else state_dict
     if not _is_torchvision_state_dict(state_dict) or "classifier.6.weight" not in state_dict:
-        raise UserError(f"{source or 'input'} is not a torchvision AlexNet state_dict "
+        raise AlexNetError(f"{source or 'input'} is not a torchvision AlexNet state_dict "
                         "(no features.0.weight / classifier.6.weight)")
     num_classes, in_channels = (state_dict["classifier.6.weight"].shape[0],
                                 state_dict["features.0.weight"].shape[1])
     if in_channels != 3:
-        raise UserError(f"{source}: torchvision's normalisation is for RGB; conv1 takes "
+        raise AlexNetError(f"{source}: torchvision's normalisation is for RGB; conv1 takes "
                         f"{in_channels} channels")
     reference = alexnet("owt", num_classes=num_classes).state_dict()
     mismatch = sorted(k for k in reference.keys() | state_dict.keys()
                       if k not in state_dict or k not in reference
                       or reference[k].shape != state_dict[k].shape)
     if mismatch:
-        raise UserError(f"{source} does not fit torchvision's AlexNet layout: {mismatch[:4]}")
+        raise AlexNetError(f"{source} does not fit torchvision's AlexNet layout: {mismatch[:4]}")
     weights = {k: v.detach().float().clone() for k, v in state_dict.items()}
     std255 = torch.tensor(IMAGENET_STD, dtype=torch.float64) * 255
     conv1 = state_dict["features.0.weight"].double() / std255[None, :, None, None]
@@ -120,7 +130,7 @@ def load_torchvision_weights(path: str | os.PathLike) -> dict:
 def save_safetensors(path: str | os.PathLike, ckpt: dict) -> None:
     """Weights under their state_dict names, the statistics under "stats.*", and the rest of what
     rebuilds the model (arch, classes, crop_size) as JSON strings in the metadata."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # imported on use: safetensors is slow to import
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
     for k, v in ckpt["stats"].items():
@@ -133,16 +143,16 @@ def save_safetensors(path: str | os.PathLike, ckpt: dict) -> None:
 
 def read_safetensors(path: str | os.PathLike) -> dict:
     """The checkpoint dict (no optimiser state) stored by save_safetensors."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # imported on use, as in save_safetensors
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise UserError(f"cannot read safetensors file {path}: {_first_line(e)}") from None
+        raise AlexNetError(f"cannot read safetensors file {path}: {_first_line(e)}") from None
     if meta.get("format") != SAFETENSORS_FORMAT:
-        raise UserError(f"{path} is a safetensors file but not an alexnet export "
+        raise AlexNetError(f"{path} is a safetensors file but not an alexnet export "
                         f"(no '{SAFETENSORS_FORMAT}' metadata)")
     stats = {k[len(STATS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATS_PREFIX)}
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATS_PREFIX)}
@@ -155,17 +165,17 @@ def read_safetensors(path: str | os.PathLike) -> dict:
 
 def _read_torch(path: Path) -> Any:
     if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
+        raise AlexNetError(f"weights file not found: {path}")
     with open(path, "rb") as f:
         head = f.read(4)
     # torch.save writes a zip archive (legacy: a pickle, protocol byte 0x80); say so plainly for
     # anything else instead of passing on torch's message about weights_only.
     if head != b"PK\x03\x04" and head[:1] != b"\x80":
-        raise UserError(f"cannot read {path}: not a PyTorch (torch.save) or safetensors file")
+        raise AlexNetError(f"cannot read {path}: not a PyTorch (torch.save) or safetensors file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled code, …
-        raise UserError(f"cannot read {path}: {_first_line(e)}") from None
+        raise AlexNetError(f"cannot read {path}: {_first_line(e)}") from None
 
 
 def _first_line(e: Exception) -> str:
@@ -181,47 +191,21 @@ def _is_safetensors(path: Path) -> bool:
 
 def load_any(path: str | os.PathLike) -> dict:
     """The checkpoint dict for our checkpoint (file or run directory), a safetensors export or a
-    torchvision AlexNet state_dict file; anything else is a one-line UserError."""
-    from .checkpoint import load_checkpoint
-
+    torchvision AlexNet state_dict file; anything else is a one-line AlexNetError."""
     path = Path(path)
     if path.is_dir():
         return load_checkpoint(path)
     if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
+        raise AlexNetError(f"weights file not found: {path}")
     if _is_safetensors(path):
         return read_safetensors(path)
     obj = _read_torch(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        check_checkpoint(obj, path)
         return obj
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # torchvision's reference training scripts save {"model": …, …}
     if isinstance(obj, dict) and _is_torchvision_state_dict(_strip_ddp(obj)):
         return torchvision_checkpoint(obj, str(path))
-    raise UserError(f"{path} is neither an alexnet checkpoint, an alexnet safetensors export "
+    raise AlexNetError(f"{path} is neither an alexnet checkpoint, an alexnet safetensors export "
                     "nor a torchvision AlexNet state_dict")
-
-
-def load(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(model in eval mode on `device`, class names) from any file load_any reads."""
-    from .predict import class_names
-
-    ckpt = load_any(path)
-    model = model_from_checkpoint(ckpt).to(device).eval()
-    return model, class_names(ckpt)
-
-
-# --- features ------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def features(model: torch.nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """The activations of `layer` (conv1 … fc8, see model.layer_names) for preprocessed input x
-    (N, C, crop, crop), computed in eval mode (no dropout); the model's mode is restored."""
-    if layer not in model.layer_names:
-        raise UserError(f"unknown layer {layer!r}; choose from {', '.join(model.layer_names)}")
-    was_training = model.training
-    model.eval()
-    try:
-        return model.extract(x, [layer])[layer]
-    finally:
-        model.train(was_training)

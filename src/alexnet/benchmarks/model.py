@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import time
@@ -27,13 +26,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import accel
-from ..errors import UserError
-from ..lrn import LocalResponseNorm, lrn_backend
+from ..errors import AlexNetError
+from ..lrn import LocalResponseNorm, kernel_error, lrn_backend, triton_error
+from ..machine import describe
 from ..model import alexnet
+from ..step import train_step
 
 CONFIGS = {
     "a": "paper net, torch LRN (naive), fp32, NCHW",
@@ -59,6 +59,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lrn-batch-size", type=int, default=64,
                         help="batch of the LRN forward+backward comparison (0 skips it)")
     parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="instead: profile STEPS training steps of c, per op (torch.profiler)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -112,19 +114,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _training_step(model, optimizer, x, y, device, precision, scaler=None) -> Callable[[], None]:
-    def step():
-        with accel.autocast(device, precision):
-            loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-    return step
+def _training_step(model, optimizer, x, y, device, precision) -> Callable[[], None]:
+    """The training step of `alexnet train` (alexnet.step), on a fixed batch."""
+    scaler = accel.grad_scaler(device, precision)
+    return lambda: train_step(model, optimizer, scaler, x, y,
+                              autocast=lambda: accel.autocast(device, precision))
 
 
 def build(key: str, device: torch.device, args) -> Trainee:
@@ -140,19 +134,18 @@ def build(key: str, device: torch.device, args) -> Trainee:
         model = model.to(device)
         x = torch.randn(n, 3, size, size, device=device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
-        precision, layout, scaler = "fp32", "NCHW", None
+        precision, layout = "fp32", "NCHW"
     else:
         precision = accel.resolve_precision(device, args.precision)
         model = alexnet("paper", num_classes=classes, lrn=key == "c")
         model = accel.prepare_model(model, device, channels_last=True, compile=args.compile)
         x = accel.to_input(torch.randn(n, 3, 227, 227), device, channels_last=True)
         optimizer = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, device)
-        scaler = accel.grad_scaler(device, precision) if precision == "fp16" else None
         layout = "NHWC" + (" +compile" if args.compile else "")
     y = torch.randint(0, classes, (n,), device=device)
     flops = 6.0 * forward_macs(model, x[:1])
     return Trainee(key, precision, layout, _training_step(model, optimizer, x, y, device,
-                                                          precision, scaler), flops)
+                                                          precision), flops)
 
 
 def _cpu_time() -> float:
@@ -263,39 +256,30 @@ def busy() -> dict:
 def machine(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}")
+    return f"{describe()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def _check(args) -> tuple[torch.device, list[str], list[int]]:
     name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if name.split(":")[0] not in ("cpu", "cuda"):
-        raise UserError(f"--device must be cpu or cuda, got {name!r}")
+        raise AlexNetError(f"--device must be cpu or cuda, got {name!r}")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but torch sees no CUDA device")
+        raise AlexNetError("--device cuda, but torch sees no CUDA device")
     for name in ("batch_size", "steps", "num_classes", "gemm_size"):
         if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+            raise AlexNetError(f"--{name.replace('_', '-')} must be at least 1")
     if args.warmup < 0 or args.lrn_batch_size < 0:
-        raise UserError("--warmup and --lrn-batch-size must be at least 0")
+        raise AlexNetError("--warmup and --lrn-batch-size must be at least 0")
     keys = list(dict.fromkeys(args.configs))
     if not keys or set(keys) - set(CONFIGS):
-        raise UserError(f"--configs takes letters from 'abcd', got {args.configs!r}")
+        raise AlexNetError(f"--configs takes letters from 'abcd', got {args.configs!r}")
     try:
         batches = [int(b) for b in args.inference_batch_sizes.split(",") if b.strip()]
     except ValueError:
-        raise UserError(f"--inference-batch-sizes: integers, got {args.inference_batch_sizes!r}")
+        raise AlexNetError(f"--inference-batch-sizes: integers, got {args.inference_batch_sizes!r}")
     if any(b < 1 for b in batches):
-        raise UserError("--inference-batch-sizes must be at least 1")
+        raise AlexNetError("--inference-batch-sizes must be at least 1")
     return device, keys, batches
 
 
@@ -326,9 +310,11 @@ def measure(args) -> dict:
     ratios = {r: rate[r[0]] / rate[r[2]] for r in TARGETS if r[0] in rate and r[2] in rate}
     result = {
         "machine": machine(device), "device": device.type, "batch_size": args.batch_size,
+        "fast_path": accel.fast_path(device).describe(),
         "steps": args.steps, "warmup": args.warmup, "compile": args.compile,
         "lrn_backend": lrn_backend(torch.zeros(1, 2, 1, 1, device=device, dtype=accel.DTYPES[
             "fp32" if precision == "fp32" else precision])),
+        "lrn_fallback_reason": (kernel_error() if device.type == "cpu" else triton_error()),
         "train": train, "ratios": ratios,
         "targets_met": {r: v >= TARGETS[r] for r, v in ratios.items()},
         # the same ratios by CPU time per step: the work per image, which time-slicing on a busy
@@ -350,8 +336,10 @@ def measure(args) -> dict:
 
 def format_report(r: dict) -> str:
     lines = [f"machine: {r['machine']}",
+             f"fast path (what c runs; decided by measuring on this machine): {r['fast_path']}",
              f"batch {r['batch_size']}, median of {r['steps']} steps after {r['warmup']} warm-up, "
-             f"interleaved; LRN backend: {r['lrn_backend']}",
+             f"interleaved; LRN backend: {r['lrn_backend']}"
+             + (f" ({r['lrn_fallback_reason']})" if r.get("lrn_fallback_reason") else ""),
              "busy: load average {:.1f} at the start, {:.1f} at the end, on {} cores; a 1M-value "
              "ReLU took {:.2f} ms at the start".format(
                  r["busy"]["load_average"], r["busy"]["load_average_after"], r["busy"]["cores"],
@@ -374,7 +362,8 @@ def format_report(r: dict) -> str:
         lines.append(f"c's share of the roofline: {100 * r['roofline_share_c']:.0f}% (roofline: "
                      "img/s x GFLOP/img over the GEMM rate of the config's own precision)")
     for batch, rate in r["inference_img_per_s"].items():
-        lines.append(f"inference (c, accel.prepare_inference) at batch {batch}: {rate:.1f} img/s")
+        lines.append(f"inference (c, Predictor's path: accel.prepare_inference) at batch {batch}: "
+                     f"{rate:.1f} img/s")
     if "lrn" in r:
         lrn = r["lrn"]
         lines += ["", f"LRN forward+backward, fp32, {'x'.join(map(str, lrn['shape']))}: "
@@ -384,7 +373,41 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def profile_c(args) -> dict:
+    """Where c's step goes: self CPU time per op over `args.profile` steps (after warm-up)."""
+    device, _, _ = _check(args)
+    trainee = build("c", device, args)
+    for _ in range(max(1, args.warmup)):
+        trainee.step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(args.profile):
+            trainee.step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+    return {"machine": machine(device), "fast_path": accel.fast_path(device).describe(),
+            "batch_size": args.batch_size, "steps": args.profile, "ops": [
+                {"op": e.key, "share": e.self_cpu_time_total / total,
+                 "calls_per_step": e.count / args.profile,
+                 "ms_per_step": e.self_cpu_time_total / 1000 / args.profile} for e in ops[:15]]}
+
+
+def format_profile(r: dict) -> str:
+    lines = [f"machine: {r['machine']}", f"fast path: {r['fast_path']}",
+             f"c's training step at batch {r['batch_size']}, self CPU time per op over "
+             f"{r['steps']} steps (torch.profiler):", "",
+             "| op | share | calls/step | ms/step |", "|---|---:|---:|---:|"]
+    lines += [f"| {o['op']} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} | "
+              f"{o['ms_per_step']:.1f} |" for o in r["ops"]]
+    return "\n".join(lines)
+
+
 def run(args) -> int:
+    if args.profile:
+        result = profile_c(args)
+        print(json.dumps(result) if args.json else format_profile(result))
+        return 0
     result = measure(args)
     print(json.dumps(result) if args.json else format_report(result))
     return 0

@@ -15,6 +15,8 @@ export or torchvision weights. `plot_curves` is also what `alexnet train` draws 
 """
 from __future__ import annotations
 
+from ..accel import PRECISIONS
+from . import activations, curves, figure4, filters
 from .curves import plot_curves
 
 __all__ = ["plot_curves", "add_arguments", "run"]
@@ -27,7 +29,7 @@ def _common(p, name: str, checkpoint: bool = True) -> None:
     p.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default: {name}.png)")
     if checkpoint and name != "filters":
         p.add_argument("--device", default="auto")
-        p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+        p.add_argument("--precision", default="auto", choices=PRECISIONS)
 
 
 def add_arguments(parser) -> None:
@@ -63,7 +65,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from . import activations, curves, figure4, filters
     commands = {"filters": filters.run, "predictions": figure4.run_predictions,
                 "neighbours": figure4.run_neighbours, "curves": curves.run,
                 "activations": activations.run}

@@ -3,15 +3,17 @@ per arm) and activation.png (the paper's Figure 1 on our data: training error ag
 ReLU, tanh and sigmoid, with the gradient norms at initialisation and the sparsity per layer)."""
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
-import platform
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..ablate import LAYERS, crossing
+from ..machine import describe
+from ..model import RELU_LAYERS
+from ..parallel import resolve_device
+from ..accel import resolve_precision
 from ..config import TrainConfig
 from ..io import atomic_write_json, atomic_write_text
 from .common import pyplot, save_figure
@@ -39,6 +41,16 @@ def format_arms_table(rows: list[dict]) -> str:
                      f"{r['val_loss'] - r['train_loss']:+.3f} | {r['images_trained']} | "
                      f"{r['seconds'] / 60:.1f} | {r['paper']} |")
     return "\n".join(lines)
+
+
+def crossing(result: dict, threshold: float) -> dict | None:
+    """The first step at which the running training error (over a full window) was at most
+    `threshold`: {"steps", "images", "seconds"}, or None if it never was."""
+    b = result["batch_size"]
+    for step, seconds, error, _ in result["curve"]:
+        if step * b >= result["window"] and error <= threshold:
+            return {"steps": step, "images": step * b, "seconds": seconds}
+    return None
 
 
 LADDER = (0.8, 0.6, 0.4)  # further thresholds reported beside --threshold
@@ -85,35 +97,29 @@ def format_study(study: dict[str, dict]) -> str:
             "| layer | " + " | ".join(acts) + " |", "|---|" + "---:|" * len(acts)]
     out += [f"| {layer} | " + " | ".join(
         f"{_pct(study[a]['sparsity_init'][layer])} → {_pct(study[a]['sparsity_trained'][layer])}"
-        for a in acts) + " |" for layer in LAYERS]
+        for a in acts) + " |" for layer in RELU_LAYERS]
     return "\n".join(out)
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} CPUs{gpu}, torch {torch.__version__}"
+    return f"{describe()}{gpu}, torch {torch.__version__}"
 
 
-RECIPE_SHOWN = ("data", "recipe", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-                "warmup_epochs", "patience", "lr_drops", "flip", "init_std", "label_smoothing",
-                "precision", "channels_last", "eval_crops", "seed")
+def recipe_shown(cfg: TrainConfig) -> dict:
+    """What the arms share, for the report: every set option but those the arms vary and those
+    that cannot change results (declared resumable), with the precision resolved."""
+    shown = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+             if not f.metadata["arms"] and not f.metadata["resumable"]
+             and getattr(cfg, f.name) is not None and f.name != "out"}
+    shown["precision"] = resolve_precision(resolve_device(cfg.device), cfg.precision)  # not auto
+    return shown
 
 
 def write_report(out: Path, cfg: TrainConfig, settings: dict, plan: str, rows: list[dict],
                  study: dict) -> None:
     """results.md, results.json and the two pictures; cfg is the baseline's resolved config."""
-    from ..accel import resolve_precision
-    from ..parallel import resolve_device
-    shown = {k: getattr(cfg, k) for k in RECIPE_SHOWN}
-    shown["precision"] = resolve_precision(resolve_device(cfg.device), cfg.precision)  # not "auto"
-    recipe = ", ".join(f"{k}={v}" for k, v in shown.items())
+    recipe = ", ".join(f"{k}={v}" for k, v in recipe_shown(cfg).items())
     parts = [f"# Ablation: {cfg.data}", "", plan, "", f"Machine: {machine()}.", "",
              f"Recipe shared by every arm (the baseline's; each arm changes one thing): {recipe}.",
              ""]

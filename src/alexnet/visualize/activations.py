@@ -12,11 +12,12 @@ import math
 import numpy as np
 import torch
 
-from ..errors import UserError
-from .common import Inspected, centre, figure, save_figure, show_image
+from ..errors import AlexNetError
+from ..model import RELU_LAYERS
+from ..predictor import Predictor
+from .common import centre, figure, save_figure, show_image
 
 CELL_PX = 120
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")  # after their non-linearity
 
 
 def sparsity(activations: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -47,7 +48,7 @@ def as_square(v: torch.Tensor) -> np.ndarray:
     return out.reshape(side, side)
 
 
-def size_px(channels: int, layers: int = len(LAYERS)) -> tuple[int, int]:
+def size_px(channels: int, layers: int = len(RELU_LAYERS)) -> tuple[int, int]:
     return CELL_PX * (channels + 1), CELL_PX * (layers + 1)
 
 
@@ -100,12 +101,11 @@ def _row_label(ax, name, zeros):
 
 
 def run(args) -> int:
-    from ..predict import load_images
     if args.channels < 1 or args.channels > 32:
-        raise UserError("--channels must be in 1..32")
-    seen = Inspected(args.checkpoint, args.device, args.precision)
-    images = load_images([args.image], seen.channels)
-    acts = seen.extract(images, LAYERS)
+        raise AlexNetError("channels must be in 1..32", option="channels")
+    seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
+    images = seen.load_images([args.image])
+    acts = seen.extract(images, RELU_LAYERS)
     acts = {name: a[0] for name, a in acts.items()}
     zeros = sparsity(acts)
     print(format_sparsity(acts, zeros))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import AlexNetError
 from .common import pyplot, save_figure
 
 WIDTH_PX, HEIGHT_PX = 1100, 400
@@ -40,14 +40,14 @@ def read_history(run: str | Path) -> list[dict]:
     if path.is_dir():
         path = path / "metrics.jsonl"
     if not path.is_file():
-        raise UserError(f"{run}: no metrics.jsonl (not a training run directory?)")
+        raise AlexNetError(f"{run}: no metrics.jsonl (not a training run directory?)")
     try:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not JSON lines ({e})") from None
+        raise AlexNetError(f"{path}: not JSON lines ({e})") from None
     need = {"epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error"}
     if not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
-        raise UserError(f"{path}: no epochs with {', '.join(sorted(need))}")
+        raise AlexNetError(f"{path}: no epochs with {', '.join(sorted(need))}")
     return rows
 
 
@@ -59,7 +59,7 @@ def labels_for(runs: list[str]) -> list[str]:
 
 def run(args) -> int:
     if len(set(args.runs)) != len(args.runs):
-        raise UserError("the same run is given twice")
+        raise AlexNetError("the same run is given twice")
     histories = {label: read_history(r) for label, r in zip(labels_for(args.runs), args.runs)}
     print(plot_curves(histories, args.out))
     return 0

@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import UserError
-from .common import Inspected, centre, figure, save_figure, short, show_image
+from ..data import open_dataset
+from ..errors import AlexNetError
+from ..predictor import Predictor
+from .common import centre, figure, save_figure, short, show_image
 
 ROW_PX, WIDTH_PX = 200, 900        # predictions: one row per image
 CELL_PX, LABEL_PX = 150, 30         # neighbours: one cell per image, a title strip above
@@ -45,17 +47,13 @@ def draw_predictions(images: np.ndarray, tops: list[list[tuple[str, float]]], na
 
 
 def run_predictions(args) -> int:
-    from ..predict import load_images
     if not args.images:
-        raise UserError("no images given")
+        raise AlexNetError("no images given")
     if len(args.images) > MAX_IMAGES:
-        raise UserError(f"at most {MAX_IMAGES} images per picture, got {len(args.images)}")
-    seen = Inspected(args.checkpoint, args.device, args.precision)
-    images = load_images(args.images, seen.channels)
-    probs = seen.probs(images)
-    top = probs.topk(min(args.topk, probs.shape[1]), dim=1)
-    tops = [[(seen.classes[i], p) for p, i in zip(ps.tolist(), ix.tolist())]
-            for ps, ix in zip(top.values, top.indices)]
+        raise AlexNetError(f"at most {MAX_IMAGES} images per picture, got {len(args.images)}")
+    seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
+    images = seen.load_images(args.images)
+    tops = seen.top(seen.probs(images), args.topk)
     path = draw_predictions(centre(images, seen.augment.crop_size), tops,
                             [str(p).rsplit("/", 1)[-1] for p in args.images], args.out)
     print(path)
@@ -64,12 +62,12 @@ def run_predictions(args) -> int:
 
 # --- neighbours -----------------------------------------------------------------------------------
 
-def features(seen: Inspected, data, indices: np.ndarray, layer: str, batch: int = 32):
+def features(seen: Predictor, data, indices: np.ndarray, layer: str, batch: int = 32):
     """(len(indices), D) float32 activations of `layer` for those images of `data`."""
     out = []
     for start in range(0, len(indices), batch):
         images = data.get_batch(indices[start:start + batch])
-        out.append(seen.extract(images, [layer])[layer].flatten(1))
+        out.append(seen.features(images, layer).flatten(1))
     return torch.cat(out)
 
 
@@ -106,16 +104,13 @@ def draw_neighbours(queries, q_labels, neighbours, n_labels, distances, classes,
 
 
 def run_neighbours(args) -> int:
-    from ..data import open_dataset
     for flag, value in (("--queries", args.queries), ("--pool", args.pool), ("-k", args.k)):
         if value < 1:
-            raise UserError(f"{flag} must be >= 1")
+            raise AlexNetError(f"{flag} must be >= 1")
     if args.queries > MAX_IMAGES:
-        raise UserError(f"--queries: at most {MAX_IMAGES}")
-    seen = Inspected(args.checkpoint, args.device, args.precision)
-    layers = seen.rt.unwrap(seen.model).layer_names
-    if args.layer not in layers:
-        raise UserError(f"--layer {args.layer}: choose from {', '.join(layers)}")
+        raise AlexNetError(f"--queries: at most {MAX_IMAGES}")
+    seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
+    seen.check_layer(args.layer)
     train = open_dataset(args.data, "train", seed=args.seed)
     val = open_dataset(args.data, "val", seed=args.seed)
     seen.check_data(train)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from ..predictor import Predictor
 from .common import figure, save_figure
 
 COLUMNS = 16            # kernels per row, as in the paper's figure
@@ -78,8 +79,7 @@ def draw_filters(weight: torch.Tensor, towers: int, path, title: str = ""):
 
 
 def run(args) -> int:
-    from .common import Inspected
-    seen = Inspected(args.checkpoint, device="cpu", precision="fp32")
+    seen = Predictor.from_file(args.checkpoint, device="cpu", precision="fp32")
     towers = int(getattr(seen.model, "towers", 1))
     path = draw_filters(conv1_weight(seen.model), towers, args.out)
     print(path)

@@ -1,0 +1,137 @@
+"""The one way in for a trained model: weights, network, preprocessing, class names and the fast
+inference path, from any weights file (as torchvision's `AlexNet_Weights` bundles weights,
+transforms and categories, so that nobody re-assembles them).
+
+    p = Predictor.from_file("runs/demo", device="auto", precision="auto")
+    images = p.load_images(["cat.jpg"])       # uint8 (B, S, S, C): the paper's S×S preparation
+    probs = p.probs(images, crops=10)         # (B, classes): softmax averaged over the 10 views
+    p.top(probs, k=5)                         # [[(class name, probability), …], …]
+    fc7 = p.features(images, "fc7")           # (B, 4096) of the centre crops, eval mode
+
+`alexnet eval`, `predict`, `features`, `show`, `export` and hubconf.py all come in here. The
+network runs on the fast inference path of alexnet.accel (weights cast once to bf16 where that is
+native, instead of autocast re-casting all 61M weights on every call), the same path that
+`alexnet bench model` measures for inference.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+import torch
+
+from .checkpoint import check_compatible, model_from_checkpoint
+from .data.augment import Augment
+from .data.folder import load_image
+from .errors import AlexNetError, DataError
+from .runtime import Runtime
+from .weights import class_names, load_any
+
+
+class Predictor:
+    """A trained network with what it needs to be used (see the module doc)."""
+
+    def __init__(self, ckpt: dict, rt: Runtime, model: torch.nn.Module, autocast: bool = False):
+        self.ckpt, self.rt, self.model = ckpt, rt, model
+        self.autocast = autocast  # True for a live training model (weights left in fp32)
+        self.classes = class_names(ckpt)
+        self.channels = ckpt["arch"]["in_channels"]
+        self.stats = ckpt["stats"]
+        self.augment = Augment(self.stats, crop_size=ckpt["crop_size"], device=rt.device)
+        self.image_size, self.crop_size = self.augment.size, self.augment.crop_size
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, device="auto", precision: str = "auto",
+                  compile: bool = False) -> "Predictor":
+        """Our checkpoint or run directory (best.pt), a safetensors export or torchvision
+        weights, ready to run on `device` at `precision` ("auto": the device's fast one)."""
+        ckpt = load_any(path)
+        rt = Runtime.create(device, precision)
+        return cls(ckpt, rt, rt.prepare_inference(model_from_checkpoint(ckpt), compile=compile))
+
+    @classmethod
+    def snapshot(cls, model: torch.nn.Module, meta: dict, rt: Runtime) -> "Predictor":
+        """A predictor of a model being trained (meta: arch, classes, stats, crop_size), for the
+        evaluation between epochs. On one device it is a copy on the fast inference path (so the
+        training weights are never cast); split, DDP-wrapped or compiled models are evaluated
+        as they are, under autocast."""
+        inner = rt.unwrap(model)
+        if rt.model_devices is None and inner is model and rt.precision != "fp32":
+            return cls(meta, rt, rt.prepare_inference(copy.deepcopy(inner)))
+        return cls(meta, rt, model, autocast=True)
+
+    def network(self) -> torch.nn.Module:
+        """A plain float32 copy of the network on the CPU, in eval mode (for export, torch.hub
+        and anyone who wants the nn.Module as it was trained, without the fast path's casts)."""
+        return model_from_checkpoint(self.ckpt).eval()
+
+    # --- running the network ---------------------------------------------------------------
+
+    def _run(self, fn, x: torch.Tensor):
+        x = self.rt.to_input(x)
+        if self.autocast:
+            with self.rt.autocast():
+                return fn(x)
+        return fn(x.to(self.rt.input_dtype(self.model)))
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor, crops: int = 1) -> torch.Tensor:
+        """Softmax probabilities (B, classes), float32, of uint8 (B, S, S, C) images, averaged
+        over the centre crop (crops=1) or the paper's 10 views (§4.1)."""
+        if crops not in (1, 10):
+            raise AlexNetError(f"crops must be 1 or 10, got {crops}", option="crops")
+        self.model.eval()
+        images = images.to(self.rt.device, non_blocking=True)
+        views = self.augment.center(images) if crops == 1 else \
+            self.augment.ten(images).flatten(0, 1)              # (B·crops, C, s, s)
+        logits = self._run(self.model, views)
+        probs = logits.float().softmax(dim=1)
+        return probs.view(len(images), crops, -1).mean(dim=1)   # average of the softmax outputs
+
+    @torch.no_grad()
+    def extract(self, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        """Named activations (float32, CPU) of the centre crops of uint8 (B, S, S, C) images."""
+        net = self.rt.unwrap(self.model)
+        net.eval()
+        x = self.augment.center(images.to(self.rt.device))
+        out = self._run(lambda v: net.extract(v, layers), x)
+        return {name: t.float().cpu() for name, t in out.items()}
+
+    def check_layer(self, layer: str) -> None:
+        """Before a long run over a dataset: the layer must exist (model.extract says it too)."""
+        names = self.rt.unwrap(self.model).layer_names
+        if layer not in names:
+            raise AlexNetError(f"unknown layer {layer!r}; choose from {', '.join(names)}",
+                               option="layer")
+
+    def features(self, images: torch.Tensor, layer: str) -> torch.Tensor:
+        """One layer's activations (conv1 … fc8, see model.layer_names) of the centre crops."""
+        return self.extract(images, [layer])[layer]
+
+    def top(self, probs: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        """[[(class name, probability), …the k most probable…] per image]."""
+        top = probs.cpu().topk(min(k, probs.shape[1]), dim=1)
+        return [[(self.classes[i], p) for p, i in zip(ps.tolist(), ix.tolist())]
+                for ps, ix in zip(top.values, top.indices)]
+
+    # --- inputs ------------------------------------------------------------------------------
+
+    def load_images(self, paths) -> torch.Tensor:
+        """uint8 (B, S, S, C) from image files, prepared as the training data was (S from the
+        checkpoint's statistics, 256 for the paper); a bad file is a one-line DataError."""
+        out = []
+        for path in paths:
+            rgb = load_image(path, size=self.image_size)  # a bad file: a DataError naming it
+            if self.channels == 1:  # a grey model (Fashion-MNIST): Pillow's "L" weights (ITU-R 601)
+                grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+                rgb = grey[..., None].round().clip(0, 255).astype(np.uint8)
+            out.append(rgb)
+        return torch.from_numpy(np.stack(out))
+
+    def check_data(self, data) -> None:
+        """A dataset used with this model must have its classes and channels."""
+        check_compatible(self.ckpt, len(data.classes))
+        if data.channels != self.channels:
+            raise DataError(f"the data has {data.channels} channel(s), the model takes "
+                            f"{self.channels}")

@@ -1,0 +1,105 @@
+"""The one way in for a trained model (alexnet.predictor): eval, predict, show and features run on
+the inference path that `alexnet bench model` measures (weights cast once, no autocast), and give
+what the plain fp32 network gives, within bf16 rounding."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from alexnet import accel
+from alexnet.checkpoint import save_checkpoint
+from alexnet.cli import main as cli_main
+from alexnet.model import alexnet
+from alexnet.predictor import Predictor
+
+CLASSES = [f"c{i}" for i in range(5)]
+
+
+def write_checkpoint(path, size: int, num_classes: int = 5):
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=num_classes, init="kaiming")  # lively, well-apart logits
+    g = torch.Generator().manual_seed(1)
+    stats = {"mean_image": torch.rand(size, size, 3, generator=g) * 255,
+             "mean": torch.full((3,), 127.0), "std": torch.full((3,), 60.0),
+             "eigval": torch.tensor([900.0, 90.0, 9.0]), "eigvec": torch.eye(3)}
+    classes = CLASSES if num_classes == 5 else [str(i) for i in range(num_classes)]
+    save_checkpoint(path, {"model": model.state_dict(), "classes": classes, "stats": stats,
+                           "crop_size": 227, "arch": {"variant": "paper",
+                                                      "num_classes": num_classes,
+                                                      "in_channels": 3, "options": {}}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory):
+    """Trained on 240×240 data (prepare --size 240), not 256: predict must follow the stats."""
+    return write_checkpoint(tmp_path_factory.mktemp("p") / "best.pt", 240)
+
+
+def images(n=3, size=240):
+    return torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8,
+                         generator=torch.Generator().manual_seed(2))
+
+
+def test_bf16_predictor_casts_weights_once_and_runs_without_autocast(ckpt_path, monkeypatch):
+    p = Predictor.from_file(ckpt_path, device="cpu", precision="bf16")
+    assert p.model.classifier.fc6.weight.dtype == torch.bfloat16  # cast once, kept
+    assert p.model._alexnet_inference_dtype == "bf16"  # accel.prepare_inference's model
+
+    def no_autocast(*args, **kwargs):
+        raise AssertionError("the inference path must not autocast")
+
+    monkeypatch.setattr(accel, "autocast", no_autocast)
+    x = images()
+    got = p.probs(x, crops=10)
+    plain = p.network()
+    with torch.no_grad():
+        expected = plain(p.augment.ten(x).flatten(0, 1)).softmax(1).view(3, 10, -1).mean(1)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-2)  # bf16 rounding only
+    assert got.argmax(1).tolist() == expected.argmax(1).tolist()
+
+
+def test_fp32_predictor_equals_the_plain_network(ckpt_path):
+    p = Predictor.from_file(ckpt_path, device="cpu", precision="fp32")
+    assert p.image_size == 240 and p.crop_size == 227 and p.classes == CLASSES
+    x = images(2)
+    with torch.no_grad():
+        expected = p.network()(p.augment.center(x)).softmax(1)
+    torch.testing.assert_close(p.probs(x), expected, rtol=1e-4, atol=1e-6)
+    top = p.top(p.probs(x), k=2)
+    assert len(top) == 2 and all(len(t) == 2 and t[0][0] in CLASSES for t in top)
+
+
+def test_eval_and_predict_commands_use_the_predictor_path(ckpt_path, tmp_path, capsys,
+                                                        monkeypatch):
+    from PIL import Image
+    made = []
+    real = accel.prepare_inference
+    monkeypatch.setattr(accel, "prepare_inference",
+                        lambda *a, **k: made.append(k.get("compile")) or real(*a, **k))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (300, 250), (20, 120, 200)).save(image)
+    assert cli_main(["predict", str(ckpt_path), str(image), "--json", "--precision", "bf16",
+                     "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["predictions"][0]["top"][0]["class"] in CLASSES
+    assert len(made) == 1
+    shapes_ckpt = write_checkpoint(tmp_path / "s.pt", 256, num_classes=10)  # shapes: 10 classes
+    assert cli_main(["eval", str(shapes_ckpt), "--data", "shapes:8:6", "--workers", "0",
+                     "--json", "--device", "cpu", "--crops", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 6
+    assert len(made) == 2
+
+
+def test_snapshot_of_a_training_model_leaves_its_weights_alone(ckpt_path):
+    p = Predictor.from_file(ckpt_path, device="cpu", precision="fp32")
+    net = p.network()
+    rt = p.rt
+    before = net.classifier.fc6.weight.clone()
+    snap = Predictor.snapshot(net, p.ckpt, type(rt)(rt.device, rt.device, "bf16", True))
+    assert snap.model is not net and snap.model.classifier.fc6.weight.dtype == torch.bfloat16
+    assert net.classifier.fc6.weight.dtype == torch.float32
+    assert torch.equal(net.classifier.fc6.weight, before)
+    same = Predictor.snapshot(net, p.ckpt, rt)  # fp32: nothing to cast, the live model itself
+    assert same.model is net
