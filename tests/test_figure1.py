@@ -1,0 +1,197 @@
+"""`alexnet figure1` end to end on a tiny budget of generated IDX files, and its parts: paired
+seeds (same weights, same batches), the running error, the resume, the report's arithmetic."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet import figure1, stats
+from alexnet.cli import main
+from alexnet.figure1 import Figure1Config
+from alexnet.visualize.figure1 import format_ladder
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def fake_fashion(tmp_path_factory) -> Path:
+    """Fashion-MNIST's four files, with 600 easy 28×28 images: two classes (0: a bright left
+    half, 1: a bright right half) under noise, so a tiny net learns them in a few steps."""
+    root = tmp_path_factory.mktemp("fashion")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 600), ("val", 20)):
+        labels = rng.integers(0, 2, n)
+        images = rng.integers(0, 60, (n, 28, 28))
+        images[labels == 0, :, :14] += 180
+        images[labels == 1, :, 14:] += 180
+        img_name, lbl_name = figure1.FILES[split]
+        _write_idx(root / img_name, images)
+        _write_idx(root / lbl_name, labels)
+    return root
+
+
+TINY = ["--train-images", "256", "--batch-size", "32", "--epochs", "2", "--window", "64",
+        "--lrs", "0.0003,0.001", "--seeds", "2", "--target", "0.3", "--threads", "1"]
+
+
+def test_study_end_to_end(fake_fashion, tmp_path, capsys):
+    out = tmp_path / "fig1"
+    assert main(["figure1", "--data", str(fake_fashion), "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "| seed |" in printed and "wrote" in printed
+    for name in ("results.md", "results.json", "figure1.png"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "results.json").read_text())
+    cfg = result["config"]
+    assert result["budget_images"] == 2 * 256 and len(result["curves"]["relu"]) == 2
+    # Paired: the same seeds on both sides, each activation at its own chosen lr.
+    assert [r["seed"] for r in result["seeds"]] == [1, 2]
+    for act in ("relu", "tanh"):
+        assert result["sweeps"][act]["lr"] in cfg["lrs"]
+        for seed in (1, 2):
+            run = json.loads(figure1.run_path(out, "full", act, result["sweeps"][act]["lr"],
+                                              seed).read_text())
+            assert run["seed"] == seed and len(run["wrong"]) == 16  # 2 epochs of 8 batches
+    # The summary is computed from the per-seed numbers, as stated.
+    summ = result["summary"]
+    if summ["ratio"] is not None:
+        budget = result["budget_images"]
+        pairs = [(r["relu"]["images"], r["tanh"]["images"] or budget) for r in result["seeds"]]
+        logs = [math.log(t / r) for r, t in pairs]
+        assert summ["ratio"]["estimate"] == pytest.approx(math.exp(sum(logs) / len(logs)))
+        assert summ["per_seed"] == pytest.approx([t / r for r, t in pairs])
+        ci = stats.paired_ratio(*zip(*pairs))
+        assert (summ["ratio"]["low"], summ["ratio"]["high"]) == pytest.approx((ci.low, ci.high))
+        assert summ["verdict"] == stats.verdict(ci, "greater")
+    assert summ["verdict"] in stats.VERDICTS
+    assert f"{cfg['target']:.0%}" in (out / "results.md").read_text()
+
+
+def test_resume_trains_nothing_again(fake_fashion, tmp_path, monkeypatch):
+    out = tmp_path / "fig1"
+    args = ["figure1", "--data", str(fake_fashion), "--out", str(out), *TINY]
+    assert main(args) == 0
+    first = json.loads((out / "results.json").read_text())
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached run was trained again")
+    monkeypatch.setattr(figure1, "train_run", no_training)
+    assert main(args) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["seeds"] == first["seeds"] and again["summary"] == first["summary"]
+
+
+def test_same_weights_and_same_batches_across_activations(fake_fashion, monkeypatch):
+    relu, tanh = figure1.build_net("relu", 3), figure1.build_net("tanh", 3)
+    for (name, a), b in zip(relu.state_dict().items(), tanh.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = figure1.build_net("relu", 4)
+    assert not torch.equal(relu[0].weight, other[0].weight)
+    assert relu[0].weight.std().item() == pytest.approx(1e-4, rel=0.2)  # layers-80sec's initW
+
+    cfg = Figure1Config(data=str(fake_fashion), train_images=128, batch_size=32, window=32)
+    data = figure1.load_data(cfg)
+    seen = {}
+    real_step = figure1.train_step
+
+    def recording_step(model, opt, scaler, x, labels, **kw):
+        seen.setdefault(act, []).append((x.sum().item(), labels.tolist()))
+        return real_step(model, opt, scaler, x, labels, **kw)
+    monkeypatch.setattr(figure1, "train_step", recording_step)
+    for act in ("relu", "tanh"):
+        figure1.train_run(act, 0.001, seed=5, data=data, cfg=cfg, max_steps=6)
+    assert seen["relu"] == seen["tanh"] and len(seen["relu"]) == 6
+
+
+def test_running_error_and_steps_to_target():
+    # batch 10, window 2 batches = 20 images; wrong per batch 9, 7, 5, 3, 1:
+    # after step 2: 16/20 = 0.8; step 3: 12/20 = 0.6; step 4: 8/20 = 0.4; step 5: 4/20 = 0.2.
+    errors = figure1.running_error([9, 7, 5, 3, 1], batch=10, window_steps=2)
+    assert errors == [None, 0.8, 0.6, 0.4, 0.2]
+    cfg = Figure1Config(batch_size=10, window=20, target=0.4)
+    assert figure1.steps_to_target({"wrong": [9, 7, 5, 3, 1]}, cfg) == 4
+    # A lucky first batch alone does not count: the window must be full.
+    assert figure1.steps_to_target({"wrong": [0, 9, 9]}, cfg) is None
+
+
+def test_summary_censors_tanh_and_refuses_without_relu():
+    cfg = Figure1Config(train_images=1000, epochs=1.0, batch_size=100)   # budget 1,000 images
+
+    def row(seed, relu, tanh):
+        side = lambda n: {"images": n, "censored": n is None, "diverged": False, "seconds": 1}
+        return {"seed": seed, "relu": side(relu), "tanh": side(tanh)}
+    summ = figure1.summarize([row(1, 100, 400), row(2, 200, None)], cfg)
+    # tanh of seed 2 counts at the budget, 1,000: ratios 4 and 5, a lower bound.
+    assert summ["per_seed"] == [4.0, 5.0] and summ["tanh_censored"] == 1
+    assert summ["ratio"]["estimate"] == pytest.approx(math.sqrt(20))
+    assert "lower bounds" in summ["note"]
+    none = figure1.summarize([row(1, None, 400), row(2, 200, 300)], cfg)
+    assert none["ratio"] is None and none["verdict"] == "cannot tell"
+
+
+@pytest.mark.parametrize("flags", [["--target", "1.5"], ["--lrs", "0.1,x"], ["--lrs", "-1"],
+                                   ["--pilot-seed", "1"], ["--epochs", "0.01"]])
+def test_bad_options_are_one_line_errors(fake_fashion, tmp_path, capsys, flags):
+    code = main(["figure1", "--data", str(fake_fashion), "--out", str(tmp_path), *TINY, *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "(--" in err
+
+
+def test_missing_data_is_one_line_error(tmp_path, capsys):
+    assert main(["figure1", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o"),
+                 *TINY]) == 2
+    assert "(--data)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()          # nothing written for a run that never began
+
+
+@pytest.mark.skipif(not (FASHION / figure1.FILES["train"][0]).is_file(),
+                    reason="Debian's dataset-fashion-mnist is not installed")
+def test_real_fashion_mnist_is_padded_and_centred():
+    x, y = figure1.load_data(Figure1Config(train_images=512))
+    assert x.shape == (512, 1, 32, 32) and y.shape == (512,)
+    assert set(y.tolist()) <= set(range(10)) and len(set(y.tolist())) == 10
+    assert x.mean(dim=0).abs().max().item() < 1e-3             # the mean image is subtracted
+    assert x[:, :, :2].abs().max().item() == 0                 # the 2-pixel zero border stays 0
+    assert x.abs().max().item() > 100                          # pixel units, not rescaled
+
+
+def test_ladder_starts_at_the_target_and_matches_the_summary(fake_fashion, tmp_path):
+    cfg = Figure1Config(data=str(fake_fashion), train_images=256, batch_size=32, epochs=2,
+                        window=64, lrs=(0.001,), seeds=2, target=0.3)
+    result = figure1.run_study(cfg, tmp_path, log=lambda line: None)
+    levels = [level["target"] for level in result["ladder"]]
+    assert levels == [0.3, 0.2, 0.15, 0.1]
+    assert result["ladder"][0]["ratio"] == result["summary"]["ratio"]
+    assert result["ladder"][0]["verdict"] == result["summary"]["verdict"]
+    assert result["train_minutes"] > 0
+    assert "| 10% |" in format_ladder(result)
+
+
+def test_a_pilot_cached_for_one_target_is_not_reused_for_a_lower_one(fake_fashion, tmp_path,
+                                                                       monkeypatch):
+    cfg = Figure1Config(data=str(fake_fashion), train_images=256, batch_size=32, epochs=2,
+                        window=64, target=0.3)
+    data = figure1.load_data(cfg)
+    first = figure1.cached_run(tmp_path, "pilot", "relu", 0.001, 0, data, cfg, 16, log=print)
+    assert first["stopped"] == "target"
+    trained = []
+    real = figure1.train_run
+    monkeypatch.setattr(figure1, "train_run", lambda *a, **k: trained.append(a) or real(*a, **k))
+    figure1.cached_run(tmp_path, "pilot", "relu", 0.001, 0, data, cfg, 16, log=print)
+    assert trained == []                                  # same target: read from the cache
+    lower = dataclasses.replace(cfg, target=0.01)
+    figure1.cached_run(tmp_path, "pilot", "relu", 0.001, 0, data, lower, 16, log=print)
+    assert len(trained) == 1                              # a lower target: trained again
