@@ -27,6 +27,14 @@ FAST = ["--data", "shapes:16:8", "--batch-size", "8", "--workers", "0", "--eval-
         "--no-progress", "--recipe", "paper", "--precision", "fp32"]
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished 1-epoch run, shared by the tests that only read it."""
+    run = tmp_path_factory.mktemp("trained") / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    return run
+
+
 def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -156,11 +164,9 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
     ["show", "filters", "RUN", "--out", "/proc/alexnet-x.png"],
     ["show", "curves", "RUNDIR", "--out", "RUNDIR"],
 ])
-def test_bad_values_and_output_paths_of_other_commands(tmp_path, capsys, argv):
-    run = tmp_path / "r"
-    if not run.exists():
-        assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-        capsys.readouterr()
+def test_bad_values_and_output_paths_of_other_commands(trained, tmp_path, capsys, argv):
+    run = trained
+    capsys.readouterr()
     (tmp_path / "dir.npy").mkdir()
     argv = [a.replace("RUNDIR.npy", str(tmp_path / "dir.npy")).replace("RUNDIR", str(run))
             .replace("RUN", str(run)) for a in argv]
@@ -173,15 +179,15 @@ def test_train_out_that_is_a_file_or_unwritable(tmp_path, capsys):
         one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", "--out", str(out)])
 
 
-def test_corrupt_checkpoints_and_metrics(tmp_path, capsys):
+def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
     run = tmp_path / "r"
-    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-    ckpt = torch.load(run / "best.pt", weights_only=True)
+    run.mkdir()
+    ckpt = torch.load(trained / "best.pt", weights_only=True)
     del ckpt["arch"]
     torch.save(ckpt, tmp_path / "noarch.pt")
     err = one_line_exit_2(capsys, ["eval", str(tmp_path / "noarch.pt"), "--data", "shapes:16:8"])
     assert "arch" in err
-    (run / "metrics.jsonl").write_bytes(b"\xff\xfe not utf-8 \x80")
+    (run / "metrics.jsonl").write_bytes(b"\xff\xfe not utf-8 \x80")  # a copy's, not trained's
     one_line_exit_2(capsys, ["show", "curves", str(run), "--out", str(tmp_path / "c.png")])
     assert not (tmp_path / "c.png").exists()
 
