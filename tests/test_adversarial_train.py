@@ -21,7 +21,7 @@ from alexnet.io import locked_dir
 
 # The options a user gets without passing any (workers, precision, eval crops: defaults), only
 # the data made tiny. --recipe paper: dropout on, so dropout masks must replay exactly.
-DEFAULTS = ["--data", "shapes:64:16", "--batch-size", "8", "--seed", "0", "--recipe", "paper",
+DEFAULTS = ["--data", "shapes:32:8", "--batch-size", "8", "--seed", "0", "--recipe", "paper",
             "--no-progress"]
 FAST = ["--data", "shapes:16:8", "--batch-size", "8", "--workers", "0", "--eval-crops", "1",
         "--no-progress", "--recipe", "paper", "--precision", "fp32"]
