@@ -1,29 +1,64 @@
-"""`alexnet ablate`: the same seed and recipe, one idea of the paper changed at a time.
+"""`alexnet ablate`: the same recipe and seeds, one idea of the paper changed at a time.
 
-    alexnet ablate --data shapes --budget 4000 [--epochs 2] [--arms baseline,no-lrn] [--out DIR]
+    alexnet ablate --data shapes --budget 4000 [--seeds 3] [--seed S] [--epochs 2]
+                   [--arms baseline,no-lrn] [--study relu,tanh,sigmoid,dropout] [--out DIR]
 
-The budget. --budget N is the number of training images each arm sees, summed over its epochs: an
-arm trains --epochs E passes over the first N/E training images (E is raised when N/E would exceed
+The budget. --budget N is the number of training images each run sees, summed over its epochs: a
+run trains --epochs E passes over the first N/E training images (E is raised when N/E would exceed
 the training set). A count of images, unlike a time limit, gives the same runs on any machine.
-Batches are whole (drop_last), so an arm trains E·⌊N/E/B⌋·B images; the table says how many.
+Batches are whole (drop_last), so a run trains E·⌊N/E/B⌋·B images; the table says how many.
 
 Arms (ARMS): the paper's net (baseline), then each idea switched off or swapped for its
-alternative, plus `reseed`, the baseline with seed S+1: how far a result moves by chance alone, the
-yardstick against which the other differences must be read. Every arm is an `alexnet train` run
-(train.main) in DIR/<arm>; an arm whose results.json exists is skipped, one with a checkpoint but no
-results is resumed from it, so an interrupted ablation goes on where it stopped.
+alternative, as declared on the options (`arms=` on ModelOptions and TrainConfig fields).
+`one-tower-half` is the paper's comparison for its towers (§3.2): one tower of half the kernels,
+width 0.5 and towers 1 (the declaration on `width` names one field; ARM_ALSO adds the other).
+`one-tower` (full width, no groups) is an extra the paper did not run.
 
-The activation study (the paper's Figure 1: a ReLU net reached 25% training error six times sooner
-than a tanh net) is a small loop of its own, since it needs what train.main does not record: the
-running training error after every step. Per activation (relu, tanh, sigmoid), from the same
-initial weights: the gradient norm of every conv/fc weight on one batch at initialisation
-(vanishing gradients), the fraction of exact zeros per layer on fixed val images before and after
-training (sparsity), and the steps, images and seconds until the training error over the last
---window images falls to --threshold. Its results are cached per activation in DIR/activation/.
+Paired seeds. Every arm trains seeds S..S+N−1 (--seed S, --seeds N), each an `alexnet train` run
+(train.main) in DIR/<arm>/seed<k>. Seed k gives every arm the same data order and augmentation
+draws and, where the arm leaves the weights' shapes alone (all but the tower arms), the same
+initial weights; on `shapes` it also draws the images. So each arm is compared with the baseline
+seed by seed: the mean over seeds of arm − baseline in val top-1 error, with a 95% t-interval
+(stats.paired_difference, df = N − 1). The verdict is read off that interval and the sign the
+paper claims (CLAIMS: each idea lowers the error, so switching it off should raise it): "held"
+when all of the interval is above 0, "not held" when all is below, "cannot tell" when it holds 0,
+as it always does with one seed (no interval). For tanh and sigmoid the paper's claim is speed
+(see the activation study), for dropout overfitting (the dropout study): their error differences
+are reported and tested the same way, and marked as such. There is no `reseed` arm: the
+baseline's sd over its seeds is the chance spread, and the paired interval allows for it.
+A finished run (results.json or diverged.json) is skipped, one with a checkpoint resumed; a larger
+--seeds into the same DIR adds seeds (N is not among the settings compared on reuse).
 
-Outputs in DIR: results.md (the tables), results.json, ablation.png (validation error and losses
-per arm), activation.png (training error against steps, gradient norms, sparsity), ablate.json
-(the settings; a rerun with other settings into the same DIR is refused).
+Choosing a budget: a pilot. `--arms baseline` trains the baseline alone over the seeds and prints
+its sd s over seeds and the smallest paired effect N seeds can detect at that budget,
+d = t(0.975, N−1)·sd_diff/√N (stats.detectable_difference), with sd_diff taken as √2·s: a pilot's
+rule, the sd of a difference of two independent runs (pairing makes the real sd_diff smaller when
+arm and baseline share their seed's luck, so d is cautious). An effect of size d yields an
+interval that excludes 0 about half the time. Run the pilot at a few budgets (one --out each) and
+take one where the baseline has left chance and d is below the effects sought. (At chance s is
+small, but only because nothing has been learnt: the report says so. Just past it, the seed
+decides when the net leaves its initial plateau, and s is large.)
+
+The dropout study (--study dropout): the paper's claim is about overfitting ("without dropout, our
+network exhibits substantial overfitting", §4.2), which a short run on many images cannot show.
+Per seed, the baseline with and without dropout trains --overfit-epochs passes over only
+--overfit-images training images, measured at up to ten evenly spaced epochs in eval mode (no
+dropout, centre crop) on those images and on as many val images. The gap val − train error is
+the overfitting; the verdict is on the paired difference of the last epoch's gap, without − with,
+claimed > 0.
+
+The activation study (the paper's Figure 1; `alexnet figure1` repeats the figure's own set-up)
+is a loop of its own, since it needs the running training error after every step, which
+train.main does not record. Per activation (relu, tanh, sigmoid), seed S, from the same initial
+weights: the gradient norm of every conv/fc weight on one batch at initialisation, the fraction
+of exact zeros per layer on fixed val images before and after training, and the steps, images and
+seconds until the training error over the last --window images falls to --threshold.
+
+Outputs in DIR: results.md, results.json, ablation.png (val error per arm, mean ± sd and the seeds
+as dots; the paired differences with their intervals), dropout.png (train and val error per epoch
+with and without dropout, mean over seeds with a min–max band; the gap), activation.png, the
+studies' cached runs (DIR/dropout/, DIR/activation/) and ablate.json (the settings; a rerun with
+other settings into the same DIR is refused).
 """
 from __future__ import annotations
 
@@ -40,63 +75,83 @@ import torch.nn.functional as F
 
 from . import train
 from .config import TrainConfig, add_dataclass_arguments, resolve_train_config
-from .data import open_dataset
+from .data import Loader, open_dataset
 from .errors import AlexNetError, Diverged
+from .evaluate import evaluate
 from .io import atomic_write_json
 from .model import RELU_LAYERS
 from .options import arms as option_arms
 from .predictor import Predictor
 from .progress import Progress
 from .step import train_step
-from .visualize.ablation import crossing, format_arms_table, write_report
+from .visualize.ablation import (crossing, format_arms_table, format_pilot, pilot, read_run,
+                                 summarise, summarise_dropout, write_report)
 from .visualize.activations import sparsity
 
-# name -> (TrainConfig changes, what changes, what the paper reports about it). Beside the baseline
-# and the reseed, the arms are those the options declare (ModelOptions and TrainConfig fields).
+# name -> (TrainConfig changes, what changes, what the paper reports about it). Beside the
+# baseline, the arms are those the options declare (ModelOptions and TrainConfig fields).
 ARMS: dict[str, tuple[dict, str, str]] = {
     "baseline": ({}, "the paper's net", "—"),
-    "reseed": ({"seed": +1}, "seed S+1 (chance alone)", "—"),
     **option_arms(TrainConfig),
 }
+# Arms that change more fields than the one they are declared on (a declaration names one).
+ARM_ALSO: dict[str, dict] = {"one-tower-half": {"towers": 1}}
+# The sign the paper claims for arm − baseline in validation top-1 error, and what that tests.
+# Arms not listed have no claim in the paper (average pooling, the full-width one tower).
+CLAIMS: dict[str, tuple[str, str]] = {
+    "no-lrn": ("greater", "LRN lowers the error (§3.3)"),
+    "non-overlapping": ("greater", "overlapping pooling lowers the error (§3.4)"),
+    "no-lighting": ("greater", "PCA lighting lowers the error (§4.1)"),
+    "one-tower-half": ("greater", "two towers beat one tower of half the kernels (§3.2)"),
+    "no-dropout": ("greater", "the paper claims less overfitting (§4.2), so a lower error; see "
+                   "the dropout study"),
+    "tanh": ("greater", "the paper claims speed (Fig. 1): here, error after the same budget"),
+    "sigmoid": ("greater", "the source claims speed: here, error after the same budget"),
+}
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
+STUDIES = (*ACTIVATIONS, "dropout")
 # The baseline has every idea of the paper on, whatever the recipe preset says (the demo's turns
 # dropout off for its short run; an ablation of dropout needs it on): the declared defaults of
 # the fields that have arms, which are the paper's.
 PAPER_IDEAS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.metadata["arms"]}
+DROPOUTS = (PAPER_IDEAS["dropout"], ARMS["no-dropout"][0]["dropout"])  # the dropout study's two
 # TrainConfig fields the arms vary or ablate sets itself; the rest make up the shared recipe.
 NOT_SHARED = set(PAPER_IDEAS) | {"variant", "weights", "train_images", "resume", "model_parallel"}
 RUN_ONLY = {"workers", "progress", "device", "out"}  # may differ when an ablation is continued
 PROBE_IMAGES = 32  # val images on which sparsity is measured
+OVERFIT_POINTS = 10  # epochs at which the dropout study measures train and val error, at most
 
 
 # --- the plan -------------------------------------------------------------------------------------
 
 def plan_budget(budget: int, epochs: int, n_train: int, batch: int) -> tuple[int, int]:
-    """(epochs, images per epoch) for `budget` training images per arm; see the module doc."""
+    """(epochs, images per epoch) for `budget` training images per run; see the module doc."""
     if budget < 1 or epochs < 1:
-        raise AlexNetError("--budget and --epochs must be >= 1")
+        raise AlexNetError("--budget and --epochs must be >= 1", option="budget")
     epochs = max(epochs, math.ceil(budget / n_train))
     per_epoch = budget // epochs
     if per_epoch < batch:
         raise AlexNetError(f"--budget {budget} over {epochs} epoch(s) is {per_epoch} images per "
-                        f"epoch, less than one batch of {batch}: raise --budget or lower "
-                        f"--batch-size/--epochs")
+                           f"epoch, less than one batch of {batch}: raise --budget or lower "
+                           f"--batch-size/--epochs", option="budget")
     return epochs, per_epoch
 
 
-def arm_given(shared: dict, arm: str, out: Path) -> dict:
-    """The `alexnet train` options of one arm: the shared recipe plus the arm's one change."""
-    change = dict(ARMS[arm][0])
-    if "seed" in change:
-        change["seed"] = shared["seed"] + change["seed"]
-    return {**PAPER_IDEAS, **shared, **change, "out": str(out / arm)}
+def arm_given(shared: dict, arm: str, out: Path, seed: int) -> dict:
+    """The `alexnet train` options of one arm and seed: the shared recipe, the paper's ideas on,
+    and the arm's change."""
+    change = {**ARMS[arm][0], **ARM_ALSO.get(arm, {})}
+    return {**PAPER_IDEAS, **shared, **change, "seed": seed,
+            "out": str(out / arm / f"seed{seed}")}
 
 
 def settings_of(shared: dict, args) -> dict:
-    """What defines the results (compared when an ablation directory is used again)."""
+    """What defines the results (compared when an ablation directory is used again); not the
+    number of seeds, so that more can be added."""
     return {"shared": {k: v for k, v in shared.items() if k not in RUN_ONLY},
             "budget": args.budget, "threshold": args.threshold, "window": args.window,
-            "study_budget": args.study_budget or args.budget}
+            "study_budget": args.study_budget or args.budget, "layout": "arm/seed",
+            "overfit_images": args.overfit_images, "overfit_epochs": args.overfit_epochs}
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -110,55 +165,89 @@ def check_settings(out: Path, settings: dict) -> None:
                        if before.get("shared", {}).get(k) != settings["shared"].get(k))
         if diff:
             raise AlexNetError(f"{out} holds an ablation with other settings ({', '.join(diff)}); "
-                            f"use another --out")
+                               f"use another --out", option="out")
     atomic_write_json(path, settings)
 
 
-# --- the arms -------------------------------------------------------------------------------------
+# --- the runs -------------------------------------------------------------------------------------
 
 def run_arm(given: dict, run_only: dict) -> Path:
-    """Train one arm, or skip it when finished, or resume it from its checkpoint. An arm whose
-    loss diverges is recorded as such (diverged.json) and the ablation goes on: a saturating
-    activation blowing up is a result, not a reason to lose the other arms."""
+    """Train one arm's seed, or skip it when finished, or resume it from its checkpoint. A run
+    whose loss diverges is recorded as such (diverged.json) and the ablation goes on: a saturating
+    activation blowing up is a result, not a reason to lose the other runs."""
     run = Path(given["out"])
+    name = f"{run.parent.name}/{run.name}"
     if (run / "results.json").is_file() or (run / "diverged.json").is_file():
-        print(f"ablate: {run.name} is finished, skipped", flush=True)
+        print(f"ablate: {name} is finished, skipped", flush=True)
         return run
     try:
         if (run / "checkpoint.pt").is_file():
-            print(f"ablate: {run.name} resumed from its checkpoint", flush=True)
+            print(f"ablate: {name} resumed from its checkpoint", flush=True)
             train.main(*train.resume_config(run, run_only))
         else:
-            print(f"ablate: {run.name}: training", flush=True)
+            print(f"ablate: {name}: training", flush=True)
             train.main(resolve_train_config(given))
     except Diverged as e:
-        print(f"ablate: {run.name} diverged: {e}", flush=True)
+        print(f"ablate: {name} diverged: {e}", flush=True)
         atomic_write_json(run / "diverged.json", {"message": str(e)})
     return run
 
 
-def arm_row(arm: str, run: Path) -> dict:
-    """One row of the table from a finished run directory."""
-    if (run / "diverged.json").is_file():
-        message = json.loads((run / "diverged.json").read_text())["message"]
-        return {"arm": arm, "change": ARMS[arm][1], "paper": ARMS[arm][2], "diverged": message}
-    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    results = json.loads((run / "results.json").read_text())
-    config = json.loads((run / "config.json").read_text())
-    last = history[-1]
-    batches = config["train_images"] // config["batch_size"]
-    row = {"arm": arm, "change": ARMS[arm][1], "paper": ARMS[arm][2],
-           "val_top1_error": results["1-crop"]["top1_error"],
-           "val_top5_error": results["1-crop"]["top5_error"],
-           "train_loss": last["train_loss"], "val_loss": last["val_loss"],
-           "images_trained": len(history) * batches * config["batch_size"],
-           "val_images": results["1-crop"]["images"], "epochs": len(history),
-           "seconds": sum(h["seconds"] for h in history),
-           "img_per_s": sum(h["img_per_s"] for h in history) / len(history),
-           "history": history}
-    if "10-crop" in results:
-        row["val_top1_error_10crop"] = results["10-crop"]["top1_error"]
-    return row
+# --- the dropout study ----------------------------------------------------------------------------
+
+def dropout_study(shared: dict, out: Path, seeds: list[int], images: int,
+                  epochs: int) -> dict:
+    """{"runs": {dropout: {seed: run}}, "summary": …}, each run cached in out/dropout/."""
+    runs: dict[str, dict[int, dict]] = {}
+    for p in DROPOUTS:
+        for seed in seeds:
+            path = out / "dropout" / f"p{p:g}-seed{seed}.json"
+            if path.is_file():
+                print(f"ablate: dropout study, p {p:g} seed {seed} is finished, skipped",
+                      flush=True)
+                runs.setdefault(f"{p:g}", {})[seed] = json.loads(path.read_text())
+                continue
+            print(f"ablate: dropout study, p {p:g} seed {seed}: {epochs} epochs over {images} "
+                  f"images", flush=True)
+            given = {**arm_given(shared, "baseline", out, seed), "dropout": p,
+                     "train_images": images, "epochs": epochs}
+            runs.setdefault(f"{p:g}", {})[seed] = overfit_run(resolve_train_config(given), images)
+            atomic_write_json(path, runs[f"{p:g}"][seed])
+    return {"runs": runs, "images": images, "epochs": epochs, "dropouts": DROPOUTS,
+            "summary": summarise_dropout(runs, DROPOUTS)}
+
+
+def overfit_run(cfg: TrainConfig, images: int) -> dict:
+    """Train cfg.epochs epochs over cfg.train_images images, measuring after each epoch (at
+    most OVERFIT_POINTS of them, evenly spaced, and the last) the error and loss, in eval mode
+    (no dropout, centre crop), on those training images and on the first `images` val images.
+    A plateau schedule sees the measured epochs only (the demo's cosine needs none)."""
+    t = train.setup(cfg)
+    sets = {"train": t.train_loader.imageset, "val": train._Head(t.val_loader.imageset, images)}
+    loaders = {k: Loader(v, cfg.batch_size, shuffle=False, seed=cfg.seed, workers=0, even=False)
+               for k, v in sets.items()}
+    run = {"dropout": cfg.dropout, "seed": cfg.seed, "curve": [], "diverged": None}
+    every = math.ceil(cfg.epochs / OVERFIT_POINTS)
+    for epoch in range(cfg.epochs):
+        t.train_loader.set_epoch(epoch)
+        try:
+            augmented_loss, _ = train.train_one_epoch(t, epoch)
+        except Diverged as e:
+            run["diverged"] = str(e)
+            break
+        if (epoch + 1) % every and epoch + 1 < cfg.epochs:
+            continue  # measured at OVERFIT_POINTS epochs at most: each costs 2 × images
+        predictor = Predictor.snapshot(t.model, t.meta, t.rt)
+        m = {k: evaluate(predictor, loader) for k, loader in loaders.items()}
+        t.schedule.end_epoch(m["val"]["top1_error"])
+        run["curve"].append({"epoch": epoch + 1, "augmented_train_loss": augmented_loss,
+                             **{f"{k}_{x}": m[k][y] for k in m for x, y in
+                                (("error", "top1_error"), ("loss", "loss"))}})
+        last = run["curve"][-1]
+        print(f"  epoch {epoch + 1}/{cfg.epochs}: train error {last['train_error']:.1%} "
+              f"(loss {last['train_loss']:.3f}), val {last['val_error']:.1%} "
+              f"({last['val_loss']:.3f})", flush=True)
+    return run
 
 
 # --- the activation study -------------------------------------------------------------------------
@@ -287,7 +376,8 @@ def _recipe_class():
     train`; a few get ablate's meaning."""
     hints = get_type_hints(TrainConfig)
     ours = {"epochs": (2, "passes over the first budget/epochs training images (default 2)"),
-            "out": ("runs/ablate", "ablation directory, one run per arm inside"),
+            "out": ("runs/ablate", "ablation directory, DIR/<arm>/seed<k> inside"),
+            "seed": (0, "the first seed S; the runs use S..S+N-1 (default 0)"),
             "eval_crops": (1, "final evaluation: 1 or 10 crops (default 1: ten is 10× slower)")}
     spec = []
     for f in dataclasses.fields(TrainConfig):
@@ -300,24 +390,32 @@ def _recipe_class():
 
 
 RECIPE = _recipe_class()
-STUDY_OPTIONS = ("budget", "arms", "study", "study_budget", "threshold", "window")
+STUDY_OPTIONS = ("budget", "seeds", "arms", "study", "study_budget", "threshold", "window",
+                 "overfit_images", "overfit_epochs")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--budget", type=int, required=True,
-                        help="training images per arm, summed over its epochs")
+                        help="training images per run, summed over its epochs")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds per arm, S..S+N-1, paired across arms (default 3; >= 2 for "
+                        "an interval)")
     parser.add_argument("--arms", default=",".join(ARMS),
                         help=f"comma-separated, from {', '.join(ARMS)} (default: all; baseline "
-                        "is always run), or 'none' for the activation study alone")
+                        "is always run; 'baseline' alone is the pilot), or 'none'")
     parser.add_argument("--study", default=",".join(ACTIVATIONS),
-                        help="activations of the activation study (default relu,tanh,sigmoid; "
-                        "'none' to skip it)")
+                        help="studies: activations for the activation study and/or 'dropout' "
+                        "(default relu,tanh,sigmoid; 'none' to skip)")
     parser.add_argument("--study-budget", type=int, default=0,
                         help="training images per activation in the study (default: --budget)")
     parser.add_argument("--threshold", type=float, default=0.25,
                         help="the study's running training error to reach (default 0.25)")
     parser.add_argument("--window", type=int, default=512,
                         help="the study's running error is over this many last images (512)")
+    parser.add_argument("--overfit-images", type=int, default=128,
+                        help="dropout study: training images (and val images measured) (128)")
+    parser.add_argument("--overfit-epochs", type=int, default=30,
+                        help="dropout study: passes over them (default 30)")
     add_dataclass_arguments(parser, RECIPE)
 
 
@@ -326,40 +424,69 @@ def _names(text: str, allowed, flag: str) -> list[str]:
     bad = [n for n in names if n not in allowed]
     if bad or not names:
         raise AlexNetError(f"{flag}: unknown {', '.join(bad) or 'empty list'}; choose from "
-                        f"{', '.join(allowed)}")
+                           f"{', '.join(allowed)}", option=flag.lstrip("-"))
     return names
 
 
 def _check(args) -> None:
     if not 0 < args.threshold < 1:
-        raise AlexNetError("--threshold must be between 0 and 1 (a fraction, e.g. 0.25)")
+        raise AlexNetError("--threshold must be between 0 and 1 (a fraction, e.g. 0.25)",
+                           option="threshold")
     if args.window < 1 or args.study_budget < 0:
-        raise AlexNetError("--window must be >= 1 and --study-budget >= 0")
+        raise AlexNetError("--window must be >= 1 and --study-budget >= 0", option="window")
+    if args.seeds < 1 or args.overfit_epochs < 1:
+        raise AlexNetError("--seeds and --overfit-epochs must be >= 1", option="seeds")
 
 
-def _plan(args, shared: dict, base: TrainConfig) -> str:
-    """Turn the budget into epochs × images per epoch (into `shared`); describe it."""
-    n_train = len(open_dataset(base.data, "train", seed=base.seed, val_labels=base.val_labels))
+def _plan(args, shared: dict, base: TrainConfig, studies: list[str]) -> tuple[str, int]:
+    """Turn the budget into epochs × images per epoch (into `shared`); describe it. Returns the
+    description and the number of classes."""
+    train_set = open_dataset(base.data, "train", seed=base.seed, val_labels=base.val_labels)
+    n_train = len(train_set)
     epochs, per_epoch = plan_budget(args.budget, base.epochs, n_train, base.batch_size)
     shared.update(epochs=epochs, train_images=per_epoch)
-    b = base.batch_size
-    plan = (f"Budget: {args.budget} training images per arm = {epochs} epoch(s) over the first "
+    b, s = base.batch_size, base.seed
+    plan = (f"Budget: {args.budget} training images per run = {epochs} epoch(s) over the first "
             f"{per_epoch} of the {n_train} training images, batch {b} "
-            f"(whole batches: {epochs * (per_epoch // b) * b} images).")
-    if args.study.strip() != "none":
+            f"(whole batches: {epochs * (per_epoch // b) * b} images); seeds {s}–"
+            f"{s + args.seeds - 1} ({args.seeds}), paired across arms.")
+    if set(studies) & set(ACTIVATIONS):
         steps = (args.study_budget or args.budget) // b
         if steps < 1:
-            raise AlexNetError(f"--study-budget is less than one batch of {b}")
-        plan += f" Activation study: {steps} steps of {b} images per activation."
-    return plan
+            raise AlexNetError(f"--study-budget is less than one batch of {b}",
+                               option="study_budget")
+        plan += f" Activation study: {steps} steps of {b} images per activation, seed {s}."
+    if "dropout" in studies:
+        if args.overfit_images < b:
+            raise AlexNetError(f"--overfit-images {args.overfit_images} is less than one batch "
+                               f"of {b}", option="overfit_images")
+        plan += (f" Dropout study: {args.overfit_epochs} epochs over {args.overfit_images} "
+                 f"training images, with and without dropout, per seed.")
+    return plan, len(train_set.classes)
 
 
 def _run_study(args, shared: dict, out: Path, acts: list[str]) -> dict:
     steps = (args.study_budget or args.budget) // shared["batch_size"]
     per_epoch_steps = shared["train_images"] // shared["batch_size"]
-    given = {**arm_given(shared, "baseline", out), "epochs": math.ceil(steps / per_epoch_steps)}
+    given = {**arm_given(shared, "baseline", out, shared["seed"]),
+             "epochs": math.ceil(steps / per_epoch_steps)}
     return activation_study(resolve_train_config(given), out, steps, args.threshold,
                             args.window, acts)
+
+
+def run_arms(shared: dict, out: Path, arms: list[str], seeds: list[int]) -> list[dict]:
+    """Every arm over every seed (baseline first), then one summary row per arm."""
+    run_only = {k: shared[k] for k in ("workers", "progress", "device") if k in shared}
+    runs = {arm: {seed: read_run(run_arm(arm_given(shared, arm, out, seed), run_only))
+                  for seed in seeds} for arm in arms}
+    return [summarise(arm, runs[arm], runs.get("baseline"), about(arm)) for arm in arms]
+
+
+def about(arm: str) -> dict:
+    """The words of an arm and of the paper's claim about it, for its row of the report."""
+    direction, tests = CLAIMS.get(arm, (None, "no claim in the paper"))
+    return {"change": ARMS[arm][1], "paper": ARMS[arm][2], "direction": direction,
+            "tests": tests}
 
 
 def run(args) -> int:
@@ -370,21 +497,26 @@ def run(args) -> int:
     out = Path(shared.pop("out"))
     arms = [] if args.arms.strip() == "none" else [
         a for a in ARMS if a == "baseline" or a in _names(args.arms, ARMS, "--arms")]
-    acts = [] if args.study.strip() == "none" else _names(args.study, ACTIVATIONS, "--study")
-    if not arms and not acts:
-        raise AlexNetError("--arms none and --study none: nothing to do")
-    base = resolve_train_config(arm_given(shared, "baseline", out))  # the recipe, validated
+    studies = [] if args.study.strip() == "none" else _names(args.study, STUDIES, "--study")
+    if not arms and not studies:
+        raise AlexNetError("--arms none and --study none: nothing to do", option="arms")
+    base = resolve_train_config(arm_given(shared, "baseline", out, shared["seed"]))
     shared["batch_size"] = base.batch_size  # the recipe's, should the recipe set it
-    plan = _plan(args, shared, base)
+    plan, classes = _plan(args, shared, base, studies)
     print(f"ablate: {plan}", flush=True)
     settings = settings_of(shared, args)
     out.mkdir(parents=True, exist_ok=True)
     check_settings(out, settings)
-    run_only = {k: shared[k] for k in ("workers", "progress", "device") if k in shared}
-    rows = [arm_row(arm, run_arm(arm_given(shared, arm, out), run_only)) for arm in arms]
+    seeds = list(range(shared["seed"], shared["seed"] + args.seeds))
+    rows = run_arms(shared, out, arms, seeds)
+    acts = [s for s in studies if s in ACTIVATIONS]
     study = _run_study(args, shared, out, acts) if acts else {}
-    write_report(out, base, settings, plan, rows, study)
+    drop = dropout_study(shared, out, seeds, args.overfit_images, args.overfit_epochs) \
+        if "dropout" in studies else {}
+    spread = pilot(rows[0] if rows else None, classes)
+    write_report(out, base, settings, plan, rows, study, drop, spread)
     if rows:
         print(format_arms_table(rows))
+        print(f"ablate: {format_pilot(spread, len(seeds))}")
     print(f"ablate: wrote {out / 'results.md'}")
     return 0

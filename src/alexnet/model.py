@@ -8,6 +8,8 @@ NIPS 2012. Two variants:
   0.5 in fc6 and fc7, and the two-GPU "towers" (conv2, conv4 and conv5 see only the kernel maps on
   their own GPU; conv3 and the fully connected layers see both). On one device the towers are grouped
   convolutions (groups=2); `alexnet.parallel` places them on two devices. 60,965,224 parameters.
+  With towers=1 and width=0.5 it is the one-GPU net the paper compared the towers with (§3.2):
+  half the kernels in conv1-conv4, conv5 and the fully connected layers at full size.
 - "owt": torchvision's `alexnet`, which is the single-tower network of "One weird trick for
   parallelizing convolutional neural networks" (Krizhevsky, 2014): 64-192-384-256-256 kernels, no
   LRN, no groups, 61,100,840 parameters. It keeps torchvision's module layout, so a torchvision
@@ -18,6 +20,7 @@ so the paper geometry here is 227 crops of 256×256 images (see SPEC.md §2). ow
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 
@@ -70,6 +73,12 @@ class ModelOptions:
                          arms={"one-tower": (1, "one tower, full width (no groups)",
                                              "two towers: top-1 −1.7% vs a one-GPU net of half "
                                              "the kernels (§3.2)")})
+    width: float = option(1.0, "kernel counts of conv1-conv4 times this (paper: 1); conv5 and "
+                          "fc6/fc7 keep theirs, as the paper's one-GPU net did (§3.2, note 2)",
+                          low=0.0, low_open=True, arms={
+                              "one-tower-half": (0.5, "one tower, half the kernels in conv1-4",
+                                                 "two towers: top-1 −1.7%, top-5 −1.2% vs this "
+                                                 "net (§3.2)")})
     init_std: float = option(0.01, "weight init N(0, std²) (paper §5: 0.01)", low=0.0,
                              low_open=True)
     bias_init: float = option(1.0, "the biases the paper sets to 1 (conv2/4/5, fc6/7); Caffe "
@@ -157,15 +166,17 @@ class AlexNet(_TappedNet):
 
     def __init__(self, num_classes: int = 1000, activation: str = "relu", lrn: bool = True,
                  pooling: str = "overlapping", dropout: float = 0.5, towers: int = 2,
-                 in_channels: int = 3, init_std: float = 0.01, bias_init: float = 1.0,
-                 init: str = "paper", input_scale: float = 1.0):
+                 width: float = 1.0, in_channels: int = 3, init_std: float = 0.01,
+                 bias_init: float = 1.0, init: str = "paper", input_scale: float = 1.0):
         super().__init__()
         check(ModelOptions(activation=activation, lrn=lrn, pooling=pooling, dropout=dropout,
-                           towers=towers, init_std=init_std, bias_init=bias_init, init=init))
+                           towers=towers, width=width, init_std=init_std, bias_init=bias_init,
+                           init=init))
         _check_shape(num_classes, in_channels, input_scale)
         act = ACTIVATIONS[activation]
         pool_cls, pool_k, pool_s = POOLINGS[pooling]
         g = towers  # conv2, conv4, conv5 connect only within a tower (GPU) in the paper
+        c1, c2, c3, c4 = (scaled(c, width, g) for c in (96, 256, 384, 384))
 
         def norm():
             # LRN inside each tower, as each GPU normalised only its own kernel maps.
@@ -175,19 +186,19 @@ class AlexNet(_TappedNet):
         # Only a scaled net has the extra stage: the paper's keeps its exact module list.
         scale = [("scale", Scale(input_scale))] if input_scale != 1.0 else []
         self.features = nn.Sequential(OrderedDict(scale + [
-            ("conv1", nn.Conv2d(in_channels, 96, 11, stride=4)),  # 227×227×3 -> 55×55×96
+            ("conv1", nn.Conv2d(in_channels, c1, 11, stride=4)),  # 227×227×3 -> 55×55×96
             ("relu1", act()),
             ("norm1", norm()),
             ("pool1", pool_cls(pool_k, pool_s)),                # -> 27×27×96
-            ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=g)),  # -> 27×27×256
+            ("conv2", nn.Conv2d(c1, c2, 5, padding=2, groups=g)),  # -> 27×27×256
             ("relu2", act()),
             ("norm2", norm()),
             ("pool2", pool_cls(pool_k, pool_s)),                # -> 13×13×256
-            ("conv3", nn.Conv2d(256, 384, 3, padding=1)),       # -> 13×13×384, both towers' input
+            ("conv3", nn.Conv2d(c2, c3, 3, padding=1)),         # -> 13×13×384, both towers' input
             ("relu3", act()),
-            ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=g)),  # -> 13×13×384
+            ("conv4", nn.Conv2d(c3, c4, 3, padding=1, groups=g)),  # -> 13×13×384
             ("relu4", act()),
-            ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=g)),  # -> 13×13×256
+            ("conv5", nn.Conv2d(c4, 256, 3, padding=1, groups=g)),  # -> 13×13×256 at any width
             ("relu5", act()),
             ("pool5", pool_cls(pool_k, pool_s)),                # -> 6×6×256
         ]))
@@ -283,6 +294,17 @@ class OWTAlexNet(_TappedNet):
             "features.11": "conv5", "avgpool": "pool5", "classifier.2": "fc6",
             "classifier.5": "fc7", "classifier.6": "fc8",
         }
+
+
+def scaled(channels: int, width: float, towers: int) -> int:
+    """The kernel count of a layer of the paper's net at `width`: channels × width rounded half up
+    to a whole number of kernels per tower (the towers are groups, which must split the channels
+    evenly), at least one per tower. Exact at width 1; at 0.5 it halves every count of conv1-4.
+
+    Only conv1-conv4 scale: the paper's one-GPU comparison net (§3.2, note 2) halved "each
+    convolutional layer" but kept conv5 and the fully connected layers at full size, since fc6
+    holds most of the weights and the two nets were to have about as many parameters."""
+    return max(towers, towers * math.floor(channels * width / towers + 0.5))
 
 
 def _check_shape(num_classes, in_channels, input_scale: float = 1.0) -> None:

@@ -10,6 +10,7 @@ seed-to-seed spread that both arms share.
     diff = paired_difference(baseline, variant)   # mean of variant − baseline, 95% t-interval
     ratio = paired_ratio(relu_steps, tanh_steps)  # geometric mean of tanh/relu, 95% t-interval
     verdict(ratio, "greater")                     # "held" / "not held" / "cannot tell"
+    detectable_difference(sd_diff, n)             # the smallest effect n pairs can resolve
 
 No scipy: the Student t quantile is computed here from the exact closed form of the t
 distribution for whole degrees of freedom (Abramowitz & Stegun 26.7.3-4), which is all that
@@ -152,6 +153,18 @@ def paired_ratio(a: Sequence[float], b: Sequence[float], level: float = 0.95) ->
     return Interval(math.exp(logs.estimate), math.exp(logs.low), math.exp(logs.high), level,
                     logs.n, 1.0, f"paired t-interval on the log ratios (df = {len(a) - 1}), "
                                  f"exponentiated", "ratio")
+
+
+def detectable_difference(sd_diff: float, n: int, level: float = 0.95) -> float:
+    """The half-width t(1 − α/2, n − 1) · sd_diff / √n of a paired t-interval over n pairs whose
+    differences have standard deviation sd_diff: the smallest mean effect whose interval would
+    just exclude 0 (when the estimate lands on it, which happens about half the time; a
+    smaller effect cannot be told from chance with n pairs). Infinite for n < 2."""
+    if n < 2 or math.isnan(sd_diff):
+        return math.inf
+    if sd_diff < 0:
+        raise AlexNetError(f"a standard deviation cannot be negative: {sd_diff}")
+    return t_quantile(1 - (1 - level) / 2, n - 1) * sd_diff / math.sqrt(n)
 
 
 # --- what the interval says about a claim -------------------------------------------------------
