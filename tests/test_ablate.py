@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import ablate, alexnet, train
+from alexnet import ablate, alexnet, studies, train
 from alexnet.cli import main as cli_main
 from alexnet.config import resolve_train_config
 from alexnet.errors import AlexNetError
@@ -257,7 +257,7 @@ def test_dropout_study_summary_by_hand():
 
 
 def test_dropout_study_end_to_end(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ablate, "OVERFIT_POINTS", 1)  # measure the last of the 2 epochs only
+    monkeypatch.setattr(studies, "OVERFIT_POINTS", 1)  # measure the last of the 2 epochs only
     out = tmp_path / "abl"
     code, stdout, _ = ablate_cli(capsys, out, "--arms", "none", "--study", "dropout",
                                  "--seeds", "1", "--overfit-images", "4", "--overfit-epochs", "2")
@@ -275,7 +275,7 @@ def test_dropout_study_end_to_end(tmp_path, capsys, monkeypatch):
 # --- the runner -----------------------------------------------------------------------------------
 
 def test_seeds_layout_skip_resume_and_more_seeds(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(ablate, "PROBE_IMAGES", 4)  # sparsity on 4 val images: faster
+    monkeypatch.setattr(studies, "PROBE_IMAGES", 4)  # sparsity on 4 val images: faster
     out = tmp_path / "abl"
     code, stdout, _ = ablate_cli(capsys, out, "--arms", "no-lrn", "--study", "relu",
                                  "--seeds", "2", "--seed", "5")
