@@ -370,3 +370,24 @@ def test_every_arm_is_a_row(tmp_path, capsys):
     assert json.loads((out / "one-tower" / "seed0" / "config.json").read_text())["towers"] == 1
     best = torch.load(out / "no-lrn" / "seed0" / "best.pt", weights_only=True)
     assert best["arch"]["options"]["lrn"] is False
+
+
+def test_baseline_dropout_flag_sets_every_arm_and_drops_the_identical_arm(tmp_path, capsys):
+    """--dropout 0: the baseline and the other arms train without dropout, and no-dropout (which
+    would be the baseline itself) is dropped, with a note; the default keeps the paper's 0.5."""
+    out = tmp_path / "d0"
+    code, stdout, _ = ablate_cli(capsys, out, "--study", "none", "--seeds", "1", "--dropout", "0",
+                                 "--arms", "no-lrn,no-dropout")
+    assert code == 0
+    assert "arm no-dropout is the baseline under these options, dropped" in stdout
+    assert list(table_rows((out / "results.md").read_text())) == ["baseline", "no-lrn"]
+    for arm in ("baseline", "no-lrn"):
+        assert json.loads((out / arm / "seed0" / "config.json").read_text())["dropout"] == 0.0
+    assert not (out / "no-dropout").exists()
+    assert json.loads((out / "ablate.json").read_text())["shared"]["dropout"] == 0.0
+    default = tmp_path / "paper"
+    code, stdout, _ = ablate_cli(capsys, default, "--study", "none", "--seeds", "1", "--arms",
+                                 "no-dropout")
+    assert code == 0 and "dropped" not in stdout
+    assert json.loads((default / "baseline" / "seed0" / "config.json").read_text())["dropout"] == 0.5
+    assert json.loads((default / "no-dropout" / "seed0" / "config.json").read_text())["dropout"] == 0.0
