@@ -105,3 +105,11 @@ def test_bad_arguments():
         Loader(Numbers(4), 0, shuffle=False)
     with pytest.raises(ValueError):
         Loader(Numbers(4), 2, shuffle=False, rank=2, world_size=2)
+
+
+def test_auto_workers_leave_a_two_core_cpu_to_the_step(monkeypatch):
+    from alexnet.data import loader
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 2)
+    assert loader.auto_workers("cpu") == 0
+    monkeypatch.setattr(loader.os, "cpu_count", lambda: 16)
+    assert loader.auto_workers("cpu") == 2 and loader.auto_workers("cuda") == 4

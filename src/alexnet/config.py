@@ -29,7 +29,9 @@ class TrainConfig(ModelOptions):
                        "(train/, val/)")
     val_labels: Optional[str] = option(None, "ILSVRC-2012 ground-truth file when val/ is one "
                                        "flat folder")
-    workers: int = option(2, "loader worker processes", low=0, resumable=True)
+    workers: Optional[int] = option(None, "loader worker processes; unset: by device and cores "
+                                    "(0 on a CPU of <= 2 cores, see data.loader.auto_workers)",
+                                    low=0, resumable=True)
     # --- model (beyond ModelOptions) ------------------------------------------------------------
     variant: str = option("paper", "paper | owt (torchvision's)", choices=VARIANTS)
     input_norm: str = option("mean", "mean (paper: subtract the mean image) | mean-std (also "

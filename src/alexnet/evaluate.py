@@ -16,6 +16,7 @@ import torch
 from . import parallel
 from .accel import PRECISIONS
 from .data import Loader, open_dataset
+from .data.loader import auto_workers
 from .errors import AlexNetError
 from .options import check_value
 from .predictor import Predictor
@@ -67,7 +68,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="loader processes (default: by device and cores, as in train)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -76,12 +78,14 @@ def run(args) -> int:
     if path is None:
         raise AlexNetError("give a checkpoint or a weights file", option="weights")
     check_value("batch_size", args.batch_size, int, {"low": 1})
-    check_value("workers", args.workers, int, {"low": 0})
+    if args.workers is not None:
+        check_value("workers", args.workers, int, {"low": 0})
     predictor = Predictor.from_file(path, args.device, args.precision)
     data = open_dataset(args.data, "val", seed=predictor.ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)
     predictor.check_data(data)
-    loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers)
+    workers = auto_workers(predictor.rt.device) if args.workers is None else args.workers
+    loader = Loader(data, args.batch_size, shuffle=False, workers=workers)
     result = evaluate(predictor, loader, crops=args.crops, progress=not args.json)
     skipped = loader.skipped
     if skipped:

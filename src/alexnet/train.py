@@ -32,6 +32,7 @@ from .checkpoint import (check_compatible, load_checkpoint, rng_state, save_chec
 from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_options,
                      base_lr, resolve_train_config, validate)
 from .data import Loader, open_dataset
+from .data.loader import auto_workers
 from .data.augment import Augment
 from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
@@ -185,12 +186,13 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     # On the CPU the augmentation runs in the loader (in its workers when there are any), seeded
     # per batch, so that the step's cores only step; the same seeds whatever the worker count.
     on_cpu = rt.device.type == "cpu"
+    workers = auto_workers(rt.device) if cfg.workers is None else cfg.workers
     train_loader = Loader(train_set, batch, shuffle=True, seed=cfg.seed, rank=info.rank,
-                          world_size=info.world_size, drop_last=True, workers=cfg.workers,
+                          world_size=info.world_size, drop_last=True, workers=workers,
                           transform=augment.train if on_cpu else None)
     # even=False: no rank pads its share with repeats, so the summed metrics are exact.
     val_loader = Loader(val_set, batch, shuffle=False, seed=cfg.seed, rank=info.rank,
-                        world_size=info.world_size, workers=cfg.workers, even=False)
+                        world_size=info.world_size, workers=workers, even=False)
     if len(train_loader) == 0:
         raise AlexNetError(f"batch_size {cfg.batch_size} is larger than the training set "
                            f"({len(train_set)} images)", option="batch_size")

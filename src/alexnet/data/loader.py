@@ -47,6 +47,19 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def auto_workers(device) -> int:
+    """The worker count when none is given. On the CPU the step's threads already take every
+    core, so a worker process can only take cycles from them, and a step whose threads wait for
+    one preempted thread loses more than the worker's share: on 2 cores the training loop ran
+    1.04-1.10x faster with no workers than with 2 (BENCHMARKS.md, "The training loop against the
+    step"), the main process reading and augmenting between steps with all its threads. With more
+    cores, 2 workers (not measured beyond 2 cores). On an accelerator the CPU only feeds it:
+    default_workers()."""
+    if torch.device(device).type == "cpu":
+        return 0 if (os.cpu_count() or 1) <= 2 else 2
+    return default_workers()
+
+
 class Loader:
     def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
