@@ -67,3 +67,17 @@ def test_bad_input_is_one_line_exit_2(bad, capsys):
     assert main(["bench", "model"] + bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("alexnet: error:") and "\n" not in err
+
+
+def test_batch_sweep_reports_each_batch_and_the_best(capsys):
+    sweep = ["bench", "model", "--device", "cpu", "--steps", "1", "--warmup", "0",
+             "--num-classes", "10", "--configs", "cd", "--batch-sweep", "1,2"]
+    assert main(sweep + ["--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert set(r["rates"]) == {"1", "2"} and set(r["best"]) == {"c", "d"}
+    for key, batch in r["best"].items():
+        assert r["rates"][batch][key] == max(r["rates"][b][key] for b in r["rates"])
+    assert main(sweep) == 0
+    out = capsys.readouterr().out
+    assert "| 2 |" in out and "best: c at batch" in out
+    assert main(sweep[:-1] + ["1,x"]) == 2

@@ -20,3 +20,18 @@ def test_bench_data_table_on_a_folder(image_folder, capsys):
     out = capsys.readouterr().out
     assert "8 of the 9 training images" in out and "× baseline" in out
     assert main(["bench", "data", "--images", "4", "--batch-size", "4"]) == 2
+
+
+def test_bench_data_device_mode_on_the_cpu(capsys):
+    """--device: batches delivered augmented on the device, and JPEG decoded there too (on the
+    CPU here, with torchvision's decoder; nvJPEG on a GPU)."""
+    assert main(["bench", "data", "--images", "24", "--batch-size", "8", "--rounds", "1",
+                 "--workers", "0", "--model-steps", "0", "--device", "cpu", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["device"] == "cpu"
+    for key in ("baseline_img_s", "raw_img_s", "jpeg_img_s", "jpeg-device_img_s",
+                "jpeg-device_ratio"):
+        assert r[key] > 0
+    assert main(["bench", "data", "--images", "16", "--batch-size", "8", "--rounds", "1",
+                 "--workers", "0", "--model-steps", "0", "--device", "cpu"]) == 0
+    assert "decoded on the device" in capsys.readouterr().out

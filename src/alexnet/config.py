@@ -32,6 +32,9 @@ class TrainConfig(ModelOptions):
     workers: Optional[int] = option(None, "loader worker processes; unset: by device and cores "
                                     "(0 on a CPU of <= 2 cores, see data.loader.auto_workers)",
                                     low=0, resumable=True)
+    decode: str = option("cpu", "prepared JPEG shards: cpu (Pillow, in the loader) | device "
+                         "(one batched decode where the model runs: nvJPEG on a GPU)",
+                         choices=("cpu", "device"))
     # --- model (beyond ModelOptions) ------------------------------------------------------------
     variant: str = option("paper", "paper | owt (torchvision's)", choices=VARIANTS)
     input_norm: str = option("mean", "mean (paper: subtract the mean image) | mean-std (also "

@@ -33,6 +33,7 @@ from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_
                      base_lr, resolve_train_config, validate)
 from .data import Loader, open_dataset
 from .data.loader import auto_workers
+from .data.prepared import decode_batch
 from .data.augment import Augment
 from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
@@ -78,7 +79,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     for i, (images, labels) in enumerate(t.train_loader):
         lr = t.schedule.apply(t.optimizer, step0 + i)
         if t.train_loader.transform is None:  # on an accelerator: augment there, batched
-            images = t.augment.train(images.to(rt.device, non_blocking=True), generator=gen)
+            images = t.augment.train(on_device(t, images), generator=gen)
         x = rt.to_input(images)
         labels = labels.to(rt.output_device, non_blocking=True)
         try:
@@ -96,6 +97,13 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     total = parallel.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64),
                                     info)
     return (total[0] / max(total[1], 1)).item(), total[1].item() / seconds
+
+
+def on_device(t: Training, images) -> torch.Tensor:
+    """A loader batch on the device: copied, or decoded there from JPEG bytes (--decode device)."""
+    if t.train_loader.encoded:
+        return decode_batch(images, t.augment.channels, t.rt.device)
+    return images.to(t.rt.device, non_blocking=True)
 
 
 def _seed(seed: int, epoch: int, rank: int, stream: int) -> int:
@@ -185,11 +193,16 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     batch = cfg.batch_size // info.world_size
     # On the CPU the augmentation runs in the loader (in its workers when there are any), seeded
     # per batch, so that the step's cores only step; the same seeds whatever the worker count.
-    on_cpu = rt.device.type == "cpu"
+    # --decode device: the loader hands over JPEG bytes, decoded and augmented on the device.
+    encoded = cfg.decode == "device"
+    if encoded and getattr(train_set, "encoding", None) != "jpeg":
+        raise AlexNetError(f"--decode device needs prepared JPEG shards (alexnet prepare "
+                           f"--encoding jpeg); {cfg.data} has none", option="decode")
+    on_cpu = rt.device.type == "cpu" and not encoded
     workers = auto_workers(rt.device) if cfg.workers is None else cfg.workers
     train_loader = Loader(train_set, batch, shuffle=True, seed=cfg.seed, rank=info.rank,
                           world_size=info.world_size, drop_last=True, workers=workers,
-                          transform=augment.train if on_cpu else None)
+                          transform=augment.train if on_cpu else None, encoded=encoded)
     # even=False: no rank pads its share with repeats, so the summed metrics are exact.
     val_loader = Loader(val_set, batch, shuffle=False, seed=cfg.seed, rank=info.rank,
                         world_size=info.world_size, workers=workers, even=False)

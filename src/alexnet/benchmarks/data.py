@@ -9,6 +9,12 @@ processes and the same batch size, measured one after the other in one run:
   (random 224 crop, flip, PCA lighting, mean-image subtraction) in the loader's workers, for raw
   and for JPEG shards.
 
+With --device D (e.g. cuda), the pipelines deliver the augmented batch on D, as training on an
+accelerator consumes it: raw and JPEG (Pillow in the workers) batches copied (pinned on CUDA)
+and augmented on D, and a third, "jpeg-device": the workers pass each image's JPEG bytes and the
+batch is decoded on D in one call (nvJPEG on CUDA, `alexnet train --decode device`), then
+augmented there. The baseline's tensors are copied to D too.
+
 Throughput is measured after the first batch (worker start-up excluded on both sides), in --rounds
 rounds that alternate the pipelines, keeping each one's best round: on a shared machine other
 processes only ever slow a round down, and alternating exposes both sides to the same load. The
@@ -36,6 +42,7 @@ from ..data import Loader, open_dataset
 from ..data.augment import Augment
 from ..data.folder import ImageFolder
 from ..data.prepare import prepare
+from ..data.prepared import decode_batch
 from ..data.shapes import Shapes
 from ..errors import AlexNetError
 from ..model import alexnet
@@ -53,6 +60,9 @@ def add_arguments(parser) -> None:
                         help="alternating rounds; each pipeline's best counts (default 3)")
     parser.add_argument("--model-steps", type=int, default=3,
                         help="training steps to time the model (0: skip)")
+    parser.add_argument("--device", default=None,
+                        help="deliver augmented batches on this device (e.g. cuda; default: the "
+                        "CPU loader's own output)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -99,6 +109,10 @@ def measure(args, work: Path) -> dict:
     result["unreadable"] = manifest["skipped"]
     loaders = {"baseline": _torchvision_loader(originals, args),
                "raw": _our_loader(work / "raw", args), "jpeg": _our_loader(work / "jpeg", args)}
+    if args.device is not None:
+        result["device"] = str(args.device)
+        loaders["baseline"] = _to_device(loaders["baseline"], args.device)
+        loaders["jpeg-device"] = _our_loader(work / "jpeg", args, encoded=True)
     rates = {name: [] for name in loaders}
     for _ in range(args.rounds):
         for name, loader in loaders.items():
@@ -106,10 +120,11 @@ def measure(args, work: Path) -> dict:
     for name, r in rates.items():
         result[f"{name}_img_s"] = max(r)
         result[f"{name}_rounds"] = [round(x, 1) for x in r]
-    for fmt in ("raw", "jpeg"):
+    for fmt in [k for k in loaders if k != "baseline"]:
         result[f"{fmt}_ratio"] = result[f"{fmt}_img_s"] / result["baseline_img_s"]
     if args.model_steps > 0:
-        result["model_train_img_s"] = model_train_rate(args.model_steps)
+        result["model_train_img_s"] = model_train_rate(args.model_steps,
+                                                        device=args.device or "cpu")
     return result
 
 
@@ -123,11 +138,27 @@ def _enough(n: int, batch_size: int, source: str, kind: str = "") -> None:
 def _rate(batches) -> float:
     """Images per second of one epoch after its first batch (which pays for starting workers)."""
     it = iter(batches)
-    next(it)
+    images, _ = next(it)
+    _sync(images)
     start, n = time.perf_counter(), 0
     for images, _ in it:
         n += len(images)
+    _sync(images)
     return n / (time.perf_counter() - start)
+
+
+def _sync(images: torch.Tensor) -> None:
+    if images.device.type == "cuda":
+        torch.cuda.synchronize(images.device)
+
+
+def _to_device(batches, device):
+    """Each (images, labels) of `batches` with the images copied to `device`."""
+    class Copied:
+        def __iter__(self):
+            for images, labels in batches:
+                yield images.to(device, non_blocking=True), labels
+    return Copied()
 
 
 def _torchvision_loader(root: Path, args):
@@ -166,28 +197,47 @@ def _collate_readable(samples):
     return torch.utils.data.default_collate(kept)
 
 
-def _our_loader(prepared: Path, args):
+def _our_loader(prepared: Path, args, encoded: bool = False):
+    """Loader + Augment: in the workers (no --device), or on the device as training does there
+    (train.on_device: copied, or decoded there from JPEG bytes when `encoded`)."""
     data = open_dataset(prepared, "train")
-    augment = Augment(data.stats(), crop_size=args.crop)
-    return Loader(data, args.batch_size, shuffle=True, workers=args.workers,
-                  transform=augment.train)
+    if args.device is None:
+        augment = Augment(data.stats(), crop_size=args.crop)
+        return Loader(data, args.batch_size, shuffle=True, workers=args.workers,
+                      transform=augment.train)
+    device = torch.device(args.device)
+    augment = Augment(data.stats(), crop_size=args.crop, device=device)
+    loader = Loader(data, args.batch_size, shuffle=True, workers=args.workers, encoded=encoded,
+                    pin_memory=device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    class OnDevice:
+        def __iter__(self):
+            for images, labels in loader:
+                if encoded:
+                    images = decode_batch(images, data.channels, device)
+                else:
+                    images = images.to(device, non_blocking=True)
+                yield augment.train(images, generator=gen), labels
+    return OnDevice()
 
 
-def model_train_rate(steps: int, batch: int = 64) -> float:
-    """The paper net's training img/s on the CPU fast path (alexnet.accel, alexnet.step), for
-    scale: the loader must deliver at least this."""
-    device = torch.device("cpu")
+def model_train_rate(steps: int, batch: int = 64, device="cpu") -> float:
+    """The paper net's training img/s on the device's fast path (alexnet.accel, alexnet.step),
+    for scale: the loader must deliver at least this."""
+    device = torch.device(device)
     precision = accel.resolve_precision(device)
     model = accel.prepare_model(alexnet("paper", num_classes=1000), device)
     optimizer = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, device)
     scaler = accel.grad_scaler(device, precision)
     x = accel.to_input(torch.randn(batch, 3, 227, 227), device)
-    y = torch.randint(0, 1000, (batch,))
+    y = torch.randint(0, 1000, (batch,), device=device)
     times = []
     for _ in range(steps + 1):  # the first step warms up allocators and kernels
         start = time.perf_counter()
         train_step(model, optimizer, scaler, x, y,
                    autocast=lambda: accel.autocast(device, precision))
+        _sync(x)
         times.append(time.perf_counter() - start)
     return batch / float(np.median(times[1:]))
 
@@ -234,12 +284,14 @@ def link_sample(src: Path, root: Path, n: int) -> str:
 def table(r: dict) -> str:
     names = {"baseline": "torchvision ImageFolder + PIL (original JPEGs)",
              "raw": "alexnet Loader + Augment (prepared, raw)",
-             "jpeg": "alexnet Loader + Augment (prepared, JPEG q90)"}
+             "jpeg": "alexnet Loader + Augment (prepared, JPEG q90)",
+             "jpeg-device": "alexnet, JPEG q90 decoded on the device"}
+    names = {k: v for k, v in names.items() if f"{k}_img_s" in r}
     unreadable = f", {r['unreadable']} unreadable (skipped)" if r.get("unreadable") else ""
     lines = [f"{r['images']} images{unreadable} ({r['source']}; {r['mean_file_kb']:.0f} kB each), "
              f"batch {r['batch_size']}, crop {r['crop']}, {r['workers']} workers, "
              f"{r['cpus']} CPUs, torch {r['torch']}; {len(r['baseline_rounds'])} alternating "
-             "rounds", "",
+             f"rounds{'; delivered augmented on ' + r['device'] if 'device' in r else ''}", "",
              f"{'pipeline':<48} {'best img/s':>10} {'median':>8} {'× baseline':>11}"]
     for key, name in names.items():
         best, median = r[f"{key}_img_s"], float(np.median(r[f"{key}_rounds"]))
@@ -249,6 +301,7 @@ def table(r: dict) -> str:
                   f"{r['prepare_jpeg_img_s']:.0f} img/s (JPEG)"]
     if "model_train_img_s" in r:
         m = r["model_train_img_s"]
-        lines.append(f"paper AlexNet CPU training step: {m:.0f} img/s; the raw loader is "
+        lines.append(f"paper AlexNet training step ({r.get('device', 'cpu')}): {m:.0f} img/s; "
+                     f"the raw loader is "
                      f"{r['raw_img_s'] / m:.0f}× that")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ alone (forward+backward on conv1's output shape, fp32) against torch's nn.LocalR
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -61,6 +62,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="instead: profile STEPS training steps of c, per op (torch.profiler)")
+    parser.add_argument("--batch-sweep", default="", metavar="B1,B2,...",
+                        help="instead: img/s of --configs at each of these batch sizes, and the "
+                        "fastest (e.g. 128,256,512,1024 on a GPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -403,7 +407,52 @@ def format_profile(r: dict) -> str:
     return "\n".join(lines)
 
 
+def batch_sweep(args) -> dict:
+    """img/s of each of --configs at each --batch-sweep size (the same interleaved measurement),
+    and the fastest batch per configuration; a batch that does not fit on the GPU is skipped."""
+    device, keys, _ = _check(args)
+    try:
+        sizes = [int(b) for b in args.batch_sweep.split(",") if b.strip()]
+    except ValueError:
+        raise AlexNetError(f"--batch-sweep: integers, got {args.batch_sweep!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise AlexNetError("--batch-sweep needs batch sizes of at least 1")
+    rates: dict[str, dict | None] = {}
+    for b in sizes:
+        try:
+            trainees = [build(k, device, argparse.Namespace(**{**vars(args), "batch_size": b}))
+                        for k in keys]
+            measure_training(trainees, args.warmup, args.steps, device)
+            rates[str(b)] = {t.key: b / statistics.median(t.seconds) for t in trainees}
+        except torch.cuda.OutOfMemoryError:
+            rates[str(b)] = None
+        trainees = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    fitted = [b for b, r in rates.items() if r is not None]
+    best = {k: max(fitted, key=lambda b: rates[b][k]) for k in keys} if fitted else {}
+    return {"machine": machine(device), "device": device.type, "compile": args.compile,
+            "steps": args.steps, "warmup": args.warmup, "rates": rates, "best": best}
+
+
+def format_sweep(r: dict) -> str:
+    keys = list(r["best"])
+    lines = [f"machine: {r['machine']}", f"batch sweep, {'compiled' if r['compile'] else 'eager'}"
+             f", median of {r['steps']} steps after {r['warmup']} warm-up (img/s):", "",
+             "| batch | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+    for b, rate in r["rates"].items():
+        cells = [f"{rate[k]:.0f}" for k in keys] if rate else ["out of memory"] * len(keys)
+        lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines += ["", "best: " + ", ".join(f"{k} at batch {b} ({r['rates'][b][k]:.0f} img/s)"
+                                       for k, b in r["best"].items())]
+    return "\n".join(lines)
+
+
 def run(args) -> int:
+    if args.batch_sweep:
+        result = batch_sweep(args)
+        print(json.dumps(result) if args.json else format_sweep(result))
+        return 0
     if args.profile:
         result = profile_c(args)
         print(json.dumps(result) if args.json else format_profile(result))

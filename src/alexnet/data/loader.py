@@ -20,7 +20,9 @@ An optional `transform(images, generator)` runs in the workers, e.g. `Augment(..
 training on the CPU; its generator is seeded from (seed, epoch, rank, batch number), so the
 augmentation is the same whatever the number of workers. With a transform, a set that offers
 `views(indices)` (prepared raw shards) hands it a list of zero-copy (S, S, C) views instead of a
-batch tensor, which Augment accepts: the crops then come straight out of the page cache.
+batch tensor, which Augment accepts: the crops then come straight out of the page cache. With
+encoded=True (prepared JPEG shards, no transform) a batch is the list of each image's JPEG bytes,
+for the caller to decode where the model runs (prepared.decode_batch).
 
 Unreadable files (an ImageFolder read straight from disk; prepared, Shapes and Fashion-MNIST sets
 never fail) are dropped from their batch, images and labels alike, so they count in neither the
@@ -64,7 +66,7 @@ class Loader:
     def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  workers: int | None = None, prefetch: int = 2, transform=None,
-                 pin_memory: bool = False, even: bool = True):
+                 pin_memory: bool = False, even: bool = True, encoded: bool = False):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0 <= rank < world_size:
@@ -72,6 +74,9 @@ class Loader:
         self.imageset, self.batch_size = imageset, batch_size
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.drop_last, self.transform, self.even = drop_last, transform, even
+        if encoded and (transform is not None or getattr(imageset, "encoded", None) is None):
+            raise ValueError("encoded=True needs a set with encoded() and no transform")
+        self.encoded = encoded
         self.workers = default_workers() if workers is None else workers
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.epoch = 0
@@ -175,7 +180,7 @@ class _ReadBatch(torch.utils.data.Dataset):
 
     def __init__(self, loader: Loader):
         self.imageset, self.transform = loader.imageset, loader.transform
-        self.seed, self.rank = loader.seed, loader.rank
+        self.seed, self.rank, self.encoded = loader.seed, loader.rank, loader.encoded
 
     def __getitem__(self, task):
         """(images, labels, [(index, "file: why") of the unreadable images dropped]), or, in a
@@ -190,6 +195,8 @@ class _ReadBatch(torch.utils.data.Dataset):
 
     def _read(self, task):
         epoch, k, indices = task
+        if self.encoded:  # each image's bytes, decoded by the caller (prepared.decode_batch)
+            return self.imageset.encoded(indices), torch.from_numpy(self.imageset.labels[indices]), []
         views = getattr(self.imageset, "views", None)
         images = views(indices) if views is not None and self.transform is not None else None
         failed = []

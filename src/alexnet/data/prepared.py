@@ -1,7 +1,10 @@
 """Reading a dataset made by `alexnet prepare` (the format is described in alexnet.data.prepare).
 
 Raw shards are memory-mapped: reading a batch is one copy per image out of the page cache, no
-decoding. JPEG shards are decoded with Pillow (libjpeg-turbo) batch by batch.
+decoding. JPEG shards are decoded with Pillow (libjpeg-turbo) batch by batch, in the loader; or,
+with `alexnet train --decode device`, the loader hands over each image's bytes (`encoded`) and
+`decode_batch` decodes the whole batch where the model runs (nvJPEG on a CUDA GPU, through
+torchvision.io.decode_jpeg), so that a GPU's loader workers only copy bytes.
 """
 from __future__ import annotations
 
@@ -128,6 +131,19 @@ class Prepared(ImageSet):
         return batch
 
 
+    def encoded(self, indices) -> list[torch.Tensor] | None:
+        """JPEG shards: each image's bytes, a 1-D uint8 tensor, for `decode_batch`. Raw: None."""
+        if self.encoding != "jpeg":
+            return None
+        indices = np.asarray(indices, dtype=np.int64)
+        shards = np.searchsorted(self.starts, indices, side="right") - 1
+        out = []
+        for k, i in zip(shards.tolist(), indices.tolist()):
+            data, offsets = self._shard(k)
+            j = i - self.starts[k]
+            out.append(torch.from_numpy(np.array(data[offsets[j]:offsets[j + 1]])))
+        return out
+
     def views(self, indices) -> list[torch.Tensor] | None:
         """Raw shards: the images as (S, S, C) tensors that are views of the mapped files, no
         copy. Augment crops straight out of them, so a batch of 256×256 images is never
@@ -191,3 +207,25 @@ def decode_jpeg(buf: np.ndarray, channels: int) -> np.ndarray:
     with Image.open(io.BytesIO(buf.tobytes())) as img:
         a = np.asarray(img.convert("RGB" if channels == 3 else "L"))
     return a if channels == 3 else a[:, :, None]
+
+
+def decode_batch(encoded: list[torch.Tensor], channels: int, device) -> torch.Tensor:
+    """A batch of JPEG byte tensors decoded on `device` in one call (nvJPEG on CUDA; libjpeg-turbo
+    on the CPU): uint8 (B, S, S, C), the layout every loader batch has.
+
+    torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec (not a dependency
+    here); they still work, and its warning is silenced here rather than printed every epoch."""
+    import warnings
+
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as tv_decode_jpeg  # torchvision: slow to import
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            images = tv_decode_jpeg(encoded, mode=mode, device=device)
+    except RuntimeError as e:
+        raise DataError(f"a JPEG of this batch does not decode on {device}: "
+                        f"{str(e).splitlines()[0]}") from None
+    return torch.stack(images).permute(0, 2, 3, 1)

@@ -1,0 +1,82 @@
+"""JPEG shards decoded where the model runs (`alexnet train --decode device`; nvJPEG on a GPU).
+
+On the CPU the same path runs with torchvision's CPU decoder, so CI covers the loader handing
+over bytes, the batched decode, the augmentation after it, and the errors; the CUDA decode itself
+runs in scripts/cuda_check.sh."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet.cli import main as cli_main
+from alexnet.data import Loader, open_dataset
+from alexnet.data import prepare as prep
+from alexnet.data.prepared import decode_batch
+from alexnet.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def jpeg_shards(tmp_path_factory):
+    """shapes:24:8 prepared as JPEG shards (256×256, the size the paper's crop needs)."""
+    out = tmp_path_factory.mktemp("dec") / "jpeg"
+    prep.prepare("shapes:24:8", out, shard_size=5, encoding="jpeg", workers=1,
+                 progress=False)
+    return out
+
+
+def test_batched_decode_matches_pillow(jpeg_shards):
+    data = open_dataset(jpeg_shards, "train")
+    idx = [7, 0, 13, 21, 4]
+    pillow = data.get_batch(idx)  # decoded by Pillow, (B, S, S, C) uint8
+    ours = decode_batch(data.encoded(idx), data.channels, "cpu")
+    assert ours.shape == pillow.shape and ours.dtype == torch.uint8
+    # Two libjpeg builds may round the inverse DCT differently: equal to within a grey level.
+    assert (ours.int() - pillow.int()).abs().max() <= 2
+    assert (ours.float() - pillow.float()).abs().mean() < 0.5
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_hands_over_bytes(jpeg_shards, workers):
+    data = open_dataset(jpeg_shards, "train")
+    loader = Loader(data, 8, shuffle=True, seed=3, workers=workers, encoded=True)
+    batches = list(loader)
+    assert [len(b[0]) for b in batches] == [8, 8, 8]
+    for (encoded, labels), idx in zip(batches, loader.batches(0)):
+        assert all(e.dtype == torch.uint8 and e.ndim == 1 for e in encoded)
+        assert bytes(encoded[0][:2].tolist()) == b"\xff\xd8"  # a JPEG's start-of-image marker
+        assert torch.equal(labels, torch.from_numpy(data.labels[idx]))
+
+
+def test_encoded_needs_jpeg_and_no_transform(jpeg_shards):
+    with pytest.raises(ValueError, match="encoded=True"):
+        Loader(open_dataset("shapes:8:8", "train"), 4, shuffle=False, encoded=True)
+    with pytest.raises(ValueError, match="encoded=True"):
+        Loader(open_dataset(jpeg_shards, "train"), 4, shuffle=False, encoded=True,
+               transform=lambda x, generator: x)
+
+
+def test_damaged_bytes_are_one_data_error():
+    with pytest.raises(DataError, match="does not decode on cpu") as e:
+        decode_batch([torch.tensor([0xFF, 0xD8, 1, 2, 3], dtype=torch.uint8)], 3, "cpu")
+    assert "\n" not in str(e.value)
+
+
+def test_train_with_decode_device_on_the_cpu(jpeg_shards, tmp_path, capsys):
+    run = tmp_path / "r"
+    argv = ["train", "--data", str(jpeg_shards), "--decode", "device", "--epochs", "2",
+            "--batch-size", "8", "--recipe", "paper", "--precision", "fp32", "--no-progress",
+            "--eval-crops", "1", "--out", str(run)]
+    assert cli_main(argv) == 0
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 2 and all(np.isfinite(m["train_loss"]) for m in metrics)
+    assert json.loads((run / "config.json").read_text())["decode"] == "device"
+
+
+def test_decode_device_without_jpeg_shards_is_one_line(tmp_path, capsys):
+    code = cli_main(["train", "--data", "shapes:16:8", "--decode", "device", "--epochs", "1",
+                     "--no-progress", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs prepared JPEG shards" in err and len(err.strip().splitlines()) == 1
