@@ -7,7 +7,8 @@ field, three sinusoidal gratings, line segments and dots), its channels permuted
 remapped; up to two thin lines may cross the shape. The label of image i is i % 10 (balanced), and
 the image is a pure function of (seed, split, i): its parameters come from a NumPy generator seeded
 with exactly those three numbers (the textures from the seed alone), so any worker can render any
-index. Rendering costs about 2 ms of one core per image (≈ 500 img/s per core).
+index. Rendering costs 2-4 ms of one core per image (≈ 250-500 img/s per core), so each image is
+rendered once and then read back from a file kept in the cache directory (data/diskcache.py).
 
 Why this design: the demo trains the paper's net on a 2-core CPU for ten minutes (a few ten thousand
 images), so the shapes are big and high-contrast (shape and background sit on opposite sides of the
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import AlexNetError
+from .diskcache import ImageCache
 from .imageset import ImageSet, key_of, new_batch
 
 CLASSES = ["circle", "square", "triangle", "star", "cross", "ring", "hexagon", "crescent", "arrow",
@@ -36,6 +38,7 @@ DEFAULT_SIZES = {"train": 20000, "val": 2000}
 _SPLIT_ID = {"train": 0, "val": 1}
 _BANK, _BANK_MARGIN = 32, 96  # background textures per seed; their extra size, for random crops
 _OVER = 2  # line segments that may cross the shape (each drawn with probability 0.3)
+_VERSION = 1  # of the renderer: raise it when the images change (stats and image caches)
 _CHUNK = 8  # images rendered at once: a float32 channel plane of 8 images (2 MB) stays in cache
 
 
@@ -50,19 +53,32 @@ class Shapes(ImageSet):
         self.channels = 3
         n = self.sizes[split]
         self.labels = np.arange(n, dtype=np.int64) % len(CLASSES)
+        # Rendered once, then read back (diskcache.py): every later epoch and run is a copy.
+        self._cache = ImageCache.create(
+            key_of(kind="shapes-images", version=_VERSION, seed=seed, split=split, n=n,
+                   size=image_size), n, (image_size, image_size, 3))
 
     def train_split(self) -> "Shapes":
         return self if self.split == "train" else Shapes(
             "train", seed=self.seed, image_size=self.image_size, sizes=self.sizes)
 
     def cache_key(self) -> str:
-        return key_of(kind="shapes", version=1, seed=self.seed, size=self.image_size,
+        return key_of(kind="shapes", version=_VERSION, seed=self.seed, size=self.image_size,
                       n=self.sizes["train"])
 
     def _load(self, indices: np.ndarray) -> torch.Tensor:
         if len(indices) and (indices.min() < 0 or indices.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} images")
         out = new_batch((len(indices), self.image_size, self.image_size, 3))
+        if self._cache is not None and self._cache.load(
+                np.asarray(indices, dtype=np.int64), out.numpy(),
+                lambda missing: self._render(missing, torch.empty(
+                    (len(missing), self.image_size, self.image_size, 3), dtype=torch.uint8)
+                ).numpy()):
+            return out
+        return self._render(indices, out)
+
+    def _render(self, indices, out: torch.Tensor) -> torch.Tensor:
         for start in range(0, len(indices), _CHUNK):
             chunk = indices[start:start + _CHUNK]
             params = [image_params(self.seed, self.split, int(i)) for i in chunk]
