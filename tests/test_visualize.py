@@ -51,7 +51,9 @@ def show(capsys, *argv) -> tuple[int, str, str]:
 def test_filters_two_towers_apart(files, tmp_path, capsys):
     out = tmp_path / "f.png"
     code, stdout, _ = show(capsys, "filters", files / "tiny.pt", "--out", out)
-    assert code == 0 and stdout.strip() == str(out)
+    lines = stdout.strip().splitlines()
+    assert code == 0 and lines[0] == str(out)
+    assert lines[1].startswith("tower 1: low-frequency share") and lines[2].startswith("tower 2")
     # 2 towers × (48 kernels = 3 rows of 16 × 60 px + a 40 px title), 16 × 60 px wide
     assert png_size(out) == (960, 2 * (3 * 60 + 40))
 
@@ -160,3 +162,19 @@ def test_sparsity_counts_exact_zeros_only():
 def test_unknown_picture_exits_2(capsys):
     code = cli_main(["show", "mosaic"])  # argparse's own one-line error
     assert code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_kernel_structure_against_hand_made_kernels():
+    torch.manual_seed(0)
+    noise = filters.structure(torch.randn(2000, 3, 11, 11))
+    # white noise: the low-frequency share is the share of the bins (|f| <= 2.75: 20 of 120)
+    assert noise["low_freq_noise"] == pytest.approx(20 / 120)
+    assert noise["low_freq"] == pytest.approx(noise["low_freq_noise"], abs=0.01)
+    assert noise["colour"] == pytest.approx(2 / 3, abs=0.01)  # RGB noise: 2 of 3 dimensions
+    y, x = torch.meshgrid(torch.arange(11.0), torch.arange(11.0), indexing="ij")
+    blob = torch.exp(-((x - 5) ** 2 + (y - 5) ** 2) / 8)  # a smooth grey blob
+    grey = filters.structure(blob.expand(1, 3, 11, 11))
+    assert grey["low_freq"] > 0.95 and grey["colour"] == pytest.approx(0, abs=1e-12)
+    red = torch.zeros(1, 3, 11, 11)
+    red[0, 0] = blob - blob.mean()  # a zero-mean pattern in the red channel only
+    assert filters.structure(red)["colour"] == pytest.approx(2 / 3, abs=1e-9)

@@ -4,6 +4,12 @@ In the paper, the 48 kernels on GPU 1 came out largely colour-agnostic (edges, g
 on GPU 2 largely colour-specific (blobs), "independent of any particular random weight
 initialization". With the towers as groups, tower 1 is conv1's kernels 0..47 (conv2's first group
 reads exactly those maps) and tower 2 is 48..95. A one-tower net (towers=1, owt) is one grid.
+
+What the eye judges in that figure is also measured (`structure`, printed per tower): how smooth
+the kernels are, the share of their spatial energy at low frequencies, against the same share for
+white noise (what N(0, σ²) initial kernels have); and how coloured, the share of their energy
+that differs between the colour channels (0 for a grey kernel, 2/3 for white noise in RGB).
+Edges, gratings and blobs are smooth; colour-agnostic ones (the paper's tower 1) are grey.
 """
 from __future__ import annotations
 
@@ -78,9 +84,43 @@ def draw_filters(weight: torch.Tensor, towers: int, path, title: str = ""):
     return save_figure(fig, path)
 
 
+def structure(weight: torch.Tensor) -> dict[str, float]:
+    """Smoothness and colour of kernels (N, C, k, k), averaged over the kernels:
+    low_freq: the share of each kernel's spatial energy (its mean removed) at frequencies within
+    a quarter of the band (|f| <= k/4 in DFT bins), with low_freq_noise, the same share for white
+    noise (the fraction of non-DC bins in that disc); colour: the share of the energy (mean
+    removed) that differs between channels, ||w - channel mean||² / ||w||² (0 for one channel)."""
+    w = weight.double()
+    w = w - w.mean(dim=(1, 2, 3), keepdim=True)
+    k = w.shape[-1]
+    power = torch.fft.fft2(w).abs().pow(2).sum(dim=1)  # (N, k, k), channels summed
+    f = torch.fft.fftfreq(k, d=1.0 / k).double()
+    radius = torch.sqrt(f.view(-1, 1) ** 2 + f.view(1, -1) ** 2)
+    low = (radius <= k / 4) & (radius > 0)
+    share = power[:, low].sum(1) / power[:, radius > 0].sum(1).clamp_min(1e-300)
+    colour = (w - w.mean(dim=1, keepdim=True)).pow(2).sum((1, 2, 3)) / \
+        w.pow(2).sum((1, 2, 3)).clamp_min(1e-300)
+    return {"low_freq": share.mean().item(), "low_freq_noise": low.sum().item() / (k * k - 1),
+            "colour": colour.mean().item()}
+
+
+def describe_structure(weight: torch.Tensor, towers: int) -> list[str]:
+    groups = torch.chunk(weight, towers) if towers > 1 else (weight,)
+    lines = []
+    for t, group in enumerate(groups):
+        s = structure(group)
+        name = f"tower {t + 1}" if towers > 1 else "conv1"
+        lines.append(f"{name}: low-frequency share {s['low_freq']:.2f} (white noise "
+                     f"{s['low_freq_noise']:.2f}), colour share {s['colour']:.2f} (white noise "
+                     f"{2 / 3 if weight.shape[1] == 3 else 0:.2f}, grey 0)")
+    return lines
+
+
 def run(args) -> int:
     seen = Predictor.from_file(args.checkpoint, device="cpu", precision="fp32")
     towers = int(getattr(seen.model, "towers", 1))
-    path = draw_filters(conv1_weight(seen.model), towers, args.out)
+    weight = conv1_weight(seen.model)
+    path = draw_filters(weight, towers, args.out)
     print(path)
+    print("\n".join(describe_structure(weight, towers)))
     return 0
