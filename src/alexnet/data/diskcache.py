@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -72,8 +71,8 @@ class ImageCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        print(f"alexnet: keeping rendered images in {self.path} ({self.size / 1e9:.2f} GB; "
-              f"may be deleted)", file=sys.stderr, flush=True)
+        # Silent: commands promise one JSON object on stdout (--json) and one line on stderr for
+        # an error; README.md says where the cache is and how large it gets.
 
     def load(self, indices: np.ndarray, out: np.ndarray, render) -> bool:
         """Fill `out` (B, *shape) with the images of `indices`: those kept read back, the others
