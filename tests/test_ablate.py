@@ -380,7 +380,8 @@ def test_baseline_dropout_flag_sets_every_arm_and_drops_the_identical_arm(tmp_pa
                                  "--arms", "no-lrn,no-dropout")
     assert code == 0
     assert "arm no-dropout is the baseline under these options, dropped" in stdout
-    assert list(table_rows((out / "results.md").read_text())) == ["baseline", "no-lrn"]
+    rows = table_rows((out / "results.md").read_text())
+    assert list(rows) == ["baseline", "no-lrn"] and rows["baseline"][1] == "the paper's net, dropout 0"
     for arm in ("baseline", "no-lrn"):
         assert json.loads((out / arm / "seed0" / "config.json").read_text())["dropout"] == 0.0
     assert not (out / "no-dropout").exists()

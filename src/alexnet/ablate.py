@@ -328,14 +328,17 @@ def run_arms(shared: dict, out: Path, arms: list[str], seeds: list[int]) -> list
     run_only = {k: shared[k] for k in ("workers", "progress", "device") if k in shared}
     runs = {arm: {seed: read_run(run_arm(arm_given(shared, arm, out, seed), run_only))
                   for seed in seeds} for arm in arms}
-    return [summarise(arm, runs[arm], runs.get("baseline"), about(arm)) for arm in arms]
+    return [summarise(arm, runs[arm], runs.get("baseline"), about(arm, shared)) for arm in arms]
 
 
-def about(arm: str) -> dict:
+def about(arm: str, shared: dict | None = None) -> dict:
     """The words of an arm and of the paper's claim about it, for its row of the report."""
     direction, tests = CLAIMS.get(arm, (None, "no claim in the paper"))
-    return {"change": ARMS[arm][1], "paper": ARMS[arm][2], "direction": direction,
-            "tests": tests}
+    change = ARMS[arm][1]
+    if arm == "baseline":  # say where the baseline is not the paper's (BASELINE_OPTIONS)
+        change += "".join(f", {k} {shared[k]:g}" for k in BASELINE_OPTIONS
+                          if shared and shared.get(k, PAPER_IDEAS[k]) != PAPER_IDEAS[k])
+    return {"change": change, "paper": ARMS[arm][2], "direction": direction, "tests": tests}
 
 
 def run(args) -> int:
