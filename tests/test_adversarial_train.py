@@ -174,7 +174,8 @@ def test_bad_values_and_output_paths_of_other_commands(trained, tmp_path, capsys
     (tmp_path / "dir.npy").mkdir()
     argv = [a.replace("RUNDIR.npy", str(tmp_path / "dir.npy")).replace("RUNDIR", str(run))
             .replace("RUN", str(run)) for a in argv]
-    one_line_exit_2(capsys, argv)
+    err = one_line_exit_2(capsys, argv)
+    assert ".tmp" not in err  # the path the user gave, not a temporary file's name
 
 
 def test_train_out_that_is_a_file_or_unwritable(tmp_path, capsys):

@@ -23,3 +23,9 @@ class Busy(AlexNetError):
 
 class Diverged(AlexNetError):
     """Training produced a non-finite loss or weights; nothing non-finite was saved."""
+
+
+class WriteError(AlexNetError, OSError):
+    """A file that cannot be written, named as the user gave it (not the temporary file of the
+    atomic write). Also an OSError, so that callers that treat an unwritable cache as a cost,
+    not a failure, still do."""
