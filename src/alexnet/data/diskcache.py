@@ -59,18 +59,22 @@ class ImageCache:
         return self._map or None
 
     def _make(self) -> None:
+        """Make the file, unless another process (a loader worker, another run) has meanwhile:
+        it is published with link(), which, unlike io.atomic_path's rename, never replaces a file
+        that another process has mapped and is filling. A stale file of another size is."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                    suffix=".tmp")
         try:
+            os.posix_fallocate(fd, 0, self.size)  # all zeros: no image flagged yet
             try:
-                os.posix_fallocate(fd, 0, self.size)  # all zeros: no image flagged yet
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
+                os.link(tmp, self.path)
+            except FileExistsError:  # made by another process first (use it), or stale
+                if self.path.stat().st_size != self.size:
+                    os.replace(tmp, self.path)
+        finally:
+            os.close(fd)
             Path(tmp).unlink(missing_ok=True)
-            raise
         # Silent: commands promise one JSON object on stdout (--json) and one line on stderr for
         # an error; README.md says where the cache is and how large it gets.
 
