@@ -16,7 +16,6 @@ import torch
 from . import parallel
 from .accel import PRECISIONS
 from .data import Loader, open_dataset
-from .data.loader import auto_workers
 from .errors import AlexNetError
 from .options import check_value
 from .predictor import Predictor
@@ -84,8 +83,8 @@ def run(args) -> int:
     data = open_dataset(args.data, "val", seed=predictor.ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)
     predictor.check_data(data)
-    workers = auto_workers(predictor.rt.device) if args.workers is None else args.workers
-    loader = Loader(data, args.batch_size, shuffle=False, workers=workers)
+    loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers,
+                    device=predictor.rt.device)
     result = evaluate(predictor, loader, crops=args.crops, progress=not args.json)
     skipped = loader.skipped
     if skipped:

@@ -32,8 +32,6 @@ from .checkpoint import (check_compatible, load_checkpoint, rng_state, save_chec
 from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_options,
                      base_lr, resolve_train_config, validate)
 from .data import Loader, open_dataset
-from .data.loader import auto_workers
-from .data.prepared import decode_batch
 from .data.augment import Augment
 from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
@@ -79,7 +77,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     for i, (images, labels) in enumerate(t.train_loader):
         lr = t.schedule.apply(t.optimizer, step0 + i)
         if t.train_loader.transform is None:  # on an accelerator: augment there, batched
-            images = t.augment.train(on_device(t, images), generator=gen)
+            images = t.augment.train(t.train_loader.to_device(images), generator=gen)
         x = rt.to_input(images)
         labels = labels.to(rt.output_device, non_blocking=True)
         try:
@@ -97,13 +95,6 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     total = parallel.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64),
                                     info)
     return (total[0] / max(total[1], 1)).item(), total[1].item() / seconds
-
-
-def on_device(t: Training, images) -> torch.Tensor:
-    """A loader batch on the device: copied, or decoded there from JPEG bytes (--decode device)."""
-    if t.train_loader.encoded:
-        return decode_batch(images, t.augment.channels, t.rt.device)
-    return images.to(t.rt.device, non_blocking=True)
 
 
 def _seed(seed: int, epoch: int, rank: int, stream: int) -> int:
@@ -199,13 +190,14 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
         raise AlexNetError(f"--decode device needs prepared JPEG shards (alexnet prepare "
                            f"--encoding jpeg); {cfg.data} has none", option="decode")
     on_cpu = rt.device.type == "cpu" and not encoded
-    workers = auto_workers(rt.device) if cfg.workers is None else cfg.workers
     train_loader = Loader(train_set, batch, shuffle=True, seed=cfg.seed, rank=info.rank,
-                          world_size=info.world_size, drop_last=True, workers=workers,
-                          transform=augment.train if on_cpu else None, encoded=encoded)
+                          world_size=info.world_size, drop_last=True, workers=cfg.workers,
+                          transform=augment.train if on_cpu else None, encoded=encoded,
+                          device=rt.device)
     # even=False: no rank pads its share with repeats, so the summed metrics are exact.
     val_loader = Loader(val_set, batch, shuffle=False, seed=cfg.seed, rank=info.rank,
-                        world_size=info.world_size, workers=workers, even=False)
+                        world_size=info.world_size, workers=cfg.workers, even=False,
+                        device=rt.device)
     if len(train_loader) == 0:
         raise AlexNetError(f"batch_size {cfg.batch_size} is larger than the training set "
                            f"({len(train_set)} images)", option="batch_size")

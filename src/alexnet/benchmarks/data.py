@@ -42,7 +42,6 @@ from ..data import Loader, open_dataset
 from ..data.augment import Augment
 from ..data.folder import ImageFolder
 from ..data.prepare import prepare
-from ..data.prepared import decode_batch
 from ..data.shapes import Shapes
 from ..errors import AlexNetError
 from ..model import alexnet
@@ -199,7 +198,7 @@ def _collate_readable(samples):
 
 def _our_loader(prepared: Path, args, encoded: bool = False):
     """Loader + Augment: in the workers (no --device), or on the device as training does there
-    (train.on_device: copied, or decoded there from JPEG bytes when `encoded`)."""
+    (Loader.to_device: copied, or decoded there from JPEG bytes when `encoded`)."""
     data = open_dataset(prepared, "train")
     if args.device is None:
         augment = Augment(data.stats(), crop_size=args.crop)
@@ -208,17 +207,13 @@ def _our_loader(prepared: Path, args, encoded: bool = False):
     device = torch.device(args.device)
     augment = Augment(data.stats(), crop_size=args.crop, device=device)
     loader = Loader(data, args.batch_size, shuffle=True, workers=args.workers, encoded=encoded,
-                    pin_memory=device.type == "cuda")
+                    pin_memory=device.type == "cuda", device=device)
     gen = torch.Generator(device=device).manual_seed(0)
 
     class OnDevice:
         def __iter__(self):
             for images, labels in loader:
-                if encoded:
-                    images = decode_batch(images, data.channels, device)
-                else:
-                    images = images.to(device, non_blocking=True)
-                yield augment.train(images, generator=gen), labels
+                yield augment.train(loader.to_device(images), generator=gen), labels
     return OnDevice()
 
 

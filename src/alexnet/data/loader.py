@@ -43,21 +43,22 @@ import torch
 
 from ..errors import AlexNetError
 from .imageset import ImageSet, drop_failed
+from .prepared import decode_batch
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def auto_workers(device) -> int:
-    """The worker count when none is given. On the CPU the step's threads already take every
+def auto_workers(device=None) -> int:
+    """The worker count when none is given (default_workers() for no device). On the CPU the step's threads already take every
     core, so a worker process can only take cycles from them, and a step whose threads wait for
     one preempted thread loses more than the worker's share: on 2 cores the training loop ran
     1.04-1.10x faster with no workers than with 2 (BENCHMARKS.md, "The training loop against the
     step"), the main process reading and augmenting between steps with all its threads. With more
     cores, 2 workers (not measured beyond 2 cores). On an accelerator the CPU only feeds it:
     default_workers()."""
-    if torch.device(device).type == "cpu":
+    if device is not None and torch.device(device).type == "cpu":
         return 0 if (os.cpu_count() or 1) <= 2 else 2
     return default_workers()
 
@@ -66,7 +67,8 @@ class Loader:
     def __init__(self, imageset: ImageSet, batch_size: int, *, shuffle: bool, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  workers: int | None = None, prefetch: int = 2, transform=None,
-                 pin_memory: bool = False, even: bool = True, encoded: bool = False):
+                 pin_memory: bool = False, even: bool = True, encoded: bool = False,
+                 device=None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not 0 <= rank < world_size:
@@ -77,7 +79,9 @@ class Loader:
         if encoded and (transform is not None or getattr(imageset, "encoded", None) is None):
             raise ValueError("encoded=True needs a set with encoded() and no transform")
         self.encoded = encoded
-        self.workers = default_workers() if workers is None else workers
+        # Where the batches go (to_device), and what sets the default worker count.
+        self.device = None if device is None else torch.device(device)
+        self.workers = auto_workers(device) if workers is None else workers
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.epoch = 0
         self.skipped: dict[int, str] = {}  # unreadable images met so far: index -> "file: why"
@@ -85,6 +89,13 @@ class Loader:
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def to_device(self, images) -> torch.Tensor:
+        """A batch of this loader on its device: decoded there from JPEG bytes (encoded), or
+        copied."""
+        if self.encoded:
+            return decode_batch(images, self.imageset.channels, self.device)
+        return images.to(self.device, non_blocking=True)
 
     @property
     def per_rank(self) -> int:
