@@ -81,3 +81,21 @@ def test_batch_sweep_reports_each_batch_and_the_best(capsys):
     out = capsys.readouterr().out
     assert "| 2 |" in out and "best: c at batch" in out
     assert main(sweep[:-1] + ["1,x"]) == 2
+
+
+def test_c_against_e_the_bf16_weight_copies(capsys):
+    # e is c under autocast: the whole step with and without the copies, and the update alone.
+    args = [a for a in TINY if a != "--json"]
+    args[args.index("--batch-size") + 1] = "1"
+    args[args.index("--inference-batch-sizes") + 1] = ""
+    assert main(args + ["--configs", "ce", "--precision", "bf16", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    if result["train"]["c"]["precision"] == "bf16":
+        pytest.skip("no optimizer kernel here: c runs under autocast too")
+    assert result["train"]["c"]["precision"] == "bf16 +copies"
+    assert result["train"]["e"]["precision"] == "bf16"
+    assert set(result["ratios"]) == {"c/e"} and result["targets_met"] == {}
+    update = result["weight_update"]
+    assert update["ratio"] == pytest.approx(update["autocast_ms"] / update["copies_ms"])
+    text = bench.format_report(result)
+    assert "c/e = " in text and "the bf16 copies' kernel" in text

@@ -187,8 +187,8 @@ def test_fallback_equals_fast_path(monkeypatch, dtype):
 
 
 def test_no_compiler_falls_back(monkeypatch):
-    monkeypatch.setattr(lrn_module, "_kernel", None)
-    monkeypatch.setattr(lrn_module, "_kernel_error", None)
+    monkeypatch.setattr(lrn_module._library, "lib", None)  # restored after the test
+    monkeypatch.setattr(lrn_module._library, "error", None)
     monkeypatch.setenv("CC", "/nonexistent/cc")
     assert lrn_module.load_kernel() is None
     assert "no C compiler" in lrn_module.kernel_error()
@@ -200,8 +200,8 @@ def test_no_compiler_falls_back(monkeypatch):
 
 @needs_kernel
 def test_kernel_is_cached_in_alexnet_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(lrn_module, "_kernel", None)
-    monkeypatch.setattr(lrn_module, "_kernel_error", None)
+    monkeypatch.setattr(lrn_module._library, "lib", None)  # restored after the test
+    monkeypatch.setattr(lrn_module._library, "error", None)
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     assert lrn_module.load_kernel() is not None
     built = list(tmp_path.glob("lrn-*.so"))
@@ -211,8 +211,8 @@ def test_kernel_is_cached_in_alexnet_cache(tmp_path, monkeypatch):
 @needs_kernel
 @pytest.mark.parametrize("tamper", ["world-writable", "someone else's"])
 def test_a_planted_kernel_is_not_loaded(tmp_path, monkeypatch, tamper):
-    monkeypatch.setattr(lrn_module, "_kernel", None)
-    monkeypatch.setattr(lrn_module, "_kernel_error", None)
+    monkeypatch.setattr(lrn_module._library, "lib", None)  # restored after the test
+    monkeypatch.setattr(lrn_module._library, "error", None)
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     assert lrn_module.load_kernel() is not None
     (lib,) = tmp_path.glob("lrn-*.so")
@@ -222,8 +222,8 @@ def test_a_planted_kernel_is_not_loaded(tmp_path, monkeypatch, tamper):
         if os.getuid() != 0:
             pytest.skip("only root can give a file to another user")
         os.chown(lib, 65534, -1)
-    monkeypatch.setattr(lrn_module, "_kernel", None)
-    monkeypatch.setattr(lrn_module, "_kernel_error", None)
+    monkeypatch.setattr(lrn_module._library, "lib", None)  # restored after the test
+    monkeypatch.setattr(lrn_module._library, "error", None)
     assert lrn_module.load_kernel() is None
     assert "refusing to load" in lrn_module.kernel_error()
     assert lrn_backend(activations()) == "reference"  # the formula still runs

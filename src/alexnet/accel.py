@@ -17,7 +17,10 @@ and thread count), and `alexnet bench model` prints what it chose with the CPU's
 - bf16 autocast: convolutions and GEMMs run at about 2× (AVX512-BF16) to 2.8× (AMX) the fp32
   rate where the CPU has native bf16, and on CUDA GPUs with bf16 (Ampere+); without native bf16
   (e.g. an AVX2-only CPU) oneDNN emulates it, slower than fp32, and the probe keeps fp32. Weights
-  and the optimizer stay fp32. Older GPUs get fp16 with a GradScaler; the CPU never does.
+  and the optimizer stay fp32. Older GPUs get fp16 with a GradScaler; the CPU never does. In
+  training on the CPU, bf16 runs without autocast where it can: on bf16 copies of the weights
+  that the optimizer keeps in step (masters.py), since autocast re-casts all 61M weights, and
+  their gradients back, on every step.
 - channels_last: oneDNN's (and cuDNN's) fast convolution kernels are NHWC; in NCHW each conv
   reorders its input and output. The 3-channel stem conv is the exception the probe checks: on a
   CPU without AMX its bf16 weight gradient was several times slower in NHWC, on one with AMX the
@@ -37,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import platform
@@ -134,8 +138,7 @@ def fast_path(device) -> FastPath:
         bf16 = native_bf16(device)
         return FastPath("bf16" if bf16 else ("fp16" if device.type == "cuda" else "fp32"),
                         nchw_stem=False, source="rule")
-    key = hashlib.sha256(" ".join([torch.__version__, str(torch.get_num_threads()),
-                                   *sorted(cpu_flags())]).encode()).hexdigest()[:16]
+    key = _probe_key(torch.get_num_threads())
     if key not in _fast_paths:
         path = cache_dir() / f"fastpath-{key}.json"
         try:
@@ -147,6 +150,14 @@ def fast_path(device) -> FastPath:
             except OSError:
                 pass  # a read-only cache only costs the probe next time
     return _fast_paths[key]
+
+
+@functools.lru_cache(maxsize=None)
+def _probe_key(threads: int) -> str:
+    """What a probe's result depends on: torch's version, the thread count and the CPU's flags
+    (cached: to_input asks for the fast path on every batch)."""
+    return hashlib.sha256(" ".join([torch.__version__, str(threads), *sorted(cpu_flags())]
+                                   ).encode()).hexdigest()[:16]
 
 
 def _time_ms(fn, reps: int = 3) -> float:

@@ -26,20 +26,13 @@ split all call. What runs where (lrn_backend(x) says which):
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import threading
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .io import atomic_path
-from .machine import cache_dir, cpu_flags
+from . import native
 
 try:  # optional: a CPU-only torch may come without triton, and then CUDA runs lrn_reference
     from . import lrn_triton
@@ -91,70 +84,31 @@ def _analytic_backward(grad, x, size, alpha, beta, k, groups):
     return grad * p - 2 * alpha * beta * x * u
 
 
-# ---- the C kernel: built once per (source, flags, compiler, CPU) into a cache directory ----
+# ---- the C kernel (csrc/lrn.c), built by native.py on first use and cached ----
 
-_SOURCE = Path(__file__).with_name("csrc") / "lrn.c"
-_FLAGS = ("-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-shared", "-fPIC")
 _KERNEL_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the codes csrc/lrn.c expects
-_lock = threading.Lock()
-_kernel = None          # the loaded ctypes library, once built
-_kernel_error = None    # why there is none (str), once tried
 
 
-def _check_owner(lib_path: Path) -> None:
-    """Refuse to load a library someone else could have planted: it must belong to this user
-    (or root) and be writable by nobody else. This matters when ALEXNET_CACHE is shared."""
-    st = os.stat(lib_path)
-    if st.st_uid not in (os.getuid(), 0) or st.st_mode & 0o022:
-        raise RuntimeError(f"refusing to load {lib_path}: owned by uid {st.st_uid} with mode "
-                           f"{st.st_mode & 0o777:o} (must be yours and not group/world-writable)")
-
-
-def _build() -> ctypes.CDLL:
-    cc = os.environ.get("CC", "gcc")
-    if shutil.which(cc) is None:
-        raise RuntimeError(f"no C compiler ({cc})")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), " ".join(_FLAGS), version,
-                                    platform.machine(), " ".join(sorted(cpu_flags()))]
-                                   ).encode()).hexdigest()[:16]  # -march=native: per CPU
-    lib_path = cache_dir() / f"lrn-{key}.so"
-    if not lib_path.exists():
-        # Compile to a temporary name and rename: a concurrent or killed build never leaves half a
-        # library behind at the name others load.
-        with atomic_path(lib_path) as tmp:
-            done = subprocess.run([cc, *_FLAGS, "-o", str(tmp), str(_SOURCE)], capture_output=True,
-                                  text=True, timeout=300)
-            if done.returncode:
-                raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
-    _check_owner(lib_path)
-    # Loaded after torch, so its libgomp (same soname) is the one the kernel's OpenMP uses: one
-    # thread pool for both, not two competing for the cores.
-    lib = ctypes.CDLL(str(lib_path))
+def _declare(lib) -> None:
     args = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 5 \
         + [ctypes.c_float] * 3 + [ctypes.c_int]
     lib.lrn_forward.argtypes = args
     lib.lrn_backward.argtypes = args[:3] + [ctypes.c_void_p] + args[3:]
     lib.lrn_forward.restype = lib.lrn_backward.restype = ctypes.c_int
-    return lib
+
+
+_library = native.Library("lrn", _declare)
 
 
 def load_kernel() -> ctypes.CDLL | None:
     """The compiled kernel, building it on first use; None if it cannot be built (see
     kernel_error()). Never raises: LRN then runs lrn_reference."""
-    global _kernel, _kernel_error
-    with _lock:
-        if _kernel is None and _kernel_error is None:
-            try:
-                _kernel = _build()
-            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-                _kernel_error = str(e) or type(e).__name__
-    return _kernel
+    return _library.load()
 
 
 def kernel_error() -> str | None:
     """Why the C kernel is not in use (None when it is, or has not been tried yet)."""
-    return _kernel_error
+    return _library.error
 
 
 def triton_error() -> str | None:
@@ -280,7 +234,7 @@ def lrn_backend(x: torch.Tensor) -> str:
         return "reference"
     # Under torch.compile do not build (a subprocess cannot be traced); the module's constructor
     # has built it already.
-    kernel = _kernel if torch.compiler.is_compiling() else load_kernel()
+    kernel = _library.lib if torch.compiler.is_compiling() else load_kernel()
     return "kernel" if kernel is not None else "reference"
 
 

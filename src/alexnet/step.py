@@ -3,6 +3,9 @@ non-finite losses. `alexnet train`, the ablation's activation study and `alexnet
 call this, so the step that is measured is the step that trains.
 
     loss, logits = train_step(model, optimizer, scaler, x, labels, autocast=rt.autocast)
+
+With `masters` (bf16 on the CPU, see masters.py) the step runs on the weights' bf16 copies and the
+optimizer updates them with the fp32 weights, instead of autocast casting every weight each step.
 """
 from __future__ import annotations
 
@@ -16,12 +19,15 @@ from .errors import Diverged
 
 
 def train_step(model, optimizer, scaler, x: torch.Tensor, labels: torch.Tensor, *,
-               autocast=contextlib.nullcontext, label_smoothing: float = 0.0):
+               autocast=contextlib.nullcontext, label_smoothing: float = 0.0, masters=None):
     """One SGD (or AdamW) step on a prepared batch; returns (loss as a float, detached logits).
 
     The loss is computed in float32 whatever the autocast precision (a bf16 log-softmax over
     1000 classes loses digits). A non-finite loss raises Diverged *before* the update, so the
-    weights stay as they were. `scaler` is a GradScaler, enabled only for fp16."""
+    weights stay as they were. `scaler` is a GradScaler, enabled only for fp16. `masters`
+    (a MasterWeights of this model and optimizer, or None) stands in for both, without autocast."""
+    if masters is not None:
+        model, optimizer, autocast = masters, masters, contextlib.nullcontext
     with autocast():
         logits = model(x)
     if len(labels):

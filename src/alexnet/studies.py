@@ -167,7 +167,7 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
         t.schedule.apply(t.optimizer, step)
         try:
             loss, logits = train_step(t.model, t.optimizer, t.scaler, x, labels,
-                                      autocast=t.rt.autocast)
+                                      autocast=t.rt.autocast, masters=t.masters)
         except Diverged:
             result["diverged"] = step + 1
             break

@@ -36,6 +36,7 @@ from .data.augment import Augment
 from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
 from .io import atomic_write_json, atomic_write_text, locked_dir
+from .masters import MasterWeights
 from .model import alexnet
 from .options import names
 from .predictor import Predictor
@@ -61,6 +62,7 @@ class Training:
     train_loader: Loader
     val_loader: Loader
     meta: dict  # what a checkpoint needs besides the weights: arch, classes, stats, crop_size
+    masters: MasterWeights | None = None  # bf16 on the CPU: the weights' bf16 copies (masters.py)
 
 
 def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
@@ -82,7 +84,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
         labels = labels.to(rt.output_device, non_blocking=True)
         try:
             loss, _ = train_step(t.model, t.optimizer, t.scaler, x, labels, autocast=rt.autocast,
-                                 label_smoothing=cfg.label_smoothing)
+                                 label_smoothing=cfg.label_smoothing, masters=t.masters)
         except Diverged as e:
             raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); checkpoint.pt still holds "
                            f"epoch {epoch}", option="lr") from None
@@ -217,6 +219,8 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
         schedule.load_state_dict(ckpt["scheduler"])
         t.scaler.load_state_dict(ckpt.get("scaler", {}))
         set_rng_state(ckpt["rng"])
+    # After the weights are loaded: the bf16 copies are made from them.
+    t.masters = MasterWeights.create(model, optimizer, rt.device, rt.precision)
     return t
 
 
@@ -283,7 +287,9 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
         writer = _tensorboard(run)
         print(f"run {run}: {cfg.variant} AlexNet, {t.meta['arch']['num_classes']} classes, "
               f"{len(t.train_loader.imageset)} train / {len(t.val_loader.imageset)} val images "
-              f"of {cfg.data}, {t.rt.describe()}, world size {info.world_size}", flush=True)
+              f"of {cfg.data}, {t.rt.describe()}"
+              f"{' (bf16 weight copies kept by the optimizer)' if t.masters else ''}, world size "
+              f"{info.world_size}", flush=True)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         t.train_loader.set_epoch(epoch)

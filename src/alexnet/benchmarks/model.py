@@ -10,6 +10,9 @@ only ratios measured side by side mean anything there.
     c  our paper model on the default fast path (alexnet.accel: bf16 autocast where native,
        channels_last, fused SGD, our LRN kernel; --compile adds torch.compile)
     d  c without LRN: what LRN costs on the fast path
+    e  c with bf16 autocast re-casting every weight each step, instead of the bf16 copies that
+       the optimizer keeps (alexnet.masters; bf16 on the CPU only): what the copies save.
+       Not run by default (--configs ce).
 
 The roofline share of c is img/s x training FLOPs per image (3 x forward MACs x 2) over the rate
 of a large GEMM in c's precision, measured in the same run. Also: c's inference img/s, and LRN
@@ -33,14 +36,17 @@ from .. import accel
 from ..errors import AlexNetError
 from ..lrn import LocalResponseNorm, kernel_error, lrn_backend, triton_error
 from ..machine import describe
+from ..masters import MasterWeights
 from ..model import alexnet
 from ..step import train_step
+from .update import measure_weight_update
 
 CONFIGS = {
     "a": "paper net, torch LRN (naive), fp32, NCHW",
     "b": "torchvision alexnet, fp32, NCHW",
     "c": "paper net, our fast path",
     "d": "paper net without LRN, fast path",
+    "e": "c under autocast, without the bf16 weight copies (differs from c only in bf16 on CPU)",
 }
 TARGETS = {"c/a": 4.0, "c/d": 0.85, "c/b": 1.5}
 
@@ -53,7 +59,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", default="auto", choices=accel.PRECISIONS,
                         help="precision of c and d (default auto: bf16 where native)")
     parser.add_argument("--compile", action="store_true", help="torch.compile c and d")
-    parser.add_argument("--configs", default="abcd", help="which of a, b, c, d to train (abcd)")
+    parser.add_argument("--configs", default="abcd", help="which of a, b, c, d, e to train (abcd)")
     parser.add_argument("--inference-batch-sizes", default="1,128",
                         help="batch sizes for c's inference img/s, comma-separated ('' skips)")
     parser.add_argument("--num-classes", type=int, default=1000)
@@ -118,10 +124,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _training_step(model, optimizer, x, y, device, precision) -> Callable[[], None]:
+def _training_step(model, optimizer, x, y, device, precision,
+                   masters: MasterWeights | None = None) -> Callable[[], None]:
     """The training step of `alexnet train` (alexnet.step), on a fixed batch."""
     scaler = accel.grad_scaler(device, precision)
-    return lambda: train_step(model, optimizer, scaler, x, y,
+    return lambda: train_step(model, optimizer, scaler, x, y, masters=masters,
                               autocast=lambda: accel.autocast(device, precision))
 
 
@@ -139,17 +146,21 @@ def build(key: str, device: torch.device, args) -> Trainee:
         x = torch.randn(n, 3, size, size, device=device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=wd)
         precision, layout = "fp32", "NCHW"
-    else:
+    else:  # c, d, e: the fast path (e without the bf16 copies)
         precision = accel.resolve_precision(device, args.precision)
-        model = alexnet("paper", num_classes=classes, lrn=key == "c")
+        model = alexnet("paper", num_classes=classes, lrn=key != "d")
         model = accel.prepare_model(model, device, channels_last=True, compile=args.compile)
         x = accel.to_input(torch.randn(n, 3, 227, 227), device, channels_last=True)
         optimizer = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, device)
         layout = "NHWC" + (" +compile" if args.compile else "")
+    # As `alexnet train` does (bf16 on the CPU): the weights' bf16 copies, kept by the optimizer.
+    masters = MasterWeights.create(model, optimizer, device, precision) if key in "cd" else None
+    if masters is not None:
+        precision += " +copies"
     y = torch.randint(0, classes, (n,), device=device)
     flops = 6.0 * forward_macs(model, x[:1])
-    return Trainee(key, precision, layout, _training_step(model, optimizer, x, y, device,
-                                                          precision), flops)
+    step = _training_step(model, optimizer, x, y, device, precision.split()[0], masters)
+    return Trainee(key, precision, layout, step, flops)
 
 
 def _cpu_time() -> float:
@@ -277,7 +288,8 @@ def _check(args) -> tuple[torch.device, list[str], list[int]]:
         raise AlexNetError("--warmup and --lrn-batch-size must be at least 0")
     keys = list(dict.fromkeys(args.configs))
     if not keys or set(keys) - set(CONFIGS):
-        raise AlexNetError(f"--configs takes letters from 'abcd', got {args.configs!r}")
+        raise AlexNetError(f"--configs takes letters from '{''.join(CONFIGS)}', got "
+                           f"{args.configs!r}")
     try:
         batches = [int(b) for b in args.inference_batch_sizes.split(",") if b.strip()]
     except ValueError:
@@ -308,10 +320,13 @@ def measure(args) -> dict:
     gemm = {p: statistics.median(v) / 1e9 for p, v in gemm_values.items()}
     train = {t.key: _summary(t, args.batch_size) for t in trainees}
     for t in train.values():  # each against the GEMM rate of its own precision
-        t["roofline_share"] = t["img_per_s"] * t["train_gflop_per_image"] / gemm[t["precision"]]
+        t["roofline_share"] = (t["img_per_s"] * t["train_gflop_per_image"]
+                               / gemm[t["precision"].split()[0]])
     rate = {k: v["img_per_s"] for k, v in train.items()}
     cpu = {k: v["cpu_s_per_step"] for k, v in train.items()}
     ratios = {r: rate[r[0]] / rate[r[2]] for r in TARGETS if r[0] in rate and r[2] in rate}
+    if "c" in rate and "e" in rate:  # what the bf16 copies buy (no target: 1 where they are off)
+        ratios["c/e"] = rate["c"] / rate["e"]
     result = {
         "machine": machine(device), "device": device.type, "batch_size": args.batch_size,
         "fast_path": accel.fast_path(device).describe(),
@@ -320,7 +335,7 @@ def measure(args) -> dict:
             "fp32" if precision == "fp32" else precision])),
         "lrn_fallback_reason": (kernel_error() if device.type == "cpu" else triton_error()),
         "train": train, "ratios": ratios,
-        "targets_met": {r: v >= TARGETS[r] for r, v in ratios.items()},
+        "targets_met": {r: v >= TARGETS[r] for r, v in ratios.items() if r in TARGETS},
         # the same ratios by CPU time per step: the work per image, which time-slicing on a busy
         # machine does not dilute (it includes OpenMP's short spin-waits)
         "ratios_cpu_time": {r: cpu[r[2]] / cpu[r[0]] for r in ratios},
@@ -334,6 +349,8 @@ def measure(args) -> dict:
     result["inference_img_per_s"] = {str(b): measure_inference(model, device, b) for b in batches}
     if args.lrn_batch_size:
         result["lrn"] = measure_lrn(device, args.lrn_batch_size)
+    if "e" in keys and device.type == "cpu":
+        result["weight_update"] = measure_weight_update()  # benchmarks/update.py
     result["busy"] = {**busy_before, "load_average_after": os.getloadavg()[0]}
     return result
 
@@ -357,9 +374,10 @@ def format_report(r: dict) -> str:
                      f"{100 * t['roofline_share']:.0f}% |")
     lines.append("")
     for name, value in r["ratios"].items():
-        met = "met" if r["targets_met"][name] else "NOT met"
-        lines.append(f"{name} = {value:.2f}  (target >= {TARGETS[name]}: {met}; "
-                     f"by CPU time {r['ratios_cpu_time'][name]:.2f})")
+        target = (f"target >= {TARGETS[name]}: {'met' if r['targets_met'][name] else 'NOT met'}; "
+                  if name in TARGETS else "")
+        lines.append(f"{name} = {value:.2f}  ({target}by CPU time "
+                     f"{r['ratios_cpu_time'][name]:.2f})")
     gemm = ", ".join(f"{p} {v:.0f}" for p, v in r["gemm_gflops"].items())
     lines.append(f"GEMM {r['gemm_size']}^3 GFLOP/s (median, one per round): {gemm}")
     if "roofline_share_c" in r:
@@ -374,6 +392,11 @@ def format_report(r: dict) -> str:
                   f"torch {lrn['torch_ms']:.0f} ms, ours {lrn['ours_ms']:.0f} ms "
                   f"(NHWC {lrn['ours_channels_last_ms']:.0f} ms): {lrn['speedup']:.1f}x "
                   f"({lrn['speedup_channels_last']:.1f}x; target >= 3x)"]
+    if r.get("weight_update"):
+        w = r["weight_update"]
+        lines += ["", f"the weights' per-step update alone (61M parameters): autocast's casts + "
+                  f"fused SGD {w['autocast_ms']:.0f} ms, the bf16 copies' kernel "
+                  f"{w['copies_ms']:.0f} ms: {w['ratio']:.1f}x"]
     return "\n".join(lines)
 
 
@@ -391,6 +414,7 @@ def profile_c(args) -> dict:
     total = sum(e.self_cpu_time_total for e in events)
     ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
     return {"machine": machine(device), "fast_path": accel.fast_path(device).describe(),
+            "precision": trainee.precision,
             "batch_size": args.batch_size, "steps": args.profile, "ops": [
                 {"op": e.key, "share": e.self_cpu_time_total / total,
                  "calls_per_step": e.count / args.profile,
@@ -399,7 +423,8 @@ def profile_c(args) -> dict:
 
 def format_profile(r: dict) -> str:
     lines = [f"machine: {r['machine']}", f"fast path: {r['fast_path']}",
-             f"c's training step at batch {r['batch_size']}, self CPU time per op over "
+             f"c's training step ({r['precision']}) at batch {r['batch_size']}, self CPU time "
+             f"per op over "
              f"{r['steps']} steps (torch.profiler):", "",
              "| op | share | calls/step | ms/step |", "|---|---:|---:|---:|"]
     lines += [f"| {o['op']} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} | "

@@ -13,12 +13,14 @@
  * Storage is float32 (dtype 0) or bfloat16 (dtype 1, as uint16); arithmetic is always float32.
  * Two layouts: channels_last (NHWC: a pixel's channels are contiguous, vectorised over channels)
  * and channels_first (NCHW: a channel's pixels are contiguous, vectorised over a block of pixels).
- * Built by alexnet/lrn.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
+ * Built by alexnet/native.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+
+#include "bf16.h"
 
 enum { F32 = 0, BF16 = 1 };
 #define TILE 64    /* channels_first: pixels per tile (longer rows help the prefetcher) */
@@ -33,21 +35,6 @@ typedef struct {
      * at group edges, as weights. mirror is the same for the backward's mirrored window. */
     const float *mask, *mirror;
 } lrn_args;
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch does */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
 
 /* dst[i] = src[off + i] as float32 */
 static void load(const lrn_args *a, const void *src, int64_t off, float *restrict dst,

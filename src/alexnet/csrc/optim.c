@@ -1,0 +1,59 @@
+/* SGD and AdamW steps for bf16 training with fp32 master weights (alexnet/masters.py).
+ *
+ * The forward and backward run on a bf16 copy of the weights (w16) and leave bf16 gradients (g).
+ * One pass over each parameter reads g, updates the fp32 weights (p) and the optimizer's fp32
+ * state exactly as torch.optim.SGD / AdamW do (torch's fused CPU kernels, same formulas), and
+ * writes the new bf16 copy. Under torch.autocast the same step costs three passes more over all
+ * 61M weights: the cast of every weight to bf16 in the forward, the cast of every bf16 gradient
+ * to fp32 in the backward, and the optimizer's read of the fp32 gradient.
+ *
+ * All arrays hold n values in the same memory order (the caller checks the strides).
+ * Built by alexnet/native.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
+ */
+#include <stdint.h>
+#include <math.h>
+
+#include "bf16.h"
+
+/* torch.optim.SGD, dampening 0, no Nesterov:
+ *   d = g + wd p;   buf = d (first step) or momentum buf + d;   p -= lr buf
+ * With momentum 0 there is no buffer (buf may be NULL) and p -= lr d. */
+int sgd_bf16(float *restrict p, float *restrict buf, const uint16_t *restrict g,
+             uint16_t *restrict w16, int64_t n, float lr, float momentum, float wd, int first,
+             int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float d = bf16_to_f32(g[i]) + wd * p[i];
+        if (buf) {
+            d = first ? d : momentum * buf[i] + d;
+            buf[i] = d;
+        }
+        float w = p[i] - lr * d;
+        p[i] = w;
+        w16[i] = f32_to_bf16(w);
+    }
+    return 0;
+}
+
+/* torch.optim.AdamW (no amsgrad), with the step's scalars from the caller:
+ *   p *= 1 - lr wd;   m += (1 - beta1)(g - m);   v = beta2 v + (1 - beta2) g^2
+ *   p -= step_size m / (sqrt(v) / bc2_sqrt + eps),
+ * step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t), t the step after this one. */
+int adamw_bf16(float *restrict p, float *restrict m, float *restrict v, const uint16_t *restrict g,
+               uint16_t *restrict w16, int64_t n, float lr, float wd, float beta1, float beta2,
+               float eps, float step_size, float bc2_sqrt, int threads) {
+    const float decay = 1.0f - lr * wd;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        float gi = bf16_to_f32(g[i]);
+        float w = p[i] * decay;
+        float mi = m[i] + (1.0f - beta1) * (gi - m[i]);
+        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w -= step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
+        p[i] = w;
+        w16[i] = f32_to_bf16(w);
+    }
+    return 0;
+}

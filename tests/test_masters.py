@@ -1,0 +1,222 @@
+"""bf16 training with the weights' bf16 copies kept by the optimizer (alexnet.masters, issue 12).
+
+The kernel's SGD and AdamW steps are checked against torch's optimizers (fed the same gradients)
+and against the formulas in float64; the training step on the copies against the autocast step it
+replaces (bit-identical loss and gradients); the optimizer state against torch's format, so that a
+checkpoint resumes either way."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import alexnet.masters as masters_module
+from alexnet import accel
+from alexnet.cli import main as cli_main
+from alexnet.masters import MasterWeights
+from alexnet.model import alexnet
+from alexnet.step import train_step
+
+needs_kernel = pytest.mark.skipif(masters_module._library.load() is None,
+                                  reason=f"no optimizer kernel: {masters_module._library.error}")
+pytestmark = needs_kernel
+
+
+class Pair(nn.Module):
+    """Two parameters: a conv weight in channels_last (strides not in shape order) and a vector."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 3, 5, 5).contiguous(memory_format=torch.channels_last))
+        self.b = nn.Parameter(torch.randn(70_000))  # above _PARALLEL_MIN: the threaded loop
+
+
+def _grads(step: int, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(100 + step)
+    # bf16 gradients, with a few exact zeros and tiny values (Adam's eps matters there)
+    out = []
+    for p in like:
+        t = torch.randn(p.shape, generator=g) * torch.rand(p.shape, generator=g).pow(4)
+        t[..., :1] = 0.0
+        out.append(t.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+                   if t.dim() == 4 else t.to(torch.bfloat16))
+    return out
+
+
+def _run(kind: str, use_masters: bool, steps: int = 3, **hyper):
+    """`steps` steps of `kind` on a fresh Pair with the same bf16 gradients; returns (params,
+    optimizer state_dict, masters or None)."""
+    torch.manual_seed(0)
+    model = Pair()
+    params = list(model.parameters())
+    opt = (torch.optim.SGD(params, **hyper) if kind == "sgd" else torch.optim.AdamW(params, **hyper))
+    mw = MasterWeights(model, opt) if use_masters else None
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = hyper["lr"] * (1 + step)  # a schedule changes lr between steps
+        for p, g in zip(params, _grads(step, params)):
+            if mw is not None:
+                mw.copy_of[p].grad = g
+            else:
+                p.grad = g.float()
+        (mw or opt).step()
+    return [p.detach().clone() for p in params], opt.state_dict(), mw
+
+
+def _float64_sgd(steps: int, lr, momentum, weight_decay):
+    torch.manual_seed(0)
+    params = [p.detach().double() for p in Pair().parameters()]
+    bufs = [None] * len(params)
+    for step in range(steps):
+        for i, g in enumerate(_grads(step, params)):
+            d = g.double() + weight_decay * params[i]
+            if momentum:
+                bufs[i] = d if bufs[i] is None else momentum * bufs[i] + d
+                d = bufs[i]
+            params[i] = params[i] - lr * (1 + step) * d
+    return params
+
+
+def _float64_adamw(steps: int, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
+    torch.manual_seed(0)
+    params = [p.detach().double() for p in Pair().parameters()]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    for step in range(steps):
+        rate, t = lr * (1 + step), step + 1
+        for i, g in enumerate(_grads(step, params)):
+            g = g.double()
+            params[i] = params[i] * (1 - rate * weight_decay)
+            m[i] = betas[0] * m[i] + (1 - betas[0]) * g
+            v[i] = betas[1] * v[i] + (1 - betas[1]) * g * g
+            denom = (v[i] / (1 - betas[1] ** t)).sqrt() + eps
+            params[i] = params[i] - rate * m[i] / (1 - betas[0] ** t) / denom
+    return params
+
+
+def _same_state(a: dict, b: dict) -> None:
+    assert a["param_groups"] == b["param_groups"]
+    for sa, sb in zip(a["state"].values(), b["state"].values()):
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert sa[key].dtype == sb[key].dtype and sa[key].stride() == sb[key].stride(), key
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_sgd_step_matches_torch_and_float64(momentum):
+    hyper = dict(lr=0.01, momentum=momentum, weight_decay=5e-4)
+    ours, our_state, mw = _run("sgd", True, **hyper)
+    theirs, their_state, _ = _run("sgd", False, **hyper)
+    exact = _float64_sgd(3, 0.01, momentum, 5e-4)
+    for o, t, e, p in zip(ours, theirs, exact, mw.model.parameters()):
+        torch.testing.assert_close(o, t, rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(o.double(), e, rtol=1e-5, atol=1e-7)
+        assert torch.equal(mw.copy_of[p], p.to(torch.bfloat16))  # the copy is the rounded weight
+        assert mw.copy_of[p].stride() == p.stride()
+    _same_state(our_state, their_state)
+
+
+def test_adamw_step_matches_torch_and_float64():
+    hyper = dict(lr=1e-3, weight_decay=5e-4)
+    ours, our_state, mw = _run("adamw", True, steps=4, **hyper)
+    theirs, their_state, _ = _run("adamw", False, steps=4, **hyper)
+    exact = _float64_adamw(4, 1e-3, 5e-4)
+    for o, t, e, p in zip(ours, theirs, exact, mw.model.parameters()):
+        torch.testing.assert_close(o, t, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(o.double(), e, rtol=1e-5, atol=1e-6)
+        assert torch.equal(mw.copy_of[p], p.to(torch.bfloat16))
+    _same_state(our_state, their_state)
+
+
+def test_state_resumes_into_either_path():
+    # 2 steps with the copies, saved, then 1 more (a) with the copies and (b) with torch's SGD:
+    # both equal 3 uninterrupted steps, so a checkpoint is the same whichever path wrote it.
+    hyper = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    full, full_state, _ = _run("sgd", True, steps=3, **hyper)
+    _, state, mw = _run("sgd", True, steps=2, **hyper)
+    weights = copy.deepcopy(mw.model.state_dict())
+    for resumed_with_masters in (True, False):
+        model = Pair()
+        model.load_state_dict(weights)
+        opt = torch.optim.SGD(model.parameters(), **hyper)
+        opt.load_state_dict(copy.deepcopy(state))  # load_state_dict shares the tensors
+        again = MasterWeights(model, opt) if resumed_with_masters else None
+        for group in opt.param_groups:
+            group["lr"] = hyper["lr"] * 3
+        for p, g in zip(model.parameters(), _grads(2, list(model.parameters()))):
+            if again is not None:
+                again.copy_of[p].grad = g
+            else:
+                p.grad = g.float()
+        (again or opt).step()
+        for a, b in zip(full, model.parameters()):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-7)
+        _same_state(full_state, opt.state_dict())
+
+
+def _paper_net_and_sgd():
+    torch.manual_seed(0)
+    model = accel.prepare_model(alexnet("paper", num_classes=10), "cpu")
+    return model, accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, "cpu")
+
+
+def test_train_step_on_the_copies_equals_autocast():
+    base, _ = _paper_net_and_sgd()
+    x = accel.to_input(torch.randn(2, 3, 227, 227), "cpu")
+    y = torch.tensor([3, 7])
+    runs = []
+    for use_masters in (False, True):
+        model = copy.deepcopy(base)
+        opt = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, "cpu")
+        mw = MasterWeights.create(model, opt, "cpu", "bf16") if use_masters else None
+        assert (mw is not None) == use_masters
+        scaler = accel.grad_scaler("cpu", "bf16")
+        torch.manual_seed(1)  # the same dropout masks
+        losses = [train_step(model, opt, scaler, x, y, masters=mw,
+                             autocast=lambda: accel.autocast("cpu", "bf16"))[0] for _ in range(2)]
+        runs.append((losses, [p.detach().clone() for p in model.parameters()]))
+    (losses_a, weights_a), (losses_b, weights_b) = runs
+    # Step 1's loss is the same bf16 forward; step 2's too, since the weights agree to rounding.
+    assert losses_a == losses_b and all(math.isfinite(v) for v in losses_a)
+    for a, b in zip(weights_a, weights_b):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    assert any(not torch.equal(a, p) for a, p in zip(weights_a, base.parameters()))  # it trained
+
+
+def test_created_only_where_it_applies(monkeypatch):
+    model, opt = _paper_net_and_sgd()
+    assert MasterWeights.create(model, opt, "cpu", "bf16") is not None
+    assert MasterWeights.create(model, opt, "cpu", "fp32") is None          # nothing is cast
+    assert MasterWeights.create(nn.Sequential(model), opt, "cpu", "bf16") is None  # wrapped
+    nesterov = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    assert MasterWeights.create(model, nesterov, "cpu", "bf16") is None     # not what it computes
+    assert MasterWeights.create(model, torch.optim.Adam(model.parameters()), "cpu", "bf16") is None
+    monkeypatch.setenv("ALEXNET_MASTERS", "0")
+    assert MasterWeights.create(model, opt, "cpu", "bf16") is None
+    monkeypatch.delenv("ALEXNET_MASTERS")
+    monkeypatch.setattr(masters_module._library, "lib", None)  # restored after the test
+    monkeypatch.setattr(masters_module._library, "error", None)
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    assert MasterWeights.create(model, opt, "cpu", "bf16") is None          # no compiler: autocast
+    assert "no C compiler" in masters_module._library.error
+
+
+@pytest.mark.slow  # bf16 is emulated (slow) on CPUs without AVX512-BF16: ~2 minutes there
+def test_bf16_training_resumes_exactly(tmp_path, capsys):
+    # The default workers; bf16 chosen explicitly (auto picks it only where it is native).
+    args = ["--data", "shapes:16:8", "--batch-size", "8", "--recipe", "paper", "--precision",
+            "bf16", "--eval-crops", "1", "--no-progress"]
+    assert cli_main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert "bf16 weight copies kept by the optimizer" in capsys.readouterr().out
+    assert cli_main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "cut")]) == 0
+    assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
+    rows = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+            for run in ("full", "cut")]
+    for a, b in zip(*rows):
+        for key in ("train_loss", "val_loss"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-6), (key, a, b)
