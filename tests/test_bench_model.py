@@ -96,6 +96,6 @@ def test_c_against_e_the_bf16_weight_copies(capsys):
     assert result["train"]["e"]["precision"] == "bf16"
     assert set(result["ratios"]) == {"c/e"} and result["targets_met"] == {}
     update = result["weight_update"]
-    assert update["ratio"] == pytest.approx(update["autocast_ms"] / update["copies_ms"])
+    assert update["autocast_ms"] > 0 and update["copies_ms"] > 0 and update["parameters"] > 1e6
     text = bench.format_report(result)
     assert "c/e = " in text and "the bf16 copies' kernel" in text

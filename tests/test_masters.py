@@ -37,10 +37,11 @@ class Pair(nn.Module):
 
 def _grads(step: int, like: list[torch.Tensor]) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(100 + step)
-    # bf16 gradients, with a few exact zeros and tiny values (Adam's eps matters there)
+    # bf16 gradients from tiny (Adam's eps matters there) to large (|g| up to ~30, where a
+    # constant rounded in float32, e.g. 1 - 0.999, shows in Adam's state), and exact zeros
     out = []
     for p in like:
-        t = torch.randn(p.shape, generator=g) * torch.rand(p.shape, generator=g).pow(4)
+        t = torch.randn(p.shape, generator=g) * torch.rand(p.shape, generator=g).pow(4) * 8
         t[..., :1] = 0.0
         out.append(t.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
                    if t.dim() == 4 else t.to(torch.bfloat16))
@@ -100,6 +101,7 @@ def _float64_adamw(steps: int, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
 
 def _same_state(a: dict, b: dict) -> None:
     assert a["param_groups"] == b["param_groups"]
+    assert a["state"].keys() == b["state"].keys()  # (SGD without momentum: no state at all)
     for sa, sb in zip(a["state"].values(), b["state"].values()):
         assert sa.keys() == sb.keys()
         for key in sa:
@@ -115,7 +117,7 @@ def test_sgd_step_matches_torch_and_float64(momentum):
     exact = _float64_sgd(3, 0.01, momentum, 5e-4)
     for o, t, e, p in zip(ours, theirs, exact, mw.model.parameters()):
         torch.testing.assert_close(o, t, rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(o.double(), e, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(o.double(), e, rtol=1e-6, atol=1e-6)
         assert torch.equal(mw.copy_of[p], p.to(torch.bfloat16))  # the copy is the rounded weight
         assert mw.copy_of[p].stride() == p.stride()
     _same_state(our_state, their_state)
@@ -128,7 +130,7 @@ def test_adamw_step_matches_torch_and_float64():
     exact = _float64_adamw(4, 1e-3, 5e-4)
     for o, t, e, p in zip(ours, theirs, exact, mw.model.parameters()):
         torch.testing.assert_close(o, t, rtol=1e-6, atol=1e-6)
-        torch.testing.assert_close(o.double(), e, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(o.double(), e, rtol=1e-6, atol=1e-6)
         assert torch.equal(mw.copy_of[p], p.to(torch.bfloat16))
     _same_state(our_state, their_state)
 
@@ -159,33 +161,83 @@ def test_state_resumes_into_either_path():
         _same_state(full_state, opt.state_dict())
 
 
-def _paper_net_and_sgd():
+def _paper_net_and_sgd(**options):
     torch.manual_seed(0)
-    model = accel.prepare_model(alexnet("paper", num_classes=10), "cpu")
+    model = accel.prepare_model(alexnet("paper", num_classes=10, **options), "cpu")
     return model, accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, "cpu")
 
 
-def test_train_step_on_the_copies_equals_autocast():
-    base, _ = _paper_net_and_sgd()
-    x = accel.to_input(torch.randn(2, 3, 227, 227), "cpu")
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_train_step_on_the_copies_equals_autocast(optimizer):
+    # input_scale: a Scale before conv1 (the demo's --input-norm), which must multiply in fp32
+    # before the cast, as under autocast.
+    base, _ = _paper_net_and_sgd(input_scale=0.37)
+    x = accel.to_input(torch.randn(2, 3, 227, 227) * 50, "cpu")
     y = torch.tensor([3, 7])
     runs = []
     for use_masters in (False, True):
         model = copy.deepcopy(base)
-        opt = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, "cpu")
+        opt = (accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, "cpu") if optimizer == "sgd"
+               else accel.make_adamw(model.parameters(), 1e-4, 5e-4, "cpu"))
         mw = MasterWeights.create(model, opt, "cpu", "bf16") if use_masters else None
         assert (mw is not None) == use_masters
         scaler = accel.grad_scaler("cpu", "bf16")
         torch.manual_seed(1)  # the same dropout masks
         losses = [train_step(model, opt, scaler, x, y, masters=mw,
-                             autocast=lambda: accel.autocast("cpu", "bf16"))[0] for _ in range(2)]
+                             autocast=lambda: accel.autocast("cpu", "bf16"))[0] for _ in range(3)]
         runs.append((losses, [p.detach().clone() for p in model.parameters()]))
     (losses_a, weights_a), (losses_b, weights_b) = runs
-    # Step 1's loss is the same bf16 forward; step 2's too, since the weights agree to rounding.
-    assert losses_a == losses_b and all(math.isfinite(v) for v in losses_a)
+    # The first forward is the same bf16 computation, bit for bit; later ones start from weights
+    # that agree to rounding (exactly, where the kernel rounds as this CPU's torch kernels do).
+    assert losses_a[0] == losses_b[0]
+    assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(losses_a, losses_b))
     for a, b in zip(weights_a, weights_b):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(a, p) for a, p in zip(weights_a, base.parameters()))  # it trained
+
+
+def test_gradients_in_another_layout_are_reordered():
+    # A contiguous gradient for a channels_last weight (and a momentum buffer loaded that way):
+    # _like puts both in the weight's memory order before the kernel walks them.
+    hyper = dict(lr=0.01, momentum=0.9, weight_decay=5e-4)
+    expected, _, _ = _run("sgd", False, steps=2, **hyper)
+    torch.manual_seed(0)
+    model = Pair()
+    opt = torch.optim.SGD(model.parameters(), **hyper)
+    mw = MasterWeights(model, opt)
+    for step in range(2):
+        for group in opt.param_groups:
+            group["lr"] = hyper["lr"] * (1 + step)
+        for p, g in zip(model.parameters(), _grads(step, list(model.parameters()))):
+            mw.copy_of[p].grad = g.contiguous()
+        if step == 1:
+            opt.state[model.w]["momentum_buffer"] = opt.state[model.w]["momentum_buffer"].contiguous()
+        assert model.w.stride() != mw.copy_of[model.w].grad.stride()
+        mw.step()
+    for a, b in zip(expected, model.parameters()):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_resumed_setup_makes_the_copies_from_the_checkpoint():
+    # train.setup loads a checkpoint's weights first and makes the bf16 copies after: a resumed
+    # run's copies are the loaded weights, not the fresh initialisation.
+    from alexnet import train
+    from alexnet.checkpoint import rng_state
+    from alexnet.config import resolve_train_config
+    cfg = resolve_train_config({"data": "shapes:16:8", "batch_size": 8, "recipe": "paper",
+                                "precision": "bf16", "workers": 0, "progress": False})
+    first = train.setup(cfg)
+    assert first.masters is not None
+    with torch.no_grad():
+        for p in first.model.parameters():
+            p.add_(0.25)
+    ckpt = {**first.meta, "model": first.rt.state_dict(first.model),
+            "optimizer": first.optimizer.state_dict(), "scheduler": first.schedule.state_dict(),
+            "scaler": first.scaler.state_dict(), "rng": rng_state()}
+    resumed = train.setup(cfg, ckpt)
+    for name, p in resumed.model.named_parameters():
+        assert torch.equal(resumed.masters.copies[name], p.detach().to(torch.bfloat16)), name
+        assert torch.equal(p, dict(first.model.named_parameters())[name]), name
 
 
 def test_created_only_where_it_applies(monkeypatch):
@@ -214,7 +266,9 @@ def test_bf16_training_resumes_exactly(tmp_path, capsys):
     assert cli_main(["train", *args, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
     assert "bf16 weight copies kept by the optimizer" in capsys.readouterr().out
     assert cli_main(["train", *args, "--epochs", "1", "--out", str(tmp_path / "cut")]) == 0
+    capsys.readouterr()
     assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
+    assert "bf16 weight copies kept by the optimizer" in capsys.readouterr().out  # resumed too
     rows = [[json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
             for run in ("full", "cut")]
     for a, b in zip(*rows):

@@ -7,8 +7,8 @@ forward and every bf16 weight gradient back to fp32 in the backward, and the opt
 the fp32 gradients: `aten::copy_` was 23% of the step on a 2-core CPU with AMX (issue 12).
 Here the network runs on bf16 copies of its weights (torch.func.functional_call, the module
 itself untouched) and one pass of a C kernel per parameter (csrc/optim.c) reads the bf16
-gradient, updates the fp32 weight and the optimizer's state with torch's own formulas, and writes
-the new bf16 copy.
+gradient, updates the fp32 weight and the optimizer's state with torch's own formulas (rounded as
+torch's fused kernels round), and writes the new bf16 copy.
 
     masters = MasterWeights.create(model, optimizer, device, "bf16")   # None where it does not apply
     loss, logits = train_step(model, optimizer, scaler, x, y, masters=masters)
@@ -17,7 +17,7 @@ What stays as it was: the module's parameters are the fp32 masters, and the opti
 SGD or AdamW object, its param_groups (the schedule sets lr there) and its state (momentum, Adam's
 moments and step) in torch's format, so checkpoints, resume, evaluation and the finite check see
 no difference. The numbers are autocast's: the same bf16 weights (round to nearest even), the
-same bf16 gradients, the same update (tests/test_masters.py).
+same bf16 forward and gradients, and torch's update to within rounding (tests/test_masters.py).
 """
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def _declare(lib) -> None:
     lib.sgd_bf16.restype = lib.adamw_bf16.restype = i
 
 
-_library = native.Library("optim", _declare)
+# No contraction of a*b + c into one rounding: the kernel rounds as torch's optimizers do.
+_library = native.Library("optim", _declare, extra_flags=("-ffp-contract=off",))
 
 
 def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
@@ -75,6 +76,16 @@ class MasterWeights:
             self.copies = {name: p.detach().to(_LOW).requires_grad_()
                            for name, p in model.named_parameters()}
         self.copy_of = {p: self.copies[name] for name, p in model.named_parameters()}
+        for p, copy in self.copy_of.items():  # the kernel walks both in one memory order
+            if copy.stride() != p.stride() or not _dense(p):
+                raise ValueError(f"a weight of shape {tuple(p.shape)} is not dense")
+        # The input is cast where the first conv or fc layer takes it, as autocast does: a Scale
+        # before conv1 (--input-norm) multiplies in fp32 first, under autocast and here alike.
+        for module in model.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and not getattr(
+                    module, "_alexnet_input_cast", False):
+                module.register_forward_pre_hook(_input_to_weight_dtype)
+                module._alexnet_input_cast = True
 
     @classmethod
     def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, device,
@@ -87,7 +98,7 @@ class MasterWeights:
                 or os.environ.get("ALEXNET_MASTERS", "1") == "0"
                 or not isinstance(model, (AlexNet, OWTAlexNet))
                 or not _supported_optimizer(optimizer)
-                or any(p.dtype != torch.float32 or p.device.type != "cpu"
+                or any(p.dtype != torch.float32 or p.device.type != "cpu" or not _dense(p)
                        for p in model.parameters())
                 or _library.load() is None):
             return None
@@ -95,7 +106,7 @@ class MasterWeights:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The network's forward on the bf16 copies (the module's train/eval mode applies)."""
-        return torch.func.functional_call(self.model, self.copies, (x.to(_LOW),))
+        return torch.func.functional_call(self.model, self.copies, (x,))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for copy in self.copies.values():
@@ -122,11 +133,12 @@ class MasterWeights:
                     self._sgd(group, p, grad, copy, threads)
 
     def _sgd(self, group: dict, p, grad, copy, threads: int) -> None:
-        state = self.optimizer.state[p]
-        buf = state.get("momentum_buffer")
-        first = buf is None
-        if group["momentum"]:
-            buf = state["momentum_buffer"] = torch.empty_like(p) if first else _like(p, buf)
+        buf, first = None, False
+        if group["momentum"]:  # as torch: without momentum no state at all
+            state = self.optimizer.state[p]
+            first = state.get("momentum_buffer") is None
+            buf = state["momentum_buffer"] = (torch.empty_like(p) if first
+                                              else _like(p, state["momentum_buffer"]))
         self.lib.sgd_bf16(_ptr(p), _ptr(buf), _ptr(grad), _ptr(copy), p.numel(),
                           float(group["lr"]), group["momentum"], group["weight_decay"],
                           int(first), threads)
@@ -141,10 +153,23 @@ class MasterWeights:
         v = state["exp_avg_sq"] = _like(p, state["exp_avg_sq"])
         state["step"] += 1
         t, (beta1, beta2), lr = state["step"].item(), group["betas"], float(group["lr"])
+        # In double, then rounded once, as torch computes them (1 - 0.999 in float32 is 1e-5 off)
         step_size, bc2_sqrt = lr / (1 - beta1 ** t), (1 - beta2 ** t) ** 0.5
-        self.lib.adamw_bf16(_ptr(p), _ptr(m), _ptr(v), _ptr(grad), _ptr(copy), p.numel(), lr,
-                            group["weight_decay"], beta1, beta2, group["eps"], step_size,
-                            bc2_sqrt, threads)
+        self.lib.adamw_bf16(_ptr(p), _ptr(m), _ptr(v), _ptr(grad), _ptr(copy), p.numel(),
+                            1 - lr * group["weight_decay"], 1 - beta1, beta2, 1 - beta2,
+                            group["eps"], step_size, bc2_sqrt, threads)
+
+
+def _dense(t: torch.Tensor) -> bool:
+    return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _input_to_weight_dtype(module: nn.Module, inputs):
+    """Cast a layer's input to its weight's dtype where the weight is a bf16 copy (else no-op)."""
+    x = inputs[0]
+    if module.weight.dtype == _LOW and x.is_floating_point() and x.dtype != _LOW:
+        return (x.to(_LOW), *inputs[1:])
+    return None
 
 
 def _like(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

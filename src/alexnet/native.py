@@ -34,15 +34,16 @@ def _check_owner(lib_path: Path) -> None:
                            f"{st.st_mode & 0o777:o} (must be yours and not group/world-writable)")
 
 
-def build(name: str) -> ctypes.CDLL:
+def build(name: str, extra_flags: tuple[str, ...] = ()) -> ctypes.CDLL:
     """csrc/<name>.c as a loaded library, compiled into the cache directory if not there yet."""
     source = CSRC / f"{name}.c"
+    flags = (*FLAGS, *extra_flags)
     cc = os.environ.get("CC", "gcc")
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler ({cc})")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     headers = [h.read_text() for h in sorted(CSRC.glob("*.h"))]
-    key = hashlib.sha256("\0".join([source.read_text(), *headers, " ".join(FLAGS), version,
+    key = hashlib.sha256("\0".join([source.read_text(), *headers, " ".join(flags), version,
                                     platform.machine(), " ".join(sorted(cpu_flags()))]
                                    ).encode()).hexdigest()[:16]  # -march=native: per CPU
     lib_path = cache_dir() / f"{name}-{key}.so"
@@ -50,7 +51,7 @@ def build(name: str) -> ctypes.CDLL:
         # Compile to a temporary name and rename: a concurrent or killed build never leaves half a
         # library behind at the name others load.
         with atomic_path(lib_path) as tmp:
-            done = subprocess.run([cc, *FLAGS, "-I", str(CSRC), "-o", str(tmp), str(source)],
+            done = subprocess.run([cc, *flags, "-I", str(CSRC), "-o", str(tmp), str(source)],
                                   capture_output=True, text=True, timeout=300)
             if done.returncode:
                 raise RuntimeError(f"{cc} failed: {done.stderr.strip()[-500:]}")
@@ -61,10 +62,12 @@ def build(name: str) -> ctypes.CDLL:
 
 
 class Library:
-    """One kernel, built on first use. `declare` sets the functions' ctypes signatures."""
+    """One kernel, built on first use. `declare` sets the functions' ctypes signatures;
+    `extra_flags` are added to FLAGS for this kernel."""
 
-    def __init__(self, name: str, declare: Callable[[ctypes.CDLL], None]):
-        self.name, self.declare = name, declare
+    def __init__(self, name: str, declare: Callable[[ctypes.CDLL], None],
+                 extra_flags: tuple[str, ...] = ()):
+        self.name, self.declare, self.extra_flags = name, declare, extra_flags
         self.lib: ctypes.CDLL | None = None
         self.error: str | None = None  # why there is none, once tried
         self._lock = threading.Lock()
@@ -75,13 +78,8 @@ class Library:
         with self._lock:
             if self.lib is None and self.error is None:
                 try:
-                    self.lib = build(self.name)
+                    self.lib = build(self.name, self.extra_flags)
                     self.declare(self.lib)
                 except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                     self.error = str(e) or type(e).__name__
         return self.lib
-
-    def reset(self) -> None:
-        """Forget the loaded library and any error (the next load() tries again)."""
-        with self._lock:
-            self.lib, self.error = None, None

@@ -349,8 +349,8 @@ def measure(args) -> dict:
     result["inference_img_per_s"] = {str(b): measure_inference(model, device, b) for b in batches}
     if args.lrn_batch_size:
         result["lrn"] = measure_lrn(device, args.lrn_batch_size)
-    if "e" in keys and device.type == "cpu":
-        result["weight_update"] = measure_weight_update()  # benchmarks/update.py
+    if "e" in keys and "+copies" in train.get("c", {}).get("precision", ""):
+        result["weight_update"] = measure_weight_update(args.num_classes)  # benchmarks/update.py
     result["busy"] = {**busy_before, "load_average_after": os.getloadavg()[0]}
     return result
 
@@ -394,7 +394,8 @@ def format_report(r: dict) -> str:
                   f"({lrn['speedup_channels_last']:.1f}x; target >= 3x)"]
     if r.get("weight_update"):
         w = r["weight_update"]
-        lines += ["", f"the weights' per-step update alone (61M parameters): autocast's casts + "
+        lines += ["", f"the weights' per-step update alone ({w['parameters'] / 1e6:.1f}M "
+                  f"parameters): autocast's casts + "
                   f"fused SGD {w['autocast_ms']:.0f} ms, the bf16 copies' kernel "
                   f"{w['copies_ms']:.0f} ms: {w['ratio']:.1f}x"]
     return "\n".join(lines)

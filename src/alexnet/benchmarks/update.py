@@ -13,14 +13,14 @@ from ..masters import MasterWeights
 from ..model import alexnet
 
 
-def measure_weight_update(reps: int = 7) -> dict | None:
-    """The per-step work on the weights alone (the paper net's 61M parameters, CPU): autocast's
+def measure_weight_update(num_classes: int = 1000, reps: int = 7) -> dict | None:
+    """The per-step work on the weights alone (the paper net's parameters, CPU): autocast's
     casts (every weight to bf16 for the forward, every bf16 gradient to fp32) and fused SGD,
     against the bf16 copies' one kernel pass (alexnet.masters). Interleaved; median ms. None
     where the copies are not available."""
     accel.tune_allocator()  # as in training: freed blocks reused, not page-faulted in again
     torch.manual_seed(0)
-    models = [alexnet("paper") for _ in range(2)]
+    models = [alexnet("paper", num_classes=num_classes) for _ in range(2)]
     opts = [accel.make_sgd(m.parameters(), 0.01, 0.9, 5e-4, "cpu") for m in models]
     masters = MasterWeights.create(models[1], opts[1], "cpu", "bf16")
     if masters is None:
@@ -42,5 +42,6 @@ def measure_weight_update(reps: int = 7) -> dict | None:
             fn()
             times[name].append(1000 * (time.perf_counter() - start))
     ms = {k: statistics.median(v[1:]) for k, v in times.items()}
-    return {"autocast_ms": ms["autocast"], "copies_ms": ms["copies"],
+    return {"parameters": sum(p.numel() for p in models[0].parameters()),
+            "autocast_ms": ms["autocast"], "copies_ms": ms["copies"],
             "ratio": ms["autocast"] / ms["copies"]}

@@ -15,20 +15,24 @@
 
 #include "bf16.h"
 
+/* Rounding as torch's fused CPU kernels: built with -ffp-contract=off (masters.py), so that
+ * a*b + c is two roundings unless written as fmaf(), as torch fuses only the weight update; the
+ * constants (1 - beta, 1 - lr wd) come from the caller, computed in double as torch does. */
+
 /* torch.optim.SGD, dampening 0, no Nesterov:
  *   d = g + wd p;   buf = d (first step) or momentum buf + d;   p -= lr buf
- * With momentum 0 there is no buffer (buf may be NULL) and p -= lr d. */
+ * With momentum 0 there is no buffer (buf is NULL) and p -= lr d. */
 int sgd_bf16(float *restrict p, float *restrict buf, const uint16_t *restrict g,
              uint16_t *restrict w16, int64_t n, float lr, float momentum, float wd, int first,
              int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        float d = bf16_to_f32(g[i]) + wd * p[i];
+        float d = bf16_to_f32(g[i]) + p[i] * wd;
         if (buf) {
-            d = first ? d : momentum * buf[i] + d;
+            d = first ? d : buf[i] * momentum + d;
             buf[i] = d;
         }
-        float w = p[i] - lr * d;
+        float w = fmaf(d, -lr, p[i]);
         p[i] = w;
         w16[i] = f32_to_bf16(w);
     }
@@ -36,19 +40,19 @@ int sgd_bf16(float *restrict p, float *restrict buf, const uint16_t *restrict g,
 }
 
 /* torch.optim.AdamW (no amsgrad), with the step's scalars from the caller:
- *   p *= 1 - lr wd;   m += (1 - beta1)(g - m);   v = beta2 v + (1 - beta2) g^2
+ *   p *= decay;   m += one_minus_beta1 (g - m);   v = beta2 v + one_minus_beta2 g^2
  *   p -= step_size m / (sqrt(v) / bc2_sqrt + eps),
- * step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t), t the step after this one. */
+ * decay = 1 - lr wd, step_size = lr / (1 - beta1^t), bc2_sqrt = sqrt(1 - beta2^t), t the step
+ * count after this one. */
 int adamw_bf16(float *restrict p, float *restrict m, float *restrict v, const uint16_t *restrict g,
-               uint16_t *restrict w16, int64_t n, float lr, float wd, float beta1, float beta2,
-               float eps, float step_size, float bc2_sqrt, int threads) {
-    const float decay = 1.0f - lr * wd;
+               uint16_t *restrict w16, int64_t n, float decay, float one_minus_beta1, float beta2,
+               float one_minus_beta2, float eps, float step_size, float bc2_sqrt, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float gi = bf16_to_f32(g[i]);
         float w = p[i] * decay;
-        float mi = m[i] + (1.0f - beta1) * (gi - m[i]);
-        float vi = beta2 * v[i] + (1.0f - beta2) * gi * gi;
+        float mi = m[i] + one_minus_beta1 * (gi - m[i]);
+        float vi = v[i] * beta2 + gi * gi * one_minus_beta2;
         m[i] = mi;
         v[i] = vi;
         w -= step_size * mi / (sqrtf(vi) / bc2_sqrt + eps);
