@@ -248,6 +248,8 @@ def test_created_only_where_it_applies(monkeypatch):
     nesterov = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     assert MasterWeights.create(model, nesterov, "cpu", "bf16") is None     # not what it computes
     assert MasterWeights.create(model, torch.optim.Adam(model.parameters()), "cpu", "bf16") is None
+    other = torch.optim.SGD([*model.parameters(), nn.Parameter(torch.zeros(3))], lr=0.1)
+    assert MasterWeights.create(model, other, "cpu", "bf16") is None        # a weight not in it
     monkeypatch.setenv("ALEXNET_MASTERS", "0")
     assert MasterWeights.create(model, opt, "cpu", "bf16") is None
     monkeypatch.delenv("ALEXNET_MASTERS")

@@ -78,7 +78,8 @@ class MasterWeights:
         self.copy_of = {p: self.copies[name] for name, p in model.named_parameters()}
         for p, copy in self.copy_of.items():  # the kernel walks both in one memory order
             if copy.stride() != p.stride() or not _dense(p):
-                raise ValueError(f"a weight of shape {tuple(p.shape)} is not dense")
+                raise ValueError(f"a weight of shape {tuple(p.shape)} is not dense, or its bf16 "
+                                 f"copy has another memory order")
         # The input is cast where the first conv or fc layer takes it, as autocast does: a Scale
         # before conv1 (--input-norm) multiplies in fp32 first, under autocast and here alike.
         for module in model.modules():
@@ -98,6 +99,8 @@ class MasterWeights:
                 or os.environ.get("ALEXNET_MASTERS", "1") == "0"
                 or not isinstance(model, (AlexNet, OWTAlexNet))
                 or not _supported_optimizer(optimizer)
+                or not {id(p) for g in optimizer.param_groups for p in g["params"]}
+                <= {id(p) for p in model.parameters()}
                 or any(p.dtype != torch.float32 or p.device.type != "cpu" or not _dense(p)
                        for p in model.parameters())
                 or _library.load() is None):
