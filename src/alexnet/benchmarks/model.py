@@ -81,8 +81,14 @@ class Trainee:
     layout: str
     step: Callable[[], None]
     flops_per_image: float  # training: 3 x forward MACs x 2
+    copies: bool = False    # steps on the bf16 weight copies (alexnet.masters), as train does
     seconds: list[float] = field(default_factory=list)      # wall clock per step
     cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time per step
+
+    @property
+    def label(self) -> str:
+        """The precision as reports show it, e.g. "bf16 +copies"."""
+        return self.precision + (" +copies" if self.copies else "")
 
 
 def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -155,12 +161,10 @@ def build(key: str, device: torch.device, args) -> Trainee:
         layout = "NHWC" + (" +compile" if args.compile else "")
     # As `alexnet train` does (bf16 on the CPU): the weights' bf16 copies, kept by the optimizer.
     masters = MasterWeights.create(model, optimizer, device, precision) if key in "cd" else None
-    if masters is not None:
-        precision += " +copies"
     y = torch.randint(0, classes, (n,), device=device)
     flops = 6.0 * forward_macs(model, x[:1])
-    step = _training_step(model, optimizer, x, y, device, precision.split()[0], masters)
-    return Trainee(key, precision, layout, step, flops)
+    step = _training_step(model, optimizer, x, y, device, precision, masters)
+    return Trainee(key, precision, layout, step, flops, copies=masters is not None)
 
 
 def _cpu_time() -> float:
@@ -301,7 +305,7 @@ def _check(args) -> tuple[torch.device, list[str], list[int]]:
 
 def _summary(t: Trainee, batch: int) -> dict:
     median = statistics.median(t.seconds)
-    return {"what": CONFIGS[t.key], "precision": t.precision, "layout": t.layout,
+    return {"what": CONFIGS[t.key], "precision": t.label, "layout": t.layout,
             "img_per_s": batch / median, "ms_per_step": 1000 * median,
             "cpu_s_per_step": statistics.median(t.cpu_seconds),
             "train_gflop_per_image": t.flops_per_image / 1e9, "step_seconds": t.seconds}
@@ -319,9 +323,9 @@ def measure(args) -> dict:
     gemm_values = measure_training(trainees, args.warmup, args.steps, device, probes)
     gemm = {p: statistics.median(v) / 1e9 for p, v in gemm_values.items()}
     train = {t.key: _summary(t, args.batch_size) for t in trainees}
-    for t in train.values():  # each against the GEMM rate of its own precision
-        t["roofline_share"] = (t["img_per_s"] * t["train_gflop_per_image"]
-                               / gemm[t["precision"].split()[0]])
+    for t in trainees:  # each against the GEMM rate of its own precision
+        s = train[t.key]
+        s["roofline_share"] = s["img_per_s"] * s["train_gflop_per_image"] / gemm[t.precision]
     rate = {k: v["img_per_s"] for k, v in train.items()}
     cpu = {k: v["cpu_s_per_step"] for k, v in train.items()}
     ratios = {r: rate[r[0]] / rate[r[2]] for r in TARGETS if r[0] in rate and r[2] in rate}
@@ -349,7 +353,7 @@ def measure(args) -> dict:
     result["inference_img_per_s"] = {str(b): measure_inference(model, device, b) for b in batches}
     if args.lrn_batch_size:
         result["lrn"] = measure_lrn(device, args.lrn_batch_size)
-    if "e" in keys and "+copies" in train.get("c", {}).get("precision", ""):
+    if "e" in keys and any(t.copies for t in trainees if t.key == "c"):
         result["weight_update"] = measure_weight_update(args.num_classes)  # benchmarks/update.py
     result["busy"] = {**busy_before, "load_average_after": os.getloadavg()[0]}
     return result
@@ -415,7 +419,7 @@ def profile_c(args) -> dict:
     total = sum(e.self_cpu_time_total for e in events)
     ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
     return {"machine": machine(device), "fast_path": accel.fast_path(device).describe(),
-            "precision": trainee.precision,
+            "precision": trainee.label,
             "batch_size": args.batch_size, "steps": args.profile, "ops": [
                 {"op": e.key, "share": e.self_cpu_time_total / total,
                  "calls_per_step": e.count / args.profile,
