@@ -79,6 +79,21 @@ def test_prepare_inference_casts_weights_once():
     torch.testing.assert_close(y, expected.float(), rtol=2 ** -7, atol=1e-2)
 
 
+def test_prepare_inference_scales_in_fp32_before_the_cast():
+    # --input-norm puts a Scale before conv1: as under autocast in training, it must multiply the
+    # fp32 pixels and conv1 round the product to bf16 once (casting the input first rounds twice)
+    torch.manual_seed(0)
+    factor = 1 / 57.3
+    scaled = alexnet("paper", num_classes=10, input_scale=factor)
+    plain = alexnet("paper", num_classes=10)
+    plain.load_state_dict(scaled.state_dict())
+    x = 100 * torch.randn(2, 3, 227, 227)
+    with torch.inference_mode():
+        y = accel.prepare_inference(scaled, CPU, "bf16")(x)
+        expected = accel.prepare_inference(plain, CPU, "bf16")(x * factor)
+    assert torch.equal(y, expected)
+
+
 def test_to_input_channels_last_for_feature_maps():
     x = torch.randn(2, 16, 5, 5)
     assert accel.to_input(x, CPU, channels_last=True).is_contiguous(

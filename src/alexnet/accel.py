@@ -268,11 +268,25 @@ def prepare_model(model: nn.Module, device, channels_last: bool = True, compile:
     return model
 
 
-def _inputs_to(dtype: torch.dtype):
-    def hook(module, inputs):
-        return tuple(x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x
-                     for x in inputs)
-    return hook
+def _input_to_weight_dtype(module: nn.Module, inputs):
+    """Cast a layer's input to its weight's dtype where that weight is bf16/fp16 (else no-op)."""
+    x = inputs[0]
+    low = module.weight.dtype
+    if low in (torch.bfloat16, torch.float16) and x.is_floating_point() and x.dtype != low:
+        return (x.to(low), *inputs[1:])
+    return None
+
+
+def cast_inputs_at_layers(model: nn.Module) -> None:
+    """Have each conv and fc layer cast its input to its weight's dtype, as autocast does, rather
+    than casting the network's input: a Scale before conv1 (--input-norm) then multiplies in fp32
+    first and the pixels are rounded to bf16 once, not twice. Idempotent. Used by inference
+    (prepare_inference) and by training on bf16 weight copies (masters.py)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not getattr(
+                module, "_alexnet_input_cast", False):
+            module.register_forward_pre_hook(_input_to_weight_dtype)
+            module._alexnet_input_cast = True
 
 
 def _output_to_float32(module: nn.Module, inputs, output):
@@ -283,14 +297,15 @@ def prepare_inference(model: nn.Module, device, precision: str = "auto",
                       channels_last: bool = True, compile: bool = False) -> nn.Module:
     """prepare_model for evaluation and prediction: eval mode, and for bf16/fp16 the weights cast
     once instead of autocast, which re-casts every weight on every call (AlexNet's 61M: at batch
-    1 that costs more than the forward itself). Inputs are cast on the way in and the logits come
-    out as fp32, so it is a drop-in for the fp32 model. Use no autocast around it."""
+    1 that costs more than the forward itself). Each conv/fc layer casts its input (as autocast
+    would, so the numbers match training's) and the logits come out as fp32, so it is a drop-in
+    for the fp32 model. Use no autocast around it."""
     device = _device(device)
     precision = resolve_precision(device, precision)
     model = prepare_model(model.eval(), device, channels_last=channels_last)
     if precision != "fp32" and not getattr(model, "_alexnet_inference_dtype", None):
         model = model.to(DTYPES[precision])
-        model.register_forward_pre_hook(_inputs_to(DTYPES[precision]))
+        cast_inputs_at_layers(model)
         model.register_forward_hook(_output_to_float32)
         model._alexnet_inference_dtype = precision
     return torch.compile(model) if compile else model

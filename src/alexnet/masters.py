@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from . import native
+from .accel import cast_inputs_at_layers
 from .model import AlexNet, OWTAlexNet
 
 _LOW = torch.bfloat16
@@ -82,11 +83,7 @@ class MasterWeights:
                                  f"copy has another memory order")
         # The input is cast where the first conv or fc layer takes it, as autocast does: a Scale
         # before conv1 (--input-norm) multiplies in fp32 first, under autocast and here alike.
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)) and not getattr(
-                    module, "_alexnet_input_cast", False):
-                module.register_forward_pre_hook(_input_to_weight_dtype)
-                module._alexnet_input_cast = True
+        cast_inputs_at_layers(model)
 
     @classmethod
     def create(cls, model: nn.Module, optimizer: torch.optim.Optimizer, device,
@@ -165,14 +162,6 @@ class MasterWeights:
 
 def _dense(t: torch.Tensor) -> bool:
     return t.is_contiguous() or t.is_contiguous(memory_format=torch.channels_last)
-
-
-def _input_to_weight_dtype(module: nn.Module, inputs):
-    """Cast a layer's input to its weight's dtype where the weight is a bf16 copy (else no-op)."""
-    x = inputs[0]
-    if module.weight.dtype == _LOW and x.is_floating_point() and x.dtype != _LOW:
-        return (x.to(_LOW), *inputs[1:])
-    return None
 
 
 def _like(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
