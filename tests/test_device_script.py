@@ -1,0 +1,58 @@
+"""scripts/cuda_check.sh runs only on a lent GPU, with minutes of device time for all its steps:
+an option misspelt there would cost a whole step. So every `alexnet` command in it must parse
+here, with the command-line parser that would run it (nothing is executed)."""
+import argparse
+import importlib
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from alexnet.cli import COMMANDS, ArgumentParser
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cuda_check.sh"
+VARIABLES = {"$OUT": "/tmp/out", "$W": "14", "$PHOTOS": "4096", "$A": "alexnet"}
+
+
+def _commands() -> list[list[str]]:
+    """Every `$A ...` command in the script, continuation lines joined, variables filled in."""
+    text = SCRIPT.read_text().replace("\\\n", " ")
+    commands = []
+    for line in text.splitlines():
+        # a command runs to `&&` or to the end of its line, less the quote closing `bash -c "..."`
+        for match in re.finditer(r"\$A ([^&]+)", line):
+            command = match.group(1).strip()
+            if command.count('"') % 2:
+                command = command.removesuffix('"')
+            for name, value in VARIABLES.items():
+                command = command.replace(name, value)
+            commands.append(shlex.split(command))
+    return commands
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    command, rest = argv[0], argv[1:]
+    module = importlib.import_module(COMMANDS[command][0])
+    parser = ArgumentParser(prog=f"alexnet {command}")
+    (getattr(module, f"add_arguments_{command}", None) or module.add_arguments)(parser)
+    return parser.parse_args(rest)
+
+
+def test_the_script_has_its_commands():
+    names = {" ".join(c[:2]) for c in _commands()}
+    assert {"bench model", "bench data", "prepare /tmp/photos", "train --data"} <= names
+
+
+@pytest.mark.parametrize("argv", _commands(), ids=lambda argv: " ".join(argv[:3]))
+def test_each_command_parses(argv):
+    assert argv[0] in COMMANDS
+    try:
+        _parse(argv)
+    except SystemExit as e:  # argparse's one-line error (printed) and exit 2
+        pytest.fail(f"`alexnet {' '.join(argv)}` does not parse (exit {e.code})")
+
+
+def test_a_misspelt_option_is_caught():
+    with pytest.raises(SystemExit):
+        _parse(["train", "--epocs", "2"])
