@@ -89,3 +89,31 @@ def test_boolean_flags_alone_mean_on_and_take_on_off():
         "progress": False, "compile": True, "epochs": 2}
     with pytest.raises(SystemExit):
         parser.parse_args(["--lrn", "maybe"])
+
+
+def test_sigterm_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, capsys,
+                                                                       monkeypatch):
+    # `timeout` or a scheduler ends a run with SIGTERM, whose default action would kill the
+    # process before the temporary file is removed. main() turns it into an exception instead.
+    import os
+    import signal
+    import time
+
+    from alexnet.io import atomic_write, atomic_write_text
+
+    target = tmp_path / "metrics.json"
+    atomic_write_text(target, "old")
+
+    def write(tmp):
+        tmp.write_text("half")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises during the sleep
+        tmp.write_text("new")
+
+    monkeypatch.setattr("alexnet.summary.run", lambda args: atomic_write(target, write))
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["summary"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.strip() == "alexnet: error: terminated"
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+    assert signal.getsignal(signal.SIGTERM) == before  # put back for whoever runs main() next

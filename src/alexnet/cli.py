@@ -6,8 +6,10 @@ other ValueError, an OSError, an unknown option) prints one line on stderr and e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
+import signal
 import sys
 
 from . import __version__
@@ -35,6 +37,38 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, `kill`, a scheduler), raised in the command's own process like Ctrl-C, so
+    that a file being written has its temporary file removed on the way out: the old file or the
+    new one stays, and no half-written temporary is left beside it."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """While a command runs, SIGTERM raises Terminated in this process (unless someone else, e.g.
+    a test runner, handles SIGTERM already); the previous handler is put back after."""
+    main_pid = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() != main_pid:  # a forked worker (prepare's pool): end as SIGTERM would
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): leave it
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def fail(message: str) -> int:
@@ -73,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a one-line usage error (2), already printed
         return int(e.code or 0)
     try:
-        return int(run(args) or 0)
+        with _sigterm_raises():
+            return int(run(args) or 0)
+    except Terminated:
+        fail("terminated")
+        return 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
     except KeyboardInterrupt:
         return fail("interrupted")
     except BrokenPipeError:  # `alexnet summary | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
-    except (ValueError, OSError) as e:  # AlexNetError is a ValueError
+    except (ValueError, OSError, MemoryError) as e:  # AlexNetError is a ValueError
         if os.environ.get("ALEXNET_DEBUG"):
             raise
         return fail(describe_error(e))
@@ -89,14 +127,17 @@ def describe_error(e: BaseException) -> str:
     """One line for an error: the library's message, the flag it concerns, the file for an OSError.
 
     The library raises AlexNetError (a ValueError) in its own words, with the option at fault
-    where it knows it; other ValueErrors (torch's, numpy's) and OSErrors (a full disk, a path that
-    is a directory) are bad input or a bad environment too, never a reason for a traceback.
-    Set ALEXNET_DEBUG=1 to get the traceback instead."""
+    where it knows it; other ValueErrors (torch's, numpy's), OSErrors (a full disk, a path that
+    is a directory) and MemoryErrors (an allocation far too large) are bad input or a bad
+    environment too, never a reason for a traceback. Set ALEXNET_DEBUG=1 to get the traceback
+    instead."""
     if isinstance(e, OSError) and e.strerror:
         where = f": {e.filename}" if e.filename else ""
         message = f"{e.strerror}{where}"
     else:
         message = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    if isinstance(e, MemoryError):  # e.g. a --size or an image count far too large
+        message = f"not enough memory: {message}"
     option = getattr(e, "option", None)
     if option:
         message += f" (--{option.replace('_', '-')})"
