@@ -23,6 +23,7 @@ from .data.imageset import STAT_KEYS
 from .errors import AlexNetError, DataError
 from .io import atomic_torch_save
 from .model import alexnet
+from .summary import layer_table
 
 FORMAT = "alexnet-checkpoint/1"
 
@@ -69,13 +70,28 @@ def check_checkpoint(ckpt: dict, source) -> None:
     ] if not ok]
     if problems:
         raise DataError(f"{source} is damaged: missing or malformed {', '.join(problems)}")
+    classes = ckpt.get("classes")  # none (or []): predictions are named by number
+    if classes and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
+                        and len(classes) == arch["num_classes"]):
+        raise DataError(f"{source} is damaged: its classes are not {arch['num_classes']} names, "
+                        f"one per class of its network")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the network described by `arch` and load its weights."""
     arch = ckpt["arch"]
-    model = alexnet(arch["variant"], num_classes=arch["num_classes"],
-                    in_channels=arch["in_channels"], **arch["options"])
+
+    def build():
+        return alexnet(arch["variant"], num_classes=arch["num_classes"],
+                       in_channels=arch["in_channels"], **arch["options"])
+
+    try:
+        with torch.device("meta"):  # traced for free: does the net take crop_size inputs?
+            layer_table(build(), ckpt["crop_size"])
+    except ValueError as e:
+        raise DataError(f"the checkpoint's crop_size {ckpt['crop_size']} does not fit its "
+                        f"network: {e}") from None
+    model = build()
     own = model.state_dict()
     weights = ckpt["model"]
     wrong = [k for k in own.keys() | weights.keys() if k not in own or k not in weights

@@ -280,6 +280,11 @@ SDF = {
 }
 
 
+# Eight times ImageNet's training set. The labels and the epoch's permutation are held in memory,
+# so a count far above this is a typo that would fail later with an allocation error.
+MAX_IMAGES = 10_000_000
+
+
 def parse_spec(spec: str) -> tuple[int | None, int | None]:
     """"shapes", "shapes:TRAIN_N" or "shapes:TRAIN_N:VAL_N" -> (train_n, val_n)."""
 
@@ -293,5 +298,7 @@ def parse_spec(spec: str) -> tuple[int | None, int | None]:
                            "as in shapes:20000:2000") from None
     if any(n <= 0 for n in sizes):
         raise AlexNetError(f"bad dataset {spec!r}: sizes must be positive")
+    if any(n > MAX_IMAGES for n in sizes):  # a typo's extra zeros, not a dataset: say so up front
+        raise AlexNetError(f"bad dataset {spec!r}: at most {MAX_IMAGES:,} images a split")
     sizes += [None] * (2 - len(sizes))
     return sizes[0], sizes[1]
