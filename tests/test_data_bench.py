@@ -1,6 +1,8 @@
 """`alexnet bench data`: runs end to end on tiny inputs (the speed itself is not tested here)."""
 import json
 
+import pytest
+
 from alexnet.cli import main
 
 
@@ -20,6 +22,16 @@ def test_bench_data_table_on_a_folder(image_folder, capsys):
     out = capsys.readouterr().out
     assert "8 of the 9 training images" in out and "× baseline" in out
     assert main(["bench", "data", "--images", "4", "--batch-size", "4"]) == 2
+
+
+@pytest.mark.parametrize("bad, words", [(["--crop", "300"], "at most the prepared size 256"),
+                                        (["--crop", "0"], "crop must be >= 1"),
+                                        (["--model-steps", "-1"], "model_steps must be >= 0"),
+                                        (["--device", "tpu"], "tpu")])
+def test_bench_data_refuses_bad_options_before_any_work(bad, words, capsys):
+    assert main(["bench", "data", *bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
 
 
 def test_bench_data_device_mode_on_the_cpu(capsys):

@@ -190,7 +190,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     encoded = cfg.decode == "device"
     if encoded and getattr(train_set, "encoding", None) != "jpeg":
         raise AlexNetError(f"--decode device needs prepared JPEG shards (alexnet prepare "
-                           f"--encoding jpeg); {cfg.data} has none", option="decode")
+                           f"--format jpeg); {cfg.data} has none", option="decode")
     on_cpu = rt.device.type == "cpu" and not encoded
     train_loader = Loader(train_set, batch, shuffle=True, seed=cfg.seed, rank=info.rank,
                           world_size=info.world_size, drop_last=True, workers=cfg.workers,

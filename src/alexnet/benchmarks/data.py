@@ -45,7 +45,10 @@ from ..data.prepare import prepare
 from ..data.shapes import Shapes
 from ..errors import AlexNetError
 from ..model import alexnet
+from ..parallel import resolve_device
 from ..step import train_step
+
+PREPARED_SIZE = 256  # the images are prepared at 256², as for training (crops come from it)
 
 
 def add_arguments(parser) -> None:
@@ -66,10 +69,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    for name, least in (("batch_size", 1), ("workers", 0), ("rounds", 1)):
+    for name, least in (("batch_size", 1), ("workers", 0), ("rounds", 1), ("model_steps", 0),
+                        ("crop", 1)):
         if getattr(args, name) < least:
             raise AlexNetError(f"{name} must be >= {least}, got {getattr(args, name)}",
                                option=name)
+    if args.crop > PREPARED_SIZE:
+        raise AlexNetError(f"crop must be at most the prepared size {PREPARED_SIZE}, got "
+                           f"{args.crop}", option="crop")
+    if args.device is not None:  # checked before minutes of preparing, not after
+        args.device = resolve_device(args.device)
     if args.images < args.batch_size * 2:
         raise AlexNetError(f"images must be >= 2 × batch_size = {2 * args.batch_size} (each rate "
                            f"is timed after the first batch), got {args.images}", option="images")
@@ -100,8 +109,8 @@ def measure(args, work: Path) -> dict:
     for fmt in ("raw", "jpeg"):
         start = time.perf_counter()
         # small shards, so that every worker gets some
-        manifest, _ = prepare(originals, work / fmt, encoding=fmt, workers=max(1, args.workers),
-                              progress=False,
+        manifest, _ = prepare(originals, work / fmt, size=PREPARED_SIZE, encoding=fmt,
+                              workers=max(1, args.workers), progress=False,
                               shard_size=max(16, len(sizes) // (4 * max(1, args.workers))))
         result[f"prepare_{fmt}_img_s"] = len(sizes) / (time.perf_counter() - start)
         _enough(manifest["splits"]["train"]["count"], args.batch_size, describe, " readable")
@@ -164,7 +173,8 @@ def _torchvision_loader(root: Path, args):
     from torchvision import datasets, transforms
 
     t = transforms.Compose([
-        transforms.Resize(256), transforms.RandomCrop(args.crop), transforms.RandomHorizontalFlip(),
+        transforms.Resize(PREPARED_SIZE), transforms.RandomCrop(args.crop),
+        transforms.RandomHorizontalFlip(),
         transforms.ToTensor(),
         transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
     dataset = _Readable(datasets.ImageFolder(root / "train", transform=t))

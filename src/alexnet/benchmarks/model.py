@@ -288,8 +288,8 @@ def _check(args) -> tuple[torch.device, list[str], list[int]]:
     for name in ("batch_size", "steps", "num_classes", "gemm_size"):
         if getattr(args, name) < 1:
             raise AlexNetError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0 or args.lrn_batch_size < 0:
-        raise AlexNetError("--warmup and --lrn-batch-size must be at least 0")
+    if args.warmup < 0 or args.lrn_batch_size < 0 or args.profile < 0:
+        raise AlexNetError("--warmup, --lrn-batch-size and --profile must be at least 0")
     keys = list(dict.fromkeys(args.configs))
     if not keys or set(keys) - set(CONFIGS):
         raise AlexNetError(f"--configs takes letters from '{''.join(CONFIGS)}', got "
