@@ -141,6 +141,17 @@ def test_curves_without_metrics_is_one_line_error(tmp_path, capsys):
     assert code == 2 and "no metrics.jsonl" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("value", [None, "0.5", {"a": 1}, [1], True])
+def test_curves_with_a_value_not_a_number_is_one_line_error(tmp_path, capsys, value):
+    run = write_run(tmp_path / "run", [2.0, 1.5])
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    rows[1] = json.dumps({**json.loads(rows[1]), "val_loss": value})
+    (run / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+    code, _, err = show(capsys, "curves", run, "--out", tmp_path / "c.png")
+    assert code == 2 and "line 2: val_loss must be numbers" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "c.png").exists()
+
+
 def test_activations(files, tmp_path, capsys):
     out = tmp_path / "act.png"
     code, stdout, _ = show(capsys, "activations", files / "tiny.pt", files / "a.png",

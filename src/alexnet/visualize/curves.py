@@ -48,6 +48,11 @@ def read_history(run: str | Path) -> list[dict]:
     need = {"epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error"}
     if not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
         raise AlexNetError(f"{path}: no epochs with {', '.join(sorted(need))}")
+    for number, row in enumerate(rows, 1):
+        bad = sorted(k for k in need if isinstance(row[k], bool)
+                     or not isinstance(row[k], (int, float)))
+        if bad:
+            raise AlexNetError(f"{path}, line {number}: {', '.join(bad)} must be numbers")
     return rows
 
 
