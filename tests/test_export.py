@@ -3,6 +3,7 @@ torch.hub, features. Small random networks on the CPU; every comparison is again
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,31 @@ def test_convert_rejects_what_is_not_torchvision_alexnet(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_convert_and_export_refuse_to_write_over_their_input(paper, tmp_path, capsys):
+    tv = tmp_path / "tv.pth"
+    torch.save(alexnet("owt", num_classes=10).state_dict(), tv)
+    before = tv.read_bytes()
+    ckpt = tmp_path / "copy.pt"
+    ckpt.write_bytes(paper[0].read_bytes())
+    for argv in (["convert", "torchvision", str(tv), str(tv)],
+                 ["export", str(ckpt), "--format", "torchscript", str(ckpt)]):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is the input too" in err and err.count("\n") == 1, err
+    assert tv.read_bytes() == before and ckpt.read_bytes() == paper[0].read_bytes()
+
+
+def test_safetensors_export_gets_the_usual_permissions(paper, tmp_path):
+    # safetensors replaces the temporary file with its own, made 0600: fixed after it writes
+    umask = os.umask(0o022)
+    try:
+        assert cli_main(["export", str(paper[0]), "--format", "safetensors",
+                         str(tmp_path / "m.safetensors")]) == 0
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 # --- exports -------------------------------------------------------------------------------------

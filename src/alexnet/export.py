@@ -32,7 +32,7 @@ from .accel import PRECISIONS
 from .checkpoint import model_from_checkpoint, save_checkpoint
 from .data import open_dataset
 from .errors import AlexNetError
-from .io import atomic_path, atomic_write
+from .io import atomic_path, atomic_write, check_not_same
 from .lrn import LocalResponseNorm
 from .options import check_value
 from .predictor import Predictor
@@ -199,6 +199,7 @@ def add_arguments_export(parser) -> None:
 
 
 def run_export(args) -> int:
+    check_not_same(args.checkpoint, args.out)
     ckpt = Predictor.from_file(args.checkpoint, device="cpu", precision="fp32").ckpt
     export(ckpt, args.format, args.out)
     print(f"wrote {args.format} export of {ckpt['arch']['variant']} "
@@ -213,6 +214,7 @@ def add_arguments_convert(parser) -> None:
 
 
 def run_convert(args) -> int:
+    check_not_same(args.file, args.out)
     ckpt = load_torchvision_weights(args.file)
     save_checkpoint(args.out, {k: v for k, v in ckpt.items() if k != "format"})
     print(f"wrote {args.out}: variant owt, {ckpt['arch']['num_classes']} classes, "
@@ -238,7 +240,7 @@ def add_arguments_features(parser) -> None:
 def run_features(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
-        raise AlexNetError(f"the output must be a .npy file, got {out}", option="out")
+        raise AlexNetError(f"the output OUT must be a .npy file, got {out}")
     check_value("batch_size", args.batch_size, int, {"low": 1})
     check_value("limit", args.limit, Optional[int], {"low": 1})
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)

@@ -29,12 +29,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as e:  # its message would name the temporary file, not the user's path
         raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
     tmp = Path(tmp)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        # mkstemp makes 0600, and a writer may replace the file with its own (safetensors does):
+        # give the published file the usual permissions, after it is written
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:  # make the bytes durable before the rename publishes them
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -47,6 +49,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
     """Call `write(tmp_path)` and publish the result at `path` atomically."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+def check_not_same(source: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Refuse to write `out` over `source`: the atomic rename would replace the input with the
+    output, and a failed conversion would leave neither."""
+    source, out = Path(source), Path(out)
+    if out.exists() and source.exists() and os.path.samefile(source, out):
+        raise AlexNetError(f"the output {out} is the input too; write to another file")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
