@@ -340,9 +340,10 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--arms", "baseline,nope"], "--arms: unknown nope"),
-    (["--arms", "reseed"], "--arms: unknown reseed"),  # gone: the seeds are the spread now
-    (["--study", "relu,swish"], "--study: unknown swish"),
+    (["--arms", "baseline,nope"], "unknown nope; choose from baseline, tanh"),
+    (["--arms", "reseed"], "unknown reseed"),  # gone: the seeds are the spread now
+    (["--arms", ","], "no names given; choose from baseline"),
+    (["--study", "relu,swish"], "unknown swish; choose from"),
     (["--threshold", "25"], "--threshold"),
     (["--seeds", "0"], "--seeds"),
     (["--study", "dropout", "--overfit-images", "2"], "--overfit-images 2 is less than one"),

@@ -161,6 +161,7 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [
     ["eval", "RUN", "--batch-size", "0"],
     ["eval", "RUN", "--workers", "-1"],
+    ["eval", "RUN", "--weights", "/elsewhere/best.pt"],  # two checkpoints: which one?
     ["features", "RUN", "/proc/alexnet-x.npy", "--limit", "2", "--no-progress"],
     ["features", "RUN", "RUNDIR.npy", "--limit", "2", "--no-progress"],
     ["export", "RUN", "--format", "safetensors", "/proc/alexnet-x"],

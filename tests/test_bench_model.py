@@ -63,7 +63,7 @@ def test_naive_baseline_uses_torch_lrn_with_alpha_times_n():
 
 @pytest.mark.parametrize("bad", [["--configs", "xz"], ["--steps", "0"], ["--batch-size", "0"],
                                  ["--inference-batch-sizes", "one"], ["--device", "tpu"],
-                                 ["--profile", "-1"]])
+                                 ["--profile", "-1"], ["--batch-sweep", ""]])
 def test_bad_input_is_one_line_exit_2(bad, capsys):
     assert main(["bench", "model"] + bad) == 2
     err = capsys.readouterr().err.strip()

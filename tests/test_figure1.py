@@ -142,12 +142,14 @@ def test_summary_censors_tanh_and_refuses_without_relu():
     assert none["ratio"] is None and none["verdict"] == "cannot tell"
 
 
-@pytest.mark.parametrize("flags", [["--target", "1.5"], ["--lrs", "0.1,x"], ["--lrs", "-1"],
-                                   ["--pilot-seed", "1"], ["--epochs", "0.01"]])
-def test_bad_options_are_one_line_errors(fake_fashion, tmp_path, capsys, flags):
+@pytest.mark.parametrize("flags, option", [
+    (["--target", "1.5"], "target"), (["--lrs", "0.1,x"], "lrs"), (["--lrs", "-1"], "lrs"),
+    (["--pilot-seed", "1"], "pilot-seed"), (["--pilot-seed", "-1"], "pilot-seed"),
+    (["--epochs", "0.01"], "epochs"), (["--window", "0"], "window"), (["--seeds", "0"], "seeds")])
+def test_bad_options_are_one_line_errors(fake_fashion, tmp_path, capsys, flags, option):
     code = main(["figure1", "--data", str(fake_fashion), "--out", str(tmp_path), *TINY, *flags])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and len(err.splitlines()) == 1 and "(--" in err
+    assert code == 2 and len(err.splitlines()) == 1 and f"(--{option})" in err, err
 
 
 def test_missing_data_is_one_line_error(tmp_path, capsys):

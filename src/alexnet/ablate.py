@@ -272,8 +272,8 @@ def _names(text: str, allowed, flag: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     bad = [n for n in names if n not in allowed]
     if bad or not names:
-        raise AlexNetError(f"{flag}: unknown {', '.join(bad) or 'empty list'}; choose from "
-                           f"{', '.join(allowed)}", option=flag.lstrip("-"))
+        what = f"unknown {', '.join(bad)}" if bad else "no names given"
+        raise AlexNetError(f"{what}; choose from {', '.join(allowed)}", option=flag.lstrip("-"))
     return names
 
 

@@ -73,6 +73,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.weights and args.checkpoint and args.weights != args.checkpoint:
+        raise AlexNetError(f"two checkpoints given, {args.checkpoint} and {args.weights}; give one",
+                           option="weights")
     path = args.weights or args.checkpoint
     if path is None:
         raise AlexNetError("give a checkpoint or a weights file", option="weights")

@@ -100,10 +100,13 @@ def check_config(cfg: Figure1Config) -> None:
     if not 0 < cfg.target < 1:
         raise AlexNetError(f"target {cfg.target} must be a training error between 0 and 1",
                            option="target")
-    if cfg.seeds < 1 or cfg.batch_size < 1 or cfg.train_images < cfg.batch_size:
-        raise AlexNetError(f"need ≥ 1 seed and ≥ one batch of training images (seeds "
-                           f"{cfg.seeds}, train_images {cfg.train_images}, batch_size "
-                           f"{cfg.batch_size})", option="train_images")
+    for name, least in (("seeds", 1), ("batch_size", 1), ("window", 1), ("pilot_seed", 0)):
+        if getattr(cfg, name) < least:
+            raise AlexNetError(f"{name} must be at least {least}, got {getattr(cfg, name)}",
+                               option=name)
+    if cfg.train_images < cfg.batch_size:
+        raise AlexNetError(f"train_images {cfg.train_images} is less than one batch of "
+                           f"{cfg.batch_size}", option="train_images")
     if cfg.steps < cfg.window_steps:
         raise AlexNetError(f"a budget of {cfg.budget} images is shorter than the error window of "
                            f"{cfg.window} images", option="epochs")

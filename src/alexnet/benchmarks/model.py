@@ -68,7 +68,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="instead: profile STEPS training steps of c, per op (torch.profiler)")
-    parser.add_argument("--batch-sweep", default="", metavar="B1,B2,...",
+    parser.add_argument("--batch-sweep", default=None, metavar="B1,B2,...",
                         help="instead: img/s of --configs at each of these batch sizes, and the "
                         "fastest (e.g. 128,256,512,1024 on a GPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -479,7 +479,7 @@ def format_sweep(r: dict) -> str:
 
 
 def run(args) -> int:
-    if args.batch_sweep:
+    if args.batch_sweep is not None:  # "" too: an empty list is an error, not "no sweep"
         result = batch_sweep(args)
         print(json.dumps(result) if args.json else format_sweep(result))
         return 0
