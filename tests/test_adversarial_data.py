@@ -435,3 +435,14 @@ def test_bench_data_skips_unreadable_files_and_needs_two_batches(image_folder, c
     rc, _, err = cli(capsys, "bench", "data", image_folder, "--images", "40", "--batch-size",
                      "8", "--workers", "0", "--model-steps", "0")
     one_line_error(rc, err, "needs at least 16 images", "it has 10")
+
+
+def test_a_prepare_that_fails_at_once_leaves_no_output_directory(tmp_path, capsys):
+    rc, _, err = cli(capsys, "prepare", "shapes:16:8", tmp_path / "new", "--seed", "-1",
+                     "--workers", "0")
+    one_line_error(rc, err, "seed must be >= 0", "(--seed)")
+    assert not (tmp_path / "new").exists()  # not an empty folder holding only the lock file
+    (tmp_path / "mine").mkdir()  # a directory the user made is left as it was
+    rc, _, err = cli(capsys, "prepare", "shapes:16:8", tmp_path / "mine", "--seed", "-1",
+                     "--workers", "0")
+    assert rc == 2 and (tmp_path / "mine").is_dir()

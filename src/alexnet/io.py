@@ -107,11 +107,13 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
 
     flock(2) locks die with their process, so a SIGKILLed run leaves no stale lock behind."""
     directory = Path(directory)
+    created = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise AlexNetError(f"cannot use {directory} as a {what}: {e.strerror or e}") from None
+    locked = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -119,9 +121,17 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             raise Busy(f"{directory} is in use by another process (pid {holder}); wait for it "
                        f"or choose another {what}") from None
+        locked = True
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         sweep_temp(directory)
         yield directory
+    except BaseException:
+        if created and locked and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+            # a run that failed before writing anything leaves no directory it made (still
+            # holding the lock, so no other process is using it)
+            (directory / LOCK_NAME).unlink()
+            directory.rmdir()
+        raise
     finally:
         os.close(fd)  # releases the lock

@@ -45,6 +45,8 @@ _CHUNK = 8  # images rendered at once: a float32 channel plane of 8 images (2 MB
 class Shapes(ImageSet):
     def __init__(self, split: str = "train", n: int | None = None, *, seed: int = 0,
                  image_size: int = 256, sizes: dict[str, int] | None = None):
+        if seed < 0:  # numpy's generators take seeds >= 0; say so in our words
+            raise AlexNetError(f"seed must be >= 0, got {seed}", option="seed")
         self.sizes = dict(DEFAULT_SIZES, **(sizes or {}))
         if n is not None:
             self.sizes[split] = n
