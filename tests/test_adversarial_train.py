@@ -201,10 +201,15 @@ def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
 @pytest.mark.parametrize("change, words", [
     ({"classes": ["a"]}, "classes"),       # fewer names than the net has classes
     ({"crop_size": 5}, "crop_size 5"),     # an input size the net cannot take
+    ("nan", "not finite (features.conv1.weight"),  # every prediction would be nan%
 ])
 def test_checkpoints_whose_metadata_does_not_fit_their_network(trained, tmp_path, capsys,
                                                                change, words):
     ckpt = torch.load(trained / "best.pt", weights_only=True)
+    if change == "nan":
+        change = {"model": dict(ckpt["model"])}
+        change["model"]["features.conv1.weight"] = torch.full_like(
+            ckpt["model"]["features.conv1.weight"], math.nan)
     torch.save({**ckpt, **change}, tmp_path / "bad.pt")
     for argv in (["predict", str(tmp_path / "bad.pt"), str(trained / "curves.png")],
                  ["eval", str(tmp_path / "bad.pt"), "--data", "shapes:16:8"]):

@@ -102,6 +102,11 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
         wanted = tuple(own[k].shape) if k in own else "nothing"
         raise DataError(f"the checkpoint's weights do not fit its own architecture ({arch}): "
                         f"{k} is {found} where {wanted} was expected")
+    broken = next((k for k, v in weights.items()
+                   if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if broken:  # every prediction would be NaN; say so once, here
+        raise DataError(f"the checkpoint's weights are not finite ({broken} holds NaN or inf): "
+                        f"the run that wrote it diverged, or the file was damaged")
     model.load_state_dict(weights)
     return model
 
