@@ -273,3 +273,26 @@ def test_linear_lr_scaling_for_large_batches():
     mine = resolve_train_config({"data": "x", "batch_size": 256, "lr_scaling": "linear",
                                  "warmup_epochs": 1.0})
     assert base_lr(mine) == pytest.approx(0.02) and mine.warmup_epochs == 1.0
+
+
+def test_data_of_another_image_size_is_refused_by_name(trained, tmp_path, capsys):
+    assert cli_main(["prepare", "shapes:16:8", str(tmp_path / "p32"), "--size", "32",
+                     "--workers", "0"]) == 0
+    capsys.readouterr()
+    for argv in (["eval", str(trained), "--data", str(tmp_path / "p32")],
+                 ["features", str(trained), str(tmp_path / "f.npy"), "--data",
+                  str(tmp_path / "p32")]):
+        err = one_line_exit_2(capsys, argv)
+        assert "images are 32×32" in err and "--size 256" in err and "(--data)" in err
+
+
+def test_an_error_mid_loop_starts_its_own_line_after_the_progress_bar(trained, capsys,
+                                                                      monkeypatch):
+    def broken(self, images, crops=1):
+        raise ValueError("broken on purpose")
+    monkeypatch.setattr("alexnet.predictor.Predictor.probs", broken)
+    assert cli_main(["eval", str(trained), "--data", "shapes:16:8"]) == 2  # with its bar
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last == "alexnet: error: broken on purpose", repr(err)
+    assert "Traceback" not in err

@@ -28,18 +28,18 @@ def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = Fals
     under DDP). Images the loader could not read are left out (loader.skipped lists them)."""
     # sums: loss, top-1 correct, top-5 correct, images
     sums = torch.zeros(4, dtype=torch.float64)
-    bar = Progress(len(loader), f"eval ({crops} crop{'s' if crops > 1 else ''})", enabled=progress)
-    for images, labels in loader:
-        probs = predictor.probs(images, crops)
-        labels = labels.to(probs.device)
-        k = min(5, probs.shape[1])
-        topk = probs.topk(k, dim=1).indices                     # (B, k)
-        hit = topk == labels[:, None]
-        nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log()
-        sums += torch.tensor([nll.sum().item(), hit[:, 0].sum().item(), hit.any(1).sum().item(),
-                              len(labels)], dtype=torch.float64)
-        bar.update()
-    bar.close()
+    desc = f"eval ({crops} crop{'s' if crops > 1 else ''})"
+    with Progress(len(loader), desc, enabled=progress) as bar:
+        for images, labels in loader:
+            probs = predictor.probs(images, crops)
+            labels = labels.to(probs.device)
+            k = min(5, probs.shape[1])
+            topk = probs.topk(k, dim=1).indices                     # (B, k)
+            hit = topk == labels[:, None]
+            nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log()
+            sums += torch.tensor([nll.sum().item(), hit[:, 0].sum().item(),
+                                  hit.any(1).sum().item(), len(labels)], dtype=torch.float64)
+            bar.update()
     if info is not None:
         sums = parallel.all_reduce_sum(sums, info)
     n = max(sums[3].item(), 1.0)

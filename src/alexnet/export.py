@@ -155,24 +155,23 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
     if n == 0:
         raise AlexNetError("the dataset has no images to extract features from")
     starts = range(0, n, batch_size)
-    bar = Progress(len(starts), f"features {layer}", enabled=progress)
-    labels = np.empty(n, dtype=np.int64)
-    with atomic_path(out) as tmp:
-        array = None
-        for start in starts:
-            idx = list(range(start, min(start + batch_size, n)))
-            images, batch_labels = _batch(data, idx)
-            act = predictor.features(images, layer).numpy()
-            if array is None:  # the layer's shape is known after the first batch
-                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                  shape=(n, *act.shape[1:]))
-            array[start:start + len(idx)] = act
-            labels[start:start + len(idx)] = batch_labels
-            bar.update()
-        array.flush()
-        shape = array.shape
-        del array  # close the map before the file is renamed into place
-    bar.close()
+    with Progress(len(starts), f"features {layer}", enabled=progress) as bar:
+        labels = np.empty(n, dtype=np.int64)
+        with atomic_path(out) as tmp:
+            array = None
+            for start in starts:
+                idx = list(range(start, min(start + batch_size, n)))
+                images, batch_labels = _batch(data, idx)
+                act = predictor.features(images, layer).numpy()
+                if array is None:  # the layer's shape is known after the first batch
+                    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                      shape=(n, *act.shape[1:]))
+                array[start:start + len(idx)] = act
+                labels[start:start + len(idx)] = batch_labels
+                bar.update()
+            array.flush()
+            shape = array.shape
+            del array  # close the map before the file is renamed into place
     labels_path = out.with_suffix(".labels.npy")
     atomic_write(labels_path, lambda p: _save_npy(p, labels))
     return shape, labels_path
@@ -248,9 +247,7 @@ def run_features(args) -> int:
     data = open_dataset(args.data, args.split,
                         seed=predictor.ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)
-    if data.channels != predictor.channels:
-        raise AlexNetError(f"the data has {data.channels} channel(s), the model takes "
-                           f"{predictor.channels}", option="data")
+    predictor.check_data(data, classes=False)
     shape, labels_path = dataset_features(predictor, data, args.layer, out, args.batch_size,
                                           args.limit, not args.no_progress)
     print(f"wrote {args.layer} features {tuple(shape)} to {out} and labels to {labels_path}")

@@ -129,9 +129,16 @@ class Predictor:
             out.append(rgb)
         return torch.from_numpy(np.stack(out))
 
-    def check_data(self, data) -> None:
-        """A dataset used with this model must have its classes and channels."""
-        check_compatible(self.ckpt, len(data.classes))
+    def check_data(self, data, classes: bool = True) -> None:
+        """A dataset used with this model must have its channels and image size, and for scoring
+        (classes=True) its classes; features can be taken of any dataset's images."""
+        if classes:
+            check_compatible(self.ckpt, len(data.classes))
         if data.channels != self.channels:
             raise DataError(f"the data has {data.channels} channel(s), the model takes "
-                            f"{self.channels}")
+                            f"{self.channels}", option="data")
+        size = getattr(data, "image_size", self.image_size)
+        if size != self.image_size:  # its crops are cut from images of the training set's size
+            raise DataError(f"the data's images are {size}×{size}; this model was trained on "
+                            f"{self.image_size}×{self.image_size} (prepare with --size "
+                            f"{self.image_size})", option="data")

@@ -8,6 +8,9 @@ from tqdm import tqdm
 
 
 class Progress:
+    """Use as a context manager: the bar is closed however the block ends, so an error message
+    starts on a line of its own, not after a half-drawn bar."""
+
     def __init__(self, total: int, desc: str, enabled: bool = True):
         self.bar = tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr,
                         disable=not enabled, mininterval=0.5)
@@ -18,3 +21,9 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

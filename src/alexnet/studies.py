@@ -158,24 +158,23 @@ def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,
               "window": window, "probe_images": len(probe), "reached": None, "diverged": None,
               "sparsity_init": zero_fractions(t, probe)}
     running, curve, start = RunningError(window), [], time.perf_counter()
-    bar = Progress(steps, f"activation study, {cfg.activation}", enabled=cfg.progress)
-    t.model.train()
-    for step, x, labels in _batches(t.train_loader, t.augment, t.rt, cfg.seed, steps):
-        if step == 0:  # at initialisation, on the first training batch
-            result["grad_norms"] = grad_norms(t.model, t.rt, x, labels)
-            start = time.perf_counter()
-        t.schedule.apply(t.optimizer, step)
-        try:
-            loss, logits = train_step(t.model, t.optimizer, t.scaler, x, labels,
-                                      autocast=t.rt.autocast, masters=t.masters)
-        except Diverged:
-            result["diverged"] = step + 1
-            break
-        running.add((logits.argmax(1) != labels).sum().item(), len(labels))
-        seconds = time.perf_counter() - start
-        curve.append([step + 1, round(seconds, 3), running.value, loss])
-        bar.update(loss=f"{loss:.3f}", train_err=f"{running.value:.1%}")
-    bar.close()
+    with Progress(steps, f"activation study, {cfg.activation}", enabled=cfg.progress) as bar:
+        t.model.train()
+        for step, x, labels in _batches(t.train_loader, t.augment, t.rt, cfg.seed, steps):
+            if step == 0:  # at initialisation, on the first training batch
+                result["grad_norms"] = grad_norms(t.model, t.rt, x, labels)
+                start = time.perf_counter()
+            t.schedule.apply(t.optimizer, step)
+            try:
+                loss, logits = train_step(t.model, t.optimizer, t.scaler, x, labels,
+                                          autocast=t.rt.autocast, masters=t.masters)
+            except Diverged:
+                result["diverged"] = step + 1
+                break
+            running.add((logits.argmax(1) != labels).sum().item(), len(labels))
+            seconds = time.perf_counter() - start
+            curve.append([step + 1, round(seconds, 3), running.value, loss])
+            bar.update(loss=f"{loss:.3f}", train_err=f"{running.value:.1%}")
     result.update(steps=len(curve), seconds=time.perf_counter() - start, curve=curve,
                   final_error=curve[-1][2] if curve else None,
                   sparsity_trained=zero_fractions(t, probe))

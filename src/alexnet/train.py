@@ -73,26 +73,26 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # dropout masks, reproducibly per epoch
     step0 = epoch * len(t.train_loader)
     loss_sum, seen = 0.0, 0
-    bar = Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
-                   enabled=cfg.progress and info.is_main)
-    start = time.perf_counter()
-    for i, (images, labels) in enumerate(t.train_loader):
-        lr = t.schedule.apply(t.optimizer, step0 + i)
-        if t.train_loader.transform is None:  # on an accelerator: augment there, batched
-            images = t.augment.train(t.train_loader.to_device(images), generator=gen)
-        x = rt.to_input(images)
-        labels = labels.to(rt.output_device, non_blocking=True)
-        try:
-            loss, _ = train_step(t.model, t.optimizer, t.scaler, x, labels, autocast=rt.autocast,
-                                 label_smoothing=cfg.label_smoothing, masters=t.masters)
-        except Diverged as e:
-            raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); checkpoint.pt still holds "
-                           f"epoch {epoch}", option="lr") from None
-        loss_sum += loss * len(labels)
-        seen += len(labels)
-        rate = seen * info.world_size / (time.perf_counter() - start)
-        bar.update(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
-    bar.close()
+    with Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
+                  enabled=cfg.progress and info.is_main) as bar:
+        start = time.perf_counter()
+        for i, (images, labels) in enumerate(t.train_loader):
+            lr = t.schedule.apply(t.optimizer, step0 + i)
+            if t.train_loader.transform is None:  # on an accelerator: augment there, batched
+                images = t.augment.train(t.train_loader.to_device(images), generator=gen)
+            x = rt.to_input(images)
+            labels = labels.to(rt.output_device, non_blocking=True)
+            try:
+                loss, _ = train_step(t.model, t.optimizer, t.scaler, x, labels,
+                                     autocast=rt.autocast, label_smoothing=cfg.label_smoothing,
+                                     masters=t.masters)
+            except Diverged as e:
+                raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); checkpoint.pt still "
+                               f"holds epoch {epoch}", option="lr") from None
+            loss_sum += loss * len(labels)
+            seen += len(labels)
+            rate = seen * info.world_size / (time.perf_counter() - start)
+            bar.update(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
     total = parallel.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64),
                                     info)
