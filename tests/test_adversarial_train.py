@@ -194,8 +194,15 @@ def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
     err = one_line_exit_2(capsys, ["eval", str(tmp_path / "noarch.pt"), "--data", "shapes:16:8"])
     assert "arch" in err
     (run / "metrics.jsonl").write_bytes(b"\xff\xfe not utf-8 \x80")  # a copy's, not trained's
-    one_line_exit_2(capsys, ["show", "curves", str(run), "--out", str(tmp_path / "c.png")])
+    err = one_line_exit_2(capsys, ["show", "curves", str(run), "--out", str(tmp_path / "c.png")])
+    assert "metrics.jsonl: not JSON lines" in err
     assert not (tmp_path / "c.png").exists()
+    (tmp_path / "text.pt").write_text("hello\n")
+    (tmp_path / "cut.pt").write_bytes((trained / "best.pt").read_bytes()[:1000])
+    for name, words in (("text.pt", "text.pt: not a PyTorch file"),
+                        ("cut.pt", "cut.pt: PytorchStreamReader failed reading zip archive")):
+        err = one_line_exit_2(capsys, ["eval", str(tmp_path / name), "--data", "shapes:16:8"])
+        assert words in err and "UserWarning" not in err, err
 
 
 @pytest.mark.parametrize("change, words", [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
     atomic_torch_save(path, {"format": FORMAT, **ckpt})
 
 
+def read_torch_file(path: Path, map_location="cpu") -> Any:
+    """What torch.save wrote to `path`, loaded with weights_only=True; any other file (text, an
+    image, safetensors, a truncated file, pickled code) is a one-line DataError naming it."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive (legacy: a pickle, protocol byte 0x80); say so plainly for
+    # anything else instead of passing on torch's message about unpickling.
+    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+        raise DataError(f"cannot read {path}: not a PyTorch file (torch.save)")
+    try:
+        with warnings.catch_warnings():  # torch warns before it fails; the error says it all
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, pickled code, …
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
+        raise DataError(f"cannot read {path}: {first}") from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
     """Load and check a checkpoint; any problem is a one-line DataError.
 
@@ -46,10 +65,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
         path = path / "best.pt"
     if not path.is_file():
         raise DataError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, pickled code, …
-        raise DataError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:200]}") from None
+    ckpt = read_torch_file(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise DataError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker)")
     check_checkpoint(ckpt, path)

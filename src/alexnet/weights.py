@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, check_checkpoint, load_checkpoint
+from .checkpoint import FORMAT, check_checkpoint, load_checkpoint, read_torch_file
 from .errors import AlexNetError, DataError
 from .model import alexnet
 from .io import atomic_write
@@ -119,7 +119,12 @@ def torchvision_checkpoint(state_dict: dict[str, torch.Tensor], source: str = ""
 def load_torchvision_weights(path: str | os.PathLike) -> dict:
     """Our checkpoint dict for a file saved by torch.save(torchvision.models.alexnet().state_dict())
     (also accepts torchvision's reference-script checkpoints, {"model": state_dict, …})."""
-    obj = _read_torch(Path(path))
+    path = Path(path)
+    if path.is_file() and _is_safetensors(path):
+        raise AlexNetError(f"{path} is a safetensors file; convert takes torchvision's "
+                           f"torch.save(model.state_dict()) file (alexnet's own safetensors "
+                           f"exports load as they are)")
+    obj = _read_torch(path)
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # torchvision's reference training scripts save {"model": …, …}
     return torchvision_checkpoint(obj, str(path))
@@ -166,16 +171,7 @@ def read_safetensors(path: str | os.PathLike) -> dict:
 def _read_torch(path: Path) -> Any:
     if not path.is_file():
         raise AlexNetError(f"weights file not found: {path}")
-    with open(path, "rb") as f:
-        head = f.read(4)
-    # torch.save writes a zip archive (legacy: a pickle, protocol byte 0x80); say so plainly for
-    # anything else instead of passing on torch's message about weights_only.
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":
-        raise AlexNetError(f"cannot read {path}: not a PyTorch (torch.save) or safetensors file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated file, not a torch file, pickled code, …
-        raise AlexNetError(f"cannot read {path}: {_first_line(e)}") from None
+    return read_torch_file(path)
 
 
 def _first_line(e: Exception) -> str:

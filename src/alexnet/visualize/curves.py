@@ -45,6 +45,8 @@ def read_history(run: str | Path) -> list[dict]:
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise AlexNetError(f"{path}: not JSON lines ({e})") from None
+    except UnicodeDecodeError:  # an image or other binary file under that name
+        raise AlexNetError(f"{path}: not JSON lines (not even text)") from None
     need = {"epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error"}
     if not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
         raise AlexNetError(f"{path}: no epochs with {', '.join(sorted(need))}")
