@@ -58,6 +58,20 @@ def test_filters_two_towers_apart(files, tmp_path, capsys):
     assert png_size(out) == (960, 2 * (3 * 60 + 40))
 
 
+def test_the_out_name_decides_the_format(files, tmp_path, capsys):
+    from PIL import Image
+
+    for name, kind in (("f.jpg", "JPEG"), ("f.JPEG", "JPEG"), ("f.png", "PNG")):
+        assert show(capsys, "filters", files / "tiny.pt", "--out", tmp_path / name)[0] == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.format == kind and im.size == (960, 2 * (3 * 60 + 40))
+    assert show(capsys, "filters", files / "tiny.pt", "--out", tmp_path / "f.pdf")[0] == 0
+    assert (tmp_path / "f.pdf").read_bytes()[:5] == b"%PDF-"
+    code, _, err = show(capsys, "curves", tmp_path, "--out", tmp_path / "c.gif")
+    assert code == 2 and "end it in .png" in err and "(--out)" in err  # before reading the runs
+    assert not (tmp_path / "c.gif").exists()
+
+
 def test_filters_one_tower_and_grey(tmp_path):
     path = filters.draw_filters(torch.randn(64, 3, 11, 11), towers=1, path=tmp_path / "owt.png")
     assert png_size(path) == (960, 4 * 60 + 40)

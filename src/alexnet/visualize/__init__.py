@@ -1,7 +1,7 @@
 """Pictures: `alexnet show filters|predictions|neighbours|curves|activations …`.
 
-Each command writes one PNG (atomically; its size in pixels depends only on what it shows) and
-prints its path. They reproduce the paper's figures on your own checkpoint:
+Each command writes one picture (atomically; PNG by default, or JPEG, PDF or SVG as --out's name
+says; its size in pixels depends only on what it shows) and prints its path. They reproduce the paper's figures on your own checkpoint:
 
     filters CKPT                 conv1's kernels, tower 1 and tower 2 apart (Figure 3)
     predictions CKPT IMAGE…      each image with its top-5 classes (Figure 4, left)
@@ -16,7 +16,7 @@ export or torchvision weights. `plot_curves` is also what `alexnet train` draws 
 from __future__ import annotations
 
 from ..accel import PRECISIONS
-from . import activations, curves, figure4, filters
+from . import activations, common, curves, figure4, filters
 from .curves import plot_curves
 
 __all__ = ["plot_curves", "add_arguments", "run"]
@@ -26,7 +26,8 @@ def _common(p, name: str, checkpoint: bool = True) -> None:
     if checkpoint:
         p.add_argument("checkpoint", help="checkpoint, run directory (takes best.pt), safetensors "
                        "export or torchvision weights file")
-    p.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default: {name}.png)")
+    p.add_argument("--out", default=f"{name}.png",
+                   help=f"picture to write, .png, .jpg, .pdf or .svg (default: {name}.png)")
     if checkpoint and name != "filters":
         p.add_argument("--device", default="auto")
         p.add_argument("--precision", default="auto", choices=PRECISIONS)
@@ -65,6 +66,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if getattr(args, "out", None):
+        common.image_format(args.out)  # before any work, not after
     commands = {"filters": filters.run, "predictions": figure4.run_predictions,
                 "neighbours": figure4.run_neighbours, "curves": curves.run,
                 "activations": activations.run}

@@ -1,4 +1,4 @@
-"""What every picture needs: matplotlib without a display, atomic PNG writing, a checkpoint loaded
+"""What every picture needs: matplotlib without a display, atomic writing (PNG by default), a checkpoint loaded
 for inspection, and images turned back into something a person can look at."""
 from __future__ import annotations
 
@@ -25,10 +25,25 @@ def figure(width_px: int, height_px: int):
     return pyplot().figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
 
 
+# What a picture's file name may end in; the bytes follow the name (a .jpg is a JPEG).
+FORMATS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf", ".svg": "svg"}
+
+
+def image_format(path: str | Path) -> str:
+    """The format for an output file's name; an unknown ending is a one-line error (--out)."""
+    fmt = FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise AlexNetError(f"cannot tell a picture format from {path}: end it in "
+                           f"{', '.join(FORMATS)}", option="out")
+    return fmt
+
+
 def save_figure(fig, path: str | Path) -> Path:
-    """Write `fig` as a PNG atomically (no bbox_inches="tight": that would change its size)."""
+    """Write `fig` atomically in the format its name says (no bbox_inches="tight": that would
+    change its size)."""
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    fmt = image_format(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI))
     pyplot().close(fig)
     return path
 
