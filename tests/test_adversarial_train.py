@@ -179,6 +179,23 @@ def test_bad_values_and_output_paths_of_other_commands(trained, tmp_path, capsys
     assert ".tmp" not in err  # the path the user gave, not a temporary file's name
 
 
+def test_train_out_that_holds_other_files_is_refused(tmp_path, capsys):
+    mine = tmp_path / "papers"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    (mine / "curves.png").write_bytes(b"my own plot")  # a name a run would overwrite
+    err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", "--out", str(mine)])
+    assert "not a run's (notes.txt)" in err and "(--out)" in err
+    assert sorted(p.name for p in mine.iterdir()) == ["curves.png", "notes.txt"]
+    assert (mine / "curves.png").read_bytes() == b"my own plot"
+    # what a run killed before its first checkpoint leaves is a run's: training starts there
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    for name in ("config.json", ".lock", "events.out.tfevents.1.vm.2.0", ".best.pt.ab12cd34.tmp"):
+        (killed / name).write_text("{}")
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(killed)]) == 0
+
+
 def test_train_out_that_is_a_file_or_unwritable(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", Path("/proc/alexnet-run")):

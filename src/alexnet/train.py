@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -245,12 +246,25 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     return cfg, ckpt
 
 
+# What a run directory holds (the list at the top), its lock, and the temporary files of a write
+# killed midway: a directory of these alone is a run's (perhaps one killed before its checkpoint).
+_RUN_FILE = re.compile(r"^(config\.json|metrics\.jsonl|events\.out\.tfevents\..*|best\.pt|"
+                       r"checkpoint\.pt|curves\.png|skipped\.txt|results\.json|\.lock|"
+                       r"\..+\.tmp)$")
+
+
 def _fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
     """A run directory holding no run. An explicit --out holding one is an error (nothing is
     overwritten); the default one is numbered instead, so that `make demo` can run again."""
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise AlexNetError(f"{out} exists and is not a directory", option="out")
+    others = sorted(p.name for p in out.iterdir() if not _RUN_FILE.match(p.name)) \
+        if out.is_dir() else []
+    if others:  # a run would write its files among someone else's, overwriting any of a run's name
+        raise AlexNetError(f"{out} holds files that are not a run's ({', '.join(others[:3])}"
+                           f"{', …' if len(others) > 3 else ''}); choose an empty or new "
+                           f"directory", option="out")
     if (out / "checkpoint.pt").exists():
         if not number_if_taken:
             raise AlexNetError(f"{out} already holds a run; resume it or choose another "
