@@ -414,6 +414,7 @@ def test_no_readable_training_image_writes_the_report_it_names(tmp_path, capsys)
 
 @pytest.mark.parametrize("flag,value,message", [
     ("--size", "2", "size must be >= 8, got 2 (--size)"),
+    ("--size", "100000", "size must be <= 4096, got 100000 (--size)"),
     ("--shard-size", "0", "shard_size must be >= 1, got 0 (--shard-size)"),
     ("--workers", "-1", "workers must be >= 0, got -1 (--workers)"),
     ("--quality", "0", "quality must be in 1..100, got 0 (--quality)")])

@@ -125,11 +125,16 @@ def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str =
         return _finish(out, config), todo
 
 
+MAX_SIZE = 4096
+
+
 def _check_options(size, shard_size, workers, quality, encoding) -> None:
     for name, value, least in (("size", size, 8), ("shard_size", shard_size, 1),
                                ("workers", workers, 0)):
         if value < least:
             raise AlexNetError(f"{name} must be >= {least}, got {value}", option=name)
+    if size > MAX_SIZE:  # 256 is the paper's; a shard of 1024 images of 4096² is 48 GiB already
+        raise AlexNetError(f"size must be <= {MAX_SIZE}, got {size}", option="size")
     if not 1 <= quality <= 100:
         raise AlexNetError(f"quality must be in 1..100, got {quality}", option="quality")
     if encoding not in ("raw", "jpeg"):
