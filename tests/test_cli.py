@@ -117,3 +117,21 @@ def test_sigterm_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, 
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     assert signal.getsignal(signal.SIGTERM) == before  # put back for whoever runs main() next
+
+
+def test_outputs_follow_links_and_never_replace_devices_or_pipes(tmp_path):
+    # Every file the package writes goes through atomic_path, whose rename would replace what
+    # is at the name: a reviewer's `alexnet export … /dev/full` turned the device into a file.
+    import os
+
+    from alexnet.io import atomic_write_text
+
+    (tmp_path / "target.txt").write_text("old")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "target.txt")
+    atomic_write_text(tmp_path / "link.txt", "new")
+    assert (tmp_path / "link.txt").is_symlink() and (tmp_path / "target.txt").read_text() == "new"
+    os.mkfifo(tmp_path / "pipe")
+    for special in (tmp_path / "pipe", Path("/dev/null")):
+        with pytest.raises(ValueError, match="not a regular file"):
+            atomic_write_text(special, "x")
+    assert (tmp_path / "pipe").is_fifo() and Path("/dev/null").is_char_device()

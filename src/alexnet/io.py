@@ -19,10 +19,19 @@ from .errors import AlexNetError, Busy, WriteError
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success rename it over `path`, else delete it."""
+    """Yield a temporary path next to `path`; on success rename it over `path`, else delete it.
+
+    A symbolic link is followed (the file it points to is replaced, the link stays); a path that
+    is a device, a pipe or a socket is refused: renaming over it would replace, say, /dev/null."""
     path = Path(path)
+    if str(path) in ("", "."):
+        raise WriteError("the output path is empty; give a file name")
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     if path.is_dir():
         raise WriteError(f"{path} is a directory; give a file name")
+    if path.exists() and not path.is_file():
+        raise WriteError(f"{path} is not a regular file (a device or a pipe); give a file name")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
