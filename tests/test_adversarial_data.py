@@ -417,6 +417,7 @@ def test_no_readable_training_image_writes_the_report_it_names(tmp_path, capsys)
     ("--size", "100000", "size must be <= 4096, got 100000 (--size)"),
     ("--shard-size", "0", "shard_size must be >= 1, got 0 (--shard-size)"),
     ("--workers", "-1", "workers must be >= 0, got -1 (--workers)"),
+    ("--workers", "99999", "workers must be in 0.."),
     ("--quality", "0", "quality must be in 1..100, got 0 (--quality)")])
 def test_bad_prepare_options_name_the_option(tmp_path, capsys, flag, value, message):
     rc, _, err = cli(capsys, "prepare", "shapes:4:2", tmp_path / "out", flag, value)

@@ -143,12 +143,29 @@ def test_eval_of_a_run_without_best_says_so(tmp_path, capsys):
     ("--dropout", "1", "dropout must be < 1.0"),
     ("--batch-size", "0", "batch_size must be >= 1"),
     ("--workers", "-1", "workers must be >= 0"),
+    ("--workers", "99999", "workers must be in 0.."),  # thousands of processes hang at start
+    ("--data", "", "the dataset is an empty string"),
 ])
 def test_every_numeric_train_option_is_validated(tmp_path, capsys, flag, value, words):
     err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", flag, value,
                                    "--out", str(tmp_path / "never")])
     assert words in err and flag in err  # the library's words, and the flag the CLI knows
     assert not (tmp_path / "never").exists()
+
+
+def test_resume_of_nothing_is_an_error_not_a_fresh_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a fresh default run would write runs/demo
+    err = one_line_exit_2(capsys, ["train", "--resume", ""])  # `--resume "$RUN"`, RUN unset
+    assert "--resume needs a run directory" in err
+    (tmp_path / "f.pt").write_text("x")
+    assert "is a file; --resume takes the run directory" in one_line_exit_2(
+        capsys, ["train", "--resume", "f.pt"])
+    killed = tmp_path / "killed"  # what a run stopped in its first epoch leaves
+    killed.mkdir()
+    (killed / "config.json").write_text("{}")
+    err = one_line_exit_2(capsys, ["train", "--resume", str(killed)])
+    assert "no epoch finished" in err and "without --resume" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_resume_validates_what_may_change(tmp_path, capsys):
@@ -177,6 +194,14 @@ def test_bad_values_and_output_paths_of_other_commands(trained, tmp_path, capsys
             .replace("RUN", str(run)) for a in argv]
     err = one_line_exit_2(capsys, argv)
     assert ".tmp" not in err  # the path the user gave, not a temporary file's name
+
+
+def test_features_whose_labels_path_fails_write_neither_file(trained, tmp_path, capsys):
+    (tmp_path / "f.labels.npy").mkdir()
+    err = one_line_exit_2(capsys, ["features", str(trained), str(tmp_path / "f.npy"), "--data",
+                                   "shapes:16:8", "--limit", "2", "--no-progress"])
+    assert "f.labels.npy is a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.labels.npy"]
 
 
 def test_train_out_that_holds_other_files_is_refused(tmp_path, capsys):

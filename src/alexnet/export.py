@@ -155,25 +155,27 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
     if n == 0:
         raise AlexNetError("the dataset has no images to extract features from")
     starts = range(0, n, batch_size)
-    with Progress(len(starts), f"features {layer}", enabled=progress) as bar:
-        labels = np.empty(n, dtype=np.int64)
-        with atomic_path(out) as tmp:
-            array = None
-            for start in starts:
-                idx = list(range(start, min(start + batch_size, n)))
-                images, batch_labels = _batch(data, idx)
-                act = predictor.features(images, layer).numpy()
-                if array is None:  # the layer's shape is known after the first batch
-                    array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
-                                                      shape=(n, *act.shape[1:]))
-                array[start:start + len(idx)] = act
-                labels[start:start + len(idx)] = batch_labels
-                bar.update()
-            array.flush()
-            shape = array.shape
-            del array  # close the map before the file is renamed into place
+    labels = np.empty(n, dtype=np.int64)
     labels_path = out.with_suffix(".labels.npy")
-    atomic_write(labels_path, lambda p: _save_npy(p, labels))
+    # both temporaries first, so that a labels path that cannot be written fails before any work
+    # and a failure leaves neither file
+    with (Progress(len(starts), f"features {layer}", enabled=progress) as bar,
+          atomic_path(out) as tmp, atomic_path(labels_path) as labels_tmp):
+        array = None
+        for start in starts:
+            idx = list(range(start, min(start + batch_size, n)))
+            images, batch_labels = _batch(data, idx)
+            act = predictor.features(images, layer).numpy()
+            if array is None:  # the layer's shape is known after the first batch
+                array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                                  shape=(n, *act.shape[1:]))
+            array[start:start + len(idx)] = act
+            labels[start:start + len(idx)] = batch_labels
+            bar.update()
+        array.flush()
+        shape = array.shape
+        del array  # close the map before the file is renamed into place
+        _save_npy(labels_tmp, labels)
     return shape, labels_path
 
 

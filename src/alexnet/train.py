@@ -225,11 +225,25 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     return t
 
 
+def _checkpoint_to_resume(run: str | Path) -> Path:
+    """RUN/checkpoint.pt, or a one-line error that says what to do instead."""
+    if not str(run).strip():  # `--resume "$RUN"` with RUN unset must not start a fresh run
+        raise AlexNetError("--resume needs a run directory, got an empty string", option="resume")
+    run = Path(run)
+    if run.is_file():
+        raise AlexNetError(f"{run} is a file; --resume takes the run directory that holds "
+                           f"checkpoint.pt", option="resume")
+    if run.is_dir() and not (run / "checkpoint.pt").exists() and (run / "config.json").exists():
+        raise AlexNetError(f"{run} has no checkpoint.pt: no epoch finished before the run "
+                           f"stopped; start it again without --resume", option="resume")
+    return run / "checkpoint.pt"
+
+
 def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
     """The config and checkpoint of the run in `run`, with the options that may change on resume
     (those declared resumable: epochs, workers, device, progress) taken from `overrides`."""
     overrides = {k: v for k, v in (overrides or {}).items() if k != "resume"}
-    ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
+    ckpt = load_checkpoint(_checkpoint_to_resume(run))
     saved = ckpt.get("config")
     if not isinstance(saved, dict) or set(saved) - {f.name for f in dataclasses.fields(TrainConfig)}:
         raise AlexNetError(f"{run}/checkpoint.pt has no config this version can resume",
@@ -401,7 +415,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     given = vars(args).copy()
-    if given.get("resume"):
+    if given.get("resume") is not None:  # "" too: an error, not a fresh default run
         cfg, ckpt = resume_config(given["resume"], given)
         main(cfg, ckpt)
     else:

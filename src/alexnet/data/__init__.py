@@ -41,6 +41,9 @@ def open_dataset(spec: str, split: str = "train", *, seed: int = 0, val_labels=N
     if split not in SPLITS:
         raise AlexNetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     spec = str(spec)
+    if not spec.strip():  # Path("") would be the current directory
+        raise AlexNetError("the dataset is an empty string; give shapes, fashion-mnist or a path",
+                           option="data")
     name = spec.split(":", 1)[0]
     if name == "shapes" and not Path(spec).exists():
         train_n, val_n = parse_spec(spec)

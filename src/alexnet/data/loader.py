@@ -53,14 +53,23 @@ def default_workers() -> int:
 def auto_workers(device=None) -> int:
     """The worker count when none is given (default_workers() for no device). On the CPU the
     step's threads already take every core, so a worker process can only take cycles from them,
-    and a step whose threads wait for one preempted thread loses more than the worker's share: on 2 cores the training loop ran
-    1.04-1.10x faster with no workers than with 2 (BENCHMARKS.md, "The training loop against the
+    and a step whose threads wait for one preempted thread loses more than the worker's share: on
+    2 cores the training loop ran 1.04-1.10x faster with no workers than with 2 (BENCHMARKS.md, "The training loop against the
     step"), the main process reading and augmenting between steps with all its threads. With more
     cores, 2 workers (not measured beyond 2 cores). On an accelerator the CPU only feeds it:
     default_workers()."""
     if device is not None and torch.device(device).type == "cpu":
         return 0 if (os.cpu_count() or 1) <= 2 else 2
     return default_workers()
+
+
+def check_workers(workers: int | None) -> None:
+    """A worker count a machine can start: 0 .. 8 per core (at least 32). Far more only spends
+    memory and start-up time (each worker is a process), and thousands hang at start."""
+    most = max(32, 8 * (os.cpu_count() or 1))
+    if workers is not None and not 0 <= workers <= most:
+        raise AlexNetError(f"workers must be in 0..{most} (8 per core), got {workers}",
+                           option="workers")
 
 
 class Loader:
@@ -81,6 +90,7 @@ class Loader:
         self.encoded = encoded
         # Where the batches go (to_device), and what sets the default worker count.
         self.device = None if device is None else torch.device(device)
+        check_workers(workers)
         self.workers = auto_workers(device) if workers is None else workers
         self.prefetch, self.pin_memory = prefetch, pin_memory
         self.epoch = 0

@@ -51,6 +51,7 @@ from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomi
                   locked_dir)
 from . import SPLITS, open_dataset
 from .imageset import StatsAccumulator, drop_failed, save_stats
+from .loader import check_workers
 from .prepared import (CONFIG, FORMAT, MANIFEST, REPORT, STATS, VERSION, read_manifest,
                        shard_name)
 
@@ -133,6 +134,7 @@ def _check_options(size, shard_size, workers, quality, encoding) -> None:
                                ("workers", workers, 0)):
         if value < least:
             raise AlexNetError(f"{name} must be >= {least}, got {value}", option=name)
+    check_workers(workers)  # the same bound as the loader's: each is a process
     if size > MAX_SIZE:  # 256 is the paper's; a shard of 1024 images of 4096² is 48 GiB already
         raise AlexNetError(f"size must be <= {MAX_SIZE}, got {size}", option="size")
     if not 1 <= quality <= 100:
