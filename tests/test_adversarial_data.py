@@ -292,6 +292,17 @@ def test_training_on_data_smaller_than_the_crop_is_one_line(image_folder, tmp_pa
     assert load_image(_photo_file(tmp_path), 240).shape == (240, 240, 3)  # any size still works
 
 
+def test_training_on_one_class_is_refused(image_folder, tmp_path, capsys):
+    import shutil
+
+    for split in ("train", "val"):
+        for extra in sorted((image_folder / split).iterdir())[1:]:
+            shutil.rmtree(extra)  # one class left
+    rc, _, err = cli(capsys, "train", "--data", image_folder, "--epochs", "1", "--out",
+                     tmp_path / "run", "--workers", "0")
+    one_line_error(rc, err, "has 1 class; a classifier needs at least 2", "(--data)")
+
+
 def _photo_file(tmp_path):
     Image.fromarray(photo(100, 80)).save(tmp_path / "photo.png")
     return tmp_path / "photo.png"

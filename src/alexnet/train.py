@@ -113,6 +113,9 @@ def datasets(cfg: TrainConfig):
     val_set = open_dataset(cfg.data, "val", seed=cfg.seed, val_labels=cfg.val_labels)
     if len(train_set) == 0 or len(val_set) == 0:
         raise AlexNetError(f"{cfg.data}: the train or val split is empty", option="data")
+    if len(train_set.classes) < 2:  # the loss would be 0 from the first step: nothing to learn
+        raise AlexNetError(f"{cfg.data} has {len(train_set.classes)} class; a classifier needs "
+                           f"at least 2", option="data")
     if cfg.train_images:
         train_set = _Head(train_set, cfg.train_images)
     return train_set, val_set
