@@ -264,6 +264,16 @@ def test_bad_input_size_is_one_line(capsys):
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1
     assert "fc6 needs 6×6×256" in err and "227" in err and "VALID" in err
+    assert err.strip().endswith("(--input-size)")
+
+
+@pytest.mark.parametrize("flags, option", [(["--input-size", "0"], "--input-size"),
+                                           (["--input-size", "300"], "--input-size"),
+                                           (["--num-classes", "0"], "--num-classes")])
+def test_bad_sizes_name_their_option(capsys, flags, option):
+    code, _, err = run_summary(capsys, *flags)
+    assert code == 2 and err.strip().endswith(f"({option})")
+    assert "224" not in err or flags[1] != "300"  # the 224 hint is for sizes below 227 only
 
 
 def test_unknown_format():

@@ -375,14 +375,17 @@ def run(args) -> int:
     try:
         with torch.device("meta"):  # shapes only: nothing is allocated or computed
             model = alexnet(args.variant, num_classes=args.num_classes)
+    except ValueError as e:
+        raise AlexNetError(str(e), option="num_classes") from None
+    try:
         table = layer_table(model, args.input_size)
     except ValueError as e:
         hint = ""
-        if args.variant == "paper" and "fc6 needs" in str(e):
+        if args.variant == "paper" and "fc6 needs" in str(e) and args.input_size < 227:
             # conv1 is 11×11 stride 4 with no padding: ⌈(227 − 11 + 1)/4⌉ = 55; 224 gives 54, and
             # pool5 ends at 5×5. Every size from 227 to 258 gives 6×6.
             hint = ("; the paper's \"224\" needs 227 with conv1's VALID 11×11 stride 4 "
                     "(⌈(227−11+1)/4⌉ = 55): use --input-size 227 (227 to 258 give 6×6)")
-        raise AlexNetError(f"{e}{hint}") from None
+        raise AlexNetError(f"{e}{hint}", option="input_size") from None
     print(render(table, args.format))
     return 0
