@@ -58,7 +58,7 @@ def test_bad_usage_is_one_line_and_exit_2(capsys, argv, says):
 def test_user_error_is_one_line_and_exit_2(capsys):
     assert main(["summary", "--num-classes", "0"]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == "alexnet: error: num_classes must be >= 1, got 0\n"
+    assert out == "" and err == "alexnet: error: num_classes must be >= 1, got 0 (--num-classes)\n"
 
 
 def test_summary_help(capsys):
