@@ -1,8 +1,8 @@
 """The main job's promise: `alexnet train` with no arguments (what `make demo` runs) takes the
 paper's network to >= 90% validation top-1 accuracy on `shapes`, within ten minutes on a 2-core
 CPU with native bf16 (AVX512-BF16 or AMX; 8.5 minutes measured on one). Without it (an AVX2-only
-CPU, where `auto` trains in fp32) the demo takes about twenty minutes, so there only the accuracy
-is checked. Slow: `pytest -m slow tests/test_demo.py`."""
+CPU, where `auto` trains in fp32) the demo takes 20 to 30 minutes (28 measured in session 7), so
+there only the accuracy is checked. Slow: `pytest -m slow tests/test_demo.py`."""
 from __future__ import annotations
 
 import json
