@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .data.imageset import STAT_KEYS
-from .errors import AlexNetError, DataError
+from .errors import AlexNetError, DataError, first_line
 from .io import atomic_torch_save
 from .model import alexnet
 from .summary import layer_table
@@ -47,8 +47,7 @@ def read_torch_file(path: Path, map_location="cpu") -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, pickled code, …
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0][:200]
-        raise DataError(f"cannot read {path}: {first}") from None
+        raise DataError(f"cannot read {path}: {first_line(e).split('. ')[0]}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:

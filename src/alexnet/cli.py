@@ -13,6 +13,7 @@ import signal
 import sys
 
 from . import __version__
+from .errors import first_line
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -135,7 +136,7 @@ def describe_error(e: BaseException) -> str:
         where = f": {e.filename}" if e.filename else ""
         message = f"{e.strerror}{where}"
     else:
-        message = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        message = first_line(e, 300)
     if isinstance(e, MemoryError):  # e.g. a --size or an image count far too large
         message = f"not enough memory: {message}"
     option = getattr(e, "option", None)

@@ -2,6 +2,12 @@
 ValueError or OSError) as one line on stderr with exit code 2, naming the flag when it knows it."""
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut at
+    `limit` characters: what a one-line error quotes of someone else's exception."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
+
+
 class AlexNetError(ValueError):
     """Bad input: an option out of range, a file that is missing, unreadable or does not fit.
 

@@ -93,13 +93,18 @@ LOCK_NAME = ".lock"
 _TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is that of an atomic write's temporary file."""
+    return _TEMP.match(name) is not None
+
+
 def sweep_temp(directory: str | os.PathLike) -> list[Path]:
     """Delete the temporary files of killed atomic writes in `directory` (not recursive).
     Only safe while holding the directory's lock (locked_dir): a live writer's file looks the
     same. Returns what was deleted."""
     removed = []
     for entry in os.scandir(directory):
-        if entry.is_file(follow_symlinks=False) and _TEMP.match(entry.name):
+        if entry.is_file(follow_symlinks=False) and is_temp_name(entry.name):
             try:
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))

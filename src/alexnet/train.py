@@ -36,7 +36,7 @@ from .data import Loader, open_dataset
 from .data.augment import Augment
 from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
-from .io import atomic_write_json, atomic_write_text, locked_dir
+from .io import LOCK_NAME, atomic_write_json, atomic_write_text, is_temp_name, locked_dir
 from .masters import MasterWeights
 from .model import alexnet
 from .options import names
@@ -263,11 +263,15 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     return cfg, ckpt
 
 
-# What a run directory holds (the list at the top), its lock, and the temporary files of a write
-# killed midway: a directory of these alone is a run's (perhaps one killed before its checkpoint).
+# What a run directory holds (the list at the top); with its lock and the temporary files of a
+# write killed midway, a directory of these alone is a run's (perhaps one killed before its
+# checkpoint).
 _RUN_FILE = re.compile(r"^(config\.json|metrics\.jsonl|events\.out\.tfevents\..*|best\.pt|"
-                       r"checkpoint\.pt|curves\.png|skipped\.txt|results\.json|\.lock|"
-                       r"\..+\.tmp)$")
+                       r"checkpoint\.pt|curves\.png|skipped\.txt|results\.json)$")
+
+
+def _is_run_file(name: str) -> bool:
+    return bool(_RUN_FILE.match(name)) or name == LOCK_NAME or is_temp_name(name)
 
 
 def _fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
@@ -276,7 +280,7 @@ def _fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise AlexNetError(f"{out} exists and is not a directory", option="out")
-    others = sorted(p.name for p in out.iterdir() if not _RUN_FILE.match(p.name)) \
+    others = sorted(p.name for p in out.iterdir() if not _is_run_file(p.name)) \
         if out.is_dir() else []
     if others:  # a run would write its files among someone else's, overwriting any of a run's name
         raise AlexNetError(f"{out} holds files that are not a run's ({', '.join(others[:3])}"

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .checkpoint import FORMAT, check_checkpoint, load_checkpoint, read_torch_file
-from .errors import AlexNetError, DataError
+from .errors import AlexNetError, DataError, first_line
 from .model import alexnet
 from .io import atomic_write
 
@@ -155,7 +155,7 @@ def read_safetensors(path: str | os.PathLike) -> dict:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:
-        raise AlexNetError(f"cannot read safetensors file {path}: {_first_line(e)}") from None
+        raise AlexNetError(f"cannot read safetensors file {path}: {first_line(e)}") from None
     if meta.get("format") != SAFETENSORS_FORMAT:
         raise AlexNetError(f"{path} is a safetensors file but not an alexnet export "
                         f"(no '{SAFETENSORS_FORMAT}' metadata)")
@@ -172,10 +172,6 @@ def _read_torch(path: Path) -> Any:
     if not path.is_file():
         raise AlexNetError(f"weights file not found: {path}")
     return read_torch_file(path)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:200]
 
 
 def _is_safetensors(path: Path) -> bool:

@@ -54,10 +54,10 @@ def auto_workers(device=None) -> int:
     """The worker count when none is given (default_workers() for no device). On the CPU the
     step's threads already take every core, so a worker process can only take cycles from them,
     and a step whose threads wait for one preempted thread loses more than the worker's share: on
-    2 cores the training loop ran 1.04-1.10x faster with no workers than with 2 (BENCHMARKS.md, "The training loop against the
-    step"), the main process reading and augmenting between steps with all its threads. With more
-    cores, 2 workers (not measured beyond 2 cores). On an accelerator the CPU only feeds it:
-    default_workers()."""
+    2 cores the training loop ran 1.04-1.10x faster with no workers than with 2 (BENCHMARKS.md,
+    "The training loop against the step"), the main process reading and augmenting between steps
+    with all its threads. With more cores, 2 workers (not measured beyond 2 cores). On an
+    accelerator the CPU only feeds it: default_workers()."""
     if device is not None and torch.device(device).type == "cpu":
         return 0 if (os.cpu_count() or 1) <= 2 else 2
     return default_workers()

@@ -1,7 +1,8 @@
 """Pictures: `alexnet show filters|predictions|neighbours|curves|activations …`.
 
 Each command writes one picture (atomically; PNG by default, or JPEG, PDF or SVG as --out's name
-says; its size in pixels depends only on what it shows) and prints its path. They reproduce the paper's figures on your own checkpoint:
+says; its size in pixels depends only on what it shows) and prints its path. They reproduce the
+paper's figures on your own checkpoint:
 
     filters CKPT                 conv1's kernels, tower 1 and tower 2 apart (Figure 3)
     predictions CKPT IMAGE…      each image with its top-5 classes (Figure 4, left)

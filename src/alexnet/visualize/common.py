@@ -1,5 +1,5 @@
-"""What every picture needs: matplotlib without a display, atomic writing (PNG by default), a checkpoint loaded
-for inspection, and images turned back into something a person can look at."""
+"""What every picture needs: matplotlib without a display, atomic writing (PNG by default), a
+checkpoint loaded for inspection, and images turned back into something a person can look at."""
 from __future__ import annotations
 
 from pathlib import Path
