@@ -183,3 +183,13 @@ def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert again.source == "cache" and probes == [1]
     assert (again.precision, again.nchw_stem) == (first.precision, first.nchw_stem)
     assert accel.resolve_precision(CPU, "auto") == again.precision
+
+
+def test_the_probe_runs_inside_no_grad(tmp_path, monkeypatch):
+    # `with torch.no_grad(): alexnet.load(...)` on a fresh cache probes the fast path there;
+    # the probe times backward passes and failed with "does not require grad".
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "_fast_paths", {})
+    with torch.no_grad():
+        assert accel.fast_path(CPU).source == "probe"
+        assert not torch.is_grad_enabled()  # the caller's mode is left as it was

@@ -170,6 +170,7 @@ def _time_ms(fn, reps: int = 3) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
+@torch.enable_grad()  # it times training steps, whatever the caller's mode (load under no_grad)
 def _probe_cpu() -> FastPath:
     """Measure, on conv shapes of the paper's net at batch 8, (1) bf16 autocast against fp32
     (conv2, forward+backward), where oneDNN reports native bf16; (2) the stem conv1's
