@@ -70,3 +70,19 @@ def test_too_large_or_unwritable_means_no_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("ALEXNET_IMAGE_CACHE", "0")
     assert torch.equal(out, Shapes("train", 4, seed=9, image_size=32).get_batch([1, 2]))
     assert np.asarray(out).shape == (2, 32, 32, 3)
+
+
+@pytest.mark.parametrize("value, on", [("off", False), ("FALSE", False), ("no", False),
+                                       ("1", True), ("On", True), ("", True)])
+def test_the_switch_takes_the_usual_spellings(monkeypatch, value, on):
+    monkeypatch.setenv("ALEXNET_IMAGE_CACHE", value)
+    assert (Shapes("train", 4, image_size=32)._cache is not None) is on
+
+
+def test_a_misspelt_switch_is_one_line_not_a_guess(monkeypatch, tmp_path, capsys):
+    from alexnet.cli import main
+    monkeypatch.setenv("ALEXNET_IMAGE_CACHE", "banana")  # was silently "on"
+    code = main(["train", "--data", "shapes:8:8", "--epochs", "1", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "ALEXNET_IMAGE_CACHE='banana'" in err and "Traceback" not in err

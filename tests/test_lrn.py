@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from alexnet import lrn as lrn_module
+from alexnet.errors import AlexNetError
 from alexnet.lrn import LocalResponseNorm, lrn, lrn_backend, lrn_reference
 
 PAPER = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
@@ -184,6 +185,12 @@ def test_fallback_equals_fast_path(monkeypatch, dtype):
     for a, b in zip(fast, slow):
         assert a.dtype == b.dtype == dtype
         torch.testing.assert_close(a.float(), b.float(), **tol)
+
+
+def test_a_misspelt_backend_is_an_error_not_the_default(monkeypatch):
+    monkeypatch.setenv("ALEXNET_LRN", "refrence")
+    with pytest.raises(AlexNetError, match="ALEXNET_LRN='refrence'"):
+        lrn_backend(torch.zeros(1, 4, 2, 2))
 
 
 def test_no_compiler_falls_back(monkeypatch):

@@ -252,6 +252,8 @@ def test_created_only_where_it_applies(monkeypatch):
     assert MasterWeights.create(model, other, "cpu", "bf16") is None        # a weight not in it
     monkeypatch.setenv("ALEXNET_MASTERS", "0")
     assert MasterWeights.create(model, opt, "cpu", "bf16") is None
+    monkeypatch.setenv("ALEXNET_MASTERS", "off")
+    assert MasterWeights.create(model, opt, "cpu", "bf16") is None
     monkeypatch.delenv("ALEXNET_MASTERS")
     monkeypatch.setattr(masters_module._library, "lib", None)  # restored after the test
     monkeypatch.setattr(masters_module._library, "error", None)

@@ -143,7 +143,8 @@ def test_bad_model_parallel_input_is_a_user_error():
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    for bad in ("cuda:99", "tpu", "nonsense", "cpu:x"):
+    assert resolve_device("cpu:0") == torch.device("cpu", 0)
+    for bad in ("cuda:99", "tpu", "nonsense", "cpu:x", "cpu:1"):  # cpu:1 was taken as the CPU
         with pytest.raises(AlexNetError):
             resolve_device(bad)
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import native
+from .errors import AlexNetError
 
 try:  # optional: a CPU-only torch may come without triton, and then CUDA runs lrn_reference
     from . import lrn_triton
@@ -220,8 +221,11 @@ def lrn_backend(x: torch.Tensor) -> str:
     """Which implementation lrn(x) uses: "kernel" (C, CPU), "triton" (CUDA), "analytic" (float64
     through the same custom op, for gradcheck) or "reference" (lrn_reference); see the module
     doc."""
-    if os.environ.get("ALEXNET_LRN", "") == "reference":
+    forced = os.environ.get("ALEXNET_LRN", "")
+    if forced == "reference":
         return "reference"
+    if forced:
+        raise AlexNetError(f"ALEXNET_LRN={forced!r}: the only value is 'reference' (or unset)")
     if x.device.type == "cuda":
         if x.dtype == torch.float64:
             return "analytic"

@@ -11,6 +11,8 @@ import platform
 from functools import lru_cache
 from pathlib import Path
 
+from .errors import AlexNetError
+
 # The flags that change which path is fast (and so belong next to every speed figure).
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
@@ -49,6 +51,21 @@ def speed_flags() -> str:
 def describe() -> str:
     """One line for a report: CPU, its speed flags, cores."""
     return f"{cpu_name()} ({speed_flags()}), {os.cpu_count()} cores"
+
+
+_ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
+
+
+def env_flag(name: str, default: bool = True) -> bool:
+    """An on/off switch from the environment (ALEXNET_IMAGE_CACHE, ALEXNET_MASTERS): 1/on/true/yes
+    or 0/off/false/no, any case; unset or empty is the default. Anything else is an error rather
+    than a guess, so that a misspelt "flase" does not silently leave the switch on."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in _ON or value in _OFF:
+        return value in _ON
+    raise AlexNetError(f"{name}={os.environ[name]!r}: use 1 or 0 (on/off, true/false, yes/no)")
 
 
 def cache_dir() -> Path:

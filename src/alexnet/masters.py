@@ -22,13 +22,13 @@ same bf16 forward and gradients, and torch's update to within rounding (tests/te
 from __future__ import annotations
 
 import ctypes
-import os
 
 import torch
 from torch import nn
 
 from . import native
 from .accel import cast_inputs_at_layers
+from .machine import env_flag
 from .model import AlexNet, OWTAlexNet
 
 _LOW = torch.bfloat16
@@ -93,7 +93,7 @@ class MasterWeights:
         two devices or compiled: those keep autocast), fp32 parameters, SGD or AdamW as the
         kernel computes them, and the kernel built. ALEXNET_MASTERS=0 turns them off."""
         if (precision != "bf16" or torch.device(device).type != "cpu"
-                or os.environ.get("ALEXNET_MASTERS", "1") == "0"
+                or not env_flag("ALEXNET_MASTERS")
                 or not isinstance(model, (AlexNet, OWTAlexNet))
                 or not _supported_optimizer(optimizer)
                 or not {id(p) for g in optimizer.param_groups for p in g["params"]}

@@ -59,6 +59,8 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         if index >= count:
             raise AlexNetError(f"device cuda:{index} does not exist: this machine has {count} GPU(s)")
         return torch.device("cuda", index)
+    if device.type == "cpu" and device.index not in (None, 0):  # torch would take it as the CPU
+        raise AlexNetError(f"device {name!r}: the CPU has no index; use cpu")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise AlexNetError(f"device {name!r}: MPS is not available on this machine")
     if device.type not in ("cpu", "cuda", "mps"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..machine import cache_dir
+from ..machine import cache_dir, env_flag
 
 LIMIT = 4 << 30  # bytes; the demo's 10,000 shapes take 1.97 GB
 
@@ -39,7 +39,7 @@ class ImageCache:
     def create(cls, key: str, n: int, shape) -> "ImageCache | None":
         """The cache of this set, or None when it is off or too large."""
         cache = cls(key, n, shape)
-        if os.environ.get("ALEXNET_IMAGE_CACHE", "1") == "0" or cache.size > LIMIT:
+        if not env_flag("ALEXNET_IMAGE_CACHE") or cache.size > LIMIT:
             return None
         return cache
 
