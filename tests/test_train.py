@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main as cli_main
@@ -37,7 +38,10 @@ def same_metrics(a: list[dict], b: list[dict]) -> bool:
 
 
 def test_run_directory_and_resume_reproduces_an_uninterrupted_run(tmp_path, capsys):
-    assert train(tmp_path, "full", "--epochs", "2") == 0
+    # The lr drops at the resume (step schedule, every epoch): the momentum carried across the
+    # drop (schedule.carry_velocity) must come out the same from the saved optimizer.
+    drop = ("--step-epochs", "1")
+    assert train(tmp_path, "full", "--epochs", "2", *drop) == 0
     out = capsys.readouterr().out
     assert "epoch   2/2" in out and "top-1 err" in out and "1-crop" in out
     full = tmp_path / "full"
@@ -49,10 +53,11 @@ def test_run_directory_and_resume_reproduces_an_uninterrupted_run(tmp_path, caps
     assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s", "seconds"} <= set(rows[0])
 
-    assert train(tmp_path, "part", "--epochs", "1") == 0
+    assert train(tmp_path, "part", "--epochs", "1", *drop) == 0
     assert cli_main(["train", "--resume", str(tmp_path / "part"), "--epochs", "2",
                      "--no-progress"]) == 0
     assert same_metrics(metrics(full), metrics(tmp_path / "part"))
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.001])
     ckpt = load_checkpoint(tmp_path / "part" / "checkpoint.pt")
     assert ckpt["epoch"] == 2 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "config"}
 
@@ -145,6 +150,31 @@ def test_plateau_schedule_divides_by_ten_at_most_three_times():
     cos = LRSchedule(1.0, "cosine", epochs=2, steps_per_epoch=10, warmup_epochs=1)
     assert cos.lr_at(0) == pytest.approx(0.1 * 0.5 * (1 + math.cos(0)))
     assert cos.lr_at(20) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("kind", ["plateau", "step"])
+def test_sgd_follows_the_papers_update_across_a_learning_rate_drop(kind):
+    """Against the paper's own recurrence in float64 (§5): v <- 0.9 v - 0.0005 ε w - ε ∂L/∂w,
+    w <- w + v, with ε divided by 10 after 4 steps. torch's form alone would shrink the velocity
+    10× at the drop (this test fails without schedule.carry_velocity)."""
+    from alexnet.accel import make_sgd
+    grad = lambda w: 0.3 * w + torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)  # noqa: E731
+    w = nn.Parameter(torch.tensor([0.2, -0.1, 0.4], dtype=torch.float64))
+    opt = make_sgd([w], lr=0.1)
+    s = LRSchedule(0.1, kind, epochs=3, steps_per_epoch=4, patience=1, step_epochs=1)
+    paper_w, v = w.detach().clone(), torch.zeros(3, dtype=torch.float64)
+    for step in range(8):
+        eps = 0.1 if step < 4 else 0.01
+        if step == 4 and kind == "plateau":
+            s.end_epoch(0.5), s.end_epoch(0.5)  # no improvement: the drop
+        assert s.apply(opt, step) == pytest.approx(eps)
+        w.grad = grad(w.detach())
+        before = w.detach().clone()
+        opt.step()
+        v = 0.9 * v - 0.0005 * eps * paper_w - eps * grad(paper_w)
+        paper_w = paper_w + v
+        torch.testing.assert_close(w.detach() - before, v, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(w.detach(), paper_w, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.slow

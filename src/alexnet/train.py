@@ -162,6 +162,8 @@ def init_from_weights(model: torch.nn.Module, path: str, variant: str) -> None:
 def make_optimizer(model, cfg: TrainConfig, device):
     # Paper §5: weight decay 5e-4 on the weights. The paper's update rule applies it to every
     # parameter it lists (w); we apply it to biases too, as most frameworks do by default.
+    # torch's SGD keeps its momentum per unit of gradient; the schedule rescales it at each lr drop
+    # so that the update is the paper's (v <- 0.9 v - 0.0005 ε w - ε g; schedule.carry_velocity).
     if cfg.optimizer == "adamw":  # not in paper (the demo's); its decay is decoupled: w -= lr·wd·w
         return accel.make_adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 device=device)
