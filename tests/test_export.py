@@ -55,7 +55,8 @@ def paper(tmp_path_factory):
     path = tmp_path_factory.mktemp("paper") / "best.pt"
     save_checkpoint(path, {"model": model.state_dict(), "classes": CLASSES, "stats": stats,
                            "crop_size": 227, "arch": {"variant": "paper", "num_classes": 10,
-                                                      "in_channels": 3, "options": {}}})
+                                                      "in_channels": 3,
+                                                      "options": {"dropout_scaling": "paper"}}})
     return path, model
 
 

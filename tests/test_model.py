@@ -247,10 +247,10 @@ def test_dropout_train_vs_eval(paper, image):
     assert torch.equal(c, d)      # the full network at test time
 
 
-def test_dropout_drops_half_and_rescales(paper):
-    # The classifier alone, on positive fc6-sized inputs: many samples for little time.
+def test_dropout_is_the_papers_by_default(paper):
+    """§4.2: kept units pass unchanged in training; at test all pass, "multiplied by 0.5"."""
     torch.manual_seed(3)
-    h = torch.rand(16, 4096) + 0.1
+    h = torch.rand(16, 4096) + 0.1  # positive fc6-sized inputs: many samples for little time
     try:
         paper.train()
         with torch.no_grad():
@@ -259,9 +259,30 @@ def test_dropout_drops_half_and_rescales(paper):
         paper.eval()
     kept = out != 0
     assert kept.float().mean().item() == pytest.approx(0.5, abs=0.02)
-    # Survivors are scaled by 1/(1 − p) in training, so eval needs no rescaling.
-    torch.testing.assert_close(out[kept], 2 * h[kept])
-    torch.testing.assert_close(paper.classifier.drop6(h), h, rtol=0, atol=0)  # eval: identity
+    assert torch.equal(out[kept], h[kept])                     # no 1/(1 − p) in training
+    assert torch.equal(paper.classifier.drop6(h), 0.5 * h)     # eval: times 1 − p
+    assert torch.equal(paper.classifier.drop7(h), 0.5 * h)
+
+
+def test_inverted_dropout_is_torchs_and_computes_the_same_function_at_test():
+    torch.manual_seed(3)
+    inverted = alexnet("paper", num_classes=10, dropout_scaling="inverted").eval()
+    h = torch.rand(16, 4096) + 0.1
+    inverted.train()
+    with torch.no_grad():
+        out = inverted.classifier.drop6(h)
+    kept = out != 0
+    torch.testing.assert_close(out[kept], 2 * h[kept])       # torch's: kept units times 2
+    inverted.eval()
+    assert torch.equal(inverted.classifier.drop6(h), h)       # eval: identity
+    # The same function at test time as the paper's form with fc7's and fc8's weights doubled.
+    paper = alexnet("paper", num_classes=10).eval()
+    state = inverted.state_dict()
+    paper.load_state_dict({k: 2 * v if k in ("classifier.fc7.weight", "classifier.fc8.weight")
+                           else v for k, v in state.items()})
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        torch.testing.assert_close(paper(x), inverted(x), rtol=1e-5, atol=1e-5)
 
 
 def test_dropout_probability_option():

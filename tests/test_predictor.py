@@ -17,7 +17,8 @@ from alexnet.predictor import Predictor
 CLASSES = [f"c{i}" for i in range(5)]
 
 
-def write_checkpoint(path, size: int, num_classes: int = 5):
+def write_checkpoint(path, size: int, num_classes: int = 5, options: dict | None = None):
+    """A checkpoint as `alexnet train` writes it (options {}: as one from before dropout_scaling)."""
     torch.manual_seed(0)
     model = alexnet("paper", num_classes=num_classes, init="kaiming")  # lively, well-apart logits
     g = torch.Generator().manual_seed(1)
@@ -28,7 +29,9 @@ def write_checkpoint(path, size: int, num_classes: int = 5):
     save_checkpoint(path, {"model": model.state_dict(), "classes": classes, "stats": stats,
                            "crop_size": 227, "arch": {"variant": "paper",
                                                       "num_classes": num_classes,
-                                                      "in_channels": 3, "options": {}}})
+                                                      "in_channels": 3, "options":
+                                                      {"dropout_scaling": "paper"}
+                                                      if options is None else options}})
     return path
 
 
@@ -103,3 +106,21 @@ def test_snapshot_of_a_training_model_leaves_its_weights_alone(ckpt_path):
     assert torch.equal(net.classifier.fc6.weight, before)
     same = Predictor.snapshot(net, p.ckpt, rt)  # fp32: nothing to cast, the live model itself
     assert same.model is net
+
+
+def test_checkpoints_from_before_the_dropout_option_keep_torchs_dropout(tmp_path):
+    """A checkpoint whose arch lacks dropout_scaling was trained with torch's inverted dropout
+    (×1 at test); rebuilt with the paper's (×0.5 at test) its logits would change."""
+    from alexnet.checkpoint import load_checkpoint, model_from_checkpoint
+    old = load_checkpoint(write_checkpoint(tmp_path / "old.pt", 256, options={}))
+    new = {**old, "arch": {**old["arch"], "options": {"dropout_scaling": "paper"}}}
+    old_model, new_model = model_from_checkpoint(old).eval(), model_from_checkpoint(new).eval()
+    assert isinstance(old_model.classifier.drop6, torch.nn.Dropout)
+    assert type(old_model.classifier.drop6).__name__ == "Dropout"
+    assert type(new_model.classifier.drop6).__name__ == "PaperDropout"
+    torch.manual_seed(0)
+    reference = alexnet("paper", num_classes=5, init="kaiming", dropout_scaling="inverted").eval()
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        assert torch.equal(old_model(x), reference(x))
+        assert not torch.allclose(new_model(x), reference(x))

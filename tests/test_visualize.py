@@ -26,7 +26,8 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     model = alexnet("paper", num_classes=len(train.classes))
     save_checkpoint(root / "tiny.pt", {
-        "arch": {"variant": "paper", "num_classes": 10, "in_channels": 3, "options": {}},
+        "arch": {"variant": "paper", "num_classes": 10, "in_channels": 3,
+                 "options": {"dropout_scaling": "paper"}},
         "classes": train.classes, "stats": train.stats(), "crop_size": 227,
         "model": model.state_dict()})
     images = train.get_batch([0, 1]).numpy()

@@ -95,10 +95,13 @@ def check_checkpoint(ckpt: dict, source) -> None:
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the network described by `arch` and load its weights."""
     arch = ckpt["arch"]
+    options = arch["options"]
+    if arch["variant"] == "paper":  # written before the option: trained with torch's dropout
+        options = {"dropout_scaling": "inverted", **options}
 
     def build():
         return alexnet(arch["variant"], num_classes=arch["num_classes"],
-                       in_channels=arch["in_channels"], **arch["options"])
+                       in_channels=arch["in_channels"], **options)
 
     try:
         with torch.device("meta"):  # traced for free: does the net take crop_size inputs?

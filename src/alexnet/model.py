@@ -5,7 +5,7 @@ NIPS 2012. Two variants:
 
 - "paper": the network of the paper (Figure 2): five convolutional layers, three fully connected,
   ReLU, local response normalisation after conv1 and conv2, overlapping max pooling (3/2), dropout
-  0.5 in fc6 and fc7, and the two-GPU "towers" (conv2, conv4 and conv5 see only the kernel maps on
+  0.5 in fc6 and fc7 (the paper's form: ×0.5 at test time, see PaperDropout), and the two-GPU "towers" (conv2, conv4 and conv5 see only the kernel maps on
   their own GPU; conv3 and the fully connected layers see both). On one device the towers are grouped
   convolutions (groups=2); `alexnet.parallel` places them on two devices. 60,965,224 parameters.
   With towers=1 and width=0.5 it is the one-GPU net the paper compared the towers with (§3.2):
@@ -43,6 +43,7 @@ VARIANTS = ("paper", "owt")
 # The conv and fc layers whose outputs extract() returns after their non-linearity.
 RELU_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 INITS = ("paper", "kaiming")
+DROPOUT_SCALINGS = ("paper", "inverted")
 
 
 @dataclass
@@ -69,10 +70,14 @@ class ModelOptions:
                             high_open=True, variants=VARIANTS, arms={
                                 "no-dropout": (0.0, "no dropout in fc6/fc7",
                                                "without it, substantial overfitting (§4.2)")})
+    dropout_scaling: str = option(
+        "paper", "paper (§4.2: kept units pass as they are, and at test time all pass times "
+        "1 − p) | inverted (torch's nn.Dropout: kept units times 1/(1 − p), all unscaled at test)",
+        choices=DROPOUT_SCALINGS)
     towers: int = option(2, "2 (the paper's two GPUs, as groups; §3.2) or 1", choices=(1, 2),
                          arms={"one-tower": (1, "one tower, full width (no groups)",
-                                             "two towers: top-1 −1.7% vs a one-GPU net of half "
-                                             "the kernels (§3.2)")})
+                                             "not run in the paper (its one-GPU net had half "
+                                             "the kernels: one-tower-half)")})
     width: float = option(1.0, "kernel counts of conv1-conv4 times this (paper: 1); conv5 and "
                           "fc6/fc7 keep theirs, as the paper's one-GPU net did (§3.2, note 2)",
                           low=0.0, low_open=True, arms={
@@ -90,6 +95,23 @@ class ModelOptions:
     def for_variant(cls, variant: str) -> list[str]:
         """The options that apply to a variant (owt, torchvision's net, takes fewer)."""
         return [f.name for f in fields(cls) if variant in f.metadata["variants"]]
+
+
+class PaperDropout(nn.Dropout):
+    """Dropout as the paper does it (§4.2): in training each unit is zeroed with probability p and
+    the others pass *unchanged*; at test time every unit passes, "multiplied by 0.5" (1 − p).
+
+    torch's nn.Dropout is the "inverted" form: kept units times 1/(1 − p) in training, nothing at
+    test. The test-time function is the same, but training is not: fc7 and fc8 would train on
+    inputs twice as large, which is the paper's net with their weights started at std 0.02 and
+    stepped 4× as far. `dropout_scaling="inverted"` keeps torch's form (and older checkpoints)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0:
+            return x
+        if self.training:
+            return x * torch.empty_like(x).bernoulli_(1 - self.p)  # a 0/1 mask, no rescaling
+        return x * (1 - self.p)
 
 
 class Scale(nn.Module):
@@ -165,13 +187,15 @@ class AlexNet(_TappedNet):
     input_size = 227
 
     def __init__(self, num_classes: int = 1000, activation: str = "relu", lrn: bool = True,
-                 pooling: str = "overlapping", dropout: float = 0.5, towers: int = 2,
-                 width: float = 1.0, in_channels: int = 3, init_std: float = 0.01,
-                 bias_init: float = 1.0, init: str = "paper", input_scale: float = 1.0):
+                 pooling: str = "overlapping", dropout: float = 0.5,
+                 dropout_scaling: str = "paper", towers: int = 2, width: float = 1.0,
+                 in_channels: int = 3, init_std: float = 0.01, bias_init: float = 1.0,
+                 init: str = "paper", input_scale: float = 1.0):
         super().__init__()
         check(ModelOptions(activation=activation, lrn=lrn, pooling=pooling, dropout=dropout,
-                           towers=towers, width=width, init_std=init_std, bias_init=bias_init,
-                           init=init))
+                           dropout_scaling=dropout_scaling, towers=towers, width=width,
+                           init_std=init_std, bias_init=bias_init, init=init))
+        drop = PaperDropout if dropout_scaling == "paper" else nn.Dropout
         _check_shape(num_classes, in_channels, input_scale)
         act = ACTIVATIONS[activation]
         pool_cls, pool_k, pool_s = POOLINGS[pooling]
@@ -206,10 +230,10 @@ class AlexNet(_TappedNet):
         self.classifier = nn.Sequential(OrderedDict([
             ("fc6", nn.Linear(256 * 6 * 6, 4096)),
             ("relu6", act()),
-            ("drop6", nn.Dropout(dropout)),
+            ("drop6", drop(dropout)),
             ("fc7", nn.Linear(4096, 4096)),
             ("relu7", act()),
-            ("drop7", nn.Dropout(dropout)),
+            ("drop7", drop(dropout)),
             ("fc8", nn.Linear(4096, num_classes)),              # logits; softmax gives probabilities
         ]))
         self.towers, self.num_classes, self.in_channels = towers, num_classes, in_channels

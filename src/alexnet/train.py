@@ -259,7 +259,9 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     if changed:
         raise AlexNetError(f"cannot change {', '.join(changed)} when resuming (only "
                            f"{', '.join(sorted(may_change))} may change)", option=changed[0])
-    values = {**saved, **{k: v for k, v in overrides.items() if k in may_change}}
+    # A run saved before dropout_scaling existed trained with torch's dropout: it goes on so.
+    values = {"dropout_scaling": "inverted", **saved,
+              **{k: v for k, v in overrides.items() if k in may_change}}
     cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
     validate(cfg)
     return cfg, ckpt
