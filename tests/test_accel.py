@@ -185,11 +185,29 @@ def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert accel.resolve_precision(CPU, "auto") == again.precision
 
 
-def test_the_probe_runs_inside_no_grad(tmp_path, monkeypatch):
-    # `with torch.no_grad(): alexnet.load(...)` on a fresh cache probes the fast path there;
-    # the probe times backward passes and failed with "does not require grad".
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_probe_leaves_the_callers_mode_and_random_state(tmp_path, monkeypatch, mode):
+    # Loading a model under no_grad or inference_mode on a fresh cache probes the fast path
+    # there; the probe times backward passes and failed ("does not require grad"). It also
+    # seeded torch's global generator, so a seeded script drew other numbers on its first run.
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "_fast_paths", {})
-    with torch.no_grad():
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    with mode():
         assert accel.fast_path(CPU).source == "probe"
         assert not torch.is_grad_enabled()  # the caller's mode is left as it was
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_only_training_tunes_the_process_allocator(monkeypatch):
+    # A model loaded for inference (a notebook, torch.hub) must not change how the whole process
+    # returns memory to the OS; prepare_model (training, the benchmarks) still does.
+    calls = []
+    monkeypatch.setattr(accel, "tune_allocator", lambda: calls.append(1) or True)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+    accel.prepare_inference(net, CPU, precision="fp32")
+    assert calls == []
+    accel.prepare_model(net, CPU)
+    assert calls == [1]

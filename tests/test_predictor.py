@@ -11,6 +11,7 @@ import torch
 from alexnet import accel
 from alexnet.checkpoint import save_checkpoint
 from alexnet.cli import main as cli_main
+from alexnet.errors import AlexNetError
 from alexnet.model import alexnet
 from alexnet.predictor import Predictor
 
@@ -106,6 +107,44 @@ def test_snapshot_of_a_training_model_leaves_its_weights_alone(ckpt_path):
     assert torch.equal(net.classifier.fc6.weight, before)
     same = Predictor.snapshot(net, p.ckpt, rt)  # fp32: nothing to cast, the live model itself
     assert same.model is net
+    net.train()  # as between two epochs: evaluating must leave the training mode on
+    same.probs(images(1)), same.features(images(1), "fc7")
+    assert net.training and all(m.training for m in net.modules())
+
+
+def test_a_training_checkpoint_is_loaded_without_its_training_state(tmp_path):
+    from alexnet.checkpoint import load_checkpoint
+    path = write_checkpoint(tmp_path / "c.pt", 256)
+    ckpt = load_checkpoint(path)
+    save_checkpoint(path, {**ckpt, "optimizer": {"state": {}, "param_groups": []},
+                           "rng": {}, "config": {"seed": 3}})
+    p = Predictor.from_file(path, device="cpu", precision="fp32")
+    assert "optimizer" not in p.ckpt and "rng" not in p.ckpt and p.ckpt["config"]["seed"] == 3
+
+
+def test_one_path_an_empty_list_and_an_empty_batch(ckpt_path, tmp_path):
+    from PIL import Image
+    p = Predictor.from_file(ckpt_path, device="cpu", precision="fp32")
+    Image.new("RGB", (300, 250), (20, 120, 200)).save(tmp_path / "x.png")
+    one = p.load_images(str(tmp_path / "x.png"))  # was read as a list of its characters
+    assert one.shape == (1, 240, 240, 3)
+    assert torch.equal(p.load_images(tmp_path / "x.png"), one)
+    for call in (lambda: p.load_images([]), lambda: p.probs(one[:0]),
+                 lambda: p.features(one[:0], "fc7")):
+        with pytest.raises(AlexNetError, match="no images|no paths"):
+            call()
+
+
+def test_bf16_inference_scales_the_pixels_in_float32(tmp_path):
+    """A mean-std model's Scale (before conv1) must multiply float32 pixels, as in training:
+    the predictor used to hand the network bf16 crops, rounding each pixel before the scale."""
+    path = write_checkpoint(tmp_path / "m.pt", 256, options={"dropout_scaling": "paper",
+                                                             "input_scale": 0.02})
+    p = Predictor.from_file(path, device="cpu", precision="bf16")
+    seen = []
+    p.model.features.scale.register_forward_hook(lambda m, i, o: seen.append(i[0].dtype))
+    p.probs(images(1, 256))
+    assert seen == [torch.float32]
 
 
 def test_checkpoints_from_before_the_dropout_option_keep_torchs_dropout(tmp_path):

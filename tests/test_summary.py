@@ -279,3 +279,17 @@ def test_bad_sizes_name_their_option(capsys, flags, option):
 def test_unknown_format():
     with pytest.raises(ValueError, match="format"):
         render(table_of("owt"), "xml")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_layer_table_of_a_model_in_another_dtype(dtype):
+    with torch.device("meta"):
+        model = alexnet("paper").to(dtype)  # traced in float32 before: "Input type (float) and
+    assert layer_table(model)["total_parameters"] == 60_965_224  # bias type (double)"
+
+
+def test_cross_entropy_of_a_vanishing_probability():
+    # −log softmax computed as log-sum-exp: log(0) was a "math domain error"
+    assert cross_entropy([1000, 0], 1) == pytest.approx(1000.0)
+    assert cross_entropy([2, 0.5, -3], 0) == pytest.approx(-math.log(math.exp(2) / (
+        math.exp(2) + math.exp(0.5) + math.exp(-3))), rel=1e-12)

@@ -170,12 +170,19 @@ def _time_ms(fn, reps: int = 3) -> float:
     return 1000 * sorted(times)[len(times) // 2]
 
 
-@torch.enable_grad()  # it times training steps, whatever the caller's mode (load under no_grad)
 def _probe_cpu() -> FastPath:
+    """_measure_cpu in a mode and random state of its own: it times training steps whatever the
+    caller's mode (a first load under no_grad or inference_mode), and seeds its own generator,
+    so that loading a model never changes what a seeded script draws next."""
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return _measure_cpu()
+
+
+def _measure_cpu() -> FastPath:
     """Measure, on conv shapes of the paper's net at batch 8, (1) bf16 autocast against fp32
     (conv2, forward+backward), where oneDNN reports native bf16; (2) the stem conv1's
     forward+backward in NCHW against NHWC, at the chosen precision."""
-    torch.manual_seed(0)
     timings, precision = {}, "fp32"
 
     def conv_step(conv, x, dtype):
@@ -303,7 +310,9 @@ def prepare_inference(model: nn.Module, device, precision: str = "auto",
     for the fp32 model. Use no autocast around it."""
     device = _device(device)
     precision = resolve_precision(device, precision)
-    model = prepare_model(model.eval(), device, channels_last=channels_last)
+    # allocator=False: loading a model for inference (a notebook, torch.hub) must not change how
+    # the whole process returns memory; training and the benchmarks tune it themselves.
+    model = prepare_model(model.eval(), device, channels_last=channels_last, allocator=False)
     if precision != "fp32" and not getattr(model, "_alexnet_inference_dtype", None):
         model = model.to(DTYPES[precision])
         cast_inputs_at_layers(model)

@@ -4,8 +4,8 @@
     alexnet convert torchvision FILE OUT
     alexnet features CKPT --data SPEC --layer fc7 OUT.npy [--split val] [--limit N]
 
-CKPT is anything alexnet.load reads (checkpoint, run directory, safetensors export, torchvision
-state_dict). The ONNX and TorchScript graphs take what the model takes: float32 (N, C, crop, crop),
+CKPT is anything Predictor.from_file reads (checkpoint, run directory, safetensors export,
+torchvision state_dict). The ONNX and TorchScript graphs take what the model takes: float32 (N, C, crop, crop),
 the centre crop of a 256×256 image on the 0..255 scale minus the training mean image; they return
 the logits. Their metadata (ONNX metadata_props, TorchScript extra file "alexnet.json") carries
 arch, classes, crop_size and the per-channel mean; the safetensors export carries the mean image.

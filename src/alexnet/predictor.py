@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import copy
 import os
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +29,28 @@ from .data.folder import load_image
 from .errors import AlexNetError, DataError
 from .runtime import Runtime
 from .weights import class_names, load_any
+
+# What a training checkpoint holds that prediction never needs (the optimizer's state alone is as
+# large as the weights): dropped on loading, so a Predictor holds about half the memory.
+_TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
+
+
+@contextmanager
+def _evaluating(model: torch.nn.Module):
+    """Eval mode for the duration, then every module back in the mode it was in (a snapshot of
+    a model being trained wraps the live model: the caller's training mode must survive)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _check_batch(images: torch.Tensor) -> None:
+    if len(images) == 0:
+        raise AlexNetError("no images: the batch is empty")
 
 
 class Predictor:
@@ -46,7 +70,7 @@ class Predictor:
                   compile: bool = False) -> "Predictor":
         """Our checkpoint or run directory (best.pt), a safetensors export or torchvision
         weights, ready to run on `device` at `precision` ("auto": the device's fast one)."""
-        ckpt = load_any(path)
+        ckpt = {k: v for k, v in load_any(path).items() if k not in _TRAINING_STATE}
         rt = Runtime.create(device, precision)
         return cls(ckpt, rt, rt.prepare_inference(model_from_checkpoint(ckpt), compile=compile))
 
@@ -69,11 +93,14 @@ class Predictor:
     # --- running the network ---------------------------------------------------------------
 
     def _run(self, fn, x: torch.Tensor):
+        """fn on float32 crops: on the inference path each conv/fc layer casts its own input to
+        its weights' dtype (accel.cast_inputs_at_layers), so that a Scale before conv1 multiplies
+        in float32 as in training; a live training model runs under autocast instead."""
         x = self.rt.to_input(x)
         if self.autocast:
             with self.rt.autocast():
                 return fn(x)
-        return fn(x.to(self.rt.input_dtype(self.model)))
+        return fn(x)
 
     @torch.no_grad()
     def probs(self, images: torch.Tensor, crops: int = 1) -> torch.Tensor:
@@ -81,21 +108,23 @@ class Predictor:
         over the centre crop (crops=1) or the paper's 10 views (§4.1)."""
         if crops not in (1, 10):
             raise AlexNetError(f"crops must be 1 or 10, got {crops}", option="crops")
-        self.model.eval()
+        _check_batch(images)
         images = images.to(self.rt.device, non_blocking=True)
         views = self.augment.center(images) if crops == 1 else \
             self.augment.ten(images).flatten(0, 1)              # (B·crops, C, s, s)
-        logits = self._run(self.model, views)
+        with _evaluating(self.model):
+            logits = self._run(self.model, views)
         probs = logits.float().softmax(dim=1)
         return probs.view(len(images), crops, -1).mean(dim=1)   # average of the softmax outputs
 
     @torch.no_grad()
     def extract(self, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         """Named activations (float32, CPU) of the centre crops of uint8 (B, S, S, C) images."""
+        _check_batch(images)
         net = self.rt.unwrap(self.model)
-        net.eval()
         x = self.augment.center(images.to(self.rt.device))
-        out = self._run(lambda v: net.extract(v, layers), x)
+        with _evaluating(net):
+            out = self._run(lambda v: net.extract(v, layers), x)
         return {name: t.float().cpu() for name, t in out.items()}
 
     def check_layer(self, layer: str) -> None:
@@ -118,8 +147,14 @@ class Predictor:
     # --- inputs ------------------------------------------------------------------------------
 
     def load_images(self, paths) -> torch.Tensor:
-        """uint8 (B, S, S, C) from image files, prepared as the training data was (S from the
-        checkpoint's statistics, 256 for the paper); a bad file is a one-line DataError."""
+        """uint8 (B, S, S, C) from image files (a list of paths, or one path: B = 1), prepared as
+        the training data was (S from the checkpoint's statistics, 256 for the paper); a bad file
+        is a one-line DataError."""
+        if isinstance(paths, (str, Path)):  # one path, not its characters
+            paths = [paths]
+        paths = list(paths)
+        if not paths:
+            raise AlexNetError("load_images: no paths given")
         out = []
         for path in paths:
             rgb = load_image(path, size=self.image_size)  # a bad file: a DataError naming it

@@ -50,11 +50,6 @@ class Runtime:
         return accel.prepare_inference(model, self.device, self.precision,
                                        channels_last=self.channels_last, compile=compile)
 
-    @staticmethod
-    def input_dtype(model: torch.nn.Module) -> torch.dtype:
-        """The dtype of the model's weights, which its inputs must have outside autocast."""
-        return next(parallel.unwrap(model).parameters()).dtype
-
     def autocast(self):
         return accel.autocast(self.device, self.precision)
 

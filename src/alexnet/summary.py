@@ -114,7 +114,8 @@ def cross_entropy(logits: Sequence[float], label: int) -> float:
     >>> round(cross_entropy([2, 0.5, -3], 0), 2)
     0.21
     """
-    return -math.log(softmax(logits)[label])
+    top = max(logits)  # log-sum-exp: −log p would be log(0) when p underflows ([1000, 0], 1)
+    return top + math.log(sum(math.exp(z - top) for z in logits)) - logits[label]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,8 +219,9 @@ def _trace(model: nn.Module, input_size: int) -> list[tuple[nn.Module, tuple, tu
             raise _Mismatch(module, records)
 
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    device = next(model.parameters()).device
-    x = torch.zeros(1, first_conv.in_channels, input_size, input_size, device=device)
+    weight = first_conv.weight  # the model's device and dtype (a float64 or bf16 model too)
+    x = torch.zeros(1, first_conv.in_channels, input_size, input_size, device=weight.device,
+                    dtype=weight.dtype)
     for module in model.modules():
         if not list(module.children()):
             handles.append(module.register_forward_hook(record))
