@@ -188,11 +188,17 @@ def test_train_step_on_the_copies_equals_autocast(optimizer):
         runs.append((losses, [p.detach().clone() for p in model.parameters()]))
     (losses_a, weights_a), (losses_b, weights_b) = runs
     # The first forward is the same bf16 computation, bit for bit; later ones start from weights
-    # that agree to rounding (exactly, where the kernel rounds as this CPU's torch kernels do).
+    # that agree to rounding: the kernel and torch's fused optimizer update the fp32 weights in a
+    # different order, so a bf16 copy can come out one ulp off and flip a rounding in the next
+    # forward. SGD's step scales with the gradient and stays within rounding; Adam's normalised
+    # step magnifies such a flip (measured: 1.2% of the update after 3 steps, paper init).
     assert losses_a[0] == losses_b[0]
     assert all(math.isclose(a, b, rel_tol=1e-3) for a, b in zip(losses_a, losses_b))
-    for a, b in zip(weights_a, weights_b):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for a, b, start in zip(weights_a, weights_b, base.parameters()):
+        if optimizer == "sgd":
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        # Copies never updated (a mutation, tried once) gave 54% (AdamW) and 107% (SGD).
+        assert (a - b).norm() <= 0.05 * (a - start.detach()).norm()
     assert any(not torch.equal(a, p) for a, p in zip(weights_a, base.parameters()))  # it trained
 
 
