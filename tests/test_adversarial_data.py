@@ -157,7 +157,7 @@ def test_fifo_named_like_an_image_is_not_listed_nor_opened(image_folder, tmp_pat
     fifo = image_folder / "train" / "cat" / "x.jpg"
     os.mkfifo(fifo)
     (image_folder / "train" / "dog" / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
-    assert len(open_dataset(image_folder)) == 9
+    assert len(open_dataset(image_folder)) == 10  # the FIFO is not listed; the dangling link is
     old = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("opening a FIFO blocked"))
     signal.alarm(60)
     try:
@@ -168,6 +168,8 @@ def test_fifo_named_like_an_image_is_not_listed_nor_opened(image_folder, tmp_pat
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert rc == 0 and "9 train, 6 val" in out, err
+    report = (tmp_path / "out" / "report.txt").read_text()  # not dropped silently
+    assert report.startswith("# 1 of 16") and "dangling.jpg" in report and "x.jpg" not in report
 
 
 def test_symlinked_directory_loop_is_walked_once(image_folder):

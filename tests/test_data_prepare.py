@@ -116,7 +116,7 @@ def test_prepare_procedural_sources_and_the_cli(tmp_path, capsys):
     assert len(open_dataset(tmp_path / "j", "val")) == 3
 
 
-def test_a_source_without_val(image_folder, tmp_path):
+def test_a_source_without_val(image_folder, tmp_path, capsys):
     for f in (image_folder / "val").rglob("*.jpg"):
         f.unlink()
     for d in (image_folder / "val").iterdir():
@@ -126,6 +126,9 @@ def test_a_source_without_val(image_folder, tmp_path):
     assert list(manifest["splits"]) == ["train"]
     with pytest.raises(AlexNetError, match="no 'val' split"):
         open_dataset(tmp_path / "p", "val")
+    # the command says so when it finishes, not only when train fails later
+    assert main(["prepare", str(image_folder), str(tmp_path / "q"), "--workers", "1"]) == 0
+    assert "has no val split" in capsys.readouterr().out
 
 
 def test_zero_copy_views_augment_like_batches(tmp_path):

@@ -183,7 +183,8 @@ def _list_images(path: Path) -> list[Path]:
 
     A directory is identified by (st_dev, st_ino): one seen before, or one above `path`, is a
     loop (or a second link to the same files) and is not entered again. Only regular files are
-    listed; DirEntry.is_file() reads that from the directory entry, without a stat per file."""
+    listed (DirEntry.is_file() reads that from the directory entry, without a stat per file), and
+    links named like images that lead nowhere: reading them fails, so they are reported."""
     found, seen = [], _ancestors(path)
     stack = [path]
     while stack:
@@ -200,8 +201,9 @@ def _list_images(path: Path) -> list[Path]:
         for e in entries:
             if e.name.startswith("."):
                 continue
-            if _is(e.is_file) and e.name.lower().endswith(EXTENSIONS):
-                found.append(Path(e.path))
+            if e.name.lower().endswith(EXTENSIONS) and (
+                    _is(e.is_file) or _is(e.is_symlink) and not _is(e.is_dir)):
+                found.append(Path(e.path))  # a dangling link too: then reported as unreadable
             elif _is(e.is_dir):
                 subdirs.append(Path(e.path))
         stack += reversed(subdirs)  # popped in sorted order

@@ -91,6 +91,8 @@ def run(args) -> int:
     print(f"prepared {counts} images ({manifest['skipped']} skipped, listed in "
           f"{out / REPORT}) into {out}: {manifest['encoding']}, {size / 1e9:.2f} GB, "
           f"{done / elapsed:.0f} img/s")
+    if "val" not in manifest["splits"]:  # fine for features; say it now, not when train fails
+        print(f"note: {args.src} has no val split (val/<class>/*): alexnet train and eval need one")
     return 0
 
 
