@@ -14,7 +14,7 @@ import sys
 import torch
 
 from . import parallel
-from .accel import PRECISIONS
+from .accel import PRECISIONS, tune_allocator
 from .data import Loader, open_dataset
 from .errors import AlexNetError
 from .options import check_value
@@ -82,6 +82,7 @@ def run(args) -> int:
     check_value("batch_size", args.batch_size, int, {"low": 1})
     if args.workers is not None:
         check_value("workers", args.workers, int, {"low": 0})
+    tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     predictor = Predictor.from_file(path, args.device, args.precision)
     data = open_dataset(args.data, "val", seed=predictor.ckpt.get("config", {}).get("seed", 0),
                         val_labels=args.val_labels)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .accel import PRECISIONS
+from .accel import PRECISIONS, tune_allocator
 from .checkpoint import model_from_checkpoint, save_checkpoint
 from .data import open_dataset
 from .errors import AlexNetError
@@ -244,6 +244,7 @@ def run_features(args) -> int:
         raise AlexNetError(f"the output OUT must be a .npy file, got {out}")
     check_value("batch_size", args.batch_size, int, {"low": 1})
     check_value("limit", args.limit, Optional[int], {"low": 1})
+    tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
     predictor.check_layer(args.layer)
     data = open_dataset(args.data, args.split,
