@@ -5,10 +5,11 @@
     alexnet features CKPT --data SPEC --layer fc7 OUT.npy [--split val] [--limit N]
 
 CKPT is anything Predictor.from_file reads (checkpoint, run directory, safetensors export,
-torchvision state_dict). The ONNX and TorchScript graphs take what the model takes: float32 (N, C, crop, crop),
-the centre crop of a 256×256 image on the 0..255 scale minus the training mean image; they return
-the logits. Their metadata (ONNX metadata_props, TorchScript extra file "alexnet.json") carries
-arch, classes, crop_size and the per-channel mean; the safetensors export carries the mean image.
+torchvision state_dict). The ONNX and TorchScript graphs take what the model takes: float32 (N, C,
+crop, crop), the centre crop of a 256×256 image on the 0..255 scale minus the training mean image;
+they return the logits. Their metadata (ONNX metadata_props, TorchScript extra file "alexnet.json")
+carries arch, classes, crop_size and the per-channel mean; the safetensors export carries the mean
+image.
 
 Exported graphs use `PortableLRN`, the paper's formula written with ops every exporter knows (pad,
 slice, add, pow), in place of alexnet.lrn.LocalResponseNorm, whose forward may dispatch to a fast

@@ -5,9 +5,10 @@ NIPS 2012. Two variants:
 
 - "paper": the network of the paper (Figure 2): five convolutional layers, three fully connected,
   ReLU, local response normalisation after conv1 and conv2, overlapping max pooling (3/2), dropout
-  0.5 in fc6 and fc7 (the paper's form: ×0.5 at test time, see PaperDropout), and the two-GPU "towers" (conv2, conv4 and conv5 see only the kernel maps on
-  their own GPU; conv3 and the fully connected layers see both). On one device the towers are grouped
-  convolutions (groups=2); `alexnet.parallel` places them on two devices. 60,965,224 parameters.
+  0.5 in fc6 and fc7 (the paper's form: ×0.5 at test time, see PaperDropout), and the two-GPU
+  "towers" (conv2, conv4 and conv5 see only the kernel maps on their own GPU; conv3 and the fully
+  connected layers see both). On one device the towers are grouped convolutions (groups=2);
+  `alexnet.parallel` places them on two devices. 60,965,224 parameters.
   With towers=1 and width=0.5 it is the one-GPU net the paper compared the towers with (§3.2):
   half the kernels in conv1-conv4, conv5 and the fully connected layers at full size.
 - "owt": torchvision's `alexnet`, which is the single-tower network of "One weird trick for
