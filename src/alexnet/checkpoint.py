@@ -23,7 +23,7 @@ import torch
 from .data.imageset import STAT_KEYS
 from .errors import AlexNetError, DataError, first_line
 from .io import atomic_torch_save
-from .model import alexnet
+from .model import LEGACY_OPTIONS, alexnet
 from .summary import layer_table
 
 FORMAT = "alexnet-checkpoint/1"
@@ -96,8 +96,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     """Rebuild the network described by `arch` and load its weights."""
     arch = ckpt["arch"]
     options = arch["options"]
-    if arch["variant"] == "paper":  # written before the option: trained with torch's dropout
-        options = {"dropout_scaling": "inverted", **options}
+    if arch["variant"] == "paper":  # owt never had these options
+        options = {**LEGACY_OPTIONS, **options}
 
     def build():
         return alexnet(arch["variant"], num_classes=arch["num_classes"],

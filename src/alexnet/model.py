@@ -45,6 +45,9 @@ VARIANTS = ("paper", "owt")
 RELU_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 INITS = ("paper", "kaiming")
 DROPOUT_SCALINGS = ("paper", "inverted")
+# What a checkpoint or run saved before an option existed was trained with: checkpoint and resume
+# fill these in where the saved options lack them (before dropout_scaling, torch's dropout).
+LEGACY_OPTIONS = {"dropout_scaling": "inverted"}
 
 
 @dataclass

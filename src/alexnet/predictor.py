@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +30,8 @@ from .errors import AlexNetError, DataError
 from .runtime import Runtime
 from .weights import class_names, load_any
 
-# What a training checkpoint holds that prediction never needs (the optimizer's state alone is as
-# large as the weights): dropped on loading, so a Predictor holds about half the memory.
+# What a training checkpoint holds that prediction never needs (SGD's momentum alone is as large
+# as the weights): dropped on loading.
 _TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
 
 
@@ -96,11 +96,8 @@ class Predictor:
         """fn on float32 crops: on the inference path each conv/fc layer casts its own input to
         its weights' dtype (accel.cast_inputs_at_layers), so that a Scale before conv1 multiplies
         in float32 as in training; a live training model runs under autocast instead."""
-        x = self.rt.to_input(x)
-        if self.autocast:
-            with self.rt.autocast():
-                return fn(x)
-        return fn(x)
+        with self.rt.autocast() if self.autocast else nullcontext():
+            return fn(self.rt.to_input(x))
 
     @torch.no_grad()
     def probs(self, images: torch.Tensor, crops: int = 1) -> torch.Tensor:

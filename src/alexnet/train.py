@@ -38,7 +38,7 @@ from .errors import AlexNetError, Diverged
 from .evaluate import evaluate, format_results_table
 from .io import LOCK_NAME, atomic_write_json, atomic_write_text, is_temp_name, locked_dir
 from .masters import MasterWeights
-from .model import alexnet
+from .model import LEGACY_OPTIONS, alexnet
 from .options import names
 from .predictor import Predictor
 from .progress import Progress
@@ -259,8 +259,8 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     if changed:
         raise AlexNetError(f"cannot change {', '.join(changed)} when resuming (only "
                            f"{', '.join(sorted(may_change))} may change)", option=changed[0])
-    # A run saved before dropout_scaling existed trained with torch's dropout: it goes on so.
-    values = {"dropout_scaling": "inverted", **saved,
+    # A run saved before an option existed goes on as it was trained (model.LEGACY_OPTIONS).
+    values = {**LEGACY_OPTIONS, **saved,
               **{k: v for k, v in overrides.items() if k in may_change}}
     cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
     validate(cfg)

@@ -202,7 +202,7 @@ def _list_images(path: Path) -> list[Path]:
             if e.name.startswith("."):
                 continue
             if e.name.lower().endswith(EXTENSIONS) and (
-                    _is(e.is_file) or _is(e.is_symlink) and not _is(e.is_dir)):
+                    _is(e.is_file) or (_is(e.is_symlink) and not _is(e.is_dir))):
                 found.append(Path(e.path))  # a dangling link too: then reported as unreadable
             elif _is(e.is_dir):
                 subdirs.append(Path(e.path))
