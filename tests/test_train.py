@@ -62,6 +62,21 @@ def test_run_directory_and_resume_reproduces_an_uninterrupted_run(tmp_path, caps
     assert ckpt["epoch"] == 2 and set(ckpt) >= {"model", "optimizer", "scheduler", "rng", "config"}
 
 
+def test_a_run_from_before_dropout_scaling_resumes_with_torchs_dropout(tmp_path):
+    from alexnet.checkpoint import save_checkpoint
+    from alexnet.train import resume_config
+    assert train(tmp_path, "old", "--epochs", "1") == 0
+    path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = load_checkpoint(path)
+    del ckpt["config"]["dropout_scaling"], ckpt["arch"]["options"]["dropout_scaling"]
+    save_checkpoint(path, ckpt)  # as a run saved before the option existed
+    cfg, _ = resume_config(tmp_path / "old", {"epochs": 2})
+    assert cfg.dropout_scaling == "inverted"  # as it was trained, not the new default
+    assert cli_main(["train", "--resume", str(tmp_path / "old"), "--epochs", "2",
+                     "--no-progress"]) == 0
+    assert load_checkpoint(path)["arch"]["options"]["dropout_scaling"] == "inverted"
+
+
 def test_resume_refuses_changed_recipe(tmp_path, capsys):
     assert train(tmp_path, "r", "--epochs", "1") == 0
     capsys.readouterr()
