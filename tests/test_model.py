@@ -3,6 +3,7 @@
 Structure-only checks build the net on the meta device (no memory, no init cost); checks of values
 use one real paper net shared by the module, at batch 2.
 """
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -320,3 +321,15 @@ def test_bad_options(variant, options, message):
 def test_wrongly_typed_options(options):
     with pytest.raises(ValueError):
         meta(**options)
+
+
+def test_numpy_scalars_are_taken_as_the_numbers_they_hold():
+    """Options read from a numpy array or a .npz config: np.int64(10) is 10, not a type error."""
+    net = alexnet(num_classes=np.int64(10), in_channels=np.int64(1), dropout=np.float32(0.5),
+                          towers=np.int32(2), lrn=np.bool_(False))
+    plain = alexnet(num_classes=10, in_channels=1, dropout=0.5, towers=2, lrn=False)
+    assert [tuple(p.shape) for p in net.parameters()] == [tuple(p.shape) for p in plain.parameters()]
+    assert net.classifier[-1].out_features == 10 and not any(
+        isinstance(m, LocalResponseNorm) for m in net.modules())
+    with pytest.raises(ValueError, match="towers must be one of"):
+        alexnet(towers=np.int64(3))

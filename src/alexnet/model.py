@@ -25,6 +25,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -358,5 +359,13 @@ def alexnet(variant: str = "paper", num_classes: int = 1000, *, in_channels: int
         raise AlexNetError(f"option(s) {', '.join(bad)} do not apply to variant {variant!r}; it "
                            f"takes {', '.join(sorted(allowed))}", option=bad[0])
     cls = AlexNet if variant == "paper" else OWTAlexNet
-    return cls(num_classes=num_classes, in_channels=in_channels, **options)
+    options = {k: _plain(v) for k, v in options.items()}
+    return cls(num_classes=_plain(num_classes), in_channels=_plain(in_channels), **options)
+
+
+def _plain(value):
+    """A numpy scalar (np.int64(10) from a config array, np.float32(0.5)) as the Python number it
+    holds, so that the checks take it and a checkpoint's arch stays plain JSON; anything else as is
+    (a wrong type is then refused by the checks)."""
+    return value.item() if isinstance(value, np.generic) else value
 
