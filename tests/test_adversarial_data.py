@@ -221,6 +221,25 @@ def test_a_batch_of_only_unreadable_files_is_skipped(image_folder):
     assert len(Loader(train, 3, shuffle=False, workers=0, world_size=2, rank=0)) == 2
 
 
+def test_under_ddp_an_unreadable_batch_is_an_empty_step_in_training_and_skipped_in_eval(
+        image_folder):
+    """Rank 0 of 2 with a per-rank batch of 1: its first image is unreadable. The training loader
+    (augmenting on the CPU, as train does) yields an empty batch, so that the rank still takes
+    the step the other's all-reduce waits for; an evaluation loader (even=False, no per-batch
+    collective) leaves it out."""
+    train = open_dataset(_break(image_folder, "cat/cat_0.jpg"))
+    augment = Augment(train.stats(), crop_size=227)
+    loader = Loader(train, 1, shuffle=False, workers=0, world_size=2, rank=0,
+                    transform=augment.train)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 5  # 9 images over 2 ranks: padded to 5 each
+    assert batches[0][0].shape == (0, 3, 227, 227) and len(batches[0][1]) == 0
+    assert all(len(labels) == 1 for _, labels in batches[1:])
+    evaluation = list(Loader(train, 1, shuffle=False, workers=0, world_size=2, rank=0,
+                             even=False))
+    assert len(evaluation) == 4 and all(len(labels) == 1 for _, labels in evaluation)
+
+
 def test_statistics_skip_unreadable_files(image_folder, tmp_path):
     train = open_dataset(_break(image_folder, "dog/dog_0.jpg"))
     images, errors = train.read(range(9))

@@ -157,7 +157,7 @@ class Augment:
 def _crops_loop(x, mean, mean_mirrored, offsets, flips, index, crop, shift=None):
     """CPU: per crop, one conversion copy, one subtraction and one addition, on views, while the
     crop is in cache. A batched gather of the same crops measured ~4× slower on this CPU."""
-    n, size, ch = len(index), x[0].shape[0], x[0].shape[-1]
+    n, size, ch = len(index), mean.shape[0], mean.shape[-1]  # from the mean: x may be empty
     out = new_batch((n, crop, crop, ch), torch.float32)
     if shift is not None:
         # One image row of shifts (crop × C, tiled), added to every row: a broadcast over a

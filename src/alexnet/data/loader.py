@@ -27,8 +27,8 @@ for the caller to decode where the model runs (prepared.decode_batch).
 Unreadable files (an ImageFolder read straight from disk; prepared, Shapes and Fashion-MNIST sets
 never fail) are dropped from their batch, images and labels alike, so they count in neither the
 training loss nor the metrics; a batch can then be smaller than batch_size. An all-unreadable batch
-is skipped, except under DDP (world_size > 1), where it is yielded empty so that the ranks keep
-the same number of steps. `loader.skipped` collects them in the main process, {index: "file:
+is skipped, except under DDP (world_size > 1) with even=True (training), where it is yielded
+empty so that the ranks keep the same number of steps. `loader.skipped` collects them in the main process, {index: "file:
 reason"}, across epochs (each once), for the caller to report. An AlexNetError raised in a worker
 (a damaged shard) is re-raised as itself in the main process, not wrapped in DataLoader's
 multi-line message.
@@ -155,8 +155,8 @@ class Loader:
             images, labels, failed = result
             for i, why in failed:
                 self.skipped.setdefault(i, why)
-            if len(labels) == 0 and self.world_size == 1:
-                continue  # nothing readable; under DDP every rank must still take the step
+            if len(labels) == 0 and (self.world_size == 1 or not self.even):
+                continue  # nothing readable; a DDP training rank must still take the step
             yield images, labels
 
     def _stop(self, results) -> None:
