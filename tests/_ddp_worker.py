@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.model import AlexNet
-from alexnet.parallel import (all_reduce_sum, cleanup_distributed,
+from alexnet.parallel import (all_reduce_sum, cleanup_distributed, gather_objects,
                               init_distributed, unwrap, wrap_ddp)
 
 STEPS, GLOBAL_BATCH, CLASSES, LR = 2, 4, 3, 0.01
@@ -86,7 +86,8 @@ def main(out_dir: Path) -> None:
         opt.step()
     totals = all_reduce_sum(metric_sums(model, x_eval[mine], y_eval[mine]), info)
     result = {"hashes": weight_hashes(model), "totals": totals,
-              "rank_sum": all_reduce_sum(torch.tensor([info.rank + 1]), info).item()}
+              "rank_sum": all_reduce_sum(torch.tensor([info.rank + 1]), info).item(),
+              "gathered": gather_objects({"rank": info.rank}, info)}
     if info.is_main:
         result["state"] = model.state_dict()
     torch.save(result, out_dir / f"rank{info.rank}.pt")

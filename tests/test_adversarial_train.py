@@ -9,14 +9,20 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import alexnet.train as train_module
-from alexnet.checkpoint import load_checkpoint
+from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.cli import main as cli_main
+from alexnet.config import TrainConfig
+from alexnet.errors import AlexNetError
+from alexnet.parallel import DistInfo
 from alexnet.io import locked_dir
 
 # The options a user gets without passing any (workers, precision, eval crops: defaults), only
@@ -57,7 +63,9 @@ def test_exact_resume_with_the_default_workers(tmp_path, capsys, workers):
                      "--out", str(tmp_path / "full")]) == 0
     assert cli_main(["train", *DEFAULTS, *workers, "--epochs", "1",
                      "--out", str(tmp_path / "cut")]) == 0
+    capsys.readouterr()
     assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the same one process: nothing to say
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert len(full) == len(cut) == 2
     for a, b in zip(full, cut):
@@ -78,6 +86,8 @@ def test_nan_guard_never_saves_non_finite_weights(tmp_path, capsys):
     for name in ("checkpoint.pt", "best.pt"):
         if (run / name).exists():
             assert _finite(run / name), name
+    # The message names what is left: a checkpoint.pt only if one was written.
+    assert ("checkpoint.pt still holds" in err) == (run / "checkpoint.pt").exists(), err
 
 
 def test_nan_validation_loss_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
@@ -345,3 +355,47 @@ def test_an_error_mid_loop_starts_its_own_line_after_the_progress_bar(trained, c
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert last == "alexnet: error: broken on purpose", repr(err)
     assert "Traceback" not in err
+
+
+# ---- DDP: what a run on several processes must refuse or say ------------------------------------
+
+def test_a_global_batch_that_does_not_split_among_the_processes_is_refused(tmp_path):
+    """--batch-size 15 on 2 processes used to become 2 × 7 = 14 without a word (and 1 on 2
+    processes said 'batch_size must be >= 1', a value the user never gave)."""
+    cfg = TrainConfig(data="shapes:16:8", batch_size=15, workers=0, out=str(tmp_path / "r"))
+    with pytest.raises(AlexNetError, match="batch_size 15 does not split evenly among 2 "
+                                           "processes; give a multiple of 2"):
+        train_module.setup(cfg, None, DistInfo(rank=1, world_size=2))
+    assert train_module._per_rank_batch(16, 2) == 8 and train_module._per_rank_batch(7, 1) == 7
+
+
+def test_a_resume_on_another_number_of_processes_says_it_is_not_exact(tmp_path, capsys):
+    """The data order, augmentation and dropout of each rank depend on the number of processes,
+    so the resumed run goes on, but says that it no longer matches an uninterrupted one."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["world_size"] == 1
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "world_size": 2})
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: this run trained on 2 processes and resumes on 1" in err, err
+
+
+def test_skipped_lists_the_unreadable_images_of_every_rank(monkeypatch):
+    """Under DDP each rank meets only its own share of the unreadable images; skipped.txt (written
+    by rank 0) must list them all: train then val, each in index order."""
+    ranks = [({4: "t4", 0: "t0"}, {2: "v2"}), ({1: "t1"}, {0: "v0"})]
+    monkeypatch.setattr(train_module.parallel, "gather_objects", lambda obj, info: ranks)
+    own = SimpleNamespace(skipped={})
+    t = SimpleNamespace(train_loader=own, val_loader=own, info=None)
+    assert train_module._unreadable(t) == ["t0", "t1", "t4", "v0", "v2"]
+
+
+def test_python_dash_m_alexnet_is_the_command(tmp_path):
+    """`torchrun -m alexnet train ...` and `python -m alexnet` run the CLI."""
+    proc = subprocess.run([sys.executable, "-m", "alexnet", "train", "--lr", "-1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "lr" in proc.stderr and "Traceback" not in proc.stderr

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from alexnet.errors import AlexNetError
+from conftest import write_image_folder
 from alexnet.model import AlexNet, OWTAlexNet
 from alexnet.parallel import (DistInfo, TwoDeviceAlexNet, all_reduce_sum,
                               cleanup_distributed, init_distributed,
@@ -218,3 +220,28 @@ def test_ddp_on_two_processes_equals_one_process_on_the_combined_batches(tmp_pat
         assert result["totals"]["correct"] == sums["correct"]
         assert result["totals"]["loss_sum"] == pytest.approx(sums["loss_sum"], rel=1e-5)
         assert result["rank_sum"] == 1 + 2
+        assert result["gathered"] == [{"rank": 0}, {"rank": 1}]  # every rank's, in rank order
+
+
+def test_alexnet_train_under_torchrun_with_unreadable_images(tmp_path):
+    """`torchrun --nproc_per_node=2 -m alexnet train` on a folder with one unreadable training and
+    one unreadable val image, a per-rank batch of 1: the rank that meets one takes an empty
+    training step (it used to crash in the augmentation), leaves the val image out (it used to
+    stop the run), and skipped.txt lists both, whichever rank met them (it listed rank 0's)."""
+    folder = write_image_folder(tmp_path / "folder", classes=("cat", "dog"), per_class=(3, 3),
+                                size=(32, 32))
+    for split in ("train", "val"):
+        (folder / split / "cat" / "cat_1.jpg").write_bytes(b"not an image")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ALEXNET_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--monitor-interval=0.1", "-m", "alexnet", "train", "--data", str(folder),
+           "--batch-size", "2", "--epochs", "1", "--device", "cpu", "--eval-crops", "1",
+           "--recipe", "paper", "--no-progress", "--out", str(run)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    listed = (run / "skipped.txt").read_text().splitlines()
+    assert len(listed) == 2 and all("cat_1.jpg" in line for line in listed), listed
+    assert "/train/" in listed[0] and "/val/" in listed[1]  # train first, then val
+    results = json.loads((run / "results.json").read_text())
+    assert results["1-crop"]["images"] == 5  # 6 val images, one unreadable, none counted twice

@@ -7,7 +7,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
     classes      class names, in label order
     stats        the training data's statistics used for preprocessing ("mean_image", …)
     crop_size    the network's input size (227 paper, 224 owt)
-    and, for resuming: optimizer, scheduler, epoch (completed), rng, config, history, best_top1_error
+    and, for resuming: optimizer, scheduler, epoch (completed), rng, config, history, best_top1_error,
+    world_size (the number of DDP processes; absent in checkpoints written before it was kept)
 """
 from __future__ import annotations
 

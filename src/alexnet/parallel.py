@@ -185,6 +185,16 @@ def all_reduce_sum(values, info: DistInfo):
     return [round(s) if isinstance(v, int) else s for v, s in zip(numbers, summed.tolist())]
 
 
+def gather_objects(obj, info: DistInfo) -> list:
+    """[rank 0's obj, rank 1's, ...] on every rank (picklable objects, e.g. the unreadable images
+    each rank met); [obj] in a single process."""
+    if not _active(info):
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Model parallelism: the paper's two towers on two devices
 

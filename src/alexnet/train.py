@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import re
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -88,8 +89,8 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
                                      autocast=rt.autocast, label_smoothing=cfg.label_smoothing,
                                      masters=t.masters)
             except Diverged as e:
-                raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); checkpoint.pt still "
-                               f"holds epoch {epoch}", option="lr") from None
+                raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); {_kept(epoch)}",
+                               option="lr") from None
             loss_sum += loss * len(labels)
             seen += len(labels)
             rate = seen * info.world_size / (time.perf_counter() - start)
@@ -189,7 +190,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     optimizer = make_optimizer(model, cfg, rt.device)
     augment = Augment(stats, crop_size=rt.unwrap(model).input_size, flip=cfg.flip,
                       lighting_std=cfg.lighting_std, device=rt.device)
-    batch = cfg.batch_size // info.world_size
+    batch = _per_rank_batch(cfg.batch_size, info.world_size)
     # On the CPU the augmentation runs in the loader (in its workers when there are any), seeded
     # per batch, so that the step's cores only step; the same seeds whatever the worker count.
     # --decode device: the loader hands over JPEG bytes, decoded and augmented on the device.
@@ -321,6 +322,8 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
     history, best, start_epoch = ([], math.inf, 0) if ckpt is None else \
         (ckpt["history"], ckpt["best_top1_error"], ckpt["epoch"])
     writer = None
+    if ckpt is not None:
+        _warn_if_world_changed(ckpt, info)
     if info.is_main:
         atomic_write_json(run / "config.json", asdict(cfg))
         writer = _tensorboard(run)
@@ -343,10 +346,11 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
         _check_finite(t, val, epoch)
         improved = val["top1_error"] < best
         best = min(best, val["top1_error"])
+        skipped = _unreadable(t)  # a collective: every rank takes part
         if info.is_main:
             _save_epoch(t, run, history, best, improved)
             _history_outputs(run, history, writer)
-            _report_skipped(run, t)
+            _report_skipped(run, skipped)
             print(_epoch_line(history[-1], cfg.epochs, dropped), flush=True)
     predictor = Predictor.snapshot(t.model, t.meta, t.rt)
     results = {f"{crops}-crop": evaluate(predictor, t.val_loader, crops=crops, info=info)
@@ -366,9 +370,31 @@ def _check_finite(t: Training, val: dict, epoch: int) -> None:
     if bad or not math.isfinite(val["loss"]):
         what = f"{bad} weights became non-finite" if bad else f"the validation loss became " \
                                                               f"{val['loss']}"
-        raise Diverged(f"{what} in epoch {epoch + 1}; nothing of it was saved (checkpoint.pt "
-                       f"holds epoch {epoch}); the learning rate is probably too high",
-                       option="lr")
+        raise Diverged(f"{what} in epoch {epoch + 1}; nothing of it was saved ({_kept(epoch)}); "
+                       f"the learning rate is probably too high", option="lr")
+
+
+def _kept(epoch: int) -> str:
+    """What the run directory still holds when epoch `epoch` + 1 (0-based `epoch`) diverged."""
+    return f"checkpoint.pt still holds epoch {epoch}" if epoch else "no epoch had finished"
+
+
+def _per_rank_batch(batch_size: int, world_size: int) -> int:
+    """--batch-size is the global batch; each of the processes takes an equal share of it."""
+    if batch_size % world_size:
+        raise AlexNetError(f"batch_size {batch_size} does not split evenly among {world_size} "
+                           f"processes; give a multiple of {world_size}", option="batch_size")
+    return batch_size // world_size
+
+
+def _warn_if_world_changed(ckpt: dict, info) -> None:
+    """The data order, augmentation and dropout draws of each rank depend on the rank and the
+    number of processes, so a resume on another number goes on, but not exactly as before."""
+    before = ckpt.get("world_size")  # not in checkpoints written before it was recorded
+    if info.is_main and before is not None and before != info.world_size:
+        print(f"alexnet: warning: this run trained on {before} process{'es' * (before > 1)} and "
+              f"resumes on {info.world_size}; from here its data order, augmentation and dropout "
+              f"differ from an uninterrupted run's", file=sys.stderr, flush=True)
 
 
 def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bool) -> None:
@@ -382,12 +408,21 @@ def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bo
     save_checkpoint(run / "checkpoint.pt", {
         **t.meta, "model": weights, "optimizer": t.optimizer.state_dict(),
         "scheduler": t.schedule.state_dict(), "scaler": t.scaler.state_dict(), "epoch": epoch,
-        "rng": rng_state(), "config": config, "history": history, "best_top1_error": best})
+        "rng": rng_state(), "config": config, "history": history, "best_top1_error": best,
+        "world_size": t.info.world_size})
 
 
-def _report_skipped(run: Path, t: Training) -> None:
+def _unreadable(t: Training) -> list[str]:
+    """The images no rank could read, "file: why": train then val, each in index order (under DDP
+    each rank meets only its own share of them)."""
+    parts = parallel.gather_objects((t.train_loader.skipped, t.val_loader.skipped), t.info)
+    train = {i: why for own, _ in parts for i, why in own.items()}
+    val = {i: why for _, own in parts for i, why in own.items()}
+    return [train[i] for i in sorted(train)] + [val[i] for i in sorted(val)]
+
+
+def _report_skipped(run: Path, skipped: list[str]) -> None:
     """List the images that could not be read (all of them, once per new batch of failures)."""
-    skipped = [*t.train_loader.skipped.values(), *t.val_loader.skipped.values()]
     path = run / "skipped.txt"
     if not skipped or (path.exists() and len(path.read_text().splitlines()) == len(skipped)):
         return
