@@ -223,7 +223,7 @@ def test_ddp_on_two_processes_equals_one_process_on_the_combined_batches(tmp_pat
         assert result["gathered"] == [{"rank": 0}, {"rank": 1}]  # every rank's, in rank order
 
 
-def test_alexnet_train_under_torchrun_with_unreadable_images(tmp_path):
+def test_alexnet_train_and_eval_under_torchrun_with_unreadable_images(tmp_path):
     """`torchrun --nproc_per_node=2 -m alexnet train` on a folder with one unreadable training and
     one unreadable val image, a per-rank batch of 1: the rank that meets one takes an empty
     training step (it used to crash in the augmentation), leaves the val image out (it used to
@@ -234,14 +234,29 @@ def test_alexnet_train_under_torchrun_with_unreadable_images(tmp_path):
         (folder / split / "cat" / "cat_1.jpg").write_bytes(b"not an image")
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ALEXNET_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "--monitor-interval=0.1", "-m", "alexnet", "train", "--data", str(folder),
-           "--batch-size", "2", "--epochs", "1", "--device", "cpu", "--eval-crops", "1",
-           "--recipe", "paper", "--no-progress", "--out", str(run)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node=2", "--monitor-interval=0.1", "-m", "alexnet"]
+    proc = subprocess.run([*torchrun, "train", "--data", str(folder), "--batch-size", "2",
+                           "--epochs", "1", "--device", "cpu", "--eval-crops", "1", "--recipe",
+                           "paper", "--no-progress", "--out", str(run)],
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     listed = (run / "skipped.txt").read_text().splitlines()
     assert len(listed) == 2 and all("cat_1.jpg" in line for line in listed), listed
     assert "/train/" in listed[0] and "/val/" in listed[1]  # train first, then val
     results = json.loads((run / "results.json").read_text())
     assert results["1-crop"]["images"] == 5  # 6 val images, one unreadable, none counted twice
+
+    # `alexnet eval` under torchrun: each rank evaluates its share, rank 0 alone prints the whole
+    # set's result (it used to be every rank, each on every image). One epoch: best.pt is the
+    # final model, so the result is the run's own 1-crop result.
+    proc = subprocess.run([*torchrun, "eval", str(run), "--data", str(folder), "--crops", "1",
+                           "--batch-size", "1", "--device", "cpu", "--json"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1 and "cat_1.jpg" in proc.stderr, proc.stdout + proc.stderr
+    got, want = json.loads(lines[0]), results["1-crop"]
+    assert got["images"] == 5
+    for key in ("top1_error", "top5_error"):
+        assert got[key] == pytest.approx(want[key], abs=1e-9)

@@ -64,7 +64,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--data", default="shapes", help="dataset; its val split is evaluated")
     parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--crops", type=int, choices=(1, 10), default=10)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images per batch (per process under torchrun)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--workers", type=int, default=None,
@@ -83,17 +84,26 @@ def run(args) -> int:
     if args.workers is not None:
         check_value("workers", args.workers, int, {"low": 0})
     tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
-    predictor = Predictor.from_file(path, args.device, args.precision)
-    data = open_dataset(args.data, "val", seed=predictor.ckpt.get("config", {}).get("seed", 0),
-                        val_labels=args.val_labels)
-    predictor.check_data(data)
-    loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers,
-                    device=predictor.rt.device)
-    result = evaluate(predictor, loader, crops=args.crops, progress=not args.json)
-    skipped = loader.skipped
+    info = parallel.init_distributed(args.device)  # under torchrun each rank takes a share
+    try:
+        predictor = Predictor.from_file(path, info.device, args.precision)
+        data = open_dataset(args.data, "val", val_labels=args.val_labels,
+                            seed=predictor.ckpt.get("config", {}).get("seed", 0))
+        predictor.check_data(data)
+        loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers,
+                        rank=info.rank, world_size=info.world_size, even=False,
+                        device=predictor.rt.device)
+        result = evaluate(predictor, loader, crops=args.crops, info=info,
+                          progress=not args.json and info.is_main)
+        skipped = {i: why for part in parallel.gather_objects(loader.skipped, info)
+                   for i, why in part.items()}
+    finally:
+        parallel.cleanup_distributed()
+    if not info.is_main:
+        return 0
     if skipped:
-        print(f"{len(skipped)} unreadable images left out:\n" + "\n".join(skipped.values()),
-              file=sys.stderr)
+        print(f"{len(skipped)} unreadable images left out:\n" +
+              "\n".join(skipped[i] for i in sorted(skipped)), file=sys.stderr)
     if args.json:
         print(json.dumps({k: result[k] for k in ("top1_error", "top5_error", "crops", "images")}))
     else:
