@@ -124,6 +124,27 @@ def test_neighbours_bad_options(files, tmp_path, capsys):
     assert code == 2 and "--pool" in err
 
 
+def test_neighbours_come_from_the_data_the_model_trained_on(files, tmp_path, capsys,
+                                                          monkeypatch):
+    """shapes renders its images from the run's seed: --seed only draws queries and pool from the
+    model's own data (it used to render another set, one the model never saw)."""
+    ckpt = torch.load(files / "tiny.pt", weights_only=True)
+    save_checkpoint(tmp_path / "seed3.pt", {**ckpt, "config": {"seed": 3}})
+    seeds, real = [], figure4.open_dataset
+    monkeypatch.setattr(figure4, "open_dataset",
+                        lambda spec, split, seed: seeds.append(seed) or real(spec, split, seed=seed))
+    code, _, err = show(capsys, "neighbours", tmp_path / "seed3.pt", "--data", DATA, "--seed", 1,
+                        "--queries", 2, "--pool", 8, "-k", 2, "--out", tmp_path / "n.png")
+    assert code == 0 and seeds == [3, 3], err
+
+
+def test_nearest_is_exact_for_an_image_and_itself():
+    """cdist's matrix-product shortcut (beyond 25 rows) put an image 2.7e-6 from itself."""
+    pool = torch.randn(40, 4096, generator=torch.Generator().manual_seed(0)) * 3 + 2
+    dist, idx = figure4.nearest(pool[[7, 30]], pool, k=1)
+    assert idx[:, 0].tolist() == [7, 30] and dist[:, 0].tolist() == [0.0, 0.0]
+
+
 def test_nearest_is_euclidean():
     pool = torch.tensor([[0.0, 0.0], [3.0, 4.0], [1.0, 1.0], [10.0, 0.0]])
     dist, idx = figure4.nearest(torch.tensor([[3.0, 4.0], [0.9, 0.9]]), pool, k=3)

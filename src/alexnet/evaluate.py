@@ -87,8 +87,8 @@ def run(args) -> int:
     info = parallel.init_distributed(args.device)  # under torchrun each rank takes a share
     try:
         predictor = Predictor.from_file(path, info.device, args.precision)
-        data = open_dataset(args.data, "val", val_labels=args.val_labels,
-                            seed=predictor.ckpt.get("config", {}).get("seed", 0))
+        data = open_dataset(args.data, "val", seed=predictor.data_seed,
+                            val_labels=args.val_labels)
         predictor.check_data(data)
         loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers,
                         rank=info.rank, world_size=info.world_size, even=False,

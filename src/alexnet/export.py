@@ -248,8 +248,7 @@ def run_features(args) -> int:
     tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
     predictor.check_layer(args.layer)
-    data = open_dataset(args.data, args.split,
-                        seed=predictor.ckpt.get("config", {}).get("seed", 0),
+    data = open_dataset(args.data, args.split, seed=predictor.data_seed,
                         val_labels=args.val_labels)
     predictor.check_data(data, classes=False)
     shape, labels_path = dataset_features(predictor, data, args.layer, out, args.batch_size,

@@ -161,6 +161,12 @@ class Predictor:
             out.append(rgb)
         return torch.from_numpy(np.stack(out))
 
+    @property
+    def data_seed(self) -> int:
+        """The seed the model's run trained with: open the model's own data with it (`shapes`
+        renders its images from the seed; another seed is another set of images)."""
+        return self.ckpt.get("config", {}).get("seed", 0)
+
     def check_data(self, data, classes: bool = True) -> None:
         """A dataset used with this model must have its channels and image size, and for scoring
         (classes=True) its classes; features can be taken of any dataset's images."""

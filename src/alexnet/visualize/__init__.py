@@ -53,7 +53,8 @@ def add_arguments(parser) -> None:
                    help="training images searched, drawn at random (default 1000)")
     p.add_argument("-k", type=int, default=6, help="neighbours per query (default 6, as the paper)")
     p.add_argument("--layer", default="fc7", help="feature layer (default fc7, the last hidden)")
-    p.add_argument("--seed", type=int, default=0, help="which queries and pool (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="which queries and pool are drawn from the model's own data (default 0)")
 
     p = sub.add_parser("curves", help="loss and error per epoch, several runs on one plot")
     _common(p, "curves", checkpoint=False)

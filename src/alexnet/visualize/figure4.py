@@ -1,6 +1,8 @@
 """The paper's Figure 4: what the network predicts (left) and what it considers similar (right).
 
-`alexnet show predictions CKPT IMAGE…`: each image with the probabilities of its top-5 classes.
+`alexnet show predictions CKPT IMAGE…`: each image with the probabilities of its top-5 classes,
+from the centre crop. The paper's red bar marks the correct label; image files come without one,
+so ours marks the top prediction.
 `alexnet show neighbours CKPT --data D`: query images from the validation split and the training
 images closest to them by Euclidean distance of their fc7 vectors (the last hidden layer). The
 paper's point: neighbours in feature space are semantically alike even where their pixels are not
@@ -73,7 +75,9 @@ def features(seen: Predictor, data, indices: np.ndarray, layer: str, batch: int 
 
 def nearest(queries: torch.Tensor, pool: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(distances, indices into pool), each (Q, k), by Euclidean distance, nearest first."""
-    d = torch.cdist(queries.double(), pool.double())  # float64: ties and tiny distances stay exact
+    # float64, and differences rather than cdist's |a|² + |b|² − 2ab shortcut (taken beyond 25
+    # rows), which gave an image 2.7e-6 from itself: ties and tiny distances stay exact.
+    d = torch.cdist(queries.double(), pool.double(), compute_mode="donot_use_mm_for_euclid_dist")
     dist, idx = d.topk(min(k, pool.shape[0]), dim=1, largest=False)
     return dist, idx
 
@@ -111,8 +115,9 @@ def run_neighbours(args) -> int:
         raise AlexNetError(f"--queries: at most {MAX_IMAGES}")
     seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
     seen.check_layer(args.layer)
-    train = open_dataset(args.data, "train", seed=args.seed)
-    val = open_dataset(args.data, "val", seed=args.seed)
+    # The model's own data (shapes is rendered from its run's seed); --seed draws from it.
+    train = open_dataset(args.data, "train", seed=seen.data_seed)
+    val = open_dataset(args.data, "val", seed=seen.data_seed)
     seen.check_data(train)
     # Random but reproducible picks: ImageFolder sets are sorted by class, so the first N images
     # would all be of one class.
