@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from alexnet import accel
 from alexnet.errors import AlexNetError
 from conftest import write_image_folder
 from alexnet.model import AlexNet, OWTAlexNet
@@ -227,15 +228,29 @@ def test_alexnet_train_and_eval_under_torchrun_with_unreadable_images(tmp_path):
     """`torchrun --nproc_per_node=2 -m alexnet train` on a folder with one unreadable training and
     one unreadable val image, a per-rank batch of 1: the rank that meets one takes an empty
     training step (it used to crash in the augmentation), leaves the val image out (it used to
-    stop the run), and skipped.txt lists both, whichever rank met them (it listed rank 0's)."""
+    stop the run), and skipped.txt lists both, whichever rank met them (it listed rank 0's).
+
+    Each rank has its own cache, in which the CPU probe chose another stem layout, as two ranks
+    probing at once on a fresh machine did: every rank must take rank 0's (DDP refused the
+    strides of conv1's weight)."""
     folder = write_image_folder(tmp_path / "folder", classes=("cat", "dog"), per_class=(3, 3),
                                 size=(32, 32))
     for split in ("train", "val"):
         (folder / split / "cat" / "cat_1.jpg").write_bytes(b"not an image")
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ALEXNET_CACHE": str(tmp_path / "cache")}
+    key = accel._probe_key(1)  # OMP_NUM_THREADS=1: one torch thread per rank
+    for rank in (0, 1):
+        (tmp_path / f"cache{rank}").mkdir()
+        (tmp_path / f"cache{rank}" / f"fastpath-{key}.json").write_text(json.dumps(
+            {"precision": "fp32", "nchw_stem": rank == 1, "source": "probe", "timings_ms": {}}))
+    launcher = tmp_path / "launch.py"  # ALEXNET_CACHE per rank, then `python -m alexnet`
+    launcher.write_text("import os, runpy, sys\n"
+                        f"os.environ['ALEXNET_CACHE'] = {str(tmp_path)!r} + '/cache' + "
+                        "os.environ['RANK']\nsys.argv[0] = 'alexnet'\n"
+                        "runpy.run_module('alexnet', run_name='__main__')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                "--nproc_per_node=2", "--monitor-interval=0.1", "-m", "alexnet"]
+                "--nproc_per_node=2", "--monitor-interval=0.1", str(launcher)]
     proc = subprocess.run([*torchrun, "train", "--data", str(folder), "--batch-size", "2",
                            "--epochs", "1", "--device", "cpu", "--eval-crops", "1", "--recipe",
                            "paper", "--no-progress", "--out", str(run)],

@@ -152,6 +152,13 @@ def fast_path(device) -> FastPath:
     return _fast_paths[key]
 
 
+def use_fast_path(device, path: FastPath) -> None:
+    """Take `path` as this process's fast path of `device` (the CPU), instead of its own probe's
+    (under DDP: rank 0's, parallel.agree_on_fast_path)."""
+    if _device(device).type == "cpu":
+        _fast_paths[_probe_key(torch.get_num_threads())] = path
+
+
 @functools.lru_cache(maxsize=None)
 def _probe_key(threads: int) -> str:
     """What a probe's result depends on: torch's version, the thread count and the CPU's flags

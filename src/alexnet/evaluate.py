@@ -86,6 +86,7 @@ def run(args) -> int:
     tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     info = parallel.init_distributed(args.device)  # under torchrun each rank takes a share
     try:
+        parallel.agree_on_fast_path(info)
         predictor = Predictor.from_file(path, info.device, args.precision)
         data = open_dataset(args.data, "val", seed=predictor.data_seed,
                             val_labels=args.val_labels)

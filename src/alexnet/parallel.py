@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from . import accel
 from .errors import AlexNetError
 from .model import AlexNet
 
@@ -183,6 +184,24 @@ def all_reduce_sum(values, info: DistInfo):
     numbers = list(values)
     summed = all_reduce_sum(torch.tensor([float(v) for v in numbers], dtype=torch.float64), info)
     return [round(s) if isinstance(v, int) else s for v, s in zip(numbers, summed.tolist())]
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's `obj` on every rank (what the other ranks pass is ignored)."""
+    if not _active(info):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def agree_on_fast_path(info: DistInfo) -> None:
+    """On CPUs under DDP every rank takes rank 0's fast path (accel.fast_path). Each rank's probe
+    measures on its own, under the others' load, and two ranks of one run chose different stem
+    layouts: DDP then refused the parameters' strides. Precision must agree as well."""
+    if _active(info) and info.device.type == "cpu":
+        mine = accel.fast_path(info.device) if info.is_main else None
+        accel.use_fast_path(info.device, broadcast_object(mine, info))
 
 
 def gather_objects(obj, info: DistInfo) -> list:

@@ -185,6 +185,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     model = build_model(cfg, num_classes, in_channels, stats)
     if cfg.weights and ckpt is None:
         init_from_weights(model, cfg.weights, cfg.variant)
+    parallel.agree_on_fast_path(info)  # the same layouts and precision on every rank
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
     optimizer = make_optimizer(model, cfg, rt.device)
