@@ -13,6 +13,7 @@ from alexnet.checkpoint import save_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.data import open_dataset
 from alexnet.model import RELU_LAYERS, alexnet
+from alexnet.predictor import Predictor
 from alexnet.visualize import activations, curves, figure4, filters
 
 DATA = "shapes:16:8"
@@ -98,6 +99,18 @@ def test_predictions(files, tmp_path, capsys):
                            files / "b.jpg", "--out", out)
     assert code == 0 and str(out) in stdout
     assert png_size(out) == (900, 2 * 200)
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_predictions_draw_what_predict_gives(files, tmp_path, capsys, monkeypatch, crops):
+    drawn = []
+    monkeypatch.setattr(figure4, "draw_predictions",
+                        lambda images, tops, names, path: drawn.append(tops) or path)
+    code, _, err = show(capsys, "predictions", files / "tiny.pt", files / "a.png", "--crops",
+                        crops, "--out", tmp_path / "p.png")
+    seen = Predictor.from_file(files / "tiny.pt")
+    want = seen.top(seen.probs(seen.load_images(files / "a.png"), crops), 5)
+    assert code == 0 and drawn == [want], err
 
 
 def test_predictions_bad_image_is_one_line_error(files, tmp_path, capsys):

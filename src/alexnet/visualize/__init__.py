@@ -43,6 +43,8 @@ def add_arguments(parser) -> None:
     _common(p, "predictions")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--topk", type=int, default=5, choices=range(1, 11), metavar="1..10")
+    p.add_argument("--crops", type=int, choices=(1, 10), default=1,
+                   help="the centre crop or the paper's 10 views, averaged (as `alexnet predict`)")
 
     p = sub.add_parser("neighbours", help="val images and their nearest training images by "
                        "Euclidean distance of fc7 features (Figure 4 right)")

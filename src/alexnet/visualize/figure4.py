@@ -1,8 +1,8 @@
 """The paper's Figure 4: what the network predicts (left) and what it considers similar (right).
 
-`alexnet show predictions CKPT IMAGE…`: each image with the probabilities of its top-5 classes,
-from the centre crop. The paper's red bar marks the correct label; image files come without one,
-so ours marks the top prediction.
+`alexnet show predictions CKPT IMAGE… [--crops 1|10]`: each image with the probabilities of its
+top-5 classes, as `alexnet predict` gives them. The paper's red bar marks the correct label; image
+files come without one, so ours marks the top prediction.
 `alexnet show neighbours CKPT --data D`: query images from the validation split and the training
 images closest to them by Euclidean distance of their fc7 vectors (the last hidden layer). The
 paper's point: neighbours in feature space are semantically alike even where their pixels are not
@@ -55,7 +55,7 @@ def run_predictions(args) -> int:
         raise AlexNetError(f"at most {MAX_IMAGES} images per picture, got {len(args.images)}")
     seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
     images = seen.load_images(args.images)
-    tops = seen.top(seen.probs(images), args.topk)
+    tops = seen.top(seen.probs(images, args.crops), args.topk)
     path = draw_predictions(centre(images, seen.augment.crop_size), tops,
                             [str(p).rsplit("/", 1)[-1] for p in args.images], args.out)
     print(path)
