@@ -22,8 +22,8 @@ from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.config import TrainConfig
 from alexnet.errors import AlexNetError
-from alexnet.parallel import DistInfo
 from alexnet.io import locked_dir
+from alexnet.parallel import DistInfo
 
 # The options a user gets without passing any (workers, precision, eval crops: defaults), only
 # the data made tiny. --recipe paper: dropout on, so dropout masks must replay exactly.
@@ -389,8 +389,7 @@ def test_skipped_lists_the_unreadable_images_of_every_rank(monkeypatch):
     ranks = [({4: "t4", 0: "t0"}, {2: "v2"}), ({1: "t1"}, {0: "v0"})]
     monkeypatch.setattr(train_module.parallel, "gather_objects", lambda obj, info: ranks)
     own = SimpleNamespace(skipped={})
-    t = SimpleNamespace(train_loader=own, val_loader=own, info=None)
-    assert train_module._unreadable(t) == ["t0", "t1", "t4", "v0", "v2"]
+    assert train_module.unreadable([own, own], None) == ["t0", "t1", "t4", "v0", "v2"]
 
 
 def test_python_dash_m_alexnet_is_the_command(tmp_path):

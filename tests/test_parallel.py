@@ -16,12 +16,12 @@ import torch.nn.functional as F
 
 from alexnet import accel
 from alexnet.errors import AlexNetError
-from conftest import write_image_folder
 from alexnet.model import AlexNet, OWTAlexNet
 from alexnet.parallel import (DistInfo, TwoDeviceAlexNet, all_reduce_sum,
                               cleanup_distributed, init_distributed,
                               merge_state_dict, parse_devices, resolve_device,
                               unwrap, wrap_ddp)
+from conftest import write_image_folder
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
 

@@ -47,6 +47,17 @@ def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = Fals
             "top5_error": 1 - sums[2].item() / n, "crops": crops, "images": int(sums[3].item())}
 
 
+def unreadable(loaders, info) -> list[str]:
+    """The images no rank could read, "file: why": loader by loader, each in index order. Under
+    DDP each rank meets only its own share of them, so this gathers them (every rank calls it)."""
+    parts = parallel.gather_objects([loader.skipped for loader in loaders], info)
+    out = []
+    for k in range(len(loaders)):
+        merged = {i: why for part in parts for i, why in part[k].items()}
+        out += [merged[i] for i in sorted(merged)]
+    return out
+
+
 def format_results_table(results: dict) -> str:
     """results: {"1-crop": {...}, "10-crop": {...}} -> a small aligned table."""
     lines = [f"{'test views':<12}{'top-1 err':>10}{'top-5 err':>10}{'images':>8}"]
@@ -96,15 +107,14 @@ def run(args) -> int:
                         device=predictor.rt.device)
         result = evaluate(predictor, loader, crops=args.crops, info=info,
                           progress=not args.json and info.is_main)
-        skipped = {i: why for part in parallel.gather_objects(loader.skipped, info)
-                   for i, why in part.items()}
+        skipped = unreadable([loader], info)
     finally:
         parallel.cleanup_distributed()
     if not info.is_main:
         return 0
     if skipped:
-        print(f"{len(skipped)} unreadable images left out:\n" +
-              "\n".join(skipped[i] for i in sorted(skipped)), file=sys.stderr)
+        print(f"{len(skipped)} unreadable images left out:\n" + "\n".join(skipped),
+              file=sys.stderr)
     if args.json:
         print(json.dumps({k: result[k] for k in ("top1_error", "top5_error", "crops", "images")}))
     else:

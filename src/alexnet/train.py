@@ -36,7 +36,7 @@ from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_
 from .data import Loader, open_dataset
 from .data.augment import Augment
 from .errors import AlexNetError, Diverged
-from .evaluate import evaluate, format_results_table
+from .evaluate import evaluate, format_results_table, unreadable
 from .io import LOCK_NAME, atomic_write_json, atomic_write_text, is_temp_name, locked_dir
 from .masters import MasterWeights
 from .model import LEGACY_OPTIONS, alexnet
@@ -347,7 +347,7 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
         _check_finite(t, val, epoch)
         improved = val["top1_error"] < best
         best = min(best, val["top1_error"])
-        skipped = _unreadable(t)  # a collective: every rank takes part
+        skipped = unreadable([t.train_loader, t.val_loader], info)  # every rank takes part
         if info.is_main:
             _save_epoch(t, run, history, best, improved)
             _history_outputs(run, history, writer)
@@ -411,15 +411,6 @@ def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bo
         "scheduler": t.schedule.state_dict(), "scaler": t.scaler.state_dict(), "epoch": epoch,
         "rng": rng_state(), "config": config, "history": history, "best_top1_error": best,
         "world_size": t.info.world_size})
-
-
-def _unreadable(t: Training) -> list[str]:
-    """The images no rank could read, "file: why": train then val, each in index order (under DDP
-    each rank meets only its own share of them)."""
-    parts = parallel.gather_objects((t.train_loader.skipped, t.val_loader.skipped), t.info)
-    train = {i: why for own, _ in parts for i, why in own.items()}
-    val = {i: why for _, own in parts for i, why in own.items()}
-    return [train[i] for i in sorted(train)] + [val[i] for i in sorted(val)]
 
 
 def _report_skipped(run: Path, skipped: list[str]) -> None:

@@ -28,8 +28,8 @@ Unreadable files (an ImageFolder read straight from disk; prepared, Shapes and F
 never fail) are dropped from their batch, images and labels alike, so they count in neither the
 training loss nor the metrics; a batch can then be smaller than batch_size. An all-unreadable batch
 is skipped, except under DDP (world_size > 1) with even=True (training), where it is yielded
-empty so that the ranks keep the same number of steps. `loader.skipped` collects them in the main process, {index: "file:
-reason"}, across epochs (each once), for the caller to report. An AlexNetError raised in a worker
+empty so that the ranks keep the same number of steps. `loader.skipped` collects them in the main
+process, {index: "file: reason"}, across epochs (each once), for the caller to report. An AlexNetError raised in a worker
 (a damaged shard) is re-raised as itself in the main process, not wrapped in DataLoader's
 multi-line message.
 """
