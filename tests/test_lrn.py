@@ -315,3 +315,25 @@ def test_cuda_autocast(dtype):
     y.float().sum().backward()
     torch.testing.assert_close(y.double().cpu(), formula(x.detach().to(dtype).cpu(), groups=2),
                                rtol=1e-2, atol=1e-2)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_channels_last_groups_of_16_match_formula(dtype, groups):
+    # 64 channels: groups of 64, 32 and 16, what the AVX-512 path of csrc/lrn.c takes (where the
+    # CPU has it; elsewhere the general loops). Windows must stop at group edges; a NaN spreads
+    # only to its own window.
+    x = activations((2, 64, 3, 5), channels_last=True)
+    x[1, 20, 1, 2] = float("nan")
+    x = x.to(dtype)
+    grad = torch.randn(x.shape).to(dtype)
+    y, dx = forward_backward(x, lambda t: lrn(t, groups=groups), grad)
+    y_ref, dx_ref = forward_backward(x.double(), lambda t: formula(t, groups=groups),
+                                     grad.double())
+    assert torch.equal(y.isnan(), y_ref.isnan()) and torch.equal(dx.isnan(), dx_ref.isnan())
+    ok = ~dx_ref.isnan()
+    rtol = 1e-5 if dtype == torch.float32 else 2 ** -7
+    torch.testing.assert_close(y.double()[ok], y_ref[ok], rtol=rtol, atol=1e-7 * 300)
+    torch.testing.assert_close(dx.double()[ok], dx_ref[ok], rtol=rtol * 2,
+                               atol=2 ** -8 * dx_ref[ok].abs().max().item())
