@@ -48,7 +48,10 @@ CONFIGS = {
     "d": "paper net without LRN, fast path",
     "e": "c under autocast, without the bf16 weight copies (differs from c only in bf16 on CPU)",
 }
-TARGETS = {"c/a": 4.0, "c/d": 0.85, "c/b": 1.5}
+# Issue 12's targets, set for a 2-core CPU with AMX (where bf16 runs at ~3x fp32 or more); on a
+# CPU without native bf16, c/a cannot reach 4.8 (BENCHMARKS.md says why).
+TARGETS = {"c/a": 4.8, "c/d": 0.9, "c/b": 1.5}
+ROOFLINE_TARGET = 0.65  # c's img/s x FLOPs over the GEMM rate of its precision
 
 
 def add_arguments(parser) -> None:
@@ -385,8 +388,10 @@ def format_report(r: dict) -> str:
     gemm = ", ".join(f"{p} {v:.0f}" for p, v in r["gemm_gflops"].items())
     lines.append(f"GEMM {r['gemm_size']}^3 GFLOP/s (median, one per round): {gemm}")
     if "roofline_share_c" in r:
-        lines.append(f"c's share of the roofline: {100 * r['roofline_share_c']:.0f}% (roofline: "
-                     "img/s x GFLOP/img over the GEMM rate of the config's own precision)")
+        met = "met" if r["roofline_share_c"] >= ROOFLINE_TARGET else "NOT met"
+        lines.append(f"c's share of the roofline: {100 * r['roofline_share_c']:.0f}% (target >= "
+                     f"{100 * ROOFLINE_TARGET:.0f}%: {met}; roofline: img/s x GFLOP/img over the "
+                     "GEMM rate of the config's own precision)")
     for batch, rate in r["inference_img_per_s"].items():
         lines.append(f"inference (c, Predictor's path: accel.prepare_inference) at batch {batch}: "
                      f"{rate:.1f} img/s")
