@@ -337,3 +337,26 @@ def test_channels_last_groups_of_16_match_formula(dtype, groups):
     torch.testing.assert_close(y.double()[ok], y_ref[ok], rtol=rtol, atol=1e-7 * 300)
     torch.testing.assert_close(dx.double()[ok], dx_ref[ok], rtol=rtol * 2,
                                atol=2 ** -8 * dx_ref[ok].abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("shape,channels_last", [((2, 64, 3, 5), True), ((2, 64, 3, 5), False),
+                                                 ((2, 12, 4, 3), True)])
+@pytest.mark.parametrize("reference", [False, True])
+def test_relu_fused_equals_relu_then_lrn(monkeypatch, dtype, shape, channels_last, reference):
+    # lrn(x, relu=True) is LRN(ReLU(x)) with ReLU's backward inside: on every path (the kernel's
+    # general loops, its AVX-512 path, float64's analytic op, the reference) it must give what
+    # ReLU and LRN give one after the other, bit for bit, NaN included.
+    if reference:
+        monkeypatch.setenv("ALEXNET_LRN", "reference")
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g) * 40  # half negative: ReLU's zeros matter
+    x[0, 5, 1, 1] = float("nan")
+    x = x.to(dtype).contiguous(memory_format=torch.channels_last if channels_last
+                               else torch.contiguous_format)
+    grad = torch.randn(shape, generator=g).to(dtype)
+    fused = forward_backward(x, lambda t: lrn(t, groups=2, relu=True), grad)
+    apart = forward_backward(x, lambda t: lrn(t.relu(), groups=2), grad)
+    for a, b in zip(fused, apart):
+        assert a.dtype == b.dtype == dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)

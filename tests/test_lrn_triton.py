@@ -71,6 +71,11 @@ def _cases() -> dict:
     cases["op-transposed-view"] = transposed
     cases["op-cl-bf16"] = _case((2, 24, 5, 6), "bf16", channels_last=True, groups=2, via="op")
     cases["op-fp64"] = _case((2, 12, 3, 4), "fp64", channels_last=True, groups=2, via="op")
+    # relu=True: the op is LRN(ReLU(x)) with ReLU's backward inside; negatives make it matter.
+    for dt in ("bf16", "fp64"):
+        fused = _case((2, 24, 5, 6), dt, channels_last=True, groups=2, via="op", relu=True)
+        fused["x"] = fused["x"] - 20
+        cases[f"op-relu-{dt}"] = fused
     return cases
 
 
@@ -104,9 +109,11 @@ def interpreted(tmp_path_factory):
 
 
 def _expected(case):
-    x, g, p = case["x"].double(), case["g"].double(), case["params"]
-    return (lrn_reference(x, **p),
-            _analytic_backward(g, x, p["size"], p["alpha"], p["beta"], p["k"], p["groups"]))
+    x, g, p = case["x"].double(), case["g"].double(), dict(case["params"])
+    relu = p.pop("relu", False)
+    a = x.relu() if relu else x
+    dx = _analytic_backward(g, a, p["size"], p["alpha"], p["beta"], p["k"], p["groups"])
+    return lrn_reference(a, **p), torch.where(x <= 0, 0.0, dx) if relu else dx
 
 
 def _tolerances(dtype, dx_ref):

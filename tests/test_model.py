@@ -333,3 +333,35 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_hold():
         isinstance(m, LocalResponseNorm) for m in net.modules())
     with pytest.raises(ValueError, match="towers must be one of"):
         alexnet(towers=np.int64(3))
+
+
+@pytest.mark.parametrize("dtype,channels_last", [(torch.float32, True), (torch.bfloat16, True),
+                                                 (torch.float32, False)])
+def test_relu_and_lrn_fused_compute_what_they_compute_apart(dtype, channels_last):
+    # forward() runs relu1+norm1 and relu2+norm2 as one op; extract() runs every layer on its own.
+    # Logits and every gradient must be the same bit for bit (dropout seeded alike).
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = alexnet("paper", num_classes=10).to(dtype).to(memory_format=fmt)
+    x = (torch.randn(2, 3, 227, 227) * 60).to(dtype).contiguous(memory_format=fmt)
+    results = []
+    for run in (model, lambda t: model.extract(t, "fc8")["fc8"]):
+        model.zero_grad()
+        torch.manual_seed(1)
+        logits = run(x)
+        logits.float().square().sum().backward()
+        results.append([logits, *(p.grad.clone() for p in model.parameters())])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    # the fused path is taken: no separate ReLU runs before an LRN
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
+             for m in (model.features.relu1, model.features.norm1)]
+    model(x)
+    assert seen == ["ReLU", "LocalResponseNorm"]  # hooked: the ReLU ran alone
+    for h in hooks:
+        h.remove()
+    calls = []
+    model.features.norm1.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs),
+                                                   with_kwargs=True)
+    model(x)
+    assert calls == [{"relu": True}]

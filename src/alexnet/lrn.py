@@ -15,7 +15,8 @@ activation, and autograd stores their intermediates: on the CPU it took half to 
 the paper net's training step, on an H100 half of it. So the layer is a torch custom op
 (`alexnet::lrn`, with `alexnet::lrn_backward` its analytic gradient; the forward stores only x and
 the backward recomputes s), which eager mode, torch.compile (one opaque op) and the two-device
-split all call. What runs where (lrn_backend(x) says which):
+split all call. Its `relu` flag makes it LRN(ReLU(x)), ReLU's backward included: AlexNet.forward
+runs conv1's and conv2's ReLU that way, one pass less over those activations each way. What runs where (lrn_backend(x) says which):
 
     CPU, float32/bfloat16    "kernel"     fused C (csrc/lrn.c, built with gcc on first use, cached)
     CUDA, float32/bf16/fp16  "triton"     Triton kernels (lrn_triton.py), fp32 arithmetic
@@ -92,7 +93,7 @@ _KERNEL_DTYPES = {torch.float32: 0, torch.bfloat16: 1}  # the codes csrc/lrn.c e
 
 def _declare(lib) -> None:
     args = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 5 \
-        + [ctypes.c_float] * 3 + [ctypes.c_int]
+        + [ctypes.c_float] * 3 + [ctypes.c_int] * 2  # ..., k, relu, nthreads
     lib.lrn_forward.argtypes = args
     lib.lrn_backward.argtypes = args[:3] + [ctypes.c_void_p] + args[3:]
     lib.lrn_forward.restype = lib.lrn_backward.restype = ctypes.c_int
@@ -129,54 +130,63 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 _PARALLEL_MIN = 1 << 20
 
 
-def _call(fn, x, grad, out, size, alpha, beta, k, groups) -> None:
+def _call(fn, x, grad, out, size, alpha, beta, k, groups, relu=False) -> None:
     n, c, h, w = x.shape
     if x.numel() == 0:
         return
     ptrs = [ctypes.c_void_p(t.data_ptr()) for t in (x, grad, out) if t is not None]
     threads = torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1
     err = fn(_KERNEL_DTYPES[x.dtype], int(_layout(x) == torch.channels_last), *ptrs, n, c, h * w,
-             groups, size, alpha, beta, k, threads)
+             groups, size, alpha, beta, k, int(relu), threads)
     if err:
         raise RuntimeError(f"LRN kernel failed with code {err}")
 
 
 # ---- the custom ops: the kernel for float32/bfloat16, the analytic formula for float64 ----
 
+# `relu`: x is the ReLU's input, and the op is LRN(ReLU(x)) with ReLU's backward included (the
+# kernel's pass does both; see csrc/lrn.c). The tensor-op paths below do the same in two steps.
+
+def _relu_backward(dx: torch.Tensor, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    """ReLU's backward applied to the LRN's input gradient: zero where x <= 0 (a NaN passes, as
+    in torch's threshold_backward)."""
+    return torch.where(x <= 0, 0.0, dx) if relu else dx
+
+
 @torch.library.custom_op("alexnet::lrn", mutates_args=(), device_types="cpu")
 def _lrn_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-            groups: int) -> torch.Tensor:
+            groups: int, relu: bool = False) -> torch.Tensor:
     kernel = load_kernel()
     if x.dtype not in _KERNEL_DTYPES or kernel is None:  # strides as the fake below promises
-        return _analytic_forward(x, size, alpha, beta, k, groups).contiguous(
-            memory_format=_layout(x))
+        return _analytic_forward(x.relu() if relu else x, size, alpha, beta, k, groups
+                                 ).contiguous(memory_format=_layout(x))
     x = x.contiguous(memory_format=_layout(x))
     y = torch.empty_like(x)
-    _call(kernel.lrn_forward, x, None, y, size, alpha, beta, k, groups)
+    _call(kernel.lrn_forward, x, None, y, size, alpha, beta, k, groups, relu)
     return y
 
 
 @_lrn_op.register_fake
-def _(x, size, alpha, beta, k, groups):
+def _(x, size, alpha, beta, k, groups, relu=False):
     return torch.empty_like(x, memory_format=_layout(x))
 
 
 @torch.library.custom_op("alexnet::lrn_backward", mutates_args=(), device_types="cpu")
 def _lrn_backward_op(grad: torch.Tensor, x: torch.Tensor, size: int, alpha: float, beta: float,
-                     k: float, groups: int) -> torch.Tensor:
+                     k: float, groups: int, relu: bool = False) -> torch.Tensor:
     kernel = load_kernel()
     if x.dtype not in _KERNEL_DTYPES or kernel is None:
-        return _analytic_backward(grad, x, size, alpha, beta, k, groups).contiguous(
-            memory_format=_layout(x))
+        dx = _analytic_backward(grad, x.relu() if relu else x, size, alpha, beta, k, groups)
+        return _relu_backward(dx, x, relu).contiguous(memory_format=_layout(x))
     fmt = _layout(x)
     x, grad = x.contiguous(memory_format=fmt), grad.to(x.dtype).contiguous(memory_format=fmt)
     dx = torch.empty_like(x)
-    _call(kernel.lrn_backward, x, grad, dx, size, alpha, beta, k, groups)
+    _call(kernel.lrn_backward, x, grad, dx, size, alpha, beta, k, groups, relu)
     return dx
 
 
 @_lrn_backward_op.register_fake
-def _(grad, x, size, alpha, beta, k, groups):
+def _(grad, x, size, alpha, beta, k, groups, relu=False):
     return torch.empty_like(x, memory_format=_layout(x))
 
 
@@ -197,24 +207,26 @@ _lrn_op.register_autograd(_backward, setup_context=_setup_context)
 # the analytic formula for float64 ----
 
 @_lrn_op.register_kernel("cuda")
-def _lrn_cuda(x, size, alpha, beta, k, groups):
+def _lrn_cuda(x, size, alpha, beta, k, groups, relu=False):
     fmt = _layout(x)  # the output's layout, as the fake promises
     x = x.contiguous(memory_format=fmt)
+    a = x.relu() if relu else x
     if lrn_triton is None or x.dtype not in lrn_triton.DTYPES:
-        return _analytic_forward(x, size, alpha, beta, k, groups).contiguous(memory_format=fmt)
-    return lrn_triton.forward(x, size, alpha, beta, k, groups)
+        return _analytic_forward(a, size, alpha, beta, k, groups).contiguous(memory_format=fmt)
+    return lrn_triton.forward(a, size, alpha, beta, k, groups)
 
 
 @_lrn_backward_op.register_kernel("cuda")
-def _lrn_backward_cuda(grad, x, size, alpha, beta, k, groups):
+def _lrn_backward_cuda(grad, x, size, alpha, beta, k, groups, relu=False):
     fmt = _layout(x)
     x = x.contiguous(memory_format=fmt)
+    a = x.relu() if relu else x
     if lrn_triton is None or x.dtype not in lrn_triton.DTYPES:
-        return _analytic_backward(grad, x, size, alpha, beta, k, groups).contiguous(
-            memory_format=fmt)
-    # The kernel reads grad in either layout and any of its dtypes; only a strided view is copied.
-    grad = grad.contiguous(memory_format=_layout(grad))
-    return lrn_triton.backward(grad, x, size, alpha, beta, k, groups)
+        dx = _analytic_backward(grad, a, size, alpha, beta, k, groups)
+    else:  # the kernel reads grad in either layout and any of its dtypes; a strided view is copied
+        dx = lrn_triton.backward(grad.contiguous(memory_format=_layout(grad)), a, size, alpha,
+                                 beta, k, groups)
+    return _relu_backward(dx, x, relu).contiguous(memory_format=fmt)
 
 
 def lrn_backend(x: torch.Tensor) -> str:
@@ -243,8 +255,9 @@ def lrn_backend(x: torch.Tensor) -> str:
 
 
 def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-        groups: int = 1) -> torch.Tensor:
+        groups: int = 1, relu: bool = False) -> torch.Tensor:
     """The paper's LRN of an (N, C, H, W) tensor, on the fastest path available (see module doc).
+    relu=True gives LRN(ReLU(x)), one pass where the kernel runs (as AlexNet.forward uses it).
 
     The result has x's dtype, also under autocast: low-precision inputs on the reference path are
     computed in float32 (a float16 sum of squares of ReLU outputs can overflow) and cast back.
@@ -254,7 +267,8 @@ def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
                          f"got {tuple(x.shape)}")
     backend = lrn_backend(x)
     if backend != "reference":
-        return _lrn_op(x, size, float(alpha), float(beta), float(k), groups)
+        return _lrn_op(x, size, float(alpha), float(beta), float(k), groups, bool(relu))
+    x = x.relu() if relu else x
     if x.dtype in (torch.float16, torch.bfloat16):
         return lrn_reference(x.float(), size, alpha, beta, k, groups).to(x.dtype)
     return lrn_reference(x, size, alpha, beta, k, groups)
@@ -273,8 +287,9 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
         load_kernel()  # build now, outside any torch.compile trace (a no-op once built or failed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups)
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """LRN(x); with relu=True, LRN(ReLU(x)) in one pass (AlexNet.forward's fused path)."""
+        return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups, relu)
 
     def extra_repr(self) -> str:
         return (f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "

@@ -9,7 +9,8 @@ only ratios measured side by side mean anything there.
     b  torchvision.models.alexnet(), fp32, NCHW, SGD with momentum: its reference recipe
     c  our paper model on the default fast path (alexnet.accel: bf16 autocast where native,
        channels_last, fused SGD, our LRN kernel; --compile adds torch.compile)
-    d  c without LRN: what LRN costs on the fast path
+    d  c without LRN: what LRN costs on the fast path (in c the ReLUs of conv1 and conv2 run
+       inside the LRN op, AlexNet.forward; in d they run on their own)
     e  c with bf16 autocast re-casting every weight each step, instead of the bf16 copies that
        the optimizer keeps (alexnet.masters; bf16 on the CPU only): what the copies save.
        Not run by default (--configs ce).

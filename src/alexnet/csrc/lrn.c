@@ -11,6 +11,9 @@
  * instead of storing it.
  *
  * Storage is float32 (dtype 0) or bfloat16 (dtype 1, as uint16); arithmetic is always float32.
+ * With relu set, the layer takes the ReLU's input: a = max(x, 0) on load, and the backward's result
+ * is zeroed where a <= 0, as ReLU's backward does. That saves the ReLU's own pass over
+ * the activation in each direction (the paper puts LRN right after ReLU, §3.3).
  * Two layouts: channels_last (NHWC: a pixel's channels are contiguous, vectorised over channels)
  * and channels_first (NCHW: a channel's pixels are contiguous, vectorised over a block of pixels).
  * Where the compiler targets AVX-512, the paper's layer in channels_last has a hand-vectorised
@@ -34,6 +37,7 @@ typedef struct {
     int64_t n, c, hw;     /* batch, channels, pixels per image */
     int64_t groups, size; /* the window never crosses a group (the paper's GPU towers) */
     float alpha, beta, k;
+    int relu;             /* x is the ReLU's input (see the top) */
     /* mask[d*c + ch] = 1 if channel ch + d - size/2 is in ch's group, else 0: the window, clipped
      * at group edges, as weights. mirror is the same for the backward's mirrored window. */
     const float *mask, *mirror;
@@ -60,6 +64,17 @@ static void store(const lrn_args *a, void *dst, int64_t off, const float *restri
         uint16_t *d = (uint16_t *)dst + off;
         for (int64_t i = 0; i < len; i++) d[i] = f32_to_bf16(src[i]);
     }
+}
+
+/* ReLU on load: NaN stays NaN, as torch's relu keeps it */
+static void relu_in(float *restrict x, int64_t len) {
+    for (int64_t i = 0; i < len; i++) x[i] = x[i] < 0.0f ? 0.0f : x[i];
+}
+
+/* ReLU's backward on the result: zero where the ReLU's output a is <= 0 (a NaN passes, as in
+ * torch's threshold_backward) */
+static void relu_out(float *restrict out, const float *restrict a, int64_t len) {
+    for (int64_t i = 0; i < len; i++) out[i] = a[i] <= 0.0f ? 0.0f : out[i];
 }
 
 /* s^-beta. The paper's beta = 0.75 as 1/sqrt(s sqrt(s)), which vectorises where powf does not;
@@ -100,6 +115,7 @@ pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void
     const int64_t c = a->c, lo = size / 2, hi = (size - 1) / 2, len = count * c;
     const float k = a->k, alpha = a->alpha, c2ab = 2.0f * a->alpha * a->beta;
     load(a, x, first * c, w->x, len);
+    if (a->relu) relu_in(w->x, len);
     /* squares, with zeros for the window to read past the run's ends; inside it the mask clips */
     memset(w->q, 0, sizeof(float) * lo);
     memset(w->q + lo + len, 0, sizeof(float) * hi);
@@ -127,6 +143,7 @@ pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void
                 w->out[i] = w->g[i] * w->p[i] -
                             c2ab * w->x[i] * window(a, a->mirror, w->t + i, ch, 1, size);
     }
+    if (backward && a->relu) relu_out(w->out, w->x, len);
     store(a, out, first * c, w->out, len);
 }
 
@@ -147,6 +164,7 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
         load(a, x, (img * c + ch) * a->hw + p0, w->x + ch * TILE, width);
         if (backward) load(a, g, (img * c + ch) * a->hw + p0, w->g + ch * TILE, width);
     }
+    if (a->relu) relu_in(w->x, len);
     memset(w->q, 0, sizeof(float) * lo * TILE);
     memset(w->q + lo * TILE + len, 0, sizeof(float) * hi * TILE);
     for (int64_t i = 0; i < len; i++) w->q[lo * TILE + i] = w->x[i] * w->x[i];
@@ -170,6 +188,7 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
                 w->out[i] = w->g[i] * w->p[i] -
                             c2ab * w->x[i] * window(a, a->mirror, w->t + i, ch, TILE, size);
     }
+    if (backward && a->relu) relu_out(w->out, w->x, len);
     for (int64_t ch = 0; ch < c; ch++)
         store(a, out, (img * c + ch) * a->hw + p0, w->out + ch * TILE, width);
 }
@@ -241,6 +260,7 @@ pixels_avx512_typed(const lrn_args *a, int dtype, int backward, const void *x, c
         for (int64_t gi = 0; gi < a->groups; gi++)
             for (int64_t j = 0; j < cg; j += 16) {
                 __m512 v = load16(dtype, x, base + gi * cg + j);
+                if (a->relu) v = _mm512_max_ps(_mm512_setzero_ps(), v); /* NaN: v, as relu_in */
                 _mm512_storeu_ps(w->x + gi * cg + j, v);
                 _mm512_storeu_ps(q + gi * stride + PAD + j, _mm512_mul_ps(v, v));
             }
@@ -268,7 +288,11 @@ pixels_avx512_typed(const lrn_args *a, int dtype, int backward, const void *x, c
                 __m512 u = window16(t + gi * stride + j);
                 __m512 gp = _mm512_mul_ps(_mm512_loadu_ps(w->g + i), _mm512_loadu_ps(w->p + i));
                 __m512 cx = _mm512_mul_ps(c2ab, _mm512_loadu_ps(w->x + i));
-                store16(dtype, out, base + i, _mm512_fnmadd_ps(cx, u, gp));
+                __m512 dx = _mm512_fnmadd_ps(cx, u, gp);
+                if (a->relu) /* as relu_out */
+                    dx = _mm512_mask_mov_ps(dx, _mm512_cmp_ps_mask(_mm512_loadu_ps(w->x + i),
+                                            _mm512_setzero_ps(), _CMP_LE_OQ), _mm512_setzero_ps());
+                store16(dtype, out, base + i, dx);
             }
     }
 }
@@ -361,16 +385,16 @@ static int check(const lrn_args *a) {
  * Returns 0, or a negative code: -1 out of memory, -2 bad dtype, -3 bad shape. */
 int lrn_forward(int dtype, int channels_last, const void *x, void *y, int64_t n, int64_t c,
                 int64_t hw, int64_t groups, int64_t size, float alpha, float beta, float k,
-                int nthreads) {
-    lrn_args a = {dtype, n, c, hw, groups, size, alpha, beta, k, NULL, NULL};
+                int relu, int nthreads) {
+    lrn_args a = {dtype, n, c, hw, groups, size, alpha, beta, k, relu, NULL, NULL};
     int err = check(&a);
     return err ? err : run(&a, channels_last, 0, x, NULL, y, nthreads);
 }
 
 int lrn_backward(int dtype, int channels_last, const void *x, const void *g, void *dx, int64_t n,
                  int64_t c, int64_t hw, int64_t groups, int64_t size, float alpha, float beta,
-                 float k, int nthreads) {
-    lrn_args a = {dtype, n, c, hw, groups, size, alpha, beta, k, NULL, NULL};
+                 float k, int relu, int nthreads) {
+    lrn_args a = {dtype, n, c, hw, groups, size, alpha, beta, k, relu, NULL, NULL};
     int err = check(&a);
     return err ? err : run(&a, channels_last, 1, x, g, dx, nthreads);
 }
