@@ -284,3 +284,36 @@ def test_bf16_training_resumes_exactly(tmp_path, capsys):
     for a, b in zip(*rows):
         for key in ("train_loss", "val_loss"):
             assert math.isclose(a[key], b[key], rel_tol=1e-6), (key, a, b)
+
+
+def test_denormal_moments_are_flushed_without_moving_the_weights_or_torchs_mode():
+    # Late in a schedule AdamW's lr * m and the moments of weights with zero gradient fall below
+    # float32's normal range, where x86 is ~7x slower; the kernel flushes them to zero (csrc/optim.c).
+    # The weights must stay torch's, and torch's own threads must keep denormals afterwards.
+    def run(use_masters):
+        torch.manual_seed(0)
+        model = Pair()
+        params = list(model.parameters())
+        opt = torch.optim.AdamW(params, lr=1e-9, weight_decay=5e-4)
+        mw = MasterWeights(model, opt) if use_masters else None
+        for step in range(2):
+            for p, g in zip(params, _grads(0, params)):
+                g = g if step == 0 else torch.zeros_like(g)
+                if mw is not None:
+                    mw.copy_of[p].grad = g
+                else:
+                    p.grad = g.float()
+            (mw or opt).step()
+            if step == 0:
+                for p in params:  # moments deep in the denormal range before the second step
+                    opt.state[p]["exp_avg"].fill_(1e-39)
+        return [p.detach().clone() for p in params], opt
+    ours, our_opt = run(True)
+    theirs, _ = run(False)
+    for o, t in zip(ours, theirs):
+        torch.testing.assert_close(o, t, rtol=1e-6, atol=1e-7)
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 (SSE's MXCSR)
+        for p in our_opt.param_groups[0]["params"]:
+            assert torch.count_nonzero(our_opt.state[p]["exp_avg"]) == 0  # 0.9e-39 flushed
+    x = torch.full((1 << 20,), 1e-39)  # large: torch's threads, which ran the kernel, do it
+    assert torch.all(x * 1.0 > 0)
