@@ -360,3 +360,15 @@ def test_relu_fused_equals_relu_then_lrn(monkeypatch, dtype, shape, channels_las
     for a, b in zip(fused, apart):
         assert a.dtype == b.dtype == dtype
         torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True)
+
+
+@needs_kernel
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_an_overflowing_window_gives_no_nan(channels_last):
+    # a^2 overflows float32 above ~1.8e19: s becomes inf and the exact value, a / s^0.75, is tiny.
+    # The kernel must not turn that into NaN (its AVX-512 path's Newton step would, on inf).
+    x = activations((1, 32, 2, 3), channels_last=channels_last)
+    x[0, 7, 1, 2] = 1e20
+    y, dx = forward_backward(x, lambda t: lrn(t, groups=2), torch.ones(x.shape))
+    assert torch.isfinite(y).all() and torch.isfinite(dx).all()
+    assert y[0, 7, 1, 2].abs() < 1e-6  # the formula gives 1e-7; float32 gets at most that

@@ -268,6 +268,9 @@ pixels_avx512_typed(const lrn_args *a, int dtype, int backward, const void *x, c
             for (int64_t j = 0; j < cg; j += 16) {
                 const int64_t i = gi * cg + j;
                 __m512 s = _mm512_fmadd_ps(alpha, window16(q + gi * stride + j), k);
+                /* an overflowed window (|a| > ~1e19) as the largest float, not inf, which the
+                 * Newton step would turn into NaN (min's operand order keeps a NaN a NaN) */
+                s = _mm512_min_ps(_mm512_set1_ps(3.4028235e38f), s);
                 /* r = s^-1/2, s^-3/4 = r^2 r^-1/2, and s^-1 = r^2: no sqrt, no division */
                 __m512 r = rsqrt16(s), r2 = _mm512_mul_ps(r, r);
                 __m512 p = _mm512_mul_ps(r2, rsqrt16(r)), xv = _mm512_loadu_ps(w->x + i);
