@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import pytest
 import torch
 from torch import nn
 
 from alexnet import lrn as lrn_module
+from alexnet import native
 from alexnet.errors import AlexNetError
 from alexnet.lrn import LocalResponseNorm, lrn, lrn_backend, lrn_reference
 
@@ -372,3 +374,27 @@ def test_an_overflowing_window_gives_no_nan(channels_last):
     y, dx = forward_backward(x, lambda t: lrn(t, groups=2), torch.ones(x.shape))
     assert torch.isfinite(y).all() and torch.isfinite(dx).all()
     assert y[0, 7, 1, 2].abs() < 1e-6  # the formula gives 1e-7; float32 gets at most that
+
+
+@needs_kernel
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("relu", [False, True])
+def test_avx512_path_and_general_loops_agree(dtype, relu):
+    # Where the compiler targets AVX-512, the paper's layer in channels_last takes csrc/lrn.c's
+    # hand-vectorised path; the same source built without AVX-512 runs the general loops. Both
+    # must give the same numbers to within their roundings (elsewhere both are the general loops).
+    general = native.build("lrn", ("-mno-avx512f",))
+    lrn_module._declare(general)
+    fast = lrn_module.load_kernel()
+    x = (activations((2, 96, 5, 7), channels_last=True) - 10).to(dtype)  # negatives for the ReLU
+    grad = torch.randn(x.shape).to(dtype).contiguous(memory_format=torch.channels_last)
+    results = []
+    for lib in (fast, general):
+        y, dx = torch.empty_like(x), torch.empty_like(x)
+        lrn_module._call(lib.lrn_forward, x, None, y, 5, 1e-4, 0.75, 2.0, 2, relu)
+        lrn_module._call(lib.lrn_backward, x, grad, dx, 5, 1e-4, 0.75, 2.0, 2, relu)
+        results.append((y, dx))
+    rtol = 4e-6 if dtype == torch.float32 else 2 ** -7
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * b.abs().max().item())

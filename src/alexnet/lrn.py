@@ -16,7 +16,8 @@ the paper net's training step, on an H100 half of it. So the layer is a torch cu
 (`alexnet::lrn`, with `alexnet::lrn_backward` its analytic gradient; the forward stores only x and
 the backward recomputes s), which eager mode, torch.compile (one opaque op) and the two-device
 split all call. Its `relu` flag makes it LRN(ReLU(x)), ReLU's backward included: AlexNet.forward
-runs conv1's and conv2's ReLU that way, one pass less over those activations each way. What runs where (lrn_backend(x) says which):
+runs conv1's and conv2's ReLU that way, one pass less over those activations each way. What runs
+where (lrn_backend(x) says which):
 
     CPU, float32/bfloat16    "kernel"     fused C (csrc/lrn.c, built with gcc on first use, cached)
     CUDA, float32/bf16/fp16  "triton"     Triton kernels (lrn_triton.py), fp32 arithmetic

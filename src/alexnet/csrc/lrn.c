@@ -195,12 +195,13 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
 
 /* ---- channels_last, the paper's layer, AVX-512: one pixel at a time, 16 channels a vector ----
  *
- * Why: the general loops above run at ~2.7 cycles a value on an AMX/AVX-512 CPU, more than twice
- * what memory allows (the mask's loads, four passes over the scratch, the bf16 conversions one
- * lane at a time). Here each group's squares sit in a buffer with two zeros at each end, so the
+ * Why: the general loops above ran at ~2.7 cycles a value on an AMX/AVX-512 CPU, about twice what
+ * memory allows: sqrt and division issue once every ~10 cycles on 16 lanes, and the mask's loads
+ * and four passes over the scratch came on top. Here each group's squares sit in a buffer with two zeros at each end, so the
  * window needs no mask (a neighbour across a group edge reads a zero), and loads, conversions,
- * window and s^-beta stay in registers. The arithmetic is the general loops': the same window
- * order, s = k + alpha * sum fused, s^-0.75 as 1 / sqrt(s sqrt(s)), bf16 rounded to nearest even.
+ * window and s^-beta stay in registers. The window sums in the general loops' order and bf16 is
+ * rounded to nearest even as there; s^-0.75 comes from rsqrt estimates (rsqrt16), so results are
+ * within a few float32 roundings of the general loops'.
  * Used where every group's channel count is a multiple of 16 (the paper's 48 and 128). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
