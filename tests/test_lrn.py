@@ -366,14 +366,47 @@ def test_relu_fused_equals_relu_then_lrn(monkeypatch, dtype, shape, channels_las
 
 @needs_kernel
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_an_overflowing_window_gives_no_nan(channels_last):
-    # a^2 overflows float32 above ~1.8e19: s becomes inf and the exact value, a / s^0.75, is tiny.
-    # The kernel must not turn that into NaN (its AVX-512 path's Newton step would, on inf).
-    x = activations((1, 32, 2, 3), channels_last=channels_last)
-    x[0, 7, 1, 2] = 1e20
-    y, dx = forward_backward(x, lambda t: lrn(t, groups=2), torch.ones(x.shape))
-    assert torch.isfinite(y).all() and torch.isfinite(dx).all()
-    assert y[0, 7, 1, 2].abs() < 1e-6  # the formula gives 1e-7; float32 gets at most that
+def test_a_nan_or_inf_stays_in_its_own_group(channels_last):
+    # Channel 15 is the last of group 0: its NaN (or inf) must not reach channels 16-17 of group 1,
+    # whose windows stop at the group edge (the kernel once weighted it by 0, and 0 * NaN is NaN).
+    for bad in (float("nan"), float("inf")):
+        x = activations((1, 32, 2, 3), channels_last=channels_last)
+        x[0, 15, 1, 2] = bad
+        y, dx = forward_backward(x, lambda t: lrn(t, groups=2), torch.ones(x.shape))
+        y_ref, _ = forward_backward(x.double(), lambda t: formula(t, groups=2),
+                                    torch.ones(x.shape, dtype=torch.float64))
+        assert torch.isfinite(y[0, 16:]).all() and torch.isfinite(dx[0, 16:]).all()
+        assert_close_rel(y[:, 16:], y_ref[:, 16:])
+
+
+def _both_paths(x, grad, relu=False):
+    """[(y, dx) of the kernel as built here, (y, dx) of its general loops]: the same source built
+    with -mno-avx512f, so that where the CPU has AVX-512 the two paths are compared."""
+    general = native.build("lrn", ("-mno-avx512f",))
+    lrn_module._declare(general)
+    results = []
+    for lib in (lrn_module.load_kernel(), general):
+        y, dx = torch.empty_like(x), torch.empty_like(x)
+        lrn_module._call(lib.lrn_forward, x, None, y, 5, 1e-4, 0.75, 2.0, 2, relu)
+        lrn_module._call(lib.lrn_backward, x, grad, dx, 5, 1e-4, 0.75, 2.0, 2, relu)
+        results.append((y, dx))
+    return results
+
+
+@needs_kernel
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+def test_an_overflowing_window_gives_what_the_general_loops_give():
+    # a^2 overflows float32 above ~1.8e19, and s becomes inf: the general loops then give 0 for a
+    # finite a and NaN for an infinite one. The AVX-512 path's Newton step must not make that NaN
+    # (or, with s clamped, a value growing with a).
+    x = activations((1, 32, 2, 3), channels_last=True)
+    for k, big in enumerate((1e20, 1e25, 1e30, 3e38, float("inf"))):
+        x[0, 4 + k, 1, k % 3] = big
+    grad = torch.ones(x.shape).contiguous(memory_format=torch.channels_last)
+    (y, dx), (y_gen, dx_gen) = _both_paths(x, grad)
+    torch.testing.assert_close(y, y_gen, rtol=4e-6, atol=1e-30, equal_nan=True)
+    torch.testing.assert_close(dx, dx_gen, rtol=4e-6, atol=1e-30, equal_nan=True)
+    assert y[0, 4, 1, 0] == 0  # the formula's 1e-7 is below what float32 gets here
 
 
 @needs_kernel
@@ -384,17 +417,9 @@ def test_avx512_path_and_general_loops_agree(dtype, relu):
     # Where the compiler targets AVX-512, the paper's layer in channels_last takes csrc/lrn.c's
     # hand-vectorised path; the same source built without AVX-512 runs the general loops. Both
     # must give the same numbers to within their roundings (elsewhere both are the general loops).
-    general = native.build("lrn", ("-mno-avx512f",))
-    lrn_module._declare(general)
-    fast = lrn_module.load_kernel()
     x = (activations((2, 96, 5, 7), channels_last=True) - 10).to(dtype)  # negatives for the ReLU
     grad = torch.randn(x.shape).to(dtype).contiguous(memory_format=torch.channels_last)
-    results = []
-    for lib in (fast, general):
-        y, dx = torch.empty_like(x), torch.empty_like(x)
-        lrn_module._call(lib.lrn_forward, x, None, y, 5, 1e-4, 0.75, 2.0, 2, relu)
-        lrn_module._call(lib.lrn_backward, x, grad, dx, 5, 1e-4, 0.75, 2.0, 2, relu)
-        results.append((y, dx))
+    results = _both_paths(x, grad, relu)
     rtol = 4e-6 if dtype == torch.float32 else 2 ** -7
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * b.abs().max().item())

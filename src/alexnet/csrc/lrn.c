@@ -38,9 +38,9 @@ typedef struct {
     int64_t groups, size; /* the window never crosses a group (the paper's GPU towers) */
     float alpha, beta, k;
     int relu;             /* x is the ReLU's input (see the top) */
-    /* mask[d*c + ch] = 1 if channel ch + d - size/2 is in ch's group, else 0: the window, clipped
-     * at group edges, as weights. mirror is the same for the backward's mirrored window. */
-    const float *mask, *mirror;
+    /* mask[d*c + ch] = all bits set if channel ch + d - size/2 is in ch's group, else 0: the
+     * window, clipped at group edges. mirror is the same for the backward's mirrored window. */
+    const uint32_t *mask, *mirror;
 } lrn_args;
 
 /* dst[i] = src[off + i] as float32 */
@@ -85,10 +85,19 @@ static inline float neg_pow(float s, float beta, int paper) {
 
 /* The window sum of channel ch at q, where q holds squares (or gradient terms) with consecutive
  * channels `stride` floats apart and q[d*stride] is the d-th value of ch's window. */
-static inline float window(const lrn_args *a, const float *mask, const float *restrict q,
+static inline float window(const lrn_args *a, const uint32_t *mask, const float *restrict q,
                            int64_t ch, int64_t stride, int64_t size) {
     float sum = 0.0f;
-    for (int64_t d = 0; d < size; d++) sum += mask[d * a->c + ch] * q[d * stride];
+    /* q AND the mask's bits: outside the window +0, even where q is NaN or inf (a product with
+     * a 0 weight gave NaN there, across a group edge) */
+    for (int64_t d = 0; d < size; d++) {
+        uint32_t bits;
+        memcpy(&bits, &q[d * stride], 4);
+        bits &= mask[d * a->c + ch];
+        float v;
+        memcpy(&v, &bits, 4);
+        sum += v;
+    }
     return sum;
 }
 
@@ -269,12 +278,15 @@ pixels_avx512_typed(const lrn_args *a, int dtype, int backward, const void *x, c
             for (int64_t j = 0; j < cg; j += 16) {
                 const int64_t i = gi * cg + j;
                 __m512 s = _mm512_fmadd_ps(alpha, window16(q + gi * stride + j), k);
-                /* an overflowed window (|a| > ~1e19) as the largest float, not inf, which the
-                 * Newton step would turn into NaN (min's operand order keeps a NaN a NaN) */
-                s = _mm512_min_ps(_mm512_set1_ps(3.4028235e38f), s);
                 /* r = s^-1/2, s^-3/4 = r^2 r^-1/2, and s^-1 = r^2: no sqrt, no division */
                 __m512 r = rsqrt16(s), r2 = _mm512_mul_ps(r, r);
                 __m512 p = _mm512_mul_ps(r2, rsqrt16(r)), xv = _mm512_loadu_ps(w->x + i);
+                /* an overflowed window (|a| > ~1e19): s = inf, where s^-0.75 and s^-1 are 0 as
+                 * the general loops compute them (the Newton step gives NaN there) */
+                const __mmask16 inf = _mm512_cmp_ps_mask(s, _mm512_set1_ps(INFINITY),
+                                                         _CMP_EQ_OQ);
+                p = _mm512_mask_mov_ps(p, inf, _mm512_setzero_ps());
+                r2 = _mm512_mask_mov_ps(r2, inf, _mm512_setzero_ps());
                 if (!backward) {
                     store16(dtype, out, base + i, _mm512_mul_ps(xv, p));
                     continue;
@@ -333,18 +345,18 @@ static void tile(const lrn_args *a, int backward, const void *x, const void *g, 
 }
 
 /* mask[d*c + ch] for the window [ch - before, ch + after] (see lrn_args). */
-static void make_mask(float *mask, int64_t c, int64_t groups, int64_t size, int64_t before) {
+static void make_mask(uint32_t *mask, int64_t c, int64_t groups, int64_t size, int64_t before) {
     const int64_t cg = c / groups;
     for (int64_t d = 0; d < size; d++)
         for (int64_t ch = 0; ch < c; ch++) {
             int64_t other = ch + d - before;
-            mask[d * c + ch] = other >= 0 && other < c && other / cg == ch / cg;
+            mask[d * c + ch] = other >= 0 && other < c && other / cg == ch / cg ? ~0u : 0u;
         }
 }
 
 static int run(lrn_args *a, int channels_last, int backward, const void *x, const void *g,
                void *out, int nthreads) {
-    float *masks = (float *)malloc(sizeof(float) * 2 * a->size * a->c);
+    uint32_t *masks = (uint32_t *)malloc(sizeof(uint32_t) * 2 * a->size * a->c);
     if (!masks) return -1;
     make_mask(masks, a->c, a->groups, a->size, a->size / 2);
     make_mask(masks + a->size * a->c, a->c, a->groups, a->size, (a->size - 1) / 2);
