@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from alexnet import LocalResponseNorm, alexnet
+from alexnet import lrn as lrn_module
 
 PAPER_PARAMETERS = 60_965_224
 OWT_PARAMETERS = 61_100_840
@@ -337,7 +338,7 @@ def test_numpy_scalars_are_taken_as_the_numbers_they_hold():
 
 @pytest.mark.parametrize("dtype,channels_last", [(torch.float32, True), (torch.bfloat16, True),
                                                  (torch.float32, False)])
-def test_relu_and_lrn_fused_compute_what_they_compute_apart(dtype, channels_last):
+def test_relu_and_lrn_fused_compute_what_they_compute_apart(monkeypatch, dtype, channels_last):
     # forward() runs relu1+norm1 and relu2+norm2 as one op; extract() runs every layer on its own.
     # Logits and every gradient must be the same bit for bit (dropout seeded alike).
     torch.manual_seed(0)
@@ -352,16 +353,32 @@ def test_relu_and_lrn_fused_compute_what_they_compute_apart(dtype, channels_last
         logits.float().square().sum().backward()
         results.append([logits, *(p.grad.clone() for p in model.parameters())])
     assert all(torch.equal(a, b) for a, b in zip(*results))
-    # the fused path is taken: no separate ReLU runs before an LRN
-    seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(type(m).__name__))
-             for m in (model.features.relu1, model.features.norm1)]
-    model(x)
-    assert seen == ["ReLU", "LocalResponseNorm"]  # hooked: the ReLU ran alone
-    for h in hooks:
-        h.remove()
+    # and forward() did fuse: both LRNs were called with relu=True
     calls = []
-    model.features.norm1.register_forward_pre_hook(lambda m, args, kwargs: calls.append(kwargs),
-                                                   with_kwargs=True)
+    real = lrn_module.lrn
+    monkeypatch.setattr(lrn_module, "lrn", lambda *a, **k: calls.append(a[-1]) or real(*a, **k))
     model(x)
-    assert calls == [{"relu": True}]
+    assert calls == [True, True]
+
+
+def test_hooks_see_relu_and_lrn_apart():
+    # Any hook on relu1/norm1, or a global module hook, must see what the unfused net does.
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10)
+    x = torch.randn(1, 3, 227, 227) * 60
+    fired = []
+    handle = model.features.relu1.register_full_backward_hook(lambda *a: fired.append(1))
+    model(x).sum().backward()
+    handle.remove()
+    assert fired == [1]
+    inputs = []
+    handle = model.features.norm1.register_forward_hook(lambda m, i, o: inputs.append(i[0]))
+    model(x)
+    handle.remove()
+    assert inputs[0].min() >= 0  # the ReLU's output, not conv1's
+    seen = []
+    handle = nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(type(m).__name__))
+    model(x)
+    handle.remove()
+    assert seen.count("ReLU") == 7 and seen.count("LocalResponseNorm") == 2

@@ -119,6 +119,16 @@ class PaperDropout(nn.Dropout):
         return x * (1 - self.p)
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether a hook would see this module's call: its own forward or backward hooks, or
+    torch's global module hooks (nn.modules.module.register_module_forward_hook and kin)."""
+    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    glob = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")
+    return any(getattr(module, name, None) for name in own) or \
+        any(getattr(nn.modules.module, name, None) for name in glob)
+
+
 class Scale(nn.Module):
     """Multiplies its input by a constant: the `input_scale` option (not in the paper, which feeds
     mean-subtracted pixels in 0..255 straight to conv1). Part of the model, so that evaluation,
@@ -254,15 +264,15 @@ class AlexNet(_TappedNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Where a ReLU feeds an LRN (conv1, conv2) the two run as one op, LRN(ReLU(x)) with ReLU's
         # backward inside it: on the CPU one pass less over the two largest activations in each
-        # direction, the same numbers bit for bit (tests/test_model.py). Not in the paper, which
-        # is only about speed. A ReLU with hooks on it (e.g. summary's trace) runs on its own, as
-        # every layer does in extract().
+        # direction, the same numbers bit for bit (tests/test_model.py). Not in the paper; only
+        # about speed. Where any hook watches either module (e.g. summary's trace), they run
+        # apart, as every layer does in extract().
         stages = [module for _, module in self._stages()]
         i = 0
         while i < len(stages):
             module, after = stages[i], stages[i + 1] if i + 1 < len(stages) else None
             if type(module) is nn.ReLU and isinstance(after, LocalResponseNorm) \
-                    and not (module._forward_hooks or module._forward_pre_hooks):
+                    and not _hooked(module) and not _hooked(after):
                 x, i = after(x, relu=True), i + 2
             else:
                 x, i = module(x), i + 1
