@@ -204,11 +204,11 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
 
 /* ---- channels_last, the paper's layer, AVX-512: one pixel at a time, 16 channels a vector ----
  *
- * Why: the general loops above ran at ~2.7 cycles a value on an AMX/AVX-512 CPU, about twice what
- * memory allows: sqrt and division issue once every ~10 cycles on 16 lanes, and the mask's loads
- * and four passes over the scratch came on top. Here each group's squares sit in a buffer with two zeros at each end, so the
- * window needs no mask (a neighbour across a group edge reads a zero), and loads, conversions,
- * window and s^-beta stay in registers. The window sums in the general loops' order and bf16 is
+ * Why: on an AMX/AVX-512 CPU the general loops' forward took 2.4x a kernel that only streams the
+ * same values (BENCHMARKS.md): s^-0.75's square roots and division were 4 ms of its 9 ms extra,
+ * the mask's loads and four passes over the scratch the rest. Here each group's squares sit in
+ * a buffer with two zeros at each end, so the window needs no mask (a neighbour across a group
+ * edge reads a zero), and loads, conversions, window and s^-beta stay in registers. The window sums in the general loops' order and bf16 is
  * rounded to nearest even as there; s^-0.75 comes from rsqrt estimates (rsqrt16), so results are
  * within a few float32 roundings of the general loops'.
  * Used where every group's channel count is a multiple of 16 (the paper's 48 and 128). */
@@ -246,7 +246,7 @@ static inline __m512 window16(const float *b) {
 
 /* 1/sqrt(v): the CPU's 14-bit estimate and one Newton step, y (1.5 - 0.5 v y^2): about 2^-23
  * relative, a few float32 roundings from the exact value, at a fraction of sqrt's and div's cost
- * (on 16 lanes those two are issued once every ~10 cycles and were most of the forward's time). */
+ * (those two cost the general loops' forward 4 of its 16 ms on an AMX CPU, BENCHMARKS.md). */
 static inline __m512 rsqrt16(__m512 v) {
     const __m512 y = _mm512_rsqrt14_ps(v);
     const __m512 h = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), y);

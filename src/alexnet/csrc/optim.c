@@ -18,7 +18,7 @@
 /* Denormals flushed to zero (FTZ) and read as zero (DAZ) while a kernel runs, on each of its
  * threads, and the threads' previous mode restored after (they are torch's OpenMP threads too).
  * Why: late in a schedule lr * m and the moments of weights whose gradient is zero fall below
- * float32's normal range (~1e-38), and x86 takes ~100 cycles for each such value: AdamW's pass
+ * float32's normal range (~1e-38), which x86 computes far more slowly: AdamW's pass
  * over fc6 took 171 ms instead of 25, and the demo's last epoch ran 18% slower than its second.
  * What it changes: values below 1e-38 in the optimizer's state become 0; a weight near 1e-2
  * moves by them not at all, so the weights are the same. */
