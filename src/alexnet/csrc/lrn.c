@@ -209,8 +209,9 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
  * the mask's loads and four passes over the scratch the rest. Here each group's squares sit in
  * a buffer with two zeros at each end, so the window needs no mask (a neighbour across a group
  * edge reads a zero), and loads, conversions, window and s^-beta stay in registers. The window
- * sums in the general loops' order and bf16 is rounded to nearest even as there; s^-0.75 comes from rsqrt estimates (rsqrt16), so results are
- * within a few float32 roundings of the general loops'.
+ * sums in the general loops' order and bf16 is rounded to nearest even as there; s^-0.75 comes
+ * from rsqrt estimates (rsqrt16), so results are within a few float32 roundings of the general
+ * loops'.
  * Used where every group's channel count is a multiple of 16 (the paper's 48 and 128). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
