@@ -39,7 +39,7 @@ def test_grad_scaler_only_for_fp16():
 
 def test_prepare_model_layouts_and_numerics(monkeypatch):
     # the NCHW-stem branch of the fast path, as a CPU where the probe chose it
-    monkeypatch.setattr(accel, "fast_path", lambda device: accel.FastPath("fp32", True, "rule"))
+    monkeypatch.setattr(accel, "fast_path", lambda device: accel.FastPath("fp32", "nchw", "rule"))
     torch.manual_seed(0)
     model = alexnet("paper", num_classes=10, dropout=0.0).eval()
     x = torch.randn(2, 3, 227, 227)
@@ -150,21 +150,26 @@ def test_cuda_path():
         assert model(x).dtype == accel.DTYPES[precision]
 
 
-def test_both_stem_layouts_compute_the_same():
-    """The fast path's stem choice (NCHW hooks or plain NHWC) changes speed, never numbers."""
+def test_every_stem_computes_the_same():
+    """The fast path's stem choice (NCHW hooks, plain NHWC, space-to-depth weight gradient)
+    changes speed, never numbers beyond rounding."""
     x = torch.randn(2, 3, 227, 227)
     outs = []
-    for nchw_stem in (True, False):
+    for stem in accel.STEMS:
         torch.manual_seed(0)
         model = accel.prepare_model(alexnet("paper", num_classes=10, dropout=0.0), CPU,
-                                    allocator=False, nchw_stem=nchw_stem)
-        stem_input = x if nchw_stem else x.contiguous(memory_format=torch.channels_last)
+                                    allocator=False, stem=stem)
+        assert model.features.conv1.space_to_depth_grad == (stem == "s2d")
+        stem_input = x if stem == "nchw" else x.contiguous(memory_format=torch.channels_last)
         y = model(stem_input)
         y.square().sum().backward()
-        outs.append((y.detach(), model.features.conv1.weight.grad.clone()))
-    (y1, g1), (y2, g2) = outs
-    torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(g1, g2, rtol=1e-3, atol=1e-3 * g1.abs().max().item())
+        outs.append((y.detach(), model.features.conv1.weight.grad.clone(),
+                     model.features.conv1.bias.grad.clone()))
+    y1, g1, b1 = outs[0]
+    for y2, g2, b2 in outs[1:]:
+        torch.testing.assert_close(y1, y2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(g1, g2, rtol=1e-3, atol=1e-3 * g1.abs().max().item())
+        torch.testing.assert_close(b1, b2, rtol=1e-3, atol=1e-3 * b1.abs().max().item())
 
 
 def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
@@ -175,13 +180,14 @@ def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(accel, "_probe_cpu", lambda: probes.append(1) or real())
     first = accel.fast_path(CPU)
     assert first.source == "probe" and probes == [1]
-    assert "conv1 NCHW" in first.timings_ms and "conv1 NHWC" in first.timings_ms
+    assert {"conv1 NCHW", "conv1 NHWC", "conv1 NHWC s2d"} <= set(first.timings_ms)
+    assert first.stem in accel.STEMS
     assert first.precision == ("bf16" if first.timings_ms.get("conv2 bf16", 1e9)
                                < 0.9 * first.timings_ms.get("conv2 fp32", 0) else "fp32")
     monkeypatch.setattr(accel, "_fast_paths", {})  # a new process: from the disk cache
     again = accel.fast_path(CPU)
     assert again.source == "cache" and probes == [1]
-    assert (again.precision, again.nchw_stem) == (first.precision, first.nchw_stem)
+    assert (again.precision, again.stem) == (first.precision, first.stem)
     assert accel.resolve_precision(CPU, "auto") == again.precision
 
 

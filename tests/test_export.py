@@ -87,6 +87,9 @@ def test_portable_swaps_every_lrn_and_keeps_the_original(paper):
     copy = portable(model)
     assert sum(isinstance(m, PortableLRN) for m in copy.modules()) == 2
     assert not any(isinstance(m, PortableLRN) for m in model.modules())
+    # our pooling and stem conv (CPU speed only) become torch's own classes, weights kept
+    assert type(copy.features.pool1) is nn.MaxPool2d and type(copy.features.conv1) is nn.Conv2d
+    assert torch.equal(copy.features.conv1.weight, model.features.conv1.weight)
     x = crops(2)
     with torch.no_grad():
         assert rel_err(copy(x), model(x)) < 1e-5

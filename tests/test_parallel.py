@@ -242,7 +242,8 @@ def test_alexnet_train_and_eval_under_torchrun_with_unreadable_images(tmp_path):
     for rank in (0, 1):
         (tmp_path / f"cache{rank}").mkdir()
         (tmp_path / f"cache{rank}" / f"fastpath-{key}.json").write_text(json.dumps(
-            {"precision": "fp32", "nchw_stem": rank == 1, "source": "probe", "timings_ms": {}}))
+            {"precision": "fp32", "stem": "nchw" if rank == 1 else "nhwc", "source": "probe",
+             "timings_ms": {}}))
     launcher = tmp_path / "launch.py"  # ALEXNET_CACHE per rank, then `python -m alexnet`
     launcher.write_text("import os, runpy, sys\n"
                         f"os.environ['ALEXNET_CACHE'] = {str(tmp_path)!r} + '/cache' + "

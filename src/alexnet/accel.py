@@ -22,9 +22,10 @@ and thread count), and `alexnet bench model` prints what it chose with the CPU's
   that the optimizer keeps in step (masters.py), since autocast re-casts all 61M weights, and
   their gradients back, on every step.
 - channels_last: oneDNN's (and cuDNN's) fast convolution kernels are NHWC; in NCHW each conv
-  reorders its input and output. The 3-channel stem conv is the exception the probe checks: on a
-  CPU without AMX its bf16 weight gradient was several times slower in NHWC, on one with AMX the
-  NCHW round trip cost more than it saved.
+  reorders its input and output. The 3-channel stem conv1 is the exception the probe checks, three
+  ways (STEMS): on a CPU without AMX its bf16 weight gradient was several times slower in NHWC
+  than in NCHW; on one with AMX the NCHW round trip cost more than it saved, and the weight
+  gradient computed by space-to-depth (stem.py) was 2.8x faster than either.
 - the glibc allocator: tensors above 128 KiB come from mmap and go back to the OS when freed, so
   every step page-faults (and zeroes) its activations again, ~10% of the step on this CPU.
   tune_allocator() keeps freed memory in the heap for reuse.
@@ -53,10 +54,17 @@ from torch import nn
 from .errors import AlexNetError
 from .io import atomic_write_json
 from .machine import cache_dir, cpu_flags
+from .stem import StemConv2d
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 STEM_CHANNELS = 4  # convs with at most this many input channels stay NCHW on the CPU (see doc)
+# How the stem conv1 runs under channels_last on the CPU; the probe picks the fastest.
+STEMS = {
+    "nchw": "NCHW (its input and weight stay NCHW; its output goes on in channels_last)",
+    "nhwc": "NHWC",
+    "s2d": "NHWC, weight gradient by space-to-depth",
+}
 
 
 def _device(device) -> torch.device:
@@ -117,13 +125,13 @@ class FastPath:
     """What pays on this device: decided by a short probe on the CPU (cached per CPU, torch
     version and thread count), by rule on CUDA. `alexnet bench model` prints it."""
     precision: str          # what precision "auto" means here
-    nchw_stem: bool         # under channels_last, the 3-channel stem conv stays NCHW (CPU only)
+    stem: str               # how conv1 runs under channels_last (STEMS; CPU only)
     source: str             # "probe", "cache" (a probe's, from disk) or "rule"
     timings_ms: dict = field(default_factory=dict)  # what the probe measured
 
     def describe(self) -> str:
         how = ", ".join(f"{k} {v:.1f} ms" for k, v in self.timings_ms.items())
-        return (f"precision {self.precision}, stem {'NCHW' if self.nchw_stem else 'NHWC'} "
+        return (f"precision {self.precision}, stem {STEMS[self.stem]} "
                 f"({self.source}{': ' + how if how else ''})")
 
 
@@ -137,13 +145,15 @@ def fast_path(device) -> FastPath:
     if device.type != "cpu":
         bf16 = native_bf16(device)
         return FastPath("bf16" if bf16 else ("fp16" if device.type == "cuda" else "fp32"),
-                        nchw_stem=False, source="rule")
+                        stem="nhwc", source="rule")
     key = _probe_key(torch.get_num_threads())
     if key not in _fast_paths:
         path = cache_dir() / f"fastpath-{key}.json"
         try:
             _fast_paths[key] = FastPath(**{**json.loads(path.read_text()), "source": "cache"})
-        except (OSError, ValueError, TypeError):
+            if _fast_paths[key].stem not in STEMS:
+                raise ValueError(f"unknown stem {_fast_paths[key].stem!r}")
+        except (OSError, ValueError, TypeError):  # none yet, or an older version's
             _fast_paths[key] = _probe_cpu()
             try:
                 atomic_write_json(path, asdict(_fast_paths[key]))
@@ -189,13 +199,14 @@ def _probe_cpu() -> FastPath:
 def _measure_cpu() -> FastPath:
     """Measure, on conv shapes of the paper's net at batch 8, (1) bf16 autocast against fp32
     (conv2, forward+backward), where oneDNN reports native bf16; (2) the stem conv1's
-    forward+backward in NCHW against NHWC, at the chosen precision."""
+    forward+backward each way of STEMS, at the chosen precision."""
     timings, precision = {}, "fp32"
 
     def conv_step(conv, x, dtype):
         def step():
             with torch.autocast("cpu", dtype=DTYPES[dtype], enabled=dtype != "fp32"):
-                conv(x).float().sum().backward()
+                y = conv(x)
+            y.backward(torch.ones_like(y))  # no .sum(): its backward would be half the time
         return step
 
     if native_bf16("cpu"):
@@ -204,15 +215,19 @@ def _measure_cpu() -> FastPath:
         for dtype in ("fp32", "bf16"):
             timings[f"conv2 {dtype}"] = _time_ms(conv_step(conv2, x2, dtype))
         precision = "bf16" if timings["conv2 bf16"] < 0.9 * timings["conv2 fp32"] else "fp32"
-    conv1 = nn.Conv2d(3, 96, 11, stride=4)
+    conv1 = StemConv2d(3, 96, 11, stride=4)
     x1 = torch.randn(8, 3, 227, 227)
     timings["conv1 NCHW"] = _time_ms(conv_step(conv1, x1, precision))
     conv1 = conv1.to(memory_format=torch.channels_last)
     x1 = x1.contiguous(memory_format=torch.channels_last)
     timings["conv1 NHWC"] = _time_ms(conv_step(conv1, x1, precision))
+    conv1.space_to_depth_grad = True
+    timings["conv1 NHWC s2d"] = _time_ms(conv_step(conv1, x1, precision))
+    stem = "s2d" if timings["conv1 NHWC s2d"] < 0.9 * timings["conv1 NHWC"] else "nhwc"
     # NCHW needs two layout conversions around the stem (the hooks); it must win clearly.
-    nchw_stem = timings["conv1 NCHW"] < 0.8 * timings["conv1 NHWC"]
-    return FastPath(precision, nchw_stem, "probe", {k: round(v, 2) for k, v in timings.items()})
+    if timings["conv1 NCHW"] < 0.8 * min(timings["conv1 NHWC"], timings["conv1 NHWC s2d"]):
+        stem = "nchw"
+    return FastPath(precision, stem, "probe", {k: round(v, 2) for k, v in timings.items()})
 
 
 _allocator_tuned = False
@@ -250,32 +265,40 @@ def _output_to_channels_last(module: nn.Module, inputs, output):
     return output.contiguous(memory_format=torch.channels_last)
 
 
+def _set_stem(model: nn.Module, stem: str) -> None:
+    """Run the stem convs (at most STEM_CHANNELS input channels) the way `stem` says (STEMS)."""
+    for module in model.modules():
+        if not (isinstance(module, nn.Conv2d) and module.in_channels <= STEM_CHANNELS):
+            continue
+        if StemConv2d.can_use(module):
+            module.space_to_depth_grad = stem == "s2d"
+        if stem == "nchw":
+            module.weight.data = module.weight.data.contiguous()
+            if not getattr(module, "_alexnet_nchw_stem", False):  # hooks only once
+                module.register_forward_pre_hook(_stem_to_channels_first)
+                module.register_forward_hook(_output_to_channels_last)
+                module._alexnet_nchw_stem = True
+
+
 def prepare_model(model: nn.Module, device, channels_last: bool = True, compile: bool = False,
-                  allocator: bool = True, nchw_stem: bool | None = None) -> nn.Module:
+                  allocator: bool = True, stem: str | None = None) -> nn.Module:
     """Move the model to the device, in channels_last where that pays; optionally torch.compile.
 
-    On the CPU with channels_last, when `nchw_stem` (default: what fast_path measured on this
-    CPU), convs with at most STEM_CHANNELS input channels keep NCHW weights and inputs and hand
-    their output on in channels_last (hooks): on a CPU without AMX oneDNN's NHWC bf16 weight
-    gradient for a 3-channel input was several times slower than its NCHW one; on one with AMX
-    the hooks cost more than they saved. On the CPU `allocator` also calls tune_allocator().
-    Returns the (possibly compiled) model; its parameters are the original module's, so build the
-    optimizer from either.
+    On the CPU with channels_last, the stem conv1 runs as `stem` says (STEMS; default: what
+    fast_path measured on this CPU). "nchw": convs with at most STEM_CHANNELS input channels keep
+    NCHW weights and inputs and hand their output on in channels_last (hooks): on a CPU without
+    AMX oneDNN's NHWC bf16 weight gradient for a 3-channel input was several times slower than
+    its NCHW one; on one with AMX the hooks cost more than they saved. "s2d": NHWC, with the
+    weight gradient computed by space-to-depth (stem.py). On the CPU `allocator` also calls
+    tune_allocator(). Returns the (possibly compiled) model; its parameters are the original
+    module's, so build the optimizer from either.
     """
     device = _device(device)
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-        if nchw_stem is None:
-            nchw_stem = fast_path(device).nchw_stem
-        if device.type == "cpu" and nchw_stem:
-            for module in model.modules():
-                if isinstance(module, nn.Conv2d) and module.in_channels <= STEM_CHANNELS:
-                    module.weight.data = module.weight.data.contiguous()
-                    if not getattr(module, "_alexnet_nchw_stem", False):  # hooks only once
-                        module.register_forward_pre_hook(_stem_to_channels_first)
-                        module.register_forward_hook(_output_to_channels_last)
-                        module._alexnet_nchw_stem = True
+        if device.type == "cpu":
+            _set_stem(model, stem if stem is not None else fast_path(device).stem)
     if device.type == "cpu" and allocator:
         tune_allocator()
     if compile:
@@ -335,7 +358,7 @@ def to_input(x: torch.Tensor, device, channels_last: bool = True) -> torch.Tenso
     device = _device(device)
     x = x.to(device, non_blocking=True)
     if channels_last and x.dim() == 4 and not (x.shape[1] <= STEM_CHANNELS
-                                                 and fast_path(device).nchw_stem):
+                                                 and fast_path(device).stem == "nchw"):
         x = x.contiguous(memory_format=torch.channels_last)
     return x
 

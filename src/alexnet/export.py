@@ -13,7 +13,8 @@ image.
 
 Exported graphs use `PortableLRN`, the paper's formula written with ops every exporter knows (pad,
 slice, add, pow), in place of alexnet.lrn.LocalResponseNorm, whose forward may dispatch to a fast
-native kernel that neither the ONNX exporter nor a TorchScript consumer could see.
+native kernel that neither the ONNX exporter nor a TorchScript consumer could see; likewise torch's
+nn.Conv2d for our stem.StemConv2d.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from .lrn import LocalResponseNorm
 from .options import check_value
 from .predictor import Predictor
 from .progress import Progress
+from .stem import StemConv2d
 from .weights import load_torchvision_weights, save_safetensors
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -64,15 +66,30 @@ class PortableLRN(nn.Module):
         return torch.cat(out, dim=1)
 
 
+def _portable_module(module: nn.Module) -> nn.Module | None:
+    """The exportable stand-in for one of our fast modules (None: keep it): PortableLRN for LRN,
+    torch's own class for the stem conv that only runs faster on the CPU."""
+    if isinstance(module, LocalResponseNorm):
+        return PortableLRN(module.size, module.alpha, module.beta, module.k, module.groups)
+    if isinstance(module, StemConv2d):
+        conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size,
+                         module.stride, module.padding, module.dilation, module.groups,
+                         module.bias is not None, module.padding_mode)
+        conv.load_state_dict(module.state_dict())
+        return conv
+    return None
+
+
 def portable(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of the model with every LRN swapped for PortableLRN."""
+    """An eval-mode copy of the model with every LRN swapped for PortableLRN, and our stem conv
+    for torch's class (the same numbers; nothing an exporter cannot see)."""
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
-        if isinstance(module, LocalResponseNorm):
+        stand_in = _portable_module(module)
+        if stand_in is not None:
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, PortableLRN(module.size, module.alpha, module.beta, module.k,
-                                               module.groups))
+            setattr(parent, child, stand_in)
     return model
 
 

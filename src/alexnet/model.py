@@ -32,6 +32,7 @@ from torch import nn
 from .errors import AlexNetError
 from .lrn import LocalResponseNorm
 from .options import check, check_value, option
+from .stem import StemConv2d
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # name -> (pooling class, kernel, stride). The paper's is overlapping max pooling, z=3, s=2 (§3.4);
@@ -224,8 +225,10 @@ class AlexNet(_TappedNet):
 
         # Only a scaled net has the extra stage: the paper's keeps its exact module list.
         scale = [("scale", Scale(input_scale))] if input_scale != 1.0 else []
+        # conv1 is an nn.Conv2d whose weight gradient the CPU may compute by space-to-depth
+        # (stem.py): the same sums in another order, for speed.
         self.features = nn.Sequential(OrderedDict(scale + [
-            ("conv1", nn.Conv2d(in_channels, c1, 11, stride=4)),  # 227×227×3 -> 55×55×96
+            ("conv1", StemConv2d(in_channels, c1, 11, stride=4)),  # 227×227×3 -> 55×55×96
             ("relu1", act()),
             ("norm1", norm()),
             ("pool1", pool_cls(pool_k, pool_s)),                # -> 27×27×96
@@ -327,7 +330,7 @@ class OWTAlexNet(_TappedNet):
         _check_shape(num_classes, in_channels)
         act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 64, 11, stride=4, padding=2), act(),  # 224 -> 55×55×64
+            StemConv2d(in_channels, 64, 11, stride=4, padding=2), act(),  # 224 -> 55×55×64
             nn.MaxPool2d(3, 2),                                           # -> 27×27×64
             nn.Conv2d(64, 192, 5, padding=2), act(),                      # -> 27×27×192
             nn.MaxPool2d(3, 2),                                           # -> 13×13×192
