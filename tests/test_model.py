@@ -11,6 +11,7 @@ from torch import nn
 
 from alexnet import LocalResponseNorm, alexnet
 from alexnet import lrn as lrn_module
+from alexnet.pool import MaxPool2d
 
 PAPER_PARAMETERS = 60_965_224
 OWT_PARAMETERS = 61_100_840
@@ -197,13 +198,14 @@ def test_lrn_off_is_identity():
 
 
 @pytest.mark.parametrize("pooling, cls, kernel, stride", [
-    ("overlapping", nn.MaxPool2d, 3, 2), ("non-overlapping", nn.MaxPool2d, 2, 2),
+    ("overlapping", MaxPool2d, 3, 2), ("non-overlapping", MaxPool2d, 2, 2),
     ("average", nn.AvgPool2d, 3, 2)])
 def test_pooling(pooling, cls, kernel, stride):
     model = meta(pooling=pooling)
     pools = [model.features.pool1, model.features.pool2, model.features.pool5]
     for pool in pools:
         assert type(pool) is cls and (pool.kernel_size, pool.stride) == (kernel, stride)
+        assert isinstance(pool, nn.AvgPool2d if pooling == "average" else nn.MaxPool2d)
     # 2/2 pooling gives the same sizes as 3/2 here (55 -> 27 -> 13 -> 6), so fc6 still fits.
     out = model.extract(torch.empty(1, 3, 227, 227, device="meta"), ["pool5", "fc8"])
     assert out["pool5"].shape == (1, 256, 6, 6) and out["fc8"].shape == (1, 1000)

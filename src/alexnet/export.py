@@ -14,7 +14,7 @@ image.
 Exported graphs use `PortableLRN`, the paper's formula written with ops every exporter knows (pad,
 slice, add, pow), in place of alexnet.lrn.LocalResponseNorm, whose forward may dispatch to a fast
 native kernel that neither the ONNX exporter nor a TorchScript consumer could see; likewise torch's
-nn.Conv2d for our stem.StemConv2d.
+nn.MaxPool2d and nn.Conv2d for our pool.MaxPool2d and stem.StemConv2d.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from .errors import AlexNetError
 from .io import atomic_path, atomic_write, check_not_same
 from .lrn import LocalResponseNorm
 from .options import check_value
+from .pool import MaxPool2d
 from .predictor import Predictor
 from .progress import Progress
 from .stem import StemConv2d
@@ -68,9 +69,12 @@ class PortableLRN(nn.Module):
 
 def _portable_module(module: nn.Module) -> nn.Module | None:
     """The exportable stand-in for one of our fast modules (None: keep it): PortableLRN for LRN,
-    torch's own class for the stem conv that only runs faster on the CPU."""
+    torch's own classes for the pooling and stem conv that only run faster on the CPU."""
     if isinstance(module, LocalResponseNorm):
         return PortableLRN(module.size, module.alpha, module.beta, module.k, module.groups)
+    if isinstance(module, MaxPool2d):
+        return nn.MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation,
+                            module.return_indices, module.ceil_mode)
     if isinstance(module, StemConv2d):
         conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size,
                          module.stride, module.padding, module.dilation, module.groups,
@@ -81,8 +85,8 @@ def _portable_module(module: nn.Module) -> nn.Module | None:
 
 
 def portable(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of the model with every LRN swapped for PortableLRN, and our stem conv
-    for torch's class (the same numbers; nothing an exporter cannot see)."""
+    """An eval-mode copy of the model with every LRN swapped for PortableLRN, and our pooling and
+    stem conv for torch's classes (the same numbers; nothing an exporter cannot see)."""
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
         stand_in = _portable_module(module)

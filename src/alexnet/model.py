@@ -32,14 +32,16 @@ from torch import nn
 from .errors import AlexNetError
 from .lrn import LocalResponseNorm
 from .options import check, check_value, option
+from .pool import MaxPool2d
 from .stem import StemConv2d
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 # name -> (pooling class, kernel, stride). The paper's is overlapping max pooling, z=3, s=2 (§3.4);
-# its control is non-overlapping z=2, s=2, which gives the same output sizes here.
+# its control is non-overlapping z=2, s=2, which gives the same output sizes here. MaxPool2d is
+# torch's, run by a faster kernel on the CPU (pool.py).
 POOLINGS = {
-    "overlapping": (nn.MaxPool2d, 3, 2),
-    "non-overlapping": (nn.MaxPool2d, 2, 2),
+    "overlapping": (MaxPool2d, 3, 2),
+    "non-overlapping": (MaxPool2d, 2, 2),
     "average": (nn.AvgPool2d, 3, 2),
 }
 VARIANTS = ("paper", "owt")
@@ -331,13 +333,13 @@ class OWTAlexNet(_TappedNet):
         act = ACTIVATIONS[activation]
         self.features = nn.Sequential(
             StemConv2d(in_channels, 64, 11, stride=4, padding=2), act(),  # 224 -> 55×55×64
-            nn.MaxPool2d(3, 2),                                           # -> 27×27×64
+            MaxPool2d(3, 2),                                              # -> 27×27×64
             nn.Conv2d(64, 192, 5, padding=2), act(),                      # -> 27×27×192
-            nn.MaxPool2d(3, 2),                                           # -> 13×13×192
+            MaxPool2d(3, 2),                                              # -> 13×13×192
             nn.Conv2d(192, 384, 3, padding=1), act(),                     # -> 13×13×384
             nn.Conv2d(384, 256, 3, padding=1), act(),                     # -> 13×13×256
             nn.Conv2d(256, 256, 3, padding=1), act(),                     # -> 13×13×256
-            nn.MaxPool2d(3, 2),                                           # -> 6×6×256
+            MaxPool2d(3, 2),                                              # -> 6×6×256
         )
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.flatten = nn.Flatten()

@@ -1,0 +1,102 @@
+"""Max pooling on csrc/pool.c (pool.py) against torch's max_pool2d."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet import pool
+from alexnet.model import alexnet
+from alexnet.pool import MaxPool2d
+
+CL = torch.channels_last
+
+
+def _both(x, k, s):
+    """(ours, torch's): outputs and input gradients for one upstream gradient."""
+    ours = x.detach().clone().requires_grad_()
+    ref = x.detach().clone().requires_grad_()
+    y, y_ref = MaxPool2d(k, s)(ours), F.max_pool2d(ref, k, s)
+    g = torch.randn(y_ref.shape, dtype=x.dtype).contiguous(memory_format=CL)
+    y.backward(g)
+    y_ref.backward(g)
+    return (y, ours.grad), (y_ref, ref.grad)
+
+
+# (channels, size, kernel, stride): the paper's three pools, non-overlapping 2/2, a size the
+# windows do not fill (pixels no window covers get 0), and channel counts off any vector width.
+SHAPES = [(96, 55, 3, 2), (256, 27, 3, 2), (256, 13, 3, 2), (16, 12, 2, 2), (5, 10, 3, 2),
+          (17, 9, 3, 3), (3, 7, 4, 1)]
+
+
+@pytest.mark.parametrize("c,size,k,s", SHAPES)
+def test_float32_equals_torch_bit_for_bit(c, size, k, s):
+    # Rounded to a few values, so that ties (the first maximum wins) and pixels that win several
+    # overlapping windows (their gradients add up) both happen often.
+    x = (torch.randn(2, c, size, size) * 2).round().contiguous(memory_format=CL)
+    (y, gx), (y_ref, gx_ref) = _both(x, k, s)
+    assert y.is_contiguous(memory_format=CL) and gx.is_contiguous(memory_format=CL)
+    assert torch.equal(y, y_ref) and torch.equal(gx, gx_ref)
+
+
+def test_the_kernel_is_what_ran():
+    x = torch.randn(1, 8, 9, 9).contiguous(memory_format=CL).requires_grad_()
+    y = MaxPool2d(3, 2)(x)
+    assert "max_pool" in y.grad_fn.name().lower() and "WithIndices" not in y.grad_fn.name()
+    assert pool.kernel_error() is None
+
+
+def test_bfloat16_against_float64():
+    """bf16: the output is an input value (exact); the gradient is the float64 sum rounded once."""
+    x = torch.randn(2, 96, 27, 27).round().to(torch.bfloat16).contiguous(memory_format=CL)
+    (y, _), (y_ref, _) = _both(x, 3, 2)
+    assert torch.equal(y, y_ref)
+    x64 = x.double().requires_grad_()
+    ours = x.detach().clone().requires_grad_()
+    g = torch.randn(y.shape).to(torch.bfloat16).contiguous(memory_format=CL)
+    MaxPool2d(3, 2)(ours).backward(g)
+    F.max_pool2d(x64, 3, 2).backward(g.double())
+    assert torch.equal(ours.grad, x64.grad.to(torch.bfloat16))
+
+
+def test_nan_propagates_as_in_torch():
+    x = torch.randn(1, 16, 7, 7)
+    x[0, 3, 2, 2] = float("nan")
+    x[0, 5, 4, 1] = float("inf")
+    x = x.contiguous(memory_format=CL)
+    (y, gx), (y_ref, gx_ref) = _both(x, 3, 2)
+    assert torch.equal(y.isnan(), y_ref.isnan()) and y.isnan().any()
+    assert torch.equal(y.nan_to_num(), y_ref.nan_to_num())
+    assert torch.equal(gx, gx_ref)
+
+
+def test_falls_back_to_torch_where_the_kernel_does_not_apply():
+    x = torch.randn(2, 8, 9, 9)  # NCHW
+    for module in (MaxPool2d(3, 2), MaxPool2d(3, 2, padding=1), MaxPool2d(3, 2, ceil_mode=True)):
+        ref = torch.nn.MaxPool2d(module.kernel_size, module.stride, module.padding,
+                                 ceil_mode=module.ceil_mode)
+        assert torch.equal(module(x), ref(x))
+    y = MaxPool2d(3, 2, padding=1)(x.contiguous(memory_format=CL).requires_grad_())
+    assert "WithIndices" in y.grad_fn.name()
+
+
+def test_paper_net_uses_it_and_trains_the_same():
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=10, dropout=0.0).to(memory_format=CL)
+    assert isinstance(model.features.pool1, MaxPool2d)
+    x = torch.randn(2, 3, 227, 227).contiguous(memory_format=CL)
+    y = model(x)
+    y.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    for name in ("pool1", "pool2", "pool5"):  # torch's pooling in their place
+        setattr(model.features, name, torch.nn.MaxPool2d(3, 2))
+    y_ref = model(x)
+    y_ref.square().sum().backward()
+    assert torch.equal(y, y_ref)
+    for n, p in model.named_parameters():
+        assert torch.equal(grads[n], p.grad), n
+
+
+def test_compiles():
+    x = torch.randn(2, 8, 9, 9).contiguous(memory_format=CL).requires_grad_()
+    compiled = torch.compile(MaxPool2d(3, 2), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), F.max_pool2d(x, 3, 2), rtol=0, atol=0)
