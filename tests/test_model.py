@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from alexnet import LocalResponseNorm, alexnet
+from alexnet.model import PaperDropout
 from alexnet import lrn as lrn_module
 from alexnet.pool import MaxPool2d
 
@@ -266,6 +267,21 @@ def test_dropout_is_the_papers_by_default(paper):
     assert torch.equal(out[kept], h[kept])                     # no 1/(1 − p) in training
     assert torch.equal(paper.classifier.drop6(h), 0.5 * h)     # eval: times 1 − p
     assert torch.equal(paper.classifier.drop7(h), 0.5 * h)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_paper_dropout_keeps_each_unit_with_probability_1_minus_p(dtype):
+    # The mask is uniform < 1 - p drawn in float32: in bf16 the uniforms would round, and a
+    # draw just under 1 - p could round up to it.
+    torch.manual_seed(4)
+    drop = PaperDropout(0.3).train()
+    h = (torch.rand(64, 4096) + 0.1).to(dtype).requires_grad_()
+    out = drop(h)
+    kept = out != 0
+    assert kept.float().mean().item() == pytest.approx(0.7, abs=0.005)  # 262k draws: sd 0.0009
+    assert out.dtype == dtype and torch.equal(out[kept], h[kept])
+    out.sum().backward()
+    assert torch.equal(h.grad, kept.to(dtype))  # the gradient passes where the unit was kept
 
 
 def test_inverted_dropout_is_torchs_and_computes_the_same_function_at_test():

@@ -117,8 +117,9 @@ class PaperDropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0:
             return x
-        if self.training:
-            return x * torch.empty_like(x).bernoulli_(1 - self.p)  # a 0/1 mask, no rescaling
+        if self.training:  # a 0/1 mask, no rescaling. Drawn as uniform < 1 - p in float32 (the
+            # same law as bernoulli_(1 - p), whose CPU kernel took 4x as long at fc6's size)
+            return x * (torch.rand(x.shape, device=x.device) < 1 - self.p)
         return x * (1 - self.p)
 
 
