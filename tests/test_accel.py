@@ -217,3 +217,15 @@ def test_only_training_tunes_the_process_allocator(monkeypatch):
     assert calls == []
     accel.prepare_model(net, CPU)
     assert calls == [1]
+
+
+def test_a_newer_probe_does_not_read_an_older_probes_cache(monkeypatch):
+    key = accel._probe_key(2)
+    monkeypatch.setattr(accel, "PROBE_VERSION", accel.PROBE_VERSION + 1)
+    accel._probe_key.cache_clear()
+    try:
+        assert accel._probe_key(2) != key
+    finally:
+        monkeypatch.undo()
+        accel._probe_key.cache_clear()
+    assert accel._probe_key(2) == key

@@ -169,12 +169,17 @@ def use_fast_path(device, path: FastPath) -> None:
         _fast_paths[_probe_key(torch.get_num_threads())] = path
 
 
+# Bumped whenever _measure_cpu changes what it measures or how it decides, so that a cache
+# written by an older probe is not taken for this one's (2: the stem's three ways, STEMS).
+PROBE_VERSION = 2
+
+
 @functools.lru_cache(maxsize=None)
 def _probe_key(threads: int) -> str:
-    """What a probe's result depends on: torch's version, the thread count and the CPU's flags
-    (cached: to_input asks for the fast path on every batch)."""
-    return hashlib.sha256(" ".join([torch.__version__, str(threads), *sorted(cpu_flags())]
-                                   ).encode()).hexdigest()[:16]
+    """What a probe's result depends on: the probe's version, torch's, the thread count and the
+    CPU's flags (cached: to_input asks for the fast path on every batch)."""
+    return hashlib.sha256(" ".join([str(PROBE_VERSION), torch.__version__, str(threads),
+                                    *sorted(cpu_flags())]).encode()).hexdigest()[:16]
 
 
 def _time_ms(fn, reps: int = 3) -> float:
