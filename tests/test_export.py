@@ -90,6 +90,12 @@ def test_portable_swaps_every_lrn_and_keeps_the_original(paper):
     # our pooling and stem conv (CPU speed only) become torch's own classes, weights kept
     assert type(copy.features.pool1) is nn.MaxPool2d and type(copy.features.conv1) is nn.Conv2d
     assert torch.equal(copy.features.conv1.weight, model.features.conv1.weight)
+    assert type(model.features.conv1) is not nn.Conv2d  # the original keeps its classes
+    low = portable(alexnet("paper", num_classes=10).bfloat16())  # dtype kept (a review found
+    # conv1 rebuilt in fp32)
+    assert low.features.conv1.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert low(crops(1).bfloat16()).dtype == torch.bfloat16
     x = crops(2)
     with torch.no_grad():
         assert rel_err(copy(x), model(x)) < 1e-5

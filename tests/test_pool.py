@@ -100,3 +100,32 @@ def test_compiles():
     x = torch.randn(2, 8, 9, 9).contiguous(memory_format=CL).requires_grad_()
     compiled = torch.compile(MaxPool2d(3, 2), backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), F.max_pool2d(x, 3, 2), rtol=0, atol=0)
+
+
+def test_double_backward_forward_ad_and_vmap_as_torchs():
+    """What nn.MaxPool2d supports keeps working: a double backward (the backward then runs in
+    differentiable tensor ops), forward-mode AD and torch.func.vmap (torch's pooling runs)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 9, dtype=torch.float64).float().contiguous(memory_format=CL)
+    grads = []
+    for module in (MaxPool2d(3, 2), torch.nn.MaxPool2d(3, 2)):
+        leaf = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(module(leaf).square().sum(), leaf, create_graph=True)
+        (gg,) = torch.autograd.grad(g.square().sum(), leaf)
+        grads.append((g.detach(), gg))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
+    tangent = torch.randn_like(x)
+    with torch.autograd.forward_ad.dual_level():
+        out = MaxPool2d(3, 2)(torch.autograd.forward_ad.make_dual(x, tangent))
+        jvp = torch.autograd.forward_ad.unpack_dual(out).tangent
+    assert jvp is not None and torch.equal(jvp, torch.func.jvp(
+        lambda t: F.max_pool2d(t, 3, 2), (x,), (tangent,))[1])
+    batched = torch.func.vmap(MaxPool2d(3, 2))(x.unsqueeze(1).expand(2, 3, 4, 9, 9))
+    assert torch.equal(batched[:, 0], F.max_pool2d(x, 3, 2))
+
+
+def test_the_backward_op_refuses_an_argmax_of_another_shape():
+    grad = torch.randn(1, 4, 4, 4).contiguous(memory_format=CL)
+    with pytest.raises(ValueError, match="does not fit"):
+        torch.ops.alexnet.max_pool_backward(grad, torch.zeros(1, 4, 3, 3, dtype=torch.uint8),
+                                            9, 9, 3, 2)

@@ -96,3 +96,21 @@ def test_off_without_grad_and_where_it_cannot_apply():
     assert not StemConv2d.can_use(StemConv2d(4, 8, 3, groups=2))
     assert not StemConv2d.can_use(StemConv2d(3, 8, (3, 5)))
     assert not StemConv2d.can_use(nn.Conv2d(3, 8, 11, stride=4))
+    # set by hand where it cannot apply, the flag is ignored: torch's conv, torch's numbers
+    for kwargs in ({"stride": (2, 3)}, {"dilation": 2}, {"padding": 2, "padding_mode": "reflect"},
+                   {"padding": "same"}):
+        torch.manual_seed(0)
+        odd = StemConv2d(3, 4, 5, **kwargs)
+        plain = nn.Conv2d(3, 4, 5, **kwargs)
+        plain.load_state_dict(odd.state_dict())
+        odd.space_to_depth_grad = True
+        x = torch.randn(1, 3, 20, 20)
+        assert torch.equal(odd(x), plain(x)), kwargs
+
+
+def test_autocast_leaves_float64_alone_as_autocast_does():
+    conv, ref = _pair(11, 4, 0)  # float64
+    x = torch.randn(1, 3, 227, 227, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y, y_ref = conv(x), ref(x)
+    assert y.dtype == y_ref.dtype == torch.float64 and torch.equal(y, y_ref)

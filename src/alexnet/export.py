@@ -67,21 +67,9 @@ class PortableLRN(nn.Module):
         return torch.cat(out, dim=1)
 
 
-def _portable_module(module: nn.Module) -> nn.Module | None:
-    """The exportable stand-in for one of our fast modules (None: keep it): PortableLRN for LRN,
-    torch's own classes for the pooling and stem conv that only run faster on the CPU."""
-    if isinstance(module, LocalResponseNorm):
-        return PortableLRN(module.size, module.alpha, module.beta, module.k, module.groups)
-    if isinstance(module, MaxPool2d):
-        return nn.MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation,
-                            module.return_indices, module.ceil_mode)
-    if isinstance(module, StemConv2d):
-        conv = nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size,
-                         module.stride, module.padding, module.dilation, module.groups,
-                         module.bias is not None, module.padding_mode)
-        conv.load_state_dict(module.state_dict())
-        return conv
-    return None
+# Our modules that are torch's own with a faster CPU path (the same parameters and numbers): an
+# export gets torch's class, whose forward every exporter knows.
+_TORCH_CLASS = {MaxPool2d: nn.MaxPool2d, StemConv2d: nn.Conv2d}
 
 
 def portable(model: nn.Module) -> nn.Module:
@@ -89,11 +77,13 @@ def portable(model: nn.Module) -> nn.Module:
     stem conv for torch's classes (the same numbers; nothing an exporter cannot see)."""
     model = copy.deepcopy(model).eval()
     for name, module in list(model.named_modules()):
-        stand_in = _portable_module(module)
-        if stand_in is not None:
+        if type(module) in _TORCH_CLASS:  # a copy, so retyped in place: weights and hooks kept
+            module.__class__ = _TORCH_CLASS[type(module)]
+        elif isinstance(module, LocalResponseNorm):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, stand_in)
+            setattr(parent, child, PortableLRN(module.size, module.alpha, module.beta, module.k,
+                                               module.groups))
     return model
 
 

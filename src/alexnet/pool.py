@@ -1,19 +1,21 @@
 """Max pooling with a one-byte argmax: the paper's overlapping pooling (§3.4), fast on the CPU.
 
-`MaxPool2d` is torch's nn.MaxPool2d (same arguments, same numbers) that, on the CPU for a
-channels_last float32/bfloat16 input, runs csrc/pool.c through the custom op `alexnet::max_pool`.
-torch's own kernel stores an int64 index per output and its backward zero-fills, then scatters
-into, the input gradient; ours keeps the window position in a byte and gathers, and on conv1's
-activation the pair ran ~3x faster (BENCHMARKS.md). Anything else (NCHW, padding, dilation,
-ceil_mode, other dtypes or devices, no C compiler) runs torch's max_pool2d. Not in the paper,
-only about speed.
+`MaxPool2d` is torch's nn.MaxPool2d (same arguments) that, on the CPU for a channels_last
+float32/bfloat16 input, runs csrc/pool.c through the custom op `alexnet::max_pool`. torch's own
+kernel stores an int64 index per output and its backward zero-fills, then scatters into, the
+input gradient; ours keeps the window position in a byte and gathers (BENCHMARKS.md has what it
+saves). The numbers: in float32 torch's, bit for bit; in bfloat16 the same outputs, and each
+input's gradient is its contributions summed in float32 and rounded once (torch may round after
+each add). Anything else (NCHW, padding, dilation, ceil_mode, other dtypes or devices, torch.func
+transforms, forward-mode AD, no C compiler) runs torch's max_pool2d. Not in the paper, only about
+speed.
 """
 from __future__ import annotations
 
 import ctypes
 
 import torch
-import torch.nn.functional as F
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from . import native
@@ -80,7 +82,10 @@ def _(x, k, s):
 @torch.library.custom_op("alexnet::max_pool_backward", mutates_args=(), device_types="cpu")
 def _max_pool_backward_op(grad: torch.Tensor, arg: torch.Tensor, h: int, w: int, k: int,
                           s: int) -> torch.Tensor:
-    grad = grad.contiguous(memory_format=torch.channels_last)
+    if arg.shape != grad.shape or arg.dtype != torch.uint8:
+        raise ValueError(f"argmax {tuple(arg.shape)} {arg.dtype} does not fit the gradient "
+                         f"{tuple(grad.shape)}")
+    grad, arg = (t.contiguous(memory_format=torch.channels_last) for t in (grad, arg))
     dx = _nhwc(grad, h, w)
     if dx.numel():
         _call(_library.load().maxpool_backward, grad, arg, dx, dx.shape, k, s)
@@ -99,17 +104,42 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])  # the argmax bytes only: not x, not y
 
 
+def _differentiable_backward(grad, arg, h: int, w: int, k: int, s: int) -> torch.Tensor:
+    """The backward in tensor ops that autograd can differentiate again (a double backward):
+    each output's gradient added at its window's argmax."""
+    n, c, oh, ow = grad.shape
+    p = arg.long()
+    rows = torch.arange(oh, device=grad.device).view(1, 1, oh, 1) * s + p // k
+    cols = torch.arange(ow, device=grad.device).view(1, 1, 1, ow) * s + p % k
+    dx = grad.new_zeros(n, c, h * w).scatter_add(2, (rows * w + cols).reshape(n, c, -1),
+                                                 grad.reshape(n, c, -1))
+    return dx.view(n, c, h, w).contiguous(memory_format=torch.channels_last)
+
+
 def _backward(ctx, grad, _grad_arg):
     (arg,) = ctx.saved_tensors
-    return _max_pool_backward_op(grad.to(ctx.dtype), arg, *ctx.hw, ctx.k, ctx.s), None, None
+    grad = grad.to(ctx.dtype)
+    if torch.is_grad_enabled():  # create_graph: the kernel's op has no derivative of its own
+        return _differentiable_backward(grad, arg, *ctx.hw, ctx.k, ctx.s), None, None
+    return _max_pool_backward_op(grad, arg, *ctx.hw, ctx.k, ctx.s), None, None
 
 
 _max_pool_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _transformed(x: torch.Tensor) -> bool:
+    """Whether x is under a torch.func transform (vmap, grad, jacrev) or carries a forward-mode
+    tangent: torch's pooling has rules for those, our op has none. (Not asked while
+    torch.compile traces, which cannot trace the question.)"""
+    if torch.compiler.is_compiling():
+        return False
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return (wrapped is not None and wrapped(x)) or fwAD.unpack_dual(x).tangent is not None
+
+
 def _kernel_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
     k, s = pool.kernel_size, pool.stride
-    return (x.device.type == "cpu" and x.dtype in _DTYPES and x.dim() == 4
+    return (x.device.type == "cpu" and x.dtype in _DTYPES and x.dim() == 4 and not _transformed(x)
             and x.is_contiguous(memory_format=torch.channels_last)
             and isinstance(k, int) and isinstance(s, int) and k * k <= 256
             and pool.padding == 0 and pool.dilation == 1 and not pool.ceil_mode

@@ -44,7 +44,7 @@ def input_to_depth(x: torch.Tensor, k: int, s: int, p: int, out_hw: tuple[int, i
 
 
 def weight_to_depth(w: torch.Tensor, s: int) -> torch.Tensor:
-    """(O, C, k, k) -> (O, s·s·C, K, K): the kernel padded with zeros to K·s and cut like the input."""
+    """(O, C, k, k) -> (O, s·s·C, K, K): the kernel zero-padded to K·s and cut like the input."""
     o, c, k, _ = w.shape
     kb = _blocks(k, s)
     w = F.pad(w, (0, kb * s - k, 0, kb * s - k)).reshape(o, c, kb, s, kb, s)  # (o, c, i, a, j, b)
@@ -97,20 +97,21 @@ class StemConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.space_to_depth_grad and torch.is_grad_enabled()
-                and (self.weight.requires_grad or x.requires_grad)):
+                and (self.weight.requires_grad or x.requires_grad) and self.can_use(self)):
             return super().forward(x)
-        weight, bias = self.weight, self.bias
         device = x.device.type
+        weight, bias = self.weight, self.bias
         if torch.is_autocast_enabled(device):  # cast as autocast would, then run without it
             dtype = torch.get_autocast_dtype(device)
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = bias.to(dtype) if bias is not None else None
+            x, weight, bias = (t.to(dtype) if t is not None and t.is_floating_point()
+                               and t.dtype != torch.float64 else t for t in (x, weight, bias))
         with torch.autocast(device, enabled=False):
             return _SpaceToDepthGrad.apply(x, weight, bias, self.stride[0], self.padding[0])
 
     @classmethod
     def can_use(cls, conv: nn.Module) -> bool:
-        """Whether space_to_depth_grad applies to this conv (conv1's shape)."""
+        """Whether space_to_depth_grad applies to this conv (conv1's shape); where it does not,
+        the flag is ignored."""
         return (isinstance(conv, cls) and conv.groups == 1 and conv.dilation == (1, 1)
                 and conv.padding_mode == "zeros" and isinstance(conv.padding, tuple)
                 and len(set(conv.kernel_size)) == len(set(conv.stride)) == 1

@@ -1,14 +1,15 @@
 /* Max pooling (the paper's overlapping 3x3, stride 2, §3.4) for the CPU in channels_last (NHWC).
  *
  * Why a kernel: torch's CPU max pooling stores the argmax of every output as an int64 index and
- * its backward zero-fills the input gradient, then scatters into it; on conv1's 64x96x55x55 bf16
- * activation the pair took ~30 ms of a ~300 ms step (BENCHMARKS.md). Here the argmax is one byte
- * (its position in the k x k window) and the backward gathers: each input pixel sums the gradients
- * of the outputs whose window chose it, and is written once.
+ * its backward zero-fills the input gradient, then scatters into it; the paper net's three pools
+ * took 26 ms of a ~300 ms bf16 step at batch 64 (BENCHMARKS.md). Here the argmax is one byte (its
+ * position in the k x k window) and the backward gathers: each input pixel sums the gradients of
+ * the outputs whose window chose it, and is written once.
  *
- * Same numbers as torch: the window is scanned row by row, an element wins if it is greater than
- * the best so far or NaN (so the first maximum wins ties, and NaN propagates), and the backward
- * adds each input pixel's contributions in torch's order (outputs row by row) in float32.
+ * torch's numbers: the window is scanned row by row, an element wins if it is greater than the
+ * best so far or NaN (so the first maximum wins ties, and NaN propagates), and the backward adds
+ * each input pixel's contributions in torch's order (outputs row by row) in float32: bit for bit
+ * torch's in float32; in bfloat16 the sum is rounded once, at the end.
  * Storage is float32 (dtype 0) or bfloat16 (dtype 1, as uint16); arithmetic is float32.
  * Built by alexnet/native.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
  */
