@@ -229,3 +229,12 @@ def test_a_newer_probe_does_not_read_an_older_probes_cache(monkeypatch):
         monkeypatch.undo()
         accel._probe_key.cache_clear()
     assert accel._probe_key(2) == key
+
+
+def test_the_probe_times_its_candidates_in_turns():
+    # so that a burst of load on a shared machine slows each alike (a probe that timed one
+    # candidate after the other once chose fp32 on an AMX CPU while another job ran)
+    calls = []
+    timings = accel._time_ms({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+                             reps=3)
+    assert calls == ["a", "b"] * 4 and set(timings) == {"a", "b"}

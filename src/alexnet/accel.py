@@ -39,6 +39,7 @@ and thread count), and `alexnet bench model` prints what it chose with the CPU's
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import ctypes.util
 import functools
@@ -182,14 +183,18 @@ def _probe_key(threads: int) -> str:
                                     *sorted(cpu_flags())]).encode()).hexdigest()[:16]
 
 
-def _time_ms(fn, reps: int = 3) -> float:
-    fn()  # warm-up: oneDNN builds its kernels on first use
-    times = []
+def _time_ms(steps: dict, reps: int = 5) -> dict[str, float]:
+    """The median ms of each step, timed in turns (a b c a b c ...): a burst of load on a shared
+    machine then slows every candidate alike instead of deciding between them."""
+    for step in steps.values():
+        step()  # warm-up: oneDNN builds its kernels on first use
+    times = {name: [] for name in steps}
     for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * sorted(times)[len(times) // 2]
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def _probe_cpu() -> FastPath:
@@ -217,17 +222,18 @@ def _measure_cpu() -> FastPath:
     if native_bf16("cpu"):
         conv2 = nn.Conv2d(96, 256, 5, padding=2, groups=2).to(memory_format=torch.channels_last)
         x2 = torch.randn(8, 96, 27, 27).contiguous(memory_format=torch.channels_last)
-        for dtype in ("fp32", "bf16"):
-            timings[f"conv2 {dtype}"] = _time_ms(conv_step(conv2, x2, dtype))
+        timings.update(_time_ms({f"conv2 {dtype}": conv_step(conv2, x2, dtype)
+                                 for dtype in ("fp32", "bf16")}))
         precision = "bf16" if timings["conv2 bf16"] < 0.9 * timings["conv2 fp32"] else "fp32"
-    conv1 = StemConv2d(3, 96, 11, stride=4)
+    nchw = StemConv2d(3, 96, 11, stride=4)
+    nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
+    s2d = copy.deepcopy(nhwc)
+    s2d.space_to_depth_grad = True
     x1 = torch.randn(8, 3, 227, 227)
-    timings["conv1 NCHW"] = _time_ms(conv_step(conv1, x1, precision))
-    conv1 = conv1.to(memory_format=torch.channels_last)
-    x1 = x1.contiguous(memory_format=torch.channels_last)
-    timings["conv1 NHWC"] = _time_ms(conv_step(conv1, x1, precision))
-    conv1.space_to_depth_grad = True
-    timings["conv1 NHWC s2d"] = _time_ms(conv_step(conv1, x1, precision))
+    x1_last = x1.contiguous(memory_format=torch.channels_last)
+    timings.update(_time_ms({"conv1 NCHW": conv_step(nchw, x1, precision),
+                             "conv1 NHWC": conv_step(nhwc, x1_last, precision),
+                             "conv1 NHWC s2d": conv_step(s2d, x1_last, precision)}))
     stem = "s2d" if timings["conv1 NHWC s2d"] < 0.9 * timings["conv1 NHWC"] else "nhwc"
     # NCHW needs two layout conversions around the stem (the hooks); it must win clearly.
     if timings["conv1 NCHW"] < 0.8 * min(timings["conv1 NHWC"], timings["conv1 NHWC s2d"]):
