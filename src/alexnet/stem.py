@@ -1,7 +1,7 @@
 """conv1's weight gradient by space-to-depth: the same sums, as a convolution the CPU runs fast.
 
 conv1 (11×11, stride 4, 3 input channels) is a poor shape for oneDNN: on a 2-core AMX CPU its bf16
-weight gradient ran at about 400 GFLOP/s, where conv2-conv5 run at 1,300-2,600, and it was the
+weight gradient ran at about 430 GFLOP/s, where conv2-conv5 ran at 960-2,600, and it was the
 slowest convolution of the step (31 ms at batch 64, BENCHMARKS.md). Cut the input into s×s blocks
 (s = the stride) and stack each block's s·s·C values as channels; pad the kernel to a multiple of s
 and cut it the same way. Then
