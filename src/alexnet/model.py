@@ -228,8 +228,7 @@ class AlexNet(_TappedNet):
 
         # Only a scaled net has the extra stage: the paper's keeps its exact module list.
         scale = [("scale", Scale(input_scale))] if input_scale != 1.0 else []
-        # conv1 is an nn.Conv2d whose weight gradient the CPU may compute by space-to-depth
-        # (stem.py): the same sums in another order, for speed.
+        # conv1: an nn.Conv2d whose weight gradient may run by space-to-depth (stem.py, speed)
         self.features = nn.Sequential(OrderedDict(scale + [
             ("conv1", StemConv2d(in_channels, c1, 11, stride=4)),  # 227×227×3 -> 55×55×96
             ("relu1", act()),
