@@ -1,0 +1,97 @@
+/* Max pooling's row functions (see pool.c), shared by pool.c and by lrn.c's LRN-then-pooling.
+ *
+ * The window is scanned row by row; an element wins if it is greater than the best so far or NaN
+ * (so the first maximum wins ties, and NaN propagates), as in torch. The argmax is one byte: the
+ * winner's position in its k x k window. The backward gathers: each input pixel sums, in float32
+ * and in torch's order (outputs row by row), the gradients of the outputs whose window chose it.
+ */
+#ifndef ALEXNET_POOL_H
+#define ALEXNET_POOL_H
+#include <stdint.h>
+#include <string.h>
+
+#include "bf16.h"
+
+typedef struct {
+    int dtype;           /* 0 float32, 1 bfloat16 (as uint16) */
+    int64_t c, h, w;     /* one image's input, NHWC */
+    int64_t oh, ow;      /* its output: (h - k) / s + 1 */
+    int64_t k, s;        /* window and stride; k * k <= 256, so a byte holds the position */
+} pool_geom;
+
+static inline int pool_check(const pool_geom *p) {
+    if (p->dtype != 0 && p->dtype != 1) return -2;
+    if (p->k < 1 || p->s < 1 || p->k > 16 || p->h < p->k || p->w < p->k
+        || p->oh != (p->h - p->k) / p->s + 1 || p->ow != (p->w - p->k) / p->s + 1) return -3;
+    return 0;
+}
+
+static void pool_load(int dtype, const void *src, int64_t off, float *restrict dst, int64_t len) {
+    if (dtype == 0) {
+        const float *p = (const float *)src + off;
+        for (int64_t i = 0; i < len; i++) dst[i] = p[i];
+    } else {
+        const uint16_t *p = (const uint16_t *)src + off;
+        for (int64_t i = 0; i < len; i++) dst[i] = bf16_to_f32(p[i]);
+    }
+}
+
+static void pool_store(int dtype, void *dst, int64_t off, const float *restrict src, int64_t len) {
+    if (dtype == 0) {
+        float *p = (float *)dst + off;
+        for (int64_t i = 0; i < len; i++) p[i] = src[i];
+    } else {
+        uint16_t *p = (uint16_t *)dst + off;
+        for (int64_t i = 0; i < len; i++) p[i] = f32_to_bf16(src[i]);
+    }
+}
+
+/* One output row: y_row and arg_row (ow x c) from the k input rows rows[0..k-1] (w x c each).
+ * best, cur: c floats of scratch. */
+static void pool_forward_row(const pool_geom *a, const void *const *rows, void *y_row,
+                             uint8_t *arg_row, float *restrict best, float *restrict cur) {
+    const int64_t c = a->c;
+    for (int64_t j = 0; j < a->ow; j++) {
+        uint8_t *restrict where = arg_row + j * c;
+        for (int64_t p = 0; p < a->k * a->k; p++) {
+            const int64_t off = (j * a->s + p % a->k) * c;
+            if (p == 0) {
+                pool_load(a->dtype, rows[0], off, best, c);
+                memset(where, 0, c);
+                continue;
+            }
+            pool_load(a->dtype, rows[p / a->k], off, cur, c);
+            for (int64_t ch = 0; ch < c; ch++) {
+                const int win = cur[ch] > best[ch] || cur[ch] != cur[ch]; /* as torch: NaN wins */
+                best[ch] = win ? cur[ch] : best[ch];
+                where[ch] = win ? (uint8_t)p : where[ch];
+            }
+        }
+        pool_store(a->dtype, y_row, j * c, best, c);
+    }
+}
+
+/* Input row r's gradient, dx_row (w x c), from one image's output gradient g_img and argmax
+ * arg_img (oh x ow x c each). acc, cur: c floats of scratch. */
+static void pool_backward_row(const pool_geom *a, const void *g_img, const uint8_t *arg_img,
+                              void *dx_row, int64_t r, float *restrict acc, float *restrict cur) {
+    const int64_t c = a->c, k = a->k, s = a->s;
+    /* the output rows whose window covers r: i*s <= r <= i*s + k - 1 */
+    const int64_t i0 = r >= k ? (r - k) / s + 1 : 0, i1 = r / s < a->oh ? r / s : a->oh - 1;
+    for (int64_t col = 0; col < a->w; col++) {
+        const int64_t j0 = col >= k ? (col - k) / s + 1 : 0;
+        const int64_t j1 = col / s < a->ow ? col / s : a->ow - 1;
+        for (int64_t ch = 0; ch < c; ch++) acc[ch] = 0.0f;
+        for (int64_t i = i0; i <= i1; i++) {
+            for (int64_t j = j0; j <= j1; j++) {
+                const uint8_t p = (uint8_t)((r - i * s) * k + (col - j * s));
+                const int64_t off = (i * a->ow + j) * c;
+                const uint8_t *restrict where = arg_img + off;
+                pool_load(a->dtype, g_img, off, cur, c);
+                for (int64_t ch = 0; ch < c; ch++) acc[ch] += where[ch] == p ? cur[ch] : 0.0f;
+            }
+        }
+        pool_store(a->dtype, dx_row, col * c, acc, c);
+    }
+}
+#endif
