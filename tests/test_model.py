@@ -371,12 +371,16 @@ def test_relu_and_lrn_fused_compute_what_they_compute_apart(monkeypatch, dtype, 
         logits.float().square().sum().backward()
         results.append([logits, *(p.grad.clone() for p in model.parameters())])
     assert all(torch.equal(a, b) for a, b in zip(*results))
-    # and forward() did fuse: both LRNs were called with relu=True
-    calls = []
-    real = lrn_module.lrn
+    # and forward() did fuse: ReLU, LRN and pooling in one op where the kernels run (the CPU,
+    # channels_last), else ReLU and LRN in one and the pooling after
+    calls, fused = [], []
+    real, real_fused = lrn_module.lrn, lrn_module._lrn_pool_op
     monkeypatch.setattr(lrn_module, "lrn", lambda *a, **k: calls.append(a[-1]) or real(*a, **k))
+    monkeypatch.setattr(lrn_module, "_lrn_pool_op",
+                        lambda *a: fused.append(a[6]) or real_fused(*a))
     model(x)
-    assert calls == [True, True]
+    kernel = channels_last and lrn_module.load_kernel() is not None
+    assert (fused, calls) == (([True, True], []) if kernel else ([], [True, True]))
 
 
 def test_hooks_see_relu_and_lrn_apart():
@@ -394,9 +398,15 @@ def test_hooks_see_relu_and_lrn_apart():
     model(x)
     handle.remove()
     assert inputs[0].min() >= 0  # the ReLU's output, not conv1's
+    pooled = []  # a hook on pool1 sees norm1's output, so the three run apart there
+    handle = model.features.pool1.register_forward_hook(lambda m, i, o: pooled.append(i[0]))
+    model(x)
+    handle.remove()
+    assert torch.equal(pooled[0], model.extract(x, "norm1")["norm1"])
     seen = []
     handle = nn.modules.module.register_module_forward_hook(
         lambda m, i, o: seen.append(type(m).__name__))
     model(x)
     handle.remove()
     assert seen.count("ReLU") == 7 and seen.count("LocalResponseNorm") == 2
+    assert seen.count("MaxPool2d") == 3

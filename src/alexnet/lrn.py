@@ -16,8 +16,10 @@ the paper net's training step, on an H100 half of it. So the layer is a torch cu
 (`alexnet::lrn`, with `alexnet::lrn_backward` its analytic gradient; the forward stores only x and
 the backward recomputes s), which eager mode, torch.compile (one opaque op) and the two-device
 split all call. Its `relu` flag makes it LRN(ReLU(x)), ReLU's backward included: AlexNet.forward
-runs conv1's and conv2's ReLU that way, one pass less over those activations each way. What runs
-where (lrn_backend(x) says which):
+runs conv1's and conv2's ReLU that way, one pass less over those activations each way. On the CPU
+in channels_last it also takes the max pooling that follows (`lrn_pool`, `alexnet::lrn_pool`):
+the LRN's output, and in the backward its gradient, then never go to memory. What runs where
+(lrn_backend(x) says which):
 
     CPU, float32/bfloat16    "kernel"     fused C (csrc/lrn.c, built with gcc on first use, cached)
     CUDA, float32/bf16/fp16  "triton"     Triton kernels (lrn_triton.py), fp32 arithmetic
@@ -34,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import native, pool
 from .errors import AlexNetError
 
 try:  # optional: a CPU-only torch may come without triton, and then CUDA runs lrn_reference
@@ -98,6 +100,13 @@ def _declare(lib) -> None:
     lib.lrn_forward.argtypes = args
     lib.lrn_backward.argtypes = args[:3] + [ctypes.c_void_p] + args[3:]
     lib.lrn_forward.restype = lib.lrn_backward.restype = ctypes.c_int
+    # LRN then max pooling: dtype, x, (g,) arg, y or dx, n, c, h, w, groups, size, alpha, beta,
+    # k, relu, pool kernel, pool stride, nthreads
+    tail = [ctypes.c_int64] * 6 + [ctypes.c_float] * 3 + [ctypes.c_int] + [ctypes.c_int64] * 2 \
+        + [ctypes.c_int]
+    lib.lrn_pool_forward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + tail
+    lib.lrn_pool_backward.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + tail
+    lib.lrn_pool_forward.restype = lib.lrn_pool_backward.restype = ctypes.c_int
 
 
 _library = native.Library("lrn", _declare)
@@ -230,6 +239,80 @@ def _lrn_backward_cuda(grad, x, size, alpha, beta, k, groups, relu=False):
     return _relu_backward(dx, x, relu).contiguous(memory_format=fmt)
 
 
+# ---- LRN then max pooling in one pass (csrc/lrn.c): the LRN's output never goes to memory ----
+
+def _call_fused(fn, tensors, x, params) -> None:
+    n, c, h, w = x.shape
+    size, alpha, beta, k, groups, relu, pool_k, pool_s = params
+    threads = torch.get_num_threads() if x.numel() >= _PARALLEL_MIN else 1
+    err = fn(_KERNEL_DTYPES[x.dtype], *[ctypes.c_void_p(t.data_ptr()) for t in tensors], n, c, h,
+             w, groups, size, alpha, beta, k, int(relu), pool_k, pool_s, threads)
+    if err:
+        raise RuntimeError(f"LRN-and-pooling kernel failed with code {err}")
+
+
+@torch.library.custom_op("alexnet::lrn_pool", mutates_args=(), device_types="cpu")
+def _lrn_pool_op(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+                 relu: bool, pool_k: int, pool_s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(max_pool(LRN(x)), its argmax) as pool.py's op returns them. x: channels_last,
+    float32/bfloat16, and the kernel built (lrn_pool checks)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    y, arg = pool.empty_pooled(x, pool_k, pool_s)
+    if y.numel():
+        _call_fused(load_kernel().lrn_pool_forward, (x, arg, y), x,
+                    (size, alpha, beta, k, groups, relu, pool_k, pool_s))
+    return y, arg
+
+
+@_lrn_pool_op.register_fake
+def _(x, size, alpha, beta, k, groups, relu, pool_k, pool_s):
+    return pool.empty_pooled(x, pool_k, pool_s)
+
+
+@torch.library.custom_op("alexnet::lrn_pool_backward", mutates_args=(), device_types="cpu")
+def _lrn_pool_backward_op(grad: torch.Tensor, arg: torch.Tensor, x: torch.Tensor, size: int,
+                          alpha: float, beta: float, k: float, groups: int, relu: bool,
+                          pool_k: int, pool_s: int) -> torch.Tensor:
+    pool.check_argmax(grad, arg)
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad, arg = (t.contiguous(memory_format=torch.channels_last) for t in (grad.to(x.dtype), arg))
+    dx = torch.empty_like(x)
+    if dx.numel():
+        _call_fused(load_kernel().lrn_pool_backward, (x, grad, arg, dx), x,
+                    (size, alpha, beta, k, groups, relu, pool_k, pool_s))
+    return dx
+
+
+@_lrn_pool_backward_op.register_fake
+def _(grad, arg, x, size, alpha, beta, k, groups, relu, pool_k, pool_s):
+    return torch.empty_like(x, memory_format=torch.channels_last)
+
+
+def _setup_fused(ctx, inputs, output):
+    x, *ctx.params = inputs
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, output[1])  # the input and the argmax bytes: nothing in between
+
+
+def _backward_fused(ctx, grad, _grad_arg):
+    x, arg = ctx.saved_tensors
+    return (_lrn_pool_backward_op(grad, arg, x, *ctx.params),) + (None,) * len(ctx.params)
+
+
+_lrn_pool_op.register_autograd(_backward_fused, setup_context=_setup_fused)
+
+
+def lrn_pool(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+             relu: bool, pooling: nn.MaxPool2d) -> torch.Tensor:
+    """pooling(lrn(x, ..., relu)): in one pass where both C kernels would run (the CPU,
+    channels_last, float32/bfloat16), the same numbers bit for bit; else the two in turn."""
+    if lrn_backend(x) == "kernel" and _layout(x) == torch.channels_last \
+            and pool.kernel_applies(x, pooling) and x.shape[1] % groups == 0:
+        return _lrn_pool_op(x, size, float(alpha), float(beta), float(k), groups, bool(relu),
+                            pooling.kernel_size, pooling.stride)[0]
+    return pooling(lrn(x, size, alpha, beta, k, groups, relu))
+
+
 def lrn_backend(x: torch.Tensor) -> str:
     """Which implementation lrn(x) uses: "kernel" (C, CPU), "triton" (CUDA), "analytic" (float64
     through the same custom op, for gradcheck) or "reference" (lrn_reference); see the module
@@ -288,8 +371,12 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
         load_kernel()  # build now, outside any torch.compile trace (a no-op once built or failed)
 
-    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        """LRN(x); with relu=True, LRN(ReLU(x)) in one pass (AlexNet.forward's fused path)."""
+    def forward(self, x: torch.Tensor, relu: bool = False,
+                pooling: nn.MaxPool2d | None = None) -> torch.Tensor:
+        """LRN(x); with relu=True, LRN(ReLU(x)) in one pass, and with `pooling` (pool.MaxPool2d)
+        that pooling of it, in one pass too where the kernels run (AlexNet.forward's fused path)."""
+        if pooling is not None:
+            return lrn_pool(x, self.size, self.alpha, self.beta, self.k, self.groups, relu, pooling)
         return lrn(x, self.size, self.alpha, self.beta, self.k, self.groups, relu)
 
     def extra_repr(self) -> str:

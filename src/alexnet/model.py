@@ -268,17 +268,21 @@ class AlexNet(_TappedNet):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Where a ReLU feeds an LRN (conv1, conv2) the two run as one op, LRN(ReLU(x)) with ReLU's
-        # backward inside it: on the CPU one pass less over the two largest activations in each
-        # direction, the same numbers bit for bit (tests/test_model.py). Not in the paper; only
-        # about speed. Where any hook watches either module (e.g. summary's trace), they run
-        # apart, as every layer does in extract().
-        stages = [module for _, module in self._stages()]
+        # backward inside it, and with the max pooling after them where it follows: on the CPU
+        # the LRN's output and its gradient never go to memory, and ReLU's pass over the largest
+        # activations is saved. The same numbers bit for bit (tests/test_model.py). Not in the
+        # paper; only about speed. Where any hook watches one of these modules (e.g. summary's
+        # trace), they run apart, as every layer does in extract().
+        stages = [module for _, module in self._stages()] + [None, None]
         i = 0
-        while i < len(stages):
-            module, after = stages[i], stages[i + 1] if i + 1 < len(stages) else None
+        while stages[i] is not None:
+            module, after, pooling = stages[i:i + 3]
             if type(module) is nn.ReLU and isinstance(after, LocalResponseNorm) \
                     and not _hooked(module) and not _hooked(after):
-                x, i = after(x, relu=True), i + 2
+                if isinstance(pooling, MaxPool2d) and not _hooked(pooling):
+                    x, i = after(x, relu=True, pooling=pooling), i + 3
+                else:
+                    x, i = after(x, relu=True), i + 2
             else:
                 x, i = module(x), i + 1
         return x

@@ -47,10 +47,17 @@ def _nhwc(like: torch.Tensor, h: int, w: int, dtype=None) -> torch.Tensor:
                        device=like.device, memory_format=torch.channels_last)
 
 
-def _pooled(x: torch.Tensor, k: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+def empty_pooled(x: torch.Tensor, k: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Empty (y, argmax) for pooling x."""
     oh, ow = (x.shape[2] - k) // s + 1, (x.shape[3] - k) // s + 1
     return _nhwc(x, oh, ow), _nhwc(x, oh, ow, torch.uint8)
+
+
+def check_argmax(grad: torch.Tensor, arg: torch.Tensor) -> None:
+    """A backward's argmax must be its forward's: one byte per output."""
+    if arg.shape != grad.shape or arg.dtype != torch.uint8:
+        raise ValueError(f"argmax {tuple(arg.shape)} {arg.dtype} does not fit the gradient "
+                         f"{tuple(grad.shape)}")
 
 
 def _call(fn, x_or_grad, arg, out, shape, k: int, s: int) -> None:
@@ -68,7 +75,7 @@ def _max_pool_op(x: torch.Tensor, k: int, s: int) -> tuple[torch.Tensor, torch.T
     """(y, argmax): y as F.max_pool2d(x, k, s); argmax the winner's position in its window
     (row * k + column), one byte per output. x: channels_last, float32 or bfloat16."""
     x = x.contiguous(memory_format=torch.channels_last)
-    y, arg = _pooled(x, k, s)
+    y, arg = empty_pooled(x, k, s)
     if y.numel():
         _call(_library.load().maxpool_forward, x, arg, y, x.shape, k, s)
     return y, arg
@@ -76,15 +83,13 @@ def _max_pool_op(x: torch.Tensor, k: int, s: int) -> tuple[torch.Tensor, torch.T
 
 @_max_pool_op.register_fake
 def _(x, k, s):
-    return _pooled(x, k, s)
+    return empty_pooled(x, k, s)
 
 
 @torch.library.custom_op("alexnet::max_pool_backward", mutates_args=(), device_types="cpu")
 def _max_pool_backward_op(grad: torch.Tensor, arg: torch.Tensor, h: int, w: int, k: int,
                           s: int) -> torch.Tensor:
-    if arg.shape != grad.shape or arg.dtype != torch.uint8:
-        raise ValueError(f"argmax {tuple(arg.shape)} {arg.dtype} does not fit the gradient "
-                         f"{tuple(grad.shape)}")
+    check_argmax(grad, arg)
     grad, arg = (t.contiguous(memory_format=torch.channels_last) for t in (grad, arg))
     dx = _nhwc(grad, h, w)
     if dx.numel():
@@ -137,7 +142,8 @@ def _transformed(x: torch.Tensor) -> bool:
     return (wrapped is not None and wrapped(x)) or fwAD.unpack_dual(x).tangent is not None
 
 
-def _kernel_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
+def kernel_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
+    """Whether the C kernel runs this pooling of x (see the module doc)."""
     k, s = pool.kernel_size, pool.stride
     return (x.device.type == "cpu" and x.dtype in _DTYPES and x.dim() == 4 and not _transformed(x)
             and x.is_contiguous(memory_format=torch.channels_last)
@@ -155,6 +161,6 @@ class MaxPool2d(nn.MaxPool2d):
         _library.load()  # build now, outside any torch.compile trace (a no-op once built)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _kernel_applies(x, self):
+        if not kernel_applies(x, self):
             return super().forward(x)
         return _max_pool_op(x, self.kernel_size, self.stride)[0]

@@ -18,7 +18,8 @@
  * and channels_first (NCHW: a channel's pixels are contiguous, vectorised over a block of pixels).
  * Where the compiler targets AVX-512, the paper's layer in channels_last has a hand-vectorised
  * path (lrn_avx512.h): 1.7x the general loops on an AMX CPU (BENCHMARKS.md), results within a few
- * float32 roundings of theirs.
+ * float32 roundings of theirs. At the end, LRN and the max pooling after it in one pass (with
+ * pool.h's row functions).
  * Built by alexnet/native.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
  */
 #include <stdint.h>
@@ -298,3 +299,91 @@ int lrn_backward(int dtype, int channels_last, const void *x, const void *g, voi
     return err ? err : run(&a, channels_last, 1, x, g, dx, nthreads);
 }
 
+/* ---- LRN then max pooling, fused (channels_last): the LRN's output never goes to memory ----
+ *
+ * The paper pools right after each LRN (§3.3-3.4). Apart, the LRN writes its output (conv1's:
+ * 64x96x55x55) and the pooling reads it back, and in the backward the pooling writes the LRN's
+ * output gradient and the LRN reads it back. Here one image band at a time, the forward computes
+ * LRN rows into a ring of k rows in scratch and pools from there; the backward gathers the
+ * pooling's gradient for one row into scratch and runs the LRN's backward on it. The values are
+ * the separate ops' bit for bit: the same row functions, on the same rounded values. */
+#include "pool.h"
+
+static int run_fused(lrn_args *a, const pool_geom *p, int backward, const void *x,
+                     const void *gy, const uint8_t *arg_in, uint8_t *arg_out, void *out,
+                     int nthreads) {
+    int err = check(a);
+    if (err || (err = pool_check(p))) return err;
+    uint32_t *masks = (uint32_t *)malloc(sizeof(uint32_t) * 2 * a->size * a->c);
+    if (!masks) return -1;
+    make_mask(masks, a->c, a->groups, a->size, a->size / 2);
+    make_mask(masks + a->size * a->c, a->c, a->groups, a->size, (a->size - 1) / 2);
+    a->mask = masks, a->mirror = masks + a->size * a->c;
+    const int64_t c = a->c, es = a->dtype == F32 ? 4 : 2, row = p->w * c;
+    const int64_t per_run = c >= RUN ? 1 : RUN / c, in_img = p->h * row;
+    const int64_t out_img = p->oh * p->ow * c;
+    /* bands of rows per image: whole images when there are enough to share out, else more */
+    const int64_t rows = backward ? p->h : p->oh, want = (2 * nthreads + a->n - 1) / a->n;
+    const int64_t bands = want < rows ? want : rows, tasks = a->n * bands;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        scratch w = {0};
+        float *mem = scratch_alloc(&w, per_run * c, a->size * a->groups);
+        float *pmem = (float *)malloc(sizeof(float) * 2 * c);
+        char *ring = (char *)malloc(es * row * (backward ? 1 : p->k));
+        failed = !mem || !pmem || !ring;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < tasks; t++) {
+            if (failed) continue;
+            const int64_t b = t / bands, band = t % bands;
+            const int64_t r0 = band * rows / bands, r1 = (band + 1) * rows / bands;
+            const char *xb = (const char *)x + b * in_img * es;
+            if (backward) { /* rows r0..r1 of the input: gather dL/d(LRN out), then LRN back */
+                for (int64_t r = r0; r < r1; r++) {
+                    pool_backward_row(p, (const char *)gy + b * out_img * es, arg_in + b * out_img,
+                                      ring, r, pmem, pmem + c);
+                    char *dx = (char *)out + (b * in_img + r * row) * es;
+                    for (int64_t q = 0; q < p->w; q += per_run)
+                        pixels(a, 1, xb + r * row * es, ring, dx, q,
+                               p->w - q < per_run ? p->w - q : per_run, &w);
+                }
+                continue;
+            }
+            int64_t next = r0 * p->s; /* the next LRN row to compute into the ring */
+            for (int64_t i = r0; i < r1; i++) { /* output rows */
+                const void *src[16];
+                for (; next <= i * p->s + p->k - 1; next++)
+                    for (int64_t q = 0; q < p->w; q += per_run)
+                        pixels(a, 0, xb + next * row * es, NULL, ring + (next % p->k) * row * es,
+                               q, p->w - q < per_run ? p->w - q : per_run, &w);
+                for (int64_t d = 0; d < p->k; d++)
+                    src[d] = ring + ((i * p->s + d) % p->k) * row * es;
+                pool_forward_row(p, src, (char *)out + (b * out_img + i * p->ow * c) * es,
+                                 arg_out + b * out_img + i * p->ow * c, pmem, pmem + c);
+            }
+        }
+        free(mem), free(pmem), free(ring);
+    }
+    free(masks);
+    return failed ? -1 : 0;
+}
+
+/* y = maxpool(LRN(x)) and its argmax; dx from dL/dy and that argmax. x, y, g, dx: NHWC,
+ * contiguous, x (n, h, w, c) and y (n, oh, ow, c). Returns as lrn_forward. */
+int lrn_pool_forward(int dtype, const void *x, uint8_t *arg, void *y, int64_t n, int64_t c,
+                     int64_t h, int64_t w, int64_t groups, int64_t size, float alpha, float beta,
+                     float k, int relu, int64_t pk, int64_t ps, int nthreads) {
+    lrn_args a = {dtype, n, c, h * w, groups, size, alpha, beta, k, relu, NULL, NULL};
+    pool_geom p = {dtype, c, h, w, (h - pk) / ps + 1, (w - pk) / ps + 1, pk, ps};
+    return run_fused(&a, &p, 0, x, NULL, NULL, arg, y, nthreads);
+}
+
+int lrn_pool_backward(int dtype, const void *x, const void *g, const uint8_t *arg, void *dx,
+                      int64_t n, int64_t c, int64_t h, int64_t w, int64_t groups, int64_t size,
+                      float alpha, float beta, float k, int relu, int64_t pk, int64_t ps,
+                      int nthreads) {
+    lrn_args a = {dtype, n, c, h * w, groups, size, alpha, beta, k, relu, NULL, NULL};
+    pool_geom p = {dtype, c, h, w, (h - pk) / ps + 1, (w - pk) / ps + 1, pk, ps};
+    return run_fused(&a, &p, 1, x, g, arg, NULL, dx, nthreads);
+}
