@@ -83,3 +83,39 @@ def test_compiles():
         return lrn_pool(t, 5, 1e-4, 0.75, 2.0, 2, True, pool)
     y = torch.compile(f, backend="eager", fullgraph=True)(x)
     assert torch.equal(y, f(x))
+
+
+def test_only_our_unwatched_pooling_is_fused(monkeypatch):
+    # torch's own nn.MaxPool2d rounds bf16 gradients its own way, and a hook must see the
+    # pooling's call: both run apart (a review found them fused)
+    calls = []
+    real = lrn_module._lrn_pool_op
+    monkeypatch.setattr(lrn_module, "_lrn_pool_op", lambda *a: calls.append(1) or real(*a))
+    x = (torch.randn(2, 32, 13, 13) * 40).contiguous(memory_format=CL)
+    torchs = torch.nn.MaxPool2d(3, 2)
+    assert torch.equal(lrn_pool(x, 5, 1e-4, 0.75, 2.0, 2, True, torchs),
+                       torchs(lrn(x, 5, 1e-4, 0.75, 2.0, 2, True)))
+    watched, seen = MaxPool2d(3, 2), []
+    watched.register_forward_hook(lambda m, i, o: seen.append(o))
+    y = lrn_pool(x, 5, 1e-4, 0.75, 2.0, 2, True, watched)
+    assert calls == [] and len(seen) == 1 and torch.equal(seen[0], y)
+
+
+def test_vmap_and_forward_ad_take_the_tensor_ops():
+    # torch.func transforms and forward-mode AD have no rules for the custom ops: LRN and the
+    # pooling run as tensor ops there (vmap used to fail on a layout question inside lrn_pool)
+    pool = MaxPool2d(3, 2)
+    x = (torch.randn(2, 1, 32, 9, 9) * 40).relu()
+
+    def f(t):
+        return lrn_pool(t, 5, 1e-4, 0.75, 2.0, 2, False, pool)
+    batched = torch.func.vmap(f)(x)
+    torch.testing.assert_close(batched[:, 0], f(x[:, 0]), rtol=1e-5, atol=1e-5)
+    tangent = torch.randn_like(x[:, 0])
+    _, jvp = torch.func.jvp(lambda t: lrn(t, 5, 1e-4, 0.75, 2.0, 2), (x[:, 0],), (tangent,))
+    eps = 1e-3  # against a finite difference in float64
+    x64, t64 = x[:, 0].double(), tangent.double()
+    fd = (lrn(x64 + eps * t64, 5, 1e-4, 0.75, 2.0, 2) - lrn(x64 - eps * t64, 5, 1e-4, 0.75, 2.0,
+                                                             2)) / (2 * eps)
+    assert jvp.abs().max() > 0
+    torch.testing.assert_close(jvp.double(), fd, rtol=1e-3, atol=1e-4)

@@ -303,11 +303,14 @@ _lrn_pool_op.register_autograd(_backward_fused, setup_context=_setup_fused)
 
 
 def lrn_pool(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
-             relu: bool, pooling: nn.MaxPool2d) -> torch.Tensor:
-    """pooling(lrn(x, ..., relu)): in one pass where both C kernels would run (the CPU,
-    channels_last, float32/bfloat16), the same numbers bit for bit; else the two in turn."""
-    if lrn_backend(x) == "kernel" and _layout(x) == torch.channels_last \
-            and pool.kernel_applies(x, pooling) and x.shape[1] % groups == 0:
+             relu: bool, pooling: nn.Module) -> torch.Tensor:
+    """pooling(lrn(x, ..., relu)): in one pass where pooling is a pool.MaxPool2d that no hook
+    watches and both C kernels would run (the CPU, channels_last, float32/bfloat16), the same
+    numbers bit for bit; else the two in turn."""
+    # kernel_applies first: it turns away vmap's tensors, which _layout's question would fail on
+    if isinstance(pooling, pool.MaxPool2d) and not pool.hooked(pooling) \
+            and pool.kernel_applies(x, pooling) and lrn_backend(x) == "kernel" \
+            and _layout(x) == torch.channels_last and x.shape[1] % groups == 0:
         return _lrn_pool_op(x, size, float(alpha), float(beta), float(k), groups, bool(relu),
                             pooling.kernel_size, pooling.stride)[0]
     return pooling(lrn(x, size, alpha, beta, k, groups, relu))
@@ -322,6 +325,8 @@ def lrn_backend(x: torch.Tensor) -> str:
         return "reference"
     if forced:
         raise AlexNetError(f"ALEXNET_LRN={forced!r}: the only value is 'reference' (or unset)")
+    if pool.transformed(x):  # torch.func transforms, forward-mode AD: the custom op has no rules
+        return "reference"
     if x.device.type == "cuda":
         if x.dtype == torch.float64:
             return "analytic"
@@ -372,7 +377,7 @@ class LocalResponseNorm(nn.Module):
         load_kernel()  # build now, outside any torch.compile trace (a no-op once built or failed)
 
     def forward(self, x: torch.Tensor, relu: bool = False,
-                pooling: nn.MaxPool2d | None = None) -> torch.Tensor:
+                pooling: nn.Module | None = None) -> torch.Tensor:
         """LRN(x); with relu=True, LRN(ReLU(x)) in one pass, and with `pooling` (pool.MaxPool2d)
         that pooling of it, in one pass too where the kernels run (AlexNet.forward's fused path)."""
         if pooling is not None:

@@ -32,7 +32,7 @@ from torch import nn
 from .errors import AlexNetError
 from .lrn import LocalResponseNorm
 from .options import check, check_value, option
-from .pool import MaxPool2d
+from .pool import MaxPool2d, hooked
 from .stem import StemConv2d
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -121,16 +121,6 @@ class PaperDropout(nn.Dropout):
             # same law as bernoulli_(1 - p), whose CPU kernel took 4x as long at fc6's size)
             return x * (torch.rand(x.shape, device=x.device) < 1 - self.p)
         return x * (1 - self.p)
-
-
-def _hooked(module: nn.Module) -> bool:
-    """Whether a hook would see this module's call: its own forward or backward hooks, or
-    torch's global module hooks (nn.modules.module.register_module_forward_hook and kin)."""
-    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    glob = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-            "_global_backward_pre_hooks")
-    return any(getattr(module, name, None) for name in own) or \
-        any(getattr(nn.modules.module, name, None) for name in glob)
 
 
 class Scale(nn.Module):
@@ -278,8 +268,8 @@ class AlexNet(_TappedNet):
         while stages[i] is not None:
             module, after, pooling = stages[i:i + 3]
             if type(module) is nn.ReLU and isinstance(after, LocalResponseNorm) \
-                    and not _hooked(module) and not _hooked(after):
-                if isinstance(pooling, MaxPool2d) and not _hooked(pooling):
+                    and not hooked(module) and not hooked(after):
+                if isinstance(pooling, MaxPool2d) and not hooked(pooling):
                     x, i = after(x, relu=True, pooling=pooling), i + 3
                 else:
                     x, i = after(x, relu=True), i + 2

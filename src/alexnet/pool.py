@@ -132,9 +132,19 @@ def _backward(ctx, grad, _grad_arg):
 _max_pool_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _transformed(x: torch.Tensor) -> bool:
+def hooked(module: nn.Module) -> bool:
+    """Whether a hook would see this module's call: its own forward or backward hooks, or
+    torch's global module hooks (nn.modules.module.register_module_forward_hook and kin)."""
+    own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    glob = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+            "_global_backward_pre_hooks")
+    return any(getattr(module, name, None) for name in own) or \
+        any(getattr(nn.modules.module, name, None) for name in glob)
+
+
+def transformed(x: torch.Tensor) -> bool:
     """Whether x is under a torch.func transform (vmap, grad, jacrev) or carries a forward-mode
-    tangent: torch's pooling has rules for those, our op has none. (Not asked while
+    tangent: torch's ops have rules for those, our custom ops (here and in lrn.py) have none. (Not asked while
     torch.compile traces, which cannot trace the question.)"""
     if torch.compiler.is_compiling():
         return False
@@ -145,7 +155,7 @@ def _transformed(x: torch.Tensor) -> bool:
 def kernel_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
     """Whether the C kernel runs this pooling of x (see the module doc)."""
     k, s = pool.kernel_size, pool.stride
-    return (x.device.type == "cpu" and x.dtype in _DTYPES and x.dim() == 4 and not _transformed(x)
+    return (x.device.type == "cpu" and x.dtype in _DTYPES and x.dim() == 4 and not transformed(x)
             and x.is_contiguous(memory_format=torch.channels_last)
             and isinstance(k, int) and isinstance(s, int) and k * k <= 256
             and pool.padding == 0 and pool.dilation == 1 and not pool.ceil_mode
