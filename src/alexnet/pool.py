@@ -134,7 +134,8 @@ _max_pool_op.register_autograd(_backward, setup_context=_setup_context)
 
 def hooked(module: nn.Module) -> bool:
     """Whether a hook would see this module's call: its own forward or backward hooks, or
-    torch's global module hooks (nn.modules.module.register_module_forward_hook and kin)."""
+    torch's global module hooks (nn.modules.module.register_module_forward_hook and kin).
+    Where one would, a fused path must not skip the module (model.py, lrn.py ask here)."""
     own = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
     glob = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
             "_global_backward_pre_hooks")
@@ -144,8 +145,8 @@ def hooked(module: nn.Module) -> bool:
 
 def transformed(x: torch.Tensor) -> bool:
     """Whether x is under a torch.func transform (vmap, grad, jacrev) or carries a forward-mode
-    tangent: torch's ops have rules for those, our custom ops (here and in lrn.py) have none. (Not asked while
-    torch.compile traces, which cannot trace the question.)"""
+    tangent: torch's ops have rules for those, our custom ops (here and in lrn.py) have none.
+    (Not asked while torch.compile traces, which cannot trace the question.)"""
     if torch.compiler.is_compiling():
         return False
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
