@@ -119,3 +119,17 @@ def test_vmap_and_forward_ad_take_the_tensor_ops():
                                                              2)) / (2 * eps)
     assert jvp.abs().max() > 0
     torch.testing.assert_close(jvp.double(), fd, rtol=1e-3, atol=1e-4)
+
+
+@needs_kernel
+def test_an_empty_batch():
+    x = torch.empty(0, 32, 9, 9).contiguous(memory_format=CL).requires_grad_()
+    y = lrn_pool(x, 5, 1e-4, 0.75, 2.0, 2, True, MaxPool2d(3, 2))
+    assert y.shape == (0, 32, 4, 4)
+    y.sum().backward()
+    assert x.grad.shape == x.shape
+    # and the C entry point itself, which the op does not call for no images: returns 0
+    arg = torch.empty(0, 32, 4, 4, dtype=torch.uint8)
+    assert lrn_module.load_kernel().lrn_pool_forward(
+        0, x.data_ptr(), arg.data_ptr(), y.data_ptr(), 0, 32, 9, 9, 2, 5, 1e-4, 0.75, 2.0, 1,
+        3, 2, 2) == 0

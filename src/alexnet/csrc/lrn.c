@@ -313,7 +313,7 @@ static int run_fused(lrn_args *a, const pool_geom *p, int backward, const void *
                      const void *gy, const uint8_t *arg_in, uint8_t *arg_out, void *out,
                      int nthreads) {
     int err = check(a);
-    if (err || (err = pool_check(p))) return err;
+    if (err || (err = pool_check(p)) || a->n == 0) return err; /* (no images: nothing to do) */
     uint32_t *masks = (uint32_t *)malloc(sizeof(uint32_t) * 2 * a->size * a->c);
     if (!masks) return -1;
     make_mask(masks, a->c, a->groups, a->size, a->size / 2);
