@@ -269,7 +269,7 @@ class AlexNet(_TappedNet):
             module, after, pooling = stages[i:i + 3]
             if type(module) is nn.ReLU and isinstance(after, LocalResponseNorm) \
                     and not hooked(module) and not hooked(after):
-                if isinstance(pooling, MaxPool2d) and not hooked(pooling):
+                if isinstance(pooling, MaxPool2d):  # lrn_pool runs it apart if a hook watches
                     x, i = after(x, relu=True, pooling=pooling), i + 3
                 else:
                     x, i = after(x, relu=True), i + 2

@@ -44,29 +44,6 @@ typedef struct {
     const uint32_t *mask, *mirror;
 } lrn_args;
 
-/* dst[i] = src[off + i] as float32 */
-static void load(const lrn_args *a, const void *src, int64_t off, float *restrict dst,
-                 int64_t len) {
-    if (a->dtype == F32) { /* a loop, not memcpy: a tile's rows are short, a call costs */
-        const float *s = (const float *)src + off;
-        for (int64_t i = 0; i < len; i++) dst[i] = s[i];
-    } else {
-        const uint16_t *s = (const uint16_t *)src + off;
-        for (int64_t i = 0; i < len; i++) dst[i] = bf16_to_f32(s[i]);
-    }
-}
-
-static void store(const lrn_args *a, void *dst, int64_t off, const float *restrict src,
-                  int64_t len) {
-    if (a->dtype == F32) {
-        float *d = (float *)dst + off;
-        for (int64_t i = 0; i < len; i++) d[i] = src[i];
-    } else {
-        uint16_t *d = (uint16_t *)dst + off;
-        for (int64_t i = 0; i < len; i++) d[i] = f32_to_bf16(src[i]);
-    }
-}
-
 /* ReLU on load: NaN stays NaN, as torch's relu keeps it */
 static void relu_in(float *restrict x, int64_t len) {
     for (int64_t i = 0; i < len; i++) x[i] = x[i] < 0.0f ? 0.0f : x[i];
@@ -124,7 +101,7 @@ pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void
              int64_t first, int64_t count, scratch *w, int64_t size, int paper) {
     const int64_t c = a->c, lo = size / 2, hi = (size - 1) / 2, len = count * c;
     const float k = a->k, alpha = a->alpha, c2ab = 2.0f * a->alpha * a->beta;
-    load(a, x, first * c, w->x, len);
+    load_floats(a->dtype, x, first * c, w->x, len);
     if (a->relu) relu_in(w->x, len);
     /* squares, with zeros for the window to read past the run's ends; inside it the mask clips */
     memset(w->q, 0, sizeof(float) * lo);
@@ -138,7 +115,7 @@ pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void
     } else {
         /* t = g a s^(-beta-1); dx[m] = g[m] p[m] - 2 alpha beta a[m] * (t summed over the i
          * whose window holds m: the mirrored window, so t is padded hi before and lo after) */
-        load(a, g, first * c, w->g, len);
+        load_floats(a->dtype, g, first * c, w->g, len);
         memset(w->t, 0, sizeof(float) * hi);
         memset(w->t + hi + len, 0, sizeof(float) * lo);
         for (int64_t pix = 0; pix < count; pix++)
@@ -154,7 +131,7 @@ pixels_sized(const lrn_args *a, int backward, const void *x, const void *g, void
                             c2ab * w->x[i] * window(a, a->mirror, w->t + i, ch, 1, size);
     }
     if (backward && a->relu) relu_out(w->out, w->x, len);
-    store(a, out, first * c, w->out, len);
+    store_floats(a->dtype, out, first * c, w->out, len);
 }
 
 /* ---- channels_first: a tile of TILE pixels by all channels, vectorised over the pixels ---- */
@@ -171,8 +148,9 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
         memset(w->g, 0, sizeof(float) * len);
     }
     for (int64_t ch = 0; ch < c; ch++) {
-        load(a, x, (img * c + ch) * a->hw + p0, w->x + ch * TILE, width);
-        if (backward) load(a, g, (img * c + ch) * a->hw + p0, w->g + ch * TILE, width);
+        const int64_t off = (img * c + ch) * a->hw + p0;
+        load_floats(a->dtype, x, off, w->x + ch * TILE, width);
+        if (backward) load_floats(a->dtype, g, off, w->g + ch * TILE, width);
     }
     if (a->relu) relu_in(w->x, len);
     memset(w->q, 0, sizeof(float) * lo * TILE);
@@ -200,7 +178,8 @@ tile_sized(const lrn_args *a, int backward, const void *x, const void *g, void *
     }
     if (backward && a->relu) relu_out(w->out, w->x, len);
     for (int64_t ch = 0; ch < c; ch++)
-        store(a, out, (img * c + ch) * a->hw + p0, w->out + ch * TILE, width);
+        store_floats(a->dtype, out, (img * c + ch) * a->hw + p0, w->out + ch * TILE,
+                     width);
 }
 
 /* ---- channels_last, the paper's layer: hand-vectorised for AVX-512 (FAST_LRN), see there ---- */

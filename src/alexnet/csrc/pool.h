@@ -26,26 +26,6 @@ static inline int pool_check(const pool_geom *p) {
     return 0;
 }
 
-static void pool_load(int dtype, const void *src, int64_t off, float *restrict dst, int64_t len) {
-    if (dtype == 0) {
-        const float *p = (const float *)src + off;
-        for (int64_t i = 0; i < len; i++) dst[i] = p[i];
-    } else {
-        const uint16_t *p = (const uint16_t *)src + off;
-        for (int64_t i = 0; i < len; i++) dst[i] = bf16_to_f32(p[i]);
-    }
-}
-
-static void pool_store(int dtype, void *dst, int64_t off, const float *restrict src, int64_t len) {
-    if (dtype == 0) {
-        float *p = (float *)dst + off;
-        for (int64_t i = 0; i < len; i++) p[i] = src[i];
-    } else {
-        uint16_t *p = (uint16_t *)dst + off;
-        for (int64_t i = 0; i < len; i++) p[i] = f32_to_bf16(src[i]);
-    }
-}
-
 /* One output row: y_row and arg_row (ow x c) from the k input rows rows[0..k-1] (w x c each).
  * best, cur: c floats of scratch. */
 static void pool_forward_row(const pool_geom *a, const void *const *rows, void *y_row,
@@ -56,18 +36,18 @@ static void pool_forward_row(const pool_geom *a, const void *const *rows, void *
         for (int64_t p = 0; p < a->k * a->k; p++) {
             const int64_t off = (j * a->s + p % a->k) * c;
             if (p == 0) {
-                pool_load(a->dtype, rows[0], off, best, c);
+                load_floats(a->dtype, rows[0], off, best, c);
                 memset(where, 0, c);
                 continue;
             }
-            pool_load(a->dtype, rows[p / a->k], off, cur, c);
+            load_floats(a->dtype, rows[p / a->k], off, cur, c);
             for (int64_t ch = 0; ch < c; ch++) {
                 const int win = cur[ch] > best[ch] || cur[ch] != cur[ch]; /* as torch: NaN wins */
                 best[ch] = win ? cur[ch] : best[ch];
                 where[ch] = win ? (uint8_t)p : where[ch];
             }
         }
-        pool_store(a->dtype, y_row, j * c, best, c);
+        store_floats(a->dtype, y_row, j * c, best, c);
     }
 }
 
@@ -87,11 +67,11 @@ static void pool_backward_row(const pool_geom *a, const void *g_img, const uint8
                 const uint8_t p = (uint8_t)((r - i * s) * k + (col - j * s));
                 const int64_t off = (i * a->ow + j) * c;
                 const uint8_t *restrict where = arg_img + off;
-                pool_load(a->dtype, g_img, off, cur, c);
+                load_floats(a->dtype, g_img, off, cur, c);
                 for (int64_t ch = 0; ch < c; ch++) acc[ch] += where[ch] == p ? cur[ch] : 0.0f;
             }
         }
-        pool_store(a->dtype, dx_row, col * c, acc, c);
+        store_floats(a->dtype, dx_row, col * c, acc, c);
     }
 }
 #endif
