@@ -1,10 +1,11 @@
-"""`alexnet bench model|data`: speed measurements, each side by side in one run."""
+"""`alexnet bench model|step|data`: speed measurements, each side by side in one run."""
 from __future__ import annotations
 
 import importlib
 
 TARGETS = {
     "model": ("alexnet.benchmarks.model", "training and inference img/s against baselines"),
+    "step": ("alexnet.benchmarks.step", "where c's training step goes, against the roofline"),
     "data": ("alexnet.benchmarks.data", "loader img/s against a torchvision baseline"),
 }
 

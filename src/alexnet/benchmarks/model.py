@@ -85,14 +85,14 @@ class Trainee:
     layout: str
     step: Callable[[], None]
     flops_per_image: float  # training: 3 x forward MACs x 2
-    copies: bool = False    # steps on the bf16 weight copies (alexnet.masters), as train does
+    masters: MasterWeights | None = None  # the bf16 weight copies (alexnet.masters), as train
     seconds: list[float] = field(default_factory=list)      # wall clock per step
     cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time per step
 
     @property
     def label(self) -> str:
         """The precision as reports show it, e.g. "bf16 +copies"."""
-        return self.precision + (" +copies" if self.copies else "")
+        return self.precision + (" +copies" if self.masters is not None else "")
 
 
 def forward_macs(model: nn.Module, x: torch.Tensor) -> int:
@@ -168,7 +168,7 @@ def build(key: str, device: torch.device, args) -> Trainee:
     y = torch.randint(0, classes, (n,), device=device)
     flops = 6.0 * forward_macs(model, x[:1])
     step = _training_step(model, optimizer, x, y, device, precision, masters)
-    return Trainee(key, precision, layout, step, flops, copies=masters is not None)
+    return Trainee(key, precision, layout, step, flops, masters=masters)
 
 
 def _cpu_time() -> float:
@@ -357,7 +357,7 @@ def measure(args) -> dict:
     result["inference_img_per_s"] = {str(b): measure_inference(model, device, b) for b in batches}
     if args.lrn_batch_size:
         result["lrn"] = measure_lrn(device, args.lrn_batch_size)
-    if "e" in keys and any(t.copies for t in trainees if t.key == "c"):
+    if "e" in keys and any(t.masters for t in trainees if t.key == "c"):
         result["weight_update"] = measure_weight_update(args.num_classes)  # benchmarks/update.py
     result["busy"] = {**busy_before, "load_average_after": os.getloadavg()[0]}
     return result

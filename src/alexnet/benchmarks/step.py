@@ -1,0 +1,183 @@
+"""`alexnet bench step`: where c's training step goes, part by part, against the roofline's budget.
+
+`bench model` reports c's share of the roofline: the step's FLOPs over its time and the rate of a
+large GEMM in its precision. Issue 12 asks for 65%, so a step may take at most
+FLOPs / (0.65 x GEMM rate). This splits c's step into parts (the convolutions and matrix products,
+the LRN, the pooling, copies, the weights' update, ...) and sets them against that budget.
+
+Why not torch.profiler (`bench model --profile`)? Its bookkeeping costs time of its own, unevenly:
+on a 2-core CPU its per-op times summed to 320 ms for a step that took 258 ms without it, and one
+matrix product showed 56 ms that took 8 (BENCHMARKS.md, session 12). Here each op is timed by the
+wall clock as it runs (a TorchDispatchMode; only the outermost call, so an op's inner calls count
+in it), the weights' update (a kernel call, not a torch op, with the bf16 copies) is timed around
+the call, and what is left of the timed step is Python and autograd between the ops. Each round
+also runs one step with no timer at all and one large GEMM, so the budget is measured in the same
+rounds as the parts. CPU only: on a GPU the ops run asynchronously and a wall clock per op would
+measure the launches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .. import accel
+from ..errors import AlexNetError
+from .model import ROOFLINE_TARGET, build, gemm_probe, machine
+
+# The parts, by the names the dispatcher gives the ops (`aten::mm`, `alexnet::lrn_pool`). The first
+# three are the GEMMs: the work the roofline counts.
+PARTS = {
+    "convolutions, forward": ("aten::convolution", "aten::_convolution",
+                              "aten::mkldnn_convolution"),
+    "convolutions, backward": ("aten::convolution_backward",),
+    "fc layers (matrix products)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
+                                    "aten::linear"),
+    "LRN (with the pooling after it)": ("alexnet::lrn", "alexnet::lrn_backward",
+                                        "alexnet::lrn_pool", "alexnet::lrn_pool_backward"),
+    "max pooling (pool5)": ("alexnet::max_pool", "alexnet::max_pool_backward",
+                            "aten::max_pool2d_with_indices",
+                            "aten::max_pool2d_with_indices_backward"),
+    "copies (casts, layouts, space-to-depth)": ("aten::copy_", "aten::_to_copy", "aten::clone",
+                                                "aten::constant_pad_nd", "aten::contiguous"),
+    "the weights' update (optimizer)": ("aten::_fused_sgd_", "aten::_fused_adamw_"),
+}
+GEMM_PARTS = tuple(PARTS)[:3]
+OTHER = "other ops (ReLU, dropout, loss, fills)"
+BETWEEN = "between ops (Python, autograd)"
+UPDATE = "the weights' update (optimizer)"
+_PART_OF = {op: part for part, ops in PARTS.items() for op in ops}
+
+
+class OpTimer(TorchDispatchMode):
+    """Wall-clock seconds per part of every op run under it (outermost calls only: inside
+    __torch_dispatch__ the mode is off, so an op's own inner calls are not seen again)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        start = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        self.seconds[_PART_OF.get(func.name(), OTHER)] += time.perf_counter() - start
+        return out
+
+
+def _timed_update(masters, seconds: dict[str, float]) -> None:
+    """Time the bf16 copies' update (a kernel call no dispatch mode sees) into `seconds`."""
+    step = masters.step
+
+    def timed() -> None:
+        start = time.perf_counter()
+        step()
+        seconds[UPDATE] += time.perf_counter() - start
+    masters.step = timed  # train_step calls it as the optimizer's step
+
+
+def measure(args) -> dict:
+    """c's step, plain and timed by parts, and the GEMM rate, in interleaved rounds; medians."""
+    if args.device not in (None, "cpu"):
+        raise AlexNetError("bench step times ops on the CPU only (on a GPU they run "
+                           "asynchronously); use bench model --profile there")
+    for name in ("batch_size", "steps", "num_classes", "gemm_size"):
+        if getattr(args, name) < 1:
+            raise AlexNetError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.warmup < 0:
+        raise AlexNetError("--warmup must be at least 0")
+    device = torch.device("cpu")
+    accel.tune_allocator()  # as training does
+    trainee = build("c", device, argparse_namespace(args))
+    rate = gemm_probe(device, accel.DTYPES[trainee.precision], args.gemm_size)
+    timer = OpTimer()
+    if trainee.masters is not None:
+        _timed_update(trainee.masters, timer.seconds)
+    for _ in range(args.warmup):
+        trainee.step()
+    plain, timed, gemm, parts = [], [], [], defaultdict(list)
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        trainee.step()
+        plain.append(time.perf_counter() - start)
+        gemm.append(rate())
+        timer.seconds.clear()
+        start = time.perf_counter()
+        with timer:
+            trainee.step()
+        timed.append(time.perf_counter() - start)
+        for part in (*PARTS, OTHER):
+            parts[part].append(timer.seconds.get(part, 0.0))
+        parts[BETWEEN].append(timed[-1] - sum(timer.seconds.values()))
+    return _result(args, trainee, plain, timed, gemm, parts)
+
+
+def argparse_namespace(args) -> argparse.Namespace:
+    """The options build() reads, from ours (c runs as `bench model` runs it, without compile)."""
+    return argparse.Namespace(batch_size=args.batch_size, num_classes=args.num_classes,
+                              precision=args.precision, compile=False)
+
+
+def _result(args, trainee, plain, timed, gemm, parts) -> dict:
+    ms = {part: 1000 * statistics.median(v) for part, v in parts.items()}
+    step_ms, timed_ms = 1000 * statistics.median(plain), 1000 * statistics.median(timed)
+    rate = statistics.median(gemm)  # FLOP/s
+    flops = trainee.flops_per_image * args.batch_size
+    gemm_ms = sum(ms[p] for p in GEMM_PARTS)
+    floor_ms = gemm_ms + ms[UPDATE]
+    return {
+        "machine": machine(torch.device("cpu")),
+        "fast_path": accel.fast_path(torch.device("cpu")).describe(),
+        "precision": trainee.label, "batch_size": args.batch_size, "steps": args.steps,
+        "step_ms": step_ms, "timed_step_ms": timed_ms, "parts_ms": ms,
+        "gflop_per_step": flops / 1e9, "gemm_gflops": rate / 1e9, "gemm_size": args.gemm_size,
+        "roofline_share": flops / (step_ms / 1000) / rate,
+        "budget_ms": 1000 * flops / (ROOFLINE_TARGET * rate),
+        "gemm_parts_ms": gemm_ms, "gemm_parts_share_of_rate": flops / (gemm_ms / 1000) / rate,
+        "gemm_parts_and_update_ms": floor_ms,
+        # c's share if every other part took no time at all
+        "roofline_share_at_most": flops / (floor_ms / 1000) / rate,
+    }
+
+
+def format_report(r: dict) -> str:
+    lines = [f"machine: {r['machine']}", f"fast path: {r['fast_path']}",
+             f"c's training step ({r['precision']}) at batch {r['batch_size']}: median of "
+             f"{r['steps']} rounds, each one step with no timer, one timed by parts, and one "
+             f"{r['gemm_size']}^3 GEMM", "",
+             "| part | ms/step | share of the timed step |", "|---|---:|---:|"]
+    lines += [f"| {part} | {ms:.1f} | {100 * ms / r['timed_step_ms']:.1f}% |"
+              for part, ms in r["parts_ms"].items()]
+    lines += [f"| the timed step | {r['timed_step_ms']:.1f} | |",
+              f"| the step with no timer | {r['step_ms']:.1f} | |", "",
+              f"{r['gflop_per_step']:.0f} GFLOP a step; GEMM {r['gemm_size']}^3: "
+              f"{r['gemm_gflops']:.0f} GFLOP/s; c's share of the roofline: "
+              f"{100 * r['roofline_share']:.0f}%",
+              f"at {100 * ROOFLINE_TARGET:.0f}% a step may take {r['budget_ms']:.0f} ms; the "
+              f"convolutions and fc layers take {r['gemm_parts_ms']:.0f} ms (their rate: "
+              f"{100 * r['gemm_parts_share_of_rate']:.0f}% of the GEMM's), with the weights' "
+              f"update {r['gemm_parts_and_update_ms']:.0f} ms: c's share would be at most "
+              f"{100 * r['roofline_share_at_most']:.0f}% if every other part took no time"]
+    return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--device", default=None, help="cpu (the only one this times)")
+    parser.add_argument("--batch-size", type=int, default=64, help="training batch (default 64)")
+    parser.add_argument("--steps", type=int, default=5, help="measured rounds (default 5)")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first")
+    parser.add_argument("--precision", default="auto", choices=accel.PRECISIONS,
+                        help="c's precision (default auto: bf16 where native)")
+    parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args) -> int:
+    result = measure(args)
+    print(json.dumps(result) if args.json else format_report(result))
+    return 0

@@ -1,0 +1,62 @@
+"""`alexnet bench step`: c's step by parts, the op timer's sorting, the budget's arithmetic."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet.benchmarks import step as bench_step
+from alexnet.cli import main
+
+TINY = ["bench", "step", "--batch-size", "2", "--steps", "2", "--warmup", "1",
+        "--num-classes", "10", "--gemm-size", "128", "--json"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiny_run_accounts_for_the_whole_timed_step(precision, capsys):
+    assert main(TINY + ["--precision", precision]) == 0
+    r = json.loads(capsys.readouterr().out)
+    parts = r["parts_ms"]
+    assert set(parts) == {*bench_step.PARTS, bench_step.OTHER, bench_step.BETWEEN}
+    for part in (*bench_step.GEMM_PARTS, bench_step.UPDATE, "LRN (with the pooling after it)",
+                 "max pooling (pool5)"):
+        assert parts[part] > 0, part  # every one of them runs in c's step
+    # the parts are medians over rounds, "between ops" is each round's remainder: their sum is
+    # the timed step's median up to the rounds' spread
+    assert sum(parts.values()) == pytest.approx(r["timed_step_ms"], rel=0.25)
+    assert r["gflop_per_step"] == pytest.approx(2 * 6 * 0.7244, rel=0.01)  # 2 images
+    # issue 12's budget, by hand: FLOPs over 65% of the GEMM rate
+    assert r["budget_ms"] == pytest.approx(r["gflop_per_step"] / (0.65 * r["gemm_gflops"]) * 1000)
+    assert r["roofline_share_at_most"] == pytest.approx(
+        r["gflop_per_step"] / r["gemm_parts_and_update_ms"] / r["gemm_gflops"] * 1000)
+    assert r["gemm_parts_and_update_ms"] < sum(parts.values())
+
+
+def test_the_timer_sorts_ops_into_parts():
+    timer = bench_step.OpTimer()
+    x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+    with timer:
+        F.conv2d(x, w)
+        torch.randn(8, 8) @ torch.randn(8, 8)
+        torch.relu(x)
+    assert set(timer.seconds) == {"convolutions, forward", "fc layers (matrix products)",
+                                  bench_step.OTHER}
+    assert all(s > 0 for s in timer.seconds.values())
+
+
+def test_the_table_names_every_part_and_the_budget(capsys):
+    assert main([a for a in TINY if a != "--json"]) == 0
+    out = capsys.readouterr().out
+    for part in (*bench_step.PARTS, bench_step.OTHER, bench_step.BETWEEN):
+        assert f"| {part} |" in out
+    assert "at 65% a step may take" in out
+
+
+@pytest.mark.parametrize("bad", [["--device", "cuda"], ["--steps", "0"], ["--batch-size", "0"],
+                                 ["--warmup", "-1"], ["--precision", "fp64"]])
+def test_bad_input_is_one_line_exit_2(bad, capsys):
+    assert main(["bench", "step"] + bad) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(("alexnet: error:", "alexnet bench: error:")) and "\n" not in err
