@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from alexnet.benchmarks import step as bench_step
 from alexnet.cli import main
+from alexnet.model import alexnet
 
 TINY = ["bench", "step", "--batch-size", "2", "--steps", "2", "--warmup", "1",
         "--num-classes", "10", "--gemm-size", "128", "--json"]
@@ -32,6 +33,9 @@ def test_tiny_run_accounts_for_the_whole_timed_step(precision, capsys):
     assert r["roofline_share_at_most"] == pytest.approx(
         r["gflop_per_step"] / r["gemm_parts_and_update_ms"] / r["gemm_gflops"] * 1000)
     assert r["gemm_parts_and_update_ms"] < sum(parts.values())
+    params = sum(p.numel() for p in alexnet("paper", num_classes=10).parameters())
+    assert r["update_gb_per_s"] == pytest.approx(20 * params / parts[bench_step.UPDATE] / 1e6)
+    assert r["stream_gb_per_s"] > 0
 
 
 def test_the_timer_sorts_ops_into_parts():

@@ -85,6 +85,7 @@ class Trainee:
     layout: str
     step: Callable[[], None]
     flops_per_image: float  # training: 3 x forward MACs x 2
+    parameters: int = 0
     masters: MasterWeights | None = None  # the bf16 weight copies (alexnet.masters), as train
     seconds: list[float] = field(default_factory=list)      # wall clock per step
     cpu_seconds: list[float] = field(default_factory=list)  # this process's CPU time per step
@@ -168,7 +169,8 @@ def build(key: str, device: torch.device, args) -> Trainee:
     y = torch.randint(0, classes, (n,), device=device)
     flops = 6.0 * forward_macs(model, x[:1])
     step = _training_step(model, optimizer, x, y, device, precision, masters)
-    return Trainee(key, precision, layout, step, flops, masters=masters)
+    return Trainee(key, precision, layout, step, flops, sum(p.numel() for p in model.parameters()),
+                   masters=masters)
 
 
 def _cpu_time() -> float:

@@ -51,6 +51,7 @@ GEMM_PARTS = tuple(PARTS)[:3]
 OTHER = "other ops (ReLU, dropout, loss, fills)"
 BETWEEN = "between ops (Python, autograd)"
 UPDATE = "the weights' update (optimizer)"
+UPDATE_BYTES = 20  # per parameter, SGD with momentum (see _result)
 _PART_OF = {op: part for part, ops in PARTS.items() for op in ops}
 
 
@@ -94,17 +95,19 @@ def measure(args) -> dict:
     accel.tune_allocator()  # as training does
     trainee = build("c", device, argparse_namespace(args))
     rate = gemm_probe(device, accel.DTYPES[trainee.precision], args.gemm_size)
+    stream = stream_probe()
     timer = OpTimer()
     if trainee.masters is not None:
         _timed_update(trainee.masters, timer.seconds)
     for _ in range(args.warmup):
         trainee.step()
-    plain, timed, gemm, parts = [], [], [], defaultdict(list)
+    plain, timed, gemm, streams, parts = [], [], [], [], defaultdict(list)
     for _ in range(args.steps):
         start = time.perf_counter()
         trainee.step()
         plain.append(time.perf_counter() - start)
         gemm.append(rate())
+        streams.append(stream())
         timer.seconds.clear()
         start = time.perf_counter()
         with timer:
@@ -113,7 +116,7 @@ def measure(args) -> dict:
         for part in (*PARTS, OTHER):
             parts[part].append(timer.seconds.get(part, 0.0))
         parts[BETWEEN].append(timed[-1] - sum(timer.seconds.values()))
-    return _result(args, trainee, plain, timed, gemm, parts)
+    return _result(args, trainee, plain, timed, gemm, streams, parts)
 
 
 def argparse_namespace(args) -> argparse.Namespace:
@@ -122,7 +125,21 @@ def argparse_namespace(args) -> argparse.Namespace:
                               precision=args.precision, compile=False)
 
 
-def _result(args, trainee, plain, timed, gemm, parts) -> dict:
+def stream_probe(mib: int = 256):
+    """A callable that times torch's b.add_(a, alpha=0.5) over two fp32 tensors of `mib` MiB
+    (two reads and one write per value) and returns the bytes per second it moved: how fast this
+    machine streams memory, for the weights' update to be set against."""
+    a, b = torch.rand(mib << 18), torch.zeros(mib << 18)
+    b.add_(a, alpha=0.5)  # pages touched
+
+    def probe() -> float:
+        start = time.perf_counter()
+        b.add_(a, alpha=0.5)
+        return 3 * 4 * a.numel() / (time.perf_counter() - start)
+    return probe
+
+
+def _result(args, trainee, plain, timed, gemm, streams, parts) -> dict:
     ms = {part: 1000 * statistics.median(v) for part, v in parts.items()}
     step_ms, timed_ms = 1000 * statistics.median(plain), 1000 * statistics.median(timed)
     rate = statistics.median(gemm)  # FLOP/s
@@ -139,6 +156,11 @@ def _result(args, trainee, plain, timed, gemm, parts) -> dict:
         "budget_ms": 1000 * flops / (ROOFLINE_TARGET * rate),
         "gemm_parts_ms": gemm_ms, "gemm_parts_share_of_rate": flops / (gemm_ms / 1000) / rate,
         "gemm_parts_and_update_ms": floor_ms,
+        # SGD with momentum moves 20 bytes a parameter either way: with the bf16 copies it reads
+        # the bf16 gradient, the weight and momentum and writes those and the copy; without
+        # them (torch's fused SGD) the fp32 gradient instead, and no copy
+        "update_gb_per_s": UPDATE_BYTES * trainee.parameters / ms[UPDATE] / 1e6,
+        "stream_gb_per_s": statistics.median(streams) / 1e9,
         # c's share if every other part took no time at all
         "roofline_share_at_most": flops / (floor_ms / 1000) / rate,
     }
@@ -161,7 +183,10 @@ def format_report(r: dict) -> str:
               f"convolutions and fc layers take {r['gemm_parts_ms']:.0f} ms (their rate: "
               f"{100 * r['gemm_parts_share_of_rate']:.0f}% of the GEMM's), with the weights' "
               f"update {r['gemm_parts_and_update_ms']:.0f} ms: c's share would be at most "
-              f"{100 * r['roofline_share_at_most']:.0f}% if every other part took no time"]
+              f"{100 * r['roofline_share_at_most']:.0f}% if every other part took no time",
+              f"the weights' update moved {UPDATE_BYTES} bytes a parameter at "
+              f"{r['update_gb_per_s']:.0f} GB/s; torch's b.add_(a) streams "
+              f"{r['stream_gb_per_s']:.0f} GB/s on this machine"]
     return "\n".join(lines)
 
 
