@@ -40,7 +40,7 @@ PARTS = {
                                     "aten::linear"),
     "LRN (with the pooling after it)": ("alexnet::lrn", "alexnet::lrn_backward",
                                         "alexnet::lrn_pool", "alexnet::lrn_pool_backward"),
-    "max pooling (pool5)": ("alexnet::max_pool", "alexnet::max_pool_backward",
+    "max pooling (apart from LRN)": ("alexnet::max_pool", "alexnet::max_pool_backward",
                             "aten::max_pool2d_with_indices",
                             "aten::max_pool2d_with_indices_backward"),
     "copies (casts, layouts, space-to-depth)": ("aten::copy_", "aten::_to_copy", "aten::clone",
