@@ -8,6 +8,14 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]
 
 
+def at_least(args, low: int, *names: str) -> None:
+    """Raise AlexNetError for the first of these options (attributes of an argparse namespace)
+    below `low`, naming its flag: --batch-size must be at least 1."""
+    for name in names:
+        if getattr(args, name) < low:
+            raise AlexNetError(f"--{name.replace('_', '-')} must be at least {low}")
+
+
 class AlexNetError(ValueError):
     """Bad input: an option out of range, a file that is missing, unreadable or does not fit.
 

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .. import accel
-from ..errors import AlexNetError
+from ..errors import AlexNetError, at_least
 from ..lrn import LocalResponseNorm, kernel_error, lrn_backend, triton_error
 from ..machine import describe
 from ..masters import MasterWeights
@@ -291,11 +291,8 @@ def _check(args) -> tuple[torch.device, list[str], list[int]]:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AlexNetError("--device cuda, but torch sees no CUDA device")
-    for name in ("batch_size", "steps", "num_classes", "gemm_size"):
-        if getattr(args, name) < 1:
-            raise AlexNetError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0 or args.lrn_batch_size < 0 or args.profile < 0:
-        raise AlexNetError("--warmup, --lrn-batch-size and --profile must be at least 0")
+    at_least(args, 1, "batch_size", "steps", "num_classes", "gemm_size")
+    at_least(args, 0, "warmup", "lrn_batch_size", "profile")
     keys = list(dict.fromkeys(args.configs))
     if not keys or set(keys) - set(CONFIGS):
         raise AlexNetError(f"--configs takes letters from '{''.join(CONFIGS)}', got "

@@ -27,31 +27,36 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import accel
-from ..errors import AlexNetError
+from ..errors import AlexNetError, at_least
 from .model import ROOFLINE_TARGET, build, gemm_probe, machine
 
-# The parts, by the names the dispatcher gives the ops (`aten::mm`, `alexnet::lrn_pool`). The first
-# three are the GEMMs: the work the roofline counts.
+CONV_FORWARD, CONV_BACKWARD, FC = ("convolutions, forward", "convolutions, backward",
+                                   "fc layers (matrix products)")
+GEMM_PARTS = (CONV_FORWARD, CONV_BACKWARD, FC)  # the work the roofline counts
+UPDATE = "the weights' update (optimizer)"
+# The parts, by the names the dispatcher gives the ops under a dispatch mode: what is left after
+# autograd, and composite ops (linear, matmul) already taken apart. Some occur only off c's path:
+# torch's pooling (NCHW), torch's fused SGD/AdamW (no bf16 copies: fp32, or no C compiler).
 PARTS = {
-    "convolutions, forward": ("aten::convolution", "aten::_convolution",
-                              "aten::mkldnn_convolution"),
-    "convolutions, backward": ("aten::convolution_backward",),
-    "fc layers (matrix products)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul",
-                                    "aten::linear"),
+    CONV_FORWARD: ("aten::convolution",),
+    CONV_BACKWARD: ("aten::convolution_backward",),
+    FC: ("aten::mm", "aten::addmm"),
     "LRN (with the pooling after it)": ("alexnet::lrn", "alexnet::lrn_backward",
                                         "alexnet::lrn_pool", "alexnet::lrn_pool_backward"),
     "max pooling (apart from LRN)": ("alexnet::max_pool", "alexnet::max_pool_backward",
-                            "aten::max_pool2d_with_indices",
-                            "aten::max_pool2d_with_indices_backward"),
+                                     "aten::max_pool2d_with_indices",
+                                     "aten::max_pool2d_with_indices_backward"),
     "copies (casts, layouts, space-to-depth)": ("aten::copy_", "aten::_to_copy", "aten::clone",
-                                                "aten::constant_pad_nd", "aten::contiguous"),
-    "the weights' update (optimizer)": ("aten::_fused_sgd_", "aten::_fused_adamw_"),
+                                                "aten::constant_pad_nd"),
+    UPDATE: ("aten::_fused_sgd_", "aten::_fused_adamw_"),
 }
-GEMM_PARTS = tuple(PARTS)[:3]
-OTHER = "other ops (ReLU, dropout, loss, fills)"
+OTHER = "other ops (ReLU, dropout, loss, fills, bias gradients)"
+TIMER = "the timer's own cost (ops x its cost per op)"
 BETWEEN = "between ops (Python, autograd)"
-UPDATE = "the weights' update (optimizer)"
-UPDATE_BYTES = 20  # per parameter, SGD with momentum (see _result)
+# What SGD with momentum must move per parameter, the floor of its time: with the bf16 copies
+# it reads the bf16 gradient, the fp32 weight and momentum and writes those and the copy; with
+# torch's fused SGD (no copies) it reads an fp32 gradient instead and writes no copy. 20 both ways.
+UPDATE_BYTES = 20
 _PART_OF = {op: part for part, ops in PARTS.items() for op in ops}
 
 
@@ -62,12 +67,35 @@ class OpTimer(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.seconds: dict[str, float] = defaultdict(float)
+        self.calls = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         start = time.perf_counter()
         out = func(*args, **(kwargs or {}))
-        self.seconds[_PART_OF.get(func.name(), OTHER)] += time.perf_counter() - start
+        name = func._schema.name  # without the overload: aten::_fused_sgd_, not .tensor_lr
+        if not name.startswith("profiler::"):  # record_function's marks (inside the update)
+            self.seconds[_PART_OF.get(name, OTHER)] += time.perf_counter() - start
+            self.calls += 1
         return out
+
+    def cost_per_op(self, reps: int = 500) -> float:
+        """Seconds the mode adds to each op, measured on a trivial one (with it against without):
+        Python's work for each call, most of it outside the op's own window."""
+        t = torch.zeros(4)
+
+        def loop() -> float:
+            start = time.perf_counter()
+            for _ in range(reps):
+                t.add_(1)
+            return time.perf_counter() - start
+        plain = loop()
+        seconds, calls = self.seconds.copy(), self.calls
+        with self:
+            timed = loop()
+        self.seconds.clear()  # in place: the update's timer holds this dict
+        self.seconds.update(seconds)
+        self.calls = calls  # the loop is not part of any step
+        return max(0.0, timed - plain) / reps
 
 
 def _timed_update(masters, seconds: dict[str, float]) -> None:
@@ -77,23 +105,16 @@ def _timed_update(masters, seconds: dict[str, float]) -> None:
     def timed() -> None:
         start = time.perf_counter()
         step()
-        seconds[UPDATE] += time.perf_counter() - start
+        seconds[UPDATE] = seconds.get(UPDATE, 0.0) + time.perf_counter() - start
     masters.step = timed  # train_step calls it as the optimizer's step
 
 
 def measure(args) -> dict:
     """c's step, plain and timed by parts, and the GEMM rate, in interleaved rounds; medians."""
-    if args.device not in (None, "cpu"):
-        raise AlexNetError("bench step times ops on the CPU only (on a GPU they run "
-                           "asynchronously); use bench model --profile there")
-    for name in ("batch_size", "steps", "num_classes", "gemm_size"):
-        if getattr(args, name) < 1:
-            raise AlexNetError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.warmup < 0:
-        raise AlexNetError("--warmup must be at least 0")
+    _check(args)
     device = torch.device("cpu")
     accel.tune_allocator()  # as training does
-    trainee = build("c", device, argparse_namespace(args))
+    trainee = build("c", device, _build_args(args))
     rate = gemm_probe(device, accel.DTYPES[trainee.precision], args.gemm_size)
     stream = stream_probe()
     timer = OpTimer()
@@ -108,18 +129,35 @@ def measure(args) -> dict:
         plain.append(time.perf_counter() - start)
         gemm.append(rate())
         streams.append(stream())
+        cost = timer.cost_per_op()
         timer.seconds.clear()
+        timer.calls = 0
         start = time.perf_counter()
         with timer:
             trainee.step()
         timed.append(time.perf_counter() - start)
         for part in (*PARTS, OTHER):
             parts[part].append(timer.seconds.get(part, 0.0))
-        parts[BETWEEN].append(timed[-1] - sum(timer.seconds.values()))
+        parts[TIMER].append(timer.calls * cost)
+        parts[BETWEEN].append(timed[-1] - sum(timer.seconds.values()) - parts[TIMER][-1])
     return _result(args, trainee, plain, timed, gemm, streams, parts)
 
 
-def argparse_namespace(args) -> argparse.Namespace:
+def _check(args) -> None:
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except RuntimeError:
+            raise AlexNetError(f"--device: not a device: {args.device!r}") from None
+        # a GPU runs ops asynchronously: a wall clock around each would time its launch
+        if device.type != "cpu":
+            raise AlexNetError("bench step times ops on the CPU only; on a GPU use bench model "
+                               "--profile")
+    at_least(args, 1, "batch_size", "steps", "num_classes", "gemm_size")
+    at_least(args, 0, "warmup")
+
+
+def _build_args(args) -> argparse.Namespace:
     """The options build() reads, from ours (c runs as `bench model` runs it, without compile)."""
     return argparse.Namespace(batch_size=args.batch_size, num_classes=args.num_classes,
                               precision=args.precision, compile=False)
@@ -156,12 +194,10 @@ def _result(args, trainee, plain, timed, gemm, streams, parts) -> dict:
         "budget_ms": 1000 * flops / (ROOFLINE_TARGET * rate),
         "gemm_parts_ms": gemm_ms, "gemm_parts_share_of_rate": flops / (gemm_ms / 1000) / rate,
         "gemm_parts_and_update_ms": floor_ms,
-        # SGD with momentum moves 20 bytes a parameter either way: with the bf16 copies it reads
-        # the bf16 gradient, the weight and momentum and writes those and the copy; without
-        # them (torch's fused SGD) the fp32 gradient instead, and no copy
-        "update_gb_per_s": UPDATE_BYTES * trainee.parameters / ms[UPDATE] / 1e6,
+        "update_gb_per_s": (UPDATE_BYTES * trainee.parameters / ms[UPDATE] / 1e6
+                            if ms[UPDATE] > 0 else None),  # 0: an optimizer no part names
         "stream_gb_per_s": statistics.median(streams) / 1e9,
-        # c's share if every other part took no time at all
+        # the bound on c's share that the GEMM parts and the update set: every other part at 0
         "roofline_share_at_most": flops / (floor_ms / 1000) / rate,
     }
 
@@ -183,10 +219,11 @@ def format_report(r: dict) -> str:
               f"convolutions and fc layers take {r['gemm_parts_ms']:.0f} ms (their rate: "
               f"{100 * r['gemm_parts_share_of_rate']:.0f}% of the GEMM's), with the weights' "
               f"update {r['gemm_parts_and_update_ms']:.0f} ms: c's share would be at most "
-              f"{100 * r['roofline_share_at_most']:.0f}% if every other part took no time",
-              f"the weights' update moved {UPDATE_BYTES} bytes a parameter at "
-              f"{r['update_gb_per_s']:.0f} GB/s; torch's b.add_(a) streams "
-              f"{r['stream_gb_per_s']:.0f} GB/s on this machine"]
+              f"{100 * r['roofline_share_at_most']:.0f}% if every other part took no time"]
+    if r["update_gb_per_s"] is not None:
+        lines.append(f"the weights' update moved {UPDATE_BYTES} bytes a parameter at "
+                     f"{r['update_gb_per_s']:.0f} GB/s; torch's b.add_(a) streams "
+                     f"{r['stream_gb_per_s']:.0f} GB/s on this machine")
     return "\n".join(lines)
 
 
