@@ -6,14 +6,14 @@ FLOPs / (0.65 x GEMM rate). This splits c's step into parts (the convolutions an
 the LRN, the pooling, copies, the weights' update, ...) and sets them against that budget.
 
 Why not torch.profiler (`bench model --profile`)? Its bookkeeping costs time of its own, unevenly:
-on a 2-core CPU its per-op times summed to 320 ms for a step that took 258 ms without it, and one
-matrix product showed 56 ms that took 8 (BENCHMARKS.md, session 12). Here each op is timed by the
-wall clock as it runs (a TorchDispatchMode; only the outermost call, so an op's inner calls count
-in it), the weights' update (a kernel call, not a torch op, with the bf16 copies) is timed around
-the call, and what is left of the timed step is Python and autograd between the ops. Each round
-also runs one step with no timer at all and one large GEMM, so the budget is measured in the same
-rounds as the parts. CPU only: on a GPU the ops run asynchronously and a wall clock per op would
-measure the launches.
+on a 2-core CPU its top 15 ops summed to 315 ms for a step that took 258 ms without it, the fc
+layers' matrix products to 54 ms that took 36 (BENCHMARKS.md, session 12). Here each op is timed
+by the wall clock as it runs (a TorchDispatchMode; only the outermost call, so an op's inner calls
+count in it), the weights' update (a kernel call, not a torch op, with the bf16 copies) around
+that call, and the mode's own cost per op on a trivial op; what is left of the timed step is
+Python and autograd between the ops. Each round also runs one step with no timer at all, one
+large GEMM and a memory-streaming op, so the budget is measured in the same rounds as the parts.
+CPU only: on a GPU the ops run asynchronously and a wall clock per op would time their launches.
 """
 from __future__ import annotations
 
