@@ -1,9 +1,11 @@
 """Max pooling on csrc/pool.c (pool.py) against torch's max_pool2d."""
+import platform
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet import pool
+from alexnet import native, pool
 from alexnet.model import alexnet
 from alexnet.pool import MaxPool2d
 
@@ -55,6 +57,33 @@ def test_bfloat16_against_float64():
     MaxPool2d(3, 2)(ours).backward(g)
     F.max_pool2d(x64, 3, 2).backward(g.double())
     assert torch.equal(ours.grad, x64.grad.to(torch.bfloat16))
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("c", [16, 96])
+def test_the_16_channel_rows_and_the_general_loops_agree_bit_for_bit(dtype, c):
+    # Where the compiler targets AVX-512, channel counts that are multiples of 16 take pool.h's
+    # 16-channel rows (also inside LRN with pooling); the same source built with -mno-avx512f
+    # runs the general loops. Ties, NaN, inf and -0.0 included.
+    general = native.build("pool", ("-mno-avx512f",))
+    pool._declare(general)
+    x = (torch.randn(2, c, 13, 13) * 2).round()
+    x[0, 3, 2, 2], x[0, 5, 4, 1], x[1, 7, 0, 0], x[1, 9, 6, 6] = float("nan"), float("inf"), \
+        -0.0, float("-inf")
+    x = x.to(dtype).contiguous(memory_format=CL)
+    grad = torch.randn(2, c, 6, 6).round().to(dtype).contiguous(memory_format=CL)
+    grad[0, 1, 1, 1] = -0.0
+    results = []
+    for lib in (pool._library.load(), general):
+        y, arg = pool.empty_pooled(x, 3, 2)
+        pool._call(lib.maxpool_forward, x, arg, y, x.shape, 3, 2)
+        dx = torch.empty_like(x)
+        pool._call(lib.maxpool_backward, grad, arg, dx, x.shape, 3, 2)
+        bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+        results.append((y.view(bits), arg, dx.view(bits)))
+    for ours, theirs in zip(*results):
+        assert torch.equal(ours, theirs)
 
 
 def test_nan_propagates_as_in_torch():

@@ -14,29 +14,8 @@
  * loops'.
  * Used where every group's channel count is a multiple of 16 (the paper's 48 and 128). */
 #if defined(__AVX512F__)
-#include <immintrin.h>
 #define FAST_LRN 1
 #define PAD 2 /* size / 2 zeros at each end of a group's buffer (size 5) */
-
-static inline __attribute__((always_inline)) __m512 load16(int dtype, const void *p, int64_t off) {
-    if (dtype == F32) return _mm512_loadu_ps((const float *)p + off);
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)p + off));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-static inline __attribute__((always_inline)) void store16(int dtype, void *p, int64_t off,
-                                                          __m512 v) {
-    if (dtype == F32) { _mm512_storeu_ps((float *)p + off, v); return; }
-    const __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
-    /* f32_to_bf16, 16 lanes: u + 0x7fff + lsb, quiet NaNs kept as NaNs */
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
-                                 _mm512_and_si512(hi, _mm512_set1_epi32(1))));
-    r = _mm512_srli_epi32(r, 16);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-    _mm256_storeu_si256((__m256i *)((uint16_t *)p + off), _mm512_cvtepi32_epi16(r));
-}
 
 /* the window sum at b (b[0..4] = channels ch-2 .. ch+2), in the general loops' order */
 static inline __m512 window16(const float *b) {
