@@ -65,15 +65,18 @@ def test_bfloat16_against_float64():
 def test_the_16_channel_rows_and_the_general_loops_agree_bit_for_bit(dtype, c):
     # Where the compiler targets AVX-512, channel counts that are multiples of 16 take pool.h's
     # 16-channel rows (also inside LRN with pooling); the same source built with -mno-avx512f
-    # runs the general loops. Ties, NaN, inf and -0.0 included.
+    # runs the general loops. Ties, NaN, inf, -0.0 and denormals included (the CPU's own bf16
+    # conversion reads denormals as zero: store16 must not use it for them).
     general = native.build("pool", ("-mno-avx512f",))
     pool._declare(general)
     x = (torch.randn(2, c, 13, 13) * 2).round()
     x[0, 3, 2, 2], x[0, 5, 4, 1], x[1, 7, 0, 0], x[1, 9, 6, 6] = float("nan"), float("inf"), \
         -0.0, float("-inf")
+    x[1, 2, :, :] = torch.full((13, 13), -1.0).index_put_((torch.tensor([4]), torch.tensor([4])),
+                                                          torch.tensor(1e-39))  # a max: denormal
     x = x.to(dtype).contiguous(memory_format=CL)
     grad = torch.randn(2, c, 6, 6).round().to(dtype).contiguous(memory_format=CL)
-    grad[0, 1, 1, 1] = -0.0
+    grad[0, 1, 1, 1], grad[1, 4, :, :] = -0.0, 3e-39  # sums of denormals
     results = []
     for lib in (pool._library.load(), general):
         y, arg = pool.empty_pooled(x, 3, 2)
