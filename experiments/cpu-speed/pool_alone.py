@@ -4,25 +4,13 @@ of 15 after two unmeasured (BENCHMARKS.md, session 12). `bf16` (default) or `fp3
 
     python experiments/cpu-speed/pool_alone.py [bf16|fp32]
 """
-import statistics
 import sys
-import time
 
 import torch
 
 from alexnet import lrn, pool
 from alexnet.accel import tune_allocator
-
-
-def ms(fn, reps=15):
-    fn(), fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
+from ops_alone import ms  # this folder's: the same timing
 
 if __name__ == "__main__":
     tune_allocator()
@@ -37,10 +25,10 @@ if __name__ == "__main__":
 
         def fused():
             return lrn.lrn_pool(x, 5, 1e-4, 0.75, 2.0, 2, True, mp)
-        cells[f"pool{name} forward"] = ms(lambda: mp(x))
-        cells[f"pool{name} f+b"] = ms(lambda: torch.autograd.grad(mp(x), x, g))
-        cells[f"LRN+pool{name} forward"] = ms(fused)
-        cells[f"LRN+pool{name} f+b"] = ms(lambda: torch.autograd.grad(fused(), x, g))
+        cells[f"pool{name} forward"] = ms(lambda: mp(x), 15)
+        cells[f"pool{name} f+b"] = ms(lambda: torch.autograd.grad(mp(x), x, g), 15)
+        cells[f"LRN+pool{name} forward"] = ms(fused, 15)
+        cells[f"LRN+pool{name} f+b"] = ms(lambda: torch.autograd.grad(fused(), x, g), 15)
     print("| " + " | ".join(cells) + " |")
     print("|" + "---:|" * len(cells))
     print("| " + " | ".join(f"{v:.2f}" for v in cells.values()) + " |")

@@ -36,10 +36,10 @@ from torch import nn
 from .. import accel
 from ..errors import AlexNetError, at_least
 from ..lrn import LocalResponseNorm, kernel_error, lrn_backend, triton_error
-from ..machine import describe
 from ..masters import MasterWeights
 from ..model import alexnet
 from ..step import train_step
+from .common import add_step_arguments, gemm_probe, machine, step_header, sync
 from .update import measure_weight_update
 
 CONFIGS = {
@@ -56,26 +56,18 @@ ROOFLINE_TARGET = 0.65  # c's img/s x FLOPs over the GEMM rate of its precision
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch (default 64)")
-    parser.add_argument("--steps", type=int, default=5, help="measured steps per config")
-    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps per config first")
-    parser.add_argument("--precision", default="auto", choices=accel.PRECISIONS,
-                        help="precision of c and d (default auto: bf16 where native)")
+    add_step_arguments(parser, "cpu or cuda (default: cuda if available)")
     parser.add_argument("--compile", action="store_true", help="torch.compile c and d")
     parser.add_argument("--configs", default="abcd", help="which of a, b, c, d, e to train (abcd)")
     parser.add_argument("--inference-batch-sizes", default="1,128",
                         help="batch sizes for c's inference img/s, comma-separated ('' skips)")
-    parser.add_argument("--num-classes", type=int, default=1000)
     parser.add_argument("--lrn-batch-size", type=int, default=64,
                         help="batch of the LRN forward+backward comparison (0 skips it)")
-    parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="instead: profile STEPS training steps of c, per op (torch.profiler)")
     parser.add_argument("--batch-sweep", default=None, metavar="B1,B2,...",
                         help="instead: img/s of --configs at each of these batch sizes, and the "
                         "fastest (e.g. 128,256,512,1024 on a GPU)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 @dataclass
@@ -128,11 +120,6 @@ def naive_paper_net(num_classes: int = 1000) -> nn.Module:
                                              module.beta, module.k)
             setattr(model.features, name, torch_lrn)
     return model
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _training_step(model, optimizer, x, y, device, precision,
@@ -188,34 +175,19 @@ def measure_training(trainees: list[Trainee], warmup: int, steps: int, device: t
     for _ in range(warmup):
         for t in trainees:
             t.step()
-    _sync(device)
+    sync(device)
     values = {name: [] for name in probes}
     for round_ in range(steps):
         shift = round_ % len(trainees)
         for t in trainees[shift:] + trainees[:shift]:
             cpu, start = _cpu_time(), time.perf_counter()
             t.step()
-            _sync(device)
+            sync(device)
             t.seconds.append(time.perf_counter() - start)
             t.cpu_seconds.append(_cpu_time() - cpu)
         for name, probe in probes.items():
             values[name].append(probe())
     return values
-
-
-def gemm_probe(device: torch.device, dtype: torch.dtype, n: int = 4096) -> Callable[[], float]:
-    """A callable that times one n x n x n matrix product and returns its FLOP/s: the machine's
-    roofline for this dtype."""
-    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    torch.mm(a, b)  # warm-up
-
-    def probe() -> float:
-        _sync(device)
-        start = time.perf_counter()
-        torch.mm(a, b)
-        _sync(device)
-        return 2.0 * n ** 3 / (time.perf_counter() - start)
-    return probe
 
 
 def measure_inference(model: nn.Module, device: torch.device, batch: int, reps: int = 3) -> float:
@@ -224,10 +196,10 @@ def measure_inference(model: nn.Module, device: torch.device, batch: int, reps: 
     times = []
     with torch.inference_mode():
         for i in range(reps + 1):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             model(x)
-            _sync(device)
+            sync(device)
             if i:
                 times.append(time.perf_counter() - start)
     return batch / statistics.median(times)
@@ -250,10 +222,10 @@ def measure_lrn(device: torch.device, batch: int, reps: int = 5) -> dict:
     for i in range(reps + 1):
         for name, (layer, inp) in candidates.items():
             inp = inp.detach().requires_grad_(True)
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             layer(inp).backward(grad)
-            _sync(device)
+            sync(device)
             if i:  # the first round warms up
                 times[name].append(time.perf_counter() - start)
     result = {f"{name}_ms": 1000 * statistics.median(t) for name, t in times.items()}
@@ -276,12 +248,6 @@ def busy() -> dict:
         times.append(time.perf_counter() - start)
     return {"load_average": os.getloadavg()[0], "cores": os.cpu_count(),
             "parallel_op_ms": 1000 * statistics.median(times)}
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{describe()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def _check(args) -> tuple[torch.device, list[str], list[int]]:
@@ -432,11 +398,8 @@ def profile_c(args) -> dict:
 
 
 def format_profile(r: dict) -> str:
-    lines = [f"machine: {r['machine']}", f"fast path: {r['fast_path']}",
-             f"c's training step ({r['precision']}) at batch {r['batch_size']}, self CPU time "
-             f"per op over "
-             f"{r['steps']} steps (torch.profiler):", "",
-             "| op | share | calls/step | ms/step |", "|---|---:|---:|---:|"]
+    lines = step_header(r, f"self CPU time per op over {r['steps']} steps (torch.profiler):")
+    lines += ["| op | share | calls/step | ms/step |", "|---|---:|---:|---:|"]
     lines += [f"| {o['op']} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} | "
               f"{o['ms_per_step']:.1f} |" for o in r["ops"]]
     return "\n".join(lines)

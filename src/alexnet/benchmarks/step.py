@@ -28,7 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .. import accel
 from ..errors import AlexNetError, at_least
-from .model import ROOFLINE_TARGET, build, gemm_probe, machine
+from .common import add_step_arguments, gemm_probe, machine, step_header
+from .model import ROOFLINE_TARGET, build
 
 CONV_FORWARD, CONV_BACKWARD, FC = ("convolutions, forward", "convolutions, backward",
                                    "fc layers (matrix products)")
@@ -205,11 +206,9 @@ def _result(args, trainee, plain, timed, gemm, streams, parts) -> dict:
 
 
 def format_report(r: dict) -> str:
-    lines = [f"machine: {r['machine']}", f"fast path: {r['fast_path']}",
-             f"c's training step ({r['precision']}) at batch {r['batch_size']}: median of "
-             f"{r['steps']} rounds, each one step with no timer, one timed by parts, and one "
-             f"{r['gemm_size']}^3 GEMM", "",
-             "| part | ms/step | share of the timed step |", "|---|---:|---:|"]
+    lines = step_header(r, f"median of {r['steps']} rounds, each one step with no timer, one "
+                           f"timed by parts, one {r['gemm_size']}^3 GEMM and one memory stream")
+    lines += ["| part | ms/step | share of the timed step |", "|---|---:|---:|"]
     lines += [f"| {part} | {ms:.1f} | {100 * ms / r['timed_step_ms']:.1f}% |"
               for part, ms in r["parts_ms"].items()]
     lines += [f"| the timed step | {r['timed_step_ms']:.1f} | |",
@@ -230,15 +229,7 @@ def format_report(r: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--device", default=None, help="cpu (the only one this times)")
-    parser.add_argument("--batch-size", type=int, default=64, help="training batch (default 64)")
-    parser.add_argument("--steps", type=int, default=5, help="measured rounds (default 5)")
-    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps first")
-    parser.add_argument("--precision", default="auto", choices=accel.PRECISIONS,
-                        help="c's precision (default auto: bf16 where native)")
-    parser.add_argument("--num-classes", type=int, default=1000)
-    parser.add_argument("--gemm-size", type=int, default=4096, help="n of the roofline's n^3 GEMM")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_step_arguments(parser, "cpu (the only one this times)")
 
 
 def run(args) -> int:
