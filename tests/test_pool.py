@@ -61,32 +61,70 @@ def test_bfloat16_against_float64():
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("c", [16, 96])
-def test_the_16_channel_rows_and_the_general_loops_agree_bit_for_bit(dtype, c):
+@pytest.mark.parametrize("c,size,k,s", [(16, 13, 3, 2), (96, 13, 3, 2), (32, 25, 12, 5),
+                                        (256, 13, 3, 4)])  # window positions past 127; s > k
+def test_the_16_channel_rows_and_the_general_loops_agree_bit_for_bit(dtype, c, size, k, s):
     # Where the compiler targets AVX-512, channel counts that are multiples of 16 take pool.h's
     # 16-channel rows (also inside LRN with pooling); the same source built with -mno-avx512f
     # runs the general loops. Ties, NaN, inf, -0.0 and denormals included (the CPU's own bf16
-    # conversion reads denormals as zero: store16 must not use it for them).
+    # conversion reads denormals as zero: store16 must not use it for them). NaN gradients are
+    # not: which NaN's bits survive a sum depends on the compiler in the general loops (below).
     general = native.build("pool", ("-mno-avx512f",))
     pool._declare(general)
-    x = (torch.randn(2, c, 13, 13) * 2).round()
+    x = (torch.randn(2, c, size, size) * 2).round()
     x[0, 3, 2, 2], x[0, 5, 4, 1], x[1, 7, 0, 0], x[1, 9, 6, 6] = float("nan"), float("inf"), \
         -0.0, float("-inf")
-    x[1, 2, :, :] = torch.full((13, 13), -1.0).index_put_((torch.tensor([4]), torch.tensor([4])),
-                                                          torch.tensor(1e-39))  # a max: denormal
+    x[1, 2] = -1.0
+    x[1, 2, 4, 4] = 1e-39  # a maximum that is a denormal
     x = x.to(dtype).contiguous(memory_format=CL)
-    grad = torch.randn(2, c, 6, 6).round().to(dtype).contiguous(memory_format=CL)
-    grad[0, 1, 1, 1], grad[1, 4, :, :] = -0.0, 3e-39  # sums of denormals
+    out = (size - k) // s + 1
+    grad = torch.randn(2, c, out, out).round().to(dtype).contiguous(memory_format=CL)
+    grad[0, 1, 0, 0], grad[1, 4] = -0.0, 3e-39  # sums of denormals
     results = []
     for lib in (pool._library.load(), general):
-        y, arg = pool.empty_pooled(x, 3, 2)
-        pool._call(lib.maxpool_forward, x, arg, y, x.shape, 3, 2)
+        y, arg = pool.empty_pooled(x, k, s)
+        pool._call(lib.maxpool_forward, x, arg, y, x.shape, k, s)
         dx = torch.empty_like(x)
-        pool._call(lib.maxpool_backward, grad, arg, dx, x.shape, 3, 2)
+        pool._call(lib.maxpool_backward, grad, arg, dx, x.shape, k, s)
         bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
         results.append((y.view(bits), arg, dx.view(bits)))
     for ours, theirs in zip(*results):
         assert torch.equal(ours, theirs)
+
+
+def test_nan_gradients_that_meet_keep_torchs_bits():
+    # Two outputs choose the same input and both gradients are NaNs with other bits: torch keeps
+    # the first's (x86 returns an addition's first NaN operand), and so must we, in bf16 too.
+    x = torch.zeros(1, 16, 3, 2)
+    x[:, :, 1, 0] = 1.0
+    for dtype, bits, nans in ((torch.float32, torch.int32, [0x7FC00000, -0x00400000]),
+                              (torch.bfloat16, torch.int16, [0x7FC0, -0x0040])):
+        grad = torch.tensor(nans, dtype=bits).view(dtype).reshape(1, 1, 2, 1).expand(1, 16, 2, 1)
+        ours = x.to(dtype).contiguous(memory_format=CL).requires_grad_()
+        MaxPool2d(2, 1)(ours).backward(grad.contiguous(memory_format=CL))
+        assert (ours.grad[0, :, 1, 0].contiguous().view(bits) == nans[0]).all()
+    nans = torch.tensor([0x7FC00000, -0x00400000], dtype=torch.int32).view(torch.float32)
+    ref = x.clone().requires_grad_()
+    F.max_pool2d(ref, 2, 1).backward(nans.reshape(1, 1, 2, 1).expand(1, 16, 2, 1).contiguous())
+    assert (ref.grad[0, :, 1, 0].view(torch.int32) == 0x7FC00000).all()  # torch's, as said
+
+
+def test_denormals_pass_through_with_denormals_flushed():
+    # With torch.set_flush_denormal(True) (MXCSR's DAZ and FTZ), a bf16 maximum that is a
+    # denormal is still the input's value, as in torch: store16 must not take the CPU's
+    # conversion (which reads it as 0) for it.
+    x = torch.full((1, 16, 3, 3), -1.0)
+    x[0, :, 1, 1] = 1e-39
+    x = x.to(torch.bfloat16).contiguous(memory_format=CL)
+    flushed = torch.set_flush_denormal(True)
+    try:
+        y = MaxPool2d(3, 2)(x)
+        y_ref = F.max_pool2d(x, 3, 2)
+    finally:
+        torch.set_flush_denormal(False)
+    assert flushed  # the mode exists on this CPU, else the test shows nothing
+    assert torch.equal(y.view(torch.int16), y_ref.view(torch.int16))
+    assert y.view(torch.int16).ne(0).all()
 
 
 def test_nan_propagates_as_in_torch():

@@ -59,15 +59,19 @@ static inline __attribute__((always_inline)) __m512 load16(int dtype, const void
 static inline __attribute__((always_inline)) void store16(int dtype, void *p, int64_t off,
                                                           __m512 v) {
     if (dtype == 0) { _mm512_storeu_ps((float *)p + off, v); return; }
-#if defined(__AVX512BF16__) && defined(__AVX512DQ__)
+    const __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
+#if defined(__AVX512BF16__)
     /* The CPU's own conversion rounds to nearest even and quiets NaNs as f32_to_bf16 does, in one
-     * instruction, but reads denormal inputs as zero: vectors with one take the integer way. */
-    if (!_mm512_fpclass_ps_mask(v, 0x20)) { /* 0x20: denormal */
+     * instruction, but reads denormal inputs as zero: vectors with one (exponent bits 0, mantissa
+     * not) take the integer way. Tested with integer ops: vfpclassps sees no denormal while
+     * MXCSR says denormals are zero (torch.set_flush_denormal). */
+    const __mmask16 denormal = _mm512_mask_test_epi32_mask(
+        _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7f800000)), u, _mm512_set1_epi32(0x7fffff));
+    if (!denormal) {
         _mm256_storeu_si256((__m256i *)((uint16_t *)p + off), (__m256i)_mm512_cvtneps_pbh(v));
         return;
     }
 #endif
-    const __m512i u = _mm512_castps_si512(v), hi = _mm512_srli_epi32(u, 16);
     /* f32_to_bf16, 16 lanes: u + 0x7fff + lsb, quiet NaNs kept as NaNs */
     __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff),
                                  _mm512_and_si512(hi, _mm512_set1_epi32(1))));
