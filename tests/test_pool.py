@@ -68,7 +68,7 @@ def test_the_16_channel_rows_and_the_general_loops_agree_bit_for_bit(dtype, c, s
     # 16-channel rows (also inside LRN with pooling); the same source built with -mno-avx512f
     # runs the general loops. Ties, NaN, inf, -0.0 and denormals included (the CPU's own bf16
     # conversion reads denormals as zero: store16 must not use it for them). NaN gradients are
-    # not: which NaN's bits survive a sum depends on the compiler in the general loops (below).
+    # not: which NaN's bits a sum keeps is the compiler's choice (below).
     general = native.build("pool", ("-mno-avx512f",))
     pool._declare(general)
     x = (torch.randn(2, c, size, size) * 2).round()
@@ -92,9 +92,10 @@ def test_the_16_channel_rows_and_the_general_loops_agree_bit_for_bit(dtype, c, s
         assert torch.equal(ours, theirs)
 
 
-def test_nan_gradients_that_meet_keep_torchs_bits():
-    # Two outputs choose the same input and both gradients are NaNs with other bits: torch keeps
-    # the first's (x86 returns an addition's first NaN operand), and so must we, in bf16 too.
+def test_nan_gradients_that_meet_give_nan():
+    # Two outputs choose the same input and both gradients are NaNs with other bits. Their sum is
+    # NaN; which NaN's bits it keeps is the compiler's choice of operand order (x86 returns the
+    # first NaN operand), in torch's kernels as in ours, so only NaN-ness is asserted.
     x = torch.zeros(1, 16, 3, 2)
     x[:, :, 1, 0] = 1.0
     for dtype, bits, nans in ((torch.float32, torch.int32, [0x7FC00000, -0x00400000]),
@@ -102,11 +103,7 @@ def test_nan_gradients_that_meet_keep_torchs_bits():
         grad = torch.tensor(nans, dtype=bits).view(dtype).reshape(1, 1, 2, 1).expand(1, 16, 2, 1)
         ours = x.to(dtype).contiguous(memory_format=CL).requires_grad_()
         MaxPool2d(2, 1)(ours).backward(grad.contiguous(memory_format=CL))
-        assert (ours.grad[0, :, 1, 0].contiguous().view(bits) == nans[0]).all()
-    nans = torch.tensor([0x7FC00000, -0x00400000], dtype=torch.int32).view(torch.float32)
-    ref = x.clone().requires_grad_()
-    F.max_pool2d(ref, 2, 1).backward(nans.reshape(1, 1, 2, 1).expand(1, 16, 2, 1).contiguous())
-    assert (ref.grad[0, :, 1, 0].view(torch.int32) == 0x7FC00000).all()  # torch's, as said
+        assert ours.grad[0, :, 1, 0].isnan().all() and (ours.grad[0, :, 0, 0] == 0).all()
 
 
 def test_denormals_pass_through_with_denormals_flushed():

@@ -7,7 +7,8 @@
  * the outputs whose window chose it, and is written once (the row functions are in pool.h).
  *
  * torch's numbers: bit for bit torch's in float32; in bfloat16 the same outputs, and each input's
- * gradient summed in float32 and rounded once, at the end.
+ * gradient summed in float32 and rounded once, at the end. (Where NaN gradients meet, the sum is
+ * NaN, with the bits of whichever NaN the compiled addition keeps, in torch as here.)
  * Storage is float32 (dtype 0) or bfloat16 (dtype 1, as uint16); arithmetic is float32.
  * Built by alexnet/native.py with gcc -O3 -march=native -fopenmp; loaded with ctypes.
  */
