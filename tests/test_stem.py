@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch import nn
 
+from alexnet import stem
 from alexnet.model import alexnet
 from alexnet.stem import StemConv2d, input_to_depth, weight_from_depth, weight_to_depth
 
@@ -46,6 +47,31 @@ def test_rearrangement_by_hand():
     xd = input_to_depth(x, 11, 4, 0, (55, 55))
     assert xd.shape == (1, 48, 57, 57) and xd.is_contiguous(memory_format=torch.channels_last)
     assert xd[0, (1 * 4 + 2) * 3 + 1, 3, 56] == 1.0 and xd.sum() == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("k,s,p,size,c", [(11, 4, 0, 227, 3), (11, 4, 2, 224, 3), (5, 2, 1, 31, 5),
+                                          (11, 4, 0, 230, 3), (4, 4, 0, 16, 3), (3, 2, 1, 1, 2)])
+def test_the_one_pass_kernel_gives_the_tensor_ops_values(dtype, k, s, p, size, c):
+    # A channels_last input takes csrc/stem.c; the same values in NCHW take F.pad and a permuted
+    # copy. Padding on every side, a last block the image does not fill, rows past the last
+    # window (230), and an image smaller than a block.
+    x = torch.randn(3, c, size, size).to(dtype)
+    out = (size + 2 * p - k) // s + 1
+    fast = input_to_depth(x.contiguous(memory_format=torch.channels_last), k, s, p, (out, out))
+    assert stem._library.lib is not None  # the kernel ran (no compiler: the same path twice)
+    slow = input_to_depth(x.contiguous(), k, s, p, (out, out))
+    assert fast.shape == slow.shape and fast.stride() == slow.stride()
+    assert torch.equal(fast, slow)
+
+
+def test_the_one_pass_kernel_traces_under_compile():
+    torch._dynamo.reset()
+    x = torch.randn(2, 3, 19, 19).contiguous(memory_format=torch.channels_last)
+
+    def f(t):
+        return input_to_depth(t, 11, 4, 0, (3, 3)) * 2
+    assert torch.equal(torch.compile(f, backend="aot_eager", fullgraph=True)(x), f(x))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -20,9 +20,25 @@ the paper, only about speed: accel's probe turns it on where it measured it fast
 """
 from __future__ import annotations
 
+import ctypes
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import native
+from .pool import transformed
+
+
+def _declare(lib) -> None:
+    i64 = ctypes.c_int64  # es, x, out, n, h, w, c, s, hb, wb, p, nthreads
+    lib.space_to_depth.argtypes = [i64, ctypes.c_void_p, ctypes.c_void_p] + [i64] * 8 + [
+        ctypes.c_int]
+    lib.space_to_depth.restype = ctypes.c_int
+
+
+_library = native.Library("stem", _declare)
+_PARALLEL_MIN = 1 << 18  # values: below, one thread does it all (waking the other costs more)
 
 
 def _blocks(k: int, s: int) -> int:
@@ -33,14 +49,39 @@ def _blocks(k: int, s: int) -> int:
 def input_to_depth(x: torch.Tensor, k: int, s: int, p: int, out_hw: tuple[int, int]):
     """(N, C, H, W) -> (N, s·s·C, Ho + K - 1, Wo + K - 1) with K = ceil(k / s), channel index
     (a·s + b)·C + c for the pixel (s·row + a, s·col + b) of channel c; channels_last, since the
-    CPU's convolutions are. Zero-pads (or crops) to whole blocks around conv's own padding p."""
+    CPU's convolutions are. Zero-pads (or crops) to whole blocks around conv's own padding p.
+    One pass in C (csrc/stem.c) where it applies, else two tensor copies: the same values."""
     n, c, h, w = x.shape
     kb = _blocks(k, s)
     hb, wb = out_hw[0] + kb - 1, out_hw[1] + kb - 1  # blocks the output's windows cover
+    if (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
+            and not transformed(x)
+            and (_library.lib if torch.compiler.is_compiling() else _library.load()) is not None):
+        return _space_to_depth_op(x, s, p, hb, wb).permute(0, 3, 1, 2)
     x = F.pad(x, (p, wb * s - w - p, p, hb * s - h - p))  # negative padding crops
     x = x.permute(0, 2, 3, 1).reshape(n, hb, s, wb, s, c)          # (n, row, a, col, b, c)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, s * s * c)  # (n, row, col, a·b·c)
     return x.permute(0, 3, 1, 2)                                    # NCHW view of NHWC memory
+
+
+@torch.library.custom_op("alexnet::space_to_depth", mutates_args=(), device_types="cpu")
+def _space_to_depth_op(x: torch.Tensor, s: int, p: int, hb: int, wb: int) -> torch.Tensor:
+    """input_to_depth's values as an (N, hb, wb, s·s·C) tensor, x channels_last (csrc/stem.c)."""
+    n, c, h, w = x.shape
+    out = x.new_empty((n, hb, wb, s * s * c))
+    if out.numel():
+        threads = torch.get_num_threads() if out.numel() >= _PARALLEL_MIN else 1
+        err = _library.load().space_to_depth(x.element_size(), ctypes.c_void_p(x.data_ptr()),
+                                             ctypes.c_void_p(out.data_ptr()), n, h, w, c, s, hb,
+                                             wb, p, threads)
+        if err:
+            raise RuntimeError(f"space-to-depth kernel failed with code {err}")
+    return out
+
+
+@_space_to_depth_op.register_fake
+def _(x, s, p, hb, wb):
+    return x.new_empty((x.shape[0], hb, wb, s * s * x.shape[1]))
 
 
 def weight_to_depth(w: torch.Tensor, s: int) -> torch.Tensor:
