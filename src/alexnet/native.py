@@ -1,8 +1,8 @@
 """The project's C kernels (csrc/*.c): built with the system's C compiler on first use, cached.
 
-Three kernels live in csrc/: lrn.c (the paper's LRN, forward and backward), pool.c (max pooling
-with a one-byte argmax, for pool.py) and optim.c (SGD and AdamW steps that keep a bf16 copy of the
-weights, for masters.py). Each is compiled once per (source, headers, flags, compiler, CPU), since
+Four kernels live in csrc/: lrn.c (the paper's LRN, forward and backward), pool.c (max pooling
+with a one-byte argmax, for pool.py), optim.c (SGD and AdamW steps that keep a bf16 copy of the
+weights, for masters.py) and stem.c (conv1's input by space-to-depth in one pass, for stem.py). Each is compiled once per (source, headers, flags, compiler, CPU), since
 -march=native makes the library specific to this CPU, into the cache directory, and loaded with
 ctypes. Without a compiler, or when the cached
 library looks planted, `Library.load()` returns None and the callers fall back to tensor ops.

@@ -10,8 +10,9 @@ and cut it the same way. Then
                                      = conv(space_to_depth(x), space_to_depth(w), stride 1)
 
 with ky = s·i + a, kx = s·j + b: for the paper's conv1 a 3×3, stride-1 convolution over 48
-channels, whose weight gradient oneDNN computes in 11 ms instead of 31 (the rearranging costs
-~4 ms more). The padded kernel has 19% more multiply-adds, all on zeros.
+channels, whose weight gradient oneDNN computes in 11 ms instead of 31 (rearranging the input
+costs ~2.5 ms more, in one pass of csrc/stem.c where x is channels_last on the CPU, else ~5 ms of
+tensor copies). The padded kernel has 19% more multiply-adds, all on zeros.
 
 Only the weight (and bias) gradient is computed this way; the forward, and the input's gradient
 where one is wanted, are torch's own, so the logits are bit for bit those of nn.Conv2d. The weight
