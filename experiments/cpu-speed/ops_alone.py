@@ -1,6 +1,6 @@
 """The GEMM-bound ops of c's step timed alone, bf16, channels_last, batch 64, on the CPU: what
-oneDNN makes of AlexNet's shapes, and two rearrangements tried against them (BENCHMARKS.md,
-session 12). Medians of 7 after two unmeasured; the allocator tuned as in training.
+oneDNN makes of AlexNet's shapes, two rearrangements tried against them, and conv1's input by
+space-to-depth (BENCHMARKS.md, session 12). Medians of 7 after two unmeasured; the allocator tuned as in training.
 
     python experiments/cpu-speed/ops_alone.py
 """
@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet.accel import tune_allocator
+from alexnet.stem import input_to_depth
 
 N, BF, CL = 64, torch.bfloat16, torch.channels_last
 backward = torch.ops.aten.convolution_backward
@@ -64,8 +65,25 @@ def fc_layers():
         print(f"| {name} | " + " | ".join(f"{t:.2f} ms" for t in cells) + " |")
 
 
+def space_to_depth():
+    """conv1's input rearranged for its weight gradient (stem.py): one pass of csrc/stem.c against
+    the tensor ops it replaced (F.pad, then a permuted copy), both on a channels_last input."""
+    x = torch.randn(N, 3, 227, 227, dtype=BF).contiguous(memory_format=CL)
+
+    def tensor_ops():
+        xp = F.pad(x, (0, 1, 0, 1))  # 227 -> 228: 57 whole blocks of 4
+        xp = xp.permute(0, 2, 3, 1).reshape(N, 57, 4, 57, 4, 3)
+        return xp.permute(0, 1, 3, 2, 4, 5).reshape(N, 57, 57, 48)
+    one_pass = input_to_depth(x, 11, 4, 0, (55, 55))
+    assert torch.equal(one_pass, tensor_ops().permute(0, 3, 1, 2))
+    print(f"\nspace-to-depth of conv1's input (bf16, channels_last): one pass "
+          f"{ms(lambda: input_to_depth(x, 11, 4, 0, (55, 55))):.2f} ms, tensor ops "
+          f"{ms(tensor_ops):.2f} ms")
+
+
 if __name__ == "__main__":
     torch.manual_seed(0)
     tune_allocator()
     convolutions()
     fc_layers()
+    space_to_depth()
