@@ -48,7 +48,7 @@ PARTS = {
                                      "aten::max_pool2d_with_indices",
                                      "aten::max_pool2d_with_indices_backward"),
     "copies (casts, layouts, space-to-depth)": ("aten::copy_", "aten::_to_copy", "aten::clone",
-                                                "aten::constant_pad_nd"),
+                                                "aten::constant_pad_nd", "alexnet::space_to_depth"),
     UPDATE: ("aten::_fused_sgd_", "aten::_fused_adamw_"),
 }
 OTHER = "other ops (ReLU, dropout, loss, fills, bias gradients)"
