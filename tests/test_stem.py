@@ -49,22 +49,58 @@ def test_rearrangement_by_hand():
     assert xd[0, (1 * 4 + 2) * 3 + 1, 3, 56] == 1.0 and xd.sum() == 1.0
 
 
+needs_kernel = pytest.mark.skipif(stem._library.load() is None, reason="no C compiler")
+
+
+@needs_kernel
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
-@pytest.mark.parametrize("k,s,p,size,c", [(11, 4, 0, 227, 3), (11, 4, 2, 224, 3), (5, 2, 1, 31, 5),
-                                          (11, 4, 0, 230, 3), (4, 4, 0, 16, 3), (3, 2, 1, 1, 2)])
-def test_the_one_pass_kernel_gives_the_tensor_ops_values(dtype, k, s, p, size, c):
+@pytest.mark.parametrize("k,s,p,h,w,c", [(11, 4, 0, 227, 227, 3), (11, 4, 2, 224, 200, 3),
+                                         (5, 2, 1, 31, 17, 5), (11, 4, 0, 230, 227, 3),
+                                         (4, 4, 0, 16, 16, 3), (3, 2, 1, 1, 1, 2),
+                                         (3, 1, 3, 6, 9, 1), (7, 5, 2, 12, 23, 4),
+                                         (5, 3, 0, 20, 8, 2)])
+def test_the_one_pass_kernel_gives_the_tensor_ops_values(dtype, k, s, p, h, w, c):
     # A channels_last input takes csrc/stem.c; the same values in NCHW take F.pad and a permuted
     # copy. Padding on every side, a last block the image does not fill, rows past the last
-    # window (230), and an image smaller than a block.
-    x = torch.randn(3, c, size, size).to(dtype)
-    out = (size + 2 * p - k) // s + 1
-    fast = input_to_depth(x.contiguous(memory_format=torch.channels_last), k, s, p, (out, out))
-    assert stem._library.lib is not None  # the kernel ran (no compiler: the same path twice)
-    slow = input_to_depth(x.contiguous(), k, s, p, (out, out))
-    assert fast.shape == slow.shape and fast.stride() == slow.stride()
-    assert torch.equal(fast, slow)
+    # window (230), an image smaller than a block, h != w, strides 1 to 5, one channel.
+    x = torch.randn(3, c, h, w).to(dtype)
+    out = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+    fast = input_to_depth(x.contiguous(memory_format=torch.channels_last), k, s, p, out)
+    slow = input_to_depth(x.contiguous(), k, s, p, out)
+    assert fast.shape == slow.shape and torch.equal(fast, slow)
+    assert fast.is_contiguous(memory_format=torch.channels_last)
 
 
+@needs_kernel
+def test_the_one_pass_kernel_on_a_slice_and_on_no_images():
+    x = torch.randn(4, 3, 19, 23).contiguous(memory_format=torch.channels_last)
+    part = x[2:]  # a storage offset
+    assert torch.equal(input_to_depth(part, 11, 4, 0, (3, 4)),
+                       input_to_depth(part.contiguous(), 11, 4, 0, (3, 4)))
+    assert input_to_depth(x[:0], 11, 4, 0, (3, 4)).shape == (0, 48, 5, 6)
+    nchw = torch.randn(2, 3, 9, 9)  # the op itself takes any layout
+    assert torch.equal(stem._space_to_depth_op(nchw, 2, 1, 5, 5).permute(0, 3, 1, 2),
+                       input_to_depth(nchw, 3, 2, 1, (4, 4)))
+
+
+def test_double_backward_through_the_rearranged_input():
+    # The kernel's op has no autograd formula: with create_graph and an input that requires
+    # grad, the tensor ops run (a review found channels_last inputs failing here)
+    torch.manual_seed(0)
+    conv = StemConv2d(3, 4, 5, stride=2, padding=1).double()
+    conv.space_to_depth_grad = True
+    ref = nn.Conv2d(3, 4, 5, stride=2, padding=1).double()
+    ref.load_state_dict(conv.state_dict())
+    x = torch.randn(2, 3, 13, 13, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    grads = []
+    for layer in (conv, ref):
+        gw = torch.autograd.grad(layer(x).square().sum(), layer.weight, create_graph=True)[0]
+        grads.append(torch.autograd.grad(gw.square().sum(), x)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-10)
+
+
+@needs_kernel
 def test_the_one_pass_kernel_traces_under_compile():
     torch._dynamo.reset()
     x = torch.randn(2, 3, 19, 19).contiguous(memory_format=torch.channels_last)

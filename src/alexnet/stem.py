@@ -55,8 +55,10 @@ def input_to_depth(x: torch.Tensor, k: int, s: int, p: int, out_hw: tuple[int, i
     n, c, h, w = x.shape
     kb = _blocks(k, s)
     hb, wb = out_hw[0] + kb - 1, out_hw[1] + kb - 1  # blocks the output's windows cover
+    # the op has no autograd formula: where a graph through x is wanted (create_graph with an
+    # input that requires grad), the tensor ops build it
     if (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
-            and not transformed(x)
+            and not transformed(x) and not (torch.is_grad_enabled() and x.requires_grad)
             and (_library.lib if torch.compiler.is_compiling() else _library.load()) is not None):
         return _space_to_depth_op(x, s, p, hb, wb).permute(0, 3, 1, 2)
     x = F.pad(x, (p, wb * s - w - p, p, hb * s - h - p))  # negative padding crops
@@ -67,7 +69,8 @@ def input_to_depth(x: torch.Tensor, k: int, s: int, p: int, out_hw: tuple[int, i
 
 @torch.library.custom_op("alexnet::space_to_depth", mutates_args=(), device_types="cpu")
 def _space_to_depth_op(x: torch.Tensor, s: int, p: int, hb: int, wb: int) -> torch.Tensor:
-    """input_to_depth's values as an (N, hb, wb, s·s·C) tensor, x channels_last (csrc/stem.c)."""
+    """input_to_depth's values as an (N, hb, wb, s·s·C) tensor (csrc/stem.c)."""
+    x = x.contiguous(memory_format=torch.channels_last)  # the kernel reads NHWC memory
     n, c, h, w = x.shape
     out = x.new_empty((n, hb, wb, s * s * c))
     if out.numel():
