@@ -1,5 +1,7 @@
 /* bfloat16 <-> float32 for the kernels, bit for bit as torch converts (c10::BFloat16), and
- * rows of either loaded as / stored from float32. */
+ * rows of either loaded as / stored from float32. NaNs are the exception: a NaN keeps its sign
+ * and payload with the quiet bit set (as the CPU's vcvtneps2bf16 does), where torch's own
+ * conversions give a fixed NaN (its vectorised .to(bfloat16) gave 0xFFFF here). */
 #ifndef ALEXNET_BF16_H
 #define ALEXNET_BF16_H
 #include <stdint.h>
