@@ -25,7 +25,7 @@ and thread count), and `alexnet bench model` prints what it chose with the CPU's
   reorders its input and output. The 3-channel stem conv1 is the exception the probe checks, three
   ways (STEMS): on a CPU without AMX its bf16 weight gradient was several times slower in NHWC
   than in NCHW; on one with AMX the NCHW round trip cost more than it saved, and the weight
-  gradient computed by space-to-depth (stem.py) was 2.8x faster than NHWC's (before its ~4 ms
+  gradient computed by space-to-depth (stem.py) was 2.8x faster than NHWC's (before its ~2.5 ms
   of rearranging, at batch 64).
 - the glibc allocator: tensors above 128 KiB come from mmap and go back to the OS when freed, so
   every step page-faults (and zeroes) its activations again, ~10% of the step on this CPU.

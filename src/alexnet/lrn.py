@@ -337,10 +337,7 @@ def lrn_backend(x: torch.Tensor) -> str:
         return "analytic"
     if x.dtype not in _KERNEL_DTYPES:
         return "reference"
-    # Under torch.compile do not build (a subprocess cannot be traced); the module's constructor
-    # has built it already.
-    kernel = _library.lib if torch.compiler.is_compiling() else load_kernel()
-    return "kernel" if kernel is not None else "reference"
+    return "kernel" if _library.available() is not None else "reference"
 
 
 def lrn(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,

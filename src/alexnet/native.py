@@ -19,6 +19,8 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from .io import atomic_path
 from .machine import cache_dir, cpu_flags
 
@@ -84,3 +86,8 @@ class Library:
                 except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                     self.error = str(e) or type(e).__name__
         return self.lib
+
+    def available(self) -> ctypes.CDLL | None:
+        """load(), except while torch.compile traces: then only a library built already (a
+        build's subprocess cannot be traced; the modules build theirs when constructed)."""
+        return self.lib if torch.compiler.is_compiling() else self.load()

@@ -161,7 +161,7 @@ def kernel_applies(x: torch.Tensor, pool: nn.MaxPool2d) -> bool:
             and isinstance(k, int) and isinstance(s, int) and k * k <= 256
             and pool.padding == 0 and pool.dilation == 1 and not pool.ceil_mode
             and not pool.return_indices and min(x.shape[2:]) >= k
-            and (_library.lib if torch.compiler.is_compiling() else _library.load()) is not None)
+            and _library.available() is not None)
 
 
 class MaxPool2d(nn.MaxPool2d):

@@ -59,7 +59,7 @@ def input_to_depth(x: torch.Tensor, k: int, s: int, p: int, out_hw: tuple[int, i
     # input that requires grad), the tensor ops build it
     if (x.device.type == "cpu" and x.is_contiguous(memory_format=torch.channels_last)
             and not transformed(x) and not (torch.is_grad_enabled() and x.requires_grad)
-            and (_library.lib if torch.compiler.is_compiling() else _library.load()) is not None):
+            and _library.available() is not None):
         return _space_to_depth_op(x, s, p, hb, wb).permute(0, 3, 1, 2)
     x = F.pad(x, (p, wb * s - w - p, p, hb * s - h - p))  # negative padding crops
     x = x.permute(0, 2, 3, 1).reshape(n, hb, s, wb, s, c)          # (n, row, a, col, b, c)

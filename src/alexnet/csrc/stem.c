@@ -1,9 +1,10 @@
 /* conv1's input by space-to-depth (stem.py's input_to_depth) for the CPU, in one pass.
  *
- * Why: in tensor ops the rearrangement took two copies, F.pad and a permuted clone: 6.4 ms of
- * c's step at batch 64 on a 2-core AMX CPU, for 20 MB of bf16 (BENCHMARKS.md, session 12). Here
- * each output pixel's s x s block is gathered from s input rows, s * c contiguous values each,
- * with zeros where the block lies outside the image: the same values, written once.
+ * Why: in tensor ops the rearrangement took two copies, F.pad and a permuted clone: ~4.9 ms for
+ * conv1's 20 MB of bf16 at batch 64 on a 2-core AMX CPU, where this takes ~2.4 (BENCHMARKS.md,
+ * session 12). Here each output pixel's s x s block is gathered from s input rows, s * c
+ * contiguous values each, with zeros where the block lies outside the image: the same values,
+ * written once.
  *
  * x: (n, h, w, c) contiguous (a channels_last tensor's memory); out: (n, hb, wb, s, s, c)
  * contiguous, out[b, i, j, a, q, ch] = x[b, s*i + a - p, s*j + q - p, ch], or 0 outside x.
