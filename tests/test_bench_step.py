@@ -92,3 +92,14 @@ def test_bad_input_is_one_line_exit_2(bad, capsys):
     assert main(["bench", "step"] + bad) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(("alexnet: error:", "alexnet bench: error:")) and "\n" not in err
+
+
+@pytest.mark.slow
+def test_the_defaults_run(capsys):
+    """`alexnet bench step` as a user runs it, with no options: batch 64, 1000 classes, a 4096^3
+    GEMM, five rounds."""
+    assert main(["bench", "step"]) == 0
+    out = capsys.readouterr().out
+    for part in (*bench_step.PARTS, bench_step.OTHER, bench_step.TIMER, bench_step.BETWEEN):
+        assert f"| {part} |" in out
+    assert "at batch 64," in out and "at 65% a step may take" in out
