@@ -79,9 +79,11 @@ class OpTimer(TorchDispatchMode):
             self.calls += 1
         return out
 
-    def cost_per_op(self, reps: int = 500) -> float:
+    def cost_per_op(self, reps: int = 500, rounds: int = 5) -> float:
         """Seconds the mode adds to each op, measured on a trivial one (with it against without):
-        Python's work for each call, most of it outside the op's own window."""
+        Python's work for each call, most of it outside the op's own window. The best of a few
+        interleaved rounds each, so that a neighbour taking the core in one round does not
+        decide the figure (a single pair once gave "without" the slower time)."""
         t = torch.zeros(4)
 
         def loop() -> float:
@@ -89,14 +91,16 @@ class OpTimer(TorchDispatchMode):
             for _ in range(reps):
                 t.add_(1)
             return time.perf_counter() - start
-        plain = loop()
         seconds, calls = self.seconds.copy(), self.calls
-        with self:
-            timed = loop()
+        plain, timed = [], []
+        for _ in range(rounds):
+            plain.append(loop())
+            with self:
+                timed.append(loop())
         self.seconds.clear()  # in place: the update's timer holds this dict
         self.seconds.update(seconds)
         self.calls = calls  # the loop is not part of any step
-        return max(0.0, timed - plain) / reps
+        return max(0.0, min(timed) - min(plain)) / reps
 
 
 def _timed_update(masters, seconds: dict[str, float]) -> None:
