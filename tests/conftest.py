@@ -2,8 +2,11 @@
 statistics cache, so that tests never read or write ~/.cache."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -37,3 +40,20 @@ def write_image_folder(root, classes=("cat", "dog", "eel"), per_class=(3, 2),
 def image_folder(tmp_path):
     """A small ImageFolder tree: 3 classes, 3 train and 2 val JPEGs each, 40×30 pixels."""
     return write_image_folder(tmp_path / "folder")
+
+
+@contextlib.contextmanager
+def exact_fp32():
+    """fp32 convolutions and matrix products in real fp32, not TF32 (10-bit mantissa; cuDNN's
+    default for convolutions), for comparisons with an fp32 or float64 reference; restored after.
+
+    By the legacy flags alone. torch >= 2.9 also has a per-operator API (`cudnn.conv.
+    fp32_precision`), but setting it leaves the legacy flag behind, and any later read of
+    `cudnn.allow_tf32` (torch itself may read it) then raises: mixing the two made this fixture
+    fail on its second use. The legacy setter also sets the per-operator values."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

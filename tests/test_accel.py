@@ -10,6 +10,7 @@ from torch import nn
 from alexnet import accel
 from alexnet.errors import AlexNetError
 from alexnet.model import alexnet
+from conftest import exact_fp32
 
 CPU = torch.device("cpu")
 
@@ -136,6 +137,20 @@ def test_tune_allocator_is_idempotent():
     assert accel.tune_allocator()
     big = torch.ones(64, 1024, 1024)  # still allocates and frees normally
     assert big.sum().item() == 64 * 1024 * 1024
+
+
+def test_exact_fp32_can_be_entered_test_after_test():
+    """test_cuda.py's fixture: TF32 off inside, restored after, and the legacy flags still
+    readable every time (a fixture that mixed torch's two TF32 APIs raised on its second use,
+    on every torch since 2.9, and so errored every CUDA test after the first)."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    for _ in range(3):
+        with exact_fp32():
+            assert not torch.backends.cudnn.allow_tf32
+            assert not torch.backends.cuda.matmul.allow_tf32
+            conv = getattr(torch.backends.cudnn, "conv", None)  # torch >= 2.9: per operator
+            assert getattr(conv, "fp32_precision", "ieee") != "tf32"
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -17,6 +17,7 @@ from alexnet import lrn as lrn_module
 from alexnet.cli import main as cli_main
 from alexnet.lrn import LocalResponseNorm, lrn, lrn_backend
 from alexnet.model import alexnet
+from conftest import exact_fp32
 from test_lrn import activations, assert_close_rel, formula
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -25,18 +26,10 @@ CUDA = torch.device("cuda")
 
 @pytest.fixture(autouse=True)
 def no_tf32():
-    """cuDNN runs fp32 convolutions in TF32 by default (10-bit mantissa): the fp32 comparisons
-    below need real fp32."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    conv = getattr(torch.backends.cudnn, "conv", None)  # newer torch: the fp32_precision API
-    saved_precision = getattr(conv, "fp32_precision", None)
-    if saved_precision is not None:
-        conv.fp32_precision = "ieee"
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-    if saved_precision is not None:
-        conv.fp32_precision = saved_precision
+    """cuDNN runs fp32 convolutions in TF32 by default: the fp32 comparisons below need real
+    fp32 (conftest.exact_fp32; test_accel checks that it can be entered test after test)."""
+    with exact_fp32():
+        yield
 
 
 # ---- the Triton kernels (lrn_triton.py) behind alexnet::lrn ----
