@@ -113,3 +113,18 @@ def test_auto_workers_leave_a_two_core_cpu_to_the_step(monkeypatch):
     assert loader.auto_workers("cpu") == 0
     monkeypatch.setattr(loader.os, "cpu_count", lambda: 16)
     assert loader.auto_workers("cpu") == 2 and loader.auto_workers("cuda") == 4
+
+
+def test_batches_are_pinned_where_they_go_to_a_gpu():
+    """Pinned by default only for CUDA (a pageable copy stalls the host), not for JPEG bytes
+    (decoded on the GPU from CPU tensors), and as the caller says when it says."""
+    for device, pinned in [(None, False), ("cpu", False), ("cuda", True), ("cuda:0", True)]:
+        assert Loader(Numbers(4), 2, shuffle=False, workers=0, device=device).pin_memory is pinned
+
+    class Encoded(Numbers):
+        def encoded(self, indices):
+            return [torch.zeros(1, dtype=torch.uint8) for _ in indices]
+    assert Loader(Encoded(4), 2, shuffle=False, workers=0, encoded=True,
+                  device="cuda").pin_memory is False
+    assert Loader(Numbers(4), 2, shuffle=False, workers=0, device="cuda",
+                  pin_memory=False).pin_memory is False

@@ -217,7 +217,7 @@ def _our_loader(prepared: Path, args, encoded: bool = False):
     device = torch.device(args.device)
     augment = Augment(data.stats(), crop_size=args.crop, device=device)
     loader = Loader(data, args.batch_size, shuffle=True, workers=args.workers, encoded=encoded,
-                    pin_memory=device.type == "cuda", device=device)
+                    device=device)  # pinned on CUDA unless encoded, as in training
     gen = torch.Generator(device=device).manual_seed(0)
 
     class OnDevice:
