@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.augment import Augment, _crops_gather, _crops_loop
+from alexnet.data.augment import Augment, _crops_batched, _crops_loop
 
 
 def coordinate_images(b, s=256):
@@ -133,7 +133,8 @@ def test_same_generator_same_augmentation():
 
 
 def test_gather_path_matches_cpu_loop():
-    # The accelerator path (one gather) computed on the CPU gives the same crops as the CPU loop.
+    # The accelerator path (the crops' parameters packed into one copy, one gather) computed on
+    # the CPU gives the same crops as the CPU loop.
     g = torch.Generator().manual_seed(6)
     x = torch.randint(0, 256, (6, 64, 64, 3), dtype=torch.uint8, generator=g)
     mean = torch.rand(64, 64, 3, generator=g) * 255
@@ -142,7 +143,7 @@ def test_gather_path_matches_cpu_loop():
     index = torch.tensor([0, 5, 2, 2, 1, 3])
     shift = torch.randn(6, 3, generator=g) * 10
     loop = _crops_loop(x, mean, mean.flip(1), offsets, flips, index, 56, shift)
-    gather = _crops_gather(x, mean, offsets, flips, index, 56) + shift.view(6, 1, 1, 3)
+    gather = _crops_batched(x, mean, offsets, flips, index, 56, shift)
     torch.testing.assert_close(gather, loop.permute(0, 2, 3, 1))
 
 

@@ -133,10 +133,7 @@ class Augment:
         if device.type == "cpu":
             return _crops_loop(x, t["mean_image"], t["mean_mirrored"], offsets, flips, index,
                                self.crop_size, shift)
-        out = _crops_gather(x, t["mean_image"], offsets.to(x.device), flips.to(x.device),
-                            index.to(x.device), self.crop_size)
-        if shift is not None:
-            out += shift.to(x.device).view(-1, 1, 1, self.channels)
+        out = _crops_batched(x, t["mean_image"], offsets, flips, index, self.crop_size, shift)
         return out.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW: channels_last, no copy
 
     def _check(self, x) -> None:
@@ -175,6 +172,25 @@ def _crops_loop(x, mean, mean_mirrored, offsets, flips, index, crop, shift=None)
         if shift is not None:
             o.view(crop, -1).add_(rows[k])
     return out.permute(0, 3, 1, 2)
+
+
+def _crops_batched(x, mean, offsets, flips, index, crop, shift=None):
+    """Accelerators: _crops_gather on x's device, plus the lighting shift; NHWC. The crops'
+    parameters, drawn on the CPU, go over in one copy (from pinned memory on CUDA, so that it
+    queues like a kernel instead of waiting for the GPU to drain)."""
+    params = _to(torch.cat([offsets, flips[:, None], index[:, None]], 1).long(), x.device)
+    out = _crops_gather(x, mean, params[:, :2], params[:, 2].bool(), params[:, 3], crop)
+    if shift is not None:
+        out += _to(shift.float(), x.device).view(-1, 1, 1, x.shape[-1])
+    return out
+
+
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on `device`, asynchronously from pinned memory where that is CUDA (the
+    caching host allocator keeps the pinned block until the copy has run)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _crops_gather(x, mean, offsets, flips, index, crop):
