@@ -34,12 +34,15 @@ def train_step(model, optimizer, scaler, x: torch.Tensor, labels: torch.Tensor, 
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
     else:  # every image of this rank's batch was unreadable: a zero step that still all-reduces
         loss = logits.float().sum() * 0.0
-    value = loss.item()  # syncs; the progress bar shows it anyway
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()  # fp16 only scales; a pass-through for bf16/fp32
+    # The one wait for the device in a step, after the backward is queued: read after the
+    # forward, it left a GPU idle while the host queued the whole backward. A non-finite loss
+    # still raises before the update (its gradients are dropped at the next zero_grad).
+    value = loss.item()
     if not math.isfinite(value):
         raise Diverged(f"the training loss became {value}; the learning rate is probably too "
                        f"high", option="lr")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()  # fp16 only scales; a pass-through for bf16/fp32
     scaler.step(optimizer)
     scaler.update()
     return value, logits.detach()
