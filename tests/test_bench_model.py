@@ -100,3 +100,30 @@ def test_c_against_e_the_bf16_weight_copies(capsys):
     assert update["autocast_ms"] > 0 and update["copies_ms"] > 0 and update["parameters"] > 1e6
     text = bench.format_report(result)
     assert "c/e = " in text and "the bf16 copies' kernel" in text
+
+
+def test_compile_counts_flops_first_and_compiles_each_batch_static(monkeypatch, capsys):
+    """--compile: the FLOPs are counted on the plain model (a batch-1 call of the compiled one
+    compiled a graph of its own and made the training graph's batch symbolic), and each batch of a
+    sweep compiles with dynamic=False. torch.compile is stood in for by a recorder."""
+    seen = []
+
+    class Recorded(nn.Module):
+        def __init__(self, model, kwargs):
+            super().__init__()
+            self.model, self.batches = model, set()
+            seen.append((kwargs, self.batches))
+
+        def forward(self, x):
+            self.batches.add(len(x))
+            return self.model(x)
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: Recorded(model, kw))
+    assert main(["bench", "model", "--device", "cpu", "--steps", "1", "--warmup", "0",
+                 "--num-classes", "10", "--configs", "cd", "--batch-sweep", "2,3",
+                 "--compile", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["compile"] and set(r["rates"]) == {"2", "3"}
+    training = [(kw, b) for kw, b in seen if b & {2, 3}]
+    assert len(training) == 4  # c and d at each batch
+    assert all(kw == {"dynamic": False} and len(b) == 1 for kw, b in training)
+    assert not any(1 in b for _, b in seen)  # no batch-1 call of a compiled model

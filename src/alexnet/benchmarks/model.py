@@ -147,14 +147,20 @@ def build(key: str, device: torch.device, args) -> Trainee:
     else:  # c, d, e: the fast path (e without the bf16 copies)
         precision = accel.resolve_precision(device, args.precision)
         model = alexnet("paper", num_classes=classes, lrn=key != "d")
-        model = accel.prepare_model(model, device, channels_last=True, compile=args.compile)
+        model = accel.prepare_model(model, device, channels_last=True)
         x = accel.to_input(torch.randn(n, 3, 227, 227), device, channels_last=True)
         optimizer = accel.make_sgd(model.parameters(), 0.01, 0.9, 5e-4, device)
         layout = "NHWC" + (" +compile" if args.compile else "")
+    # Counted before compiling: a compiled model's batch-1 call would compile a graph of its own,
+    # and make the training graph's batch dynamic (symbolic) when it compiles next.
+    flops = 6.0 * forward_macs(model, x[:1])
+    if args.compile and key in "cde":
+        # dynamic=False: each batch of a sweep compiles for its own shape (a new batch size
+        # would otherwise recompile AlexNet.forward with a symbolic batch).
+        model = torch.compile(model, dynamic=False)
     # As `alexnet train` does (bf16 on the CPU): the weights' bf16 copies, kept by the optimizer.
     masters = MasterWeights.create(model, optimizer, device, precision) if key in "cd" else None
     y = torch.randint(0, classes, (n,), device=device)
-    flops = 6.0 * forward_macs(model, x[:1])
     step = _training_step(model, optimizer, x, y, device, precision, masters)
     return Trainee(key, precision, layout, step, flops, sum(p.numel() for p in model.parameters()),
                    masters=masters)
