@@ -38,6 +38,32 @@ def test_batched_decode_matches_pillow(jpeg_shards):
     assert (ours.float() - pillow.float()).abs().mean() < 0.5
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read(jpeg_shards):
+    """nvJPEG against Pillow, each decode started while the training stream still has queued
+    work that reads blocks freed just before: blocks of the decoded images' size, which the
+    caching allocator would hand to a decode on that stream, and which nvJPEG's hardware path
+    writes without waiting for the stream (pytorch/vision#9606). The queued sums must come out
+    as computed beforehand."""
+    data = open_dataset(jpeg_shards, "train")
+    idx = [7, 0, 13, 21, 4]
+    pillow = data.get_batch(idx)
+    g = torch.Generator().manual_seed(0)
+    host = [torch.randint(0, 256, pillow.shape[1:], dtype=torch.uint8, generator=g)
+            for _ in range(8)]
+    expected = torch.tensor([float(h.double().sum()) for h in host], dtype=torch.float64)
+    for _ in range(10):
+        blocks = [h.cuda() for h in host]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(50_000_000)  # tens of ms of queued work before the sums
+        sums = torch.stack([b.double().sum() for b in blocks])
+        del blocks  # freed while the sums that read them are still queued
+        ours = decode_batch(data.encoded(idx), data.channels, "cuda")
+        assert torch.equal(sums.cpu(), expected)
+        assert ours.is_cuda and ours.shape == pillow.shape
+        assert (ours.cpu().int() - pillow.int()).abs().max() <= 2
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_hands_over_bytes(jpeg_shards, workers):
     data = open_dataset(jpeg_shards, "train")

@@ -221,11 +221,36 @@ def decode_batch(encoded: list[torch.Tensor], channels: int, device) -> torch.Te
     from torchvision.io import decode_jpeg as tv_decode_jpeg  # torchvision: slow to import
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    device = torch.device(device)
+    side = _decode_stream(device)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.cuda.stream(side):  # (a no-op for None)
             warnings.simplefilter("ignore", DeprecationWarning)
-            images = tv_decode_jpeg(encoded, mode=mode, device=device)
+            batch = torch.stack(tv_decode_jpeg(encoded, mode=mode, device=device))
     except RuntimeError as e:
         raise DataError(f"a JPEG of this batch does not decode on {device}: "
                         f"{str(e).splitlines()[0]}") from None
-    return torch.stack(images).permute(0, 2, 3, 1)
+    if side is not None:
+        # nvJPEG's hardware decoder writes its outputs without waiting for the stream it is
+        # given (pytorch/vision#9606): memory the training stream freed but still reads must
+        # never be handed to it. So it decodes on a stream of its own, whose memory pool the
+        # training stream's frees do not reach; `side` is drained, so that nothing queued there
+        # still reads a block the next decode may get; and the training stream waits for it.
+        side.synchronize()
+        torch.cuda.current_stream(device).wait_stream(side)
+        batch.record_stream(torch.cuda.current_stream(device))
+    return batch.permute(0, 2, 3, 1)
+
+
+_DECODE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+
+
+def _decode_stream(device: torch.device):
+    """The CUDA stream JPEG batches decode on, one per device; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    device = torch.device("cuda", torch.cuda.current_device() if device.index is None
+                          else device.index)
+    if device not in _DECODE_STREAMS:
+        _DECODE_STREAMS[device] = torch.cuda.Stream(device)
+    return _DECODE_STREAMS[device]
