@@ -51,7 +51,8 @@ def test_run_directory_and_resume_reproduces_an_uninterrupted_run(tmp_path, caps
     assert list(full.glob("events.out.tfevents.*")), "TensorBoard events missing"
     rows = metrics(full)
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert {"train_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s", "seconds"} <= set(rows[0])
+    assert {"train_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s",
+            "img_per_s_after_first_step", "seconds"} <= set(rows[0])
 
     assert train(tmp_path, "part", "--epochs", "1", *drop) == 0
     assert cli_main(["train", "--resume", str(tmp_path / "part"), "--epochs", "2",
@@ -275,3 +276,25 @@ def test_demo_options_train_resume_and_evaluate(tmp_path, capsys):
 def test_kaiming_init_needs_the_paper_variant(tmp_path, capsys):
     assert train(tmp_path, "owt", "--variant", "owt", "--init", "kaiming") == 2
     assert "init and input_norm apply to the paper variant only" in capsys.readouterr().err
+
+
+def test_the_rate_after_the_first_step_leaves_its_wait_out(tmp_path, monkeypatch):
+    """metrics.jsonl's img_per_s_after_first_step (the rate to set against `bench model`) does
+    not count the first step, where a GPU run waits for the first batch and warms up."""
+    import alexnet.train as train_module
+    real, calls = train_module.train_step, []
+
+    def slow_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(3.0)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train_module, "train_step", slow_first)
+    assert train(tmp_path, "rate", "--epochs", "1") == 0
+    row = metrics(tmp_path / "rate")[0]
+    # 3 steps of 8 images: 24 over the epoch's T seconds, 16 over the last two steps, which
+    # took at most T - 3 (whatever the load; over the whole epoch it would be 24 / T, which
+    # is less for T < 9 s)
+    whole = 24 / row["img_per_s"]
+    assert whole > 3.0
+    assert row["img_per_s_after_first_step"] >= 16 / (whole - 3.0) * (1 - 1e-9)

@@ -67,8 +67,10 @@ class Training:
     masters: MasterWeights | None = None  # bf16 on the CPU: the weights' bf16 copies (masters.py)
 
 
-def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
-    """One pass over this rank's share of the training data; returns (mean loss, img/s)."""
+def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
+    """One pass over this rank's share of the training data; returns (mean loss, img/s, img/s
+    after the first step). The second rate leaves out the first batch's wait and the warm-up
+    (cuDNN's algorithm search, compiling): it is the one to set against `bench model`."""
     cfg, rt, info = t.cfg, t.rt, t.info
     t.model.train()
     gen = torch.Generator(device=rt.device).manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
@@ -78,6 +80,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
     with Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
                   enabled=cfg.progress and info.is_main) as bar:
         start = time.perf_counter()
+        after_first = start, 0  # (time, images) when the first step has ended
         for i, (images, labels) in enumerate(t.train_loader):
             lr = t.schedule.apply(t.optimizer, step0 + i)
             if t.train_loader.transform is None:  # on an accelerator: augment there, batched
@@ -93,12 +96,20 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float]:
                                option="lr") from None
             loss_sum += loss * len(labels)
             seen += len(labels)
-            rate = seen * info.world_size / (time.perf_counter() - start)
+            now = time.perf_counter()  # the step has synchronised (train_step reads the loss)
+            if i == 0:
+                after_first = now, seen
+            rate = seen * info.world_size / (now - start)
             bar.update(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
     total = parallel.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64),
                                     info)
-    return (total[0] / max(total[1], 1)).item(), total[1].item() / seconds
+    rate = total[1].item() / (end - start)
+    if seen > after_first[1]:
+        steady = (seen - after_first[1]) * info.world_size / (end - after_first[0])
+    else:
+        steady = rate  # one step: nothing after it
+    return (total[0] / max(total[1], 1)).item(), rate, steady
 
 
 def _seed(seed: int, epoch: int, rank: int, stream: int) -> int:
@@ -336,14 +347,15 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         t.train_loader.set_epoch(epoch)
-        train_loss, img_s = train_one_epoch(t, epoch)
+        train_loss, img_s, steady = train_one_epoch(t, epoch)
         val = evaluate(Predictor.snapshot(t.model, t.meta, t.rt), t.val_loader, crops=1,
                        info=info)
         lr = t.optimizer.param_groups[0]["lr"]
         dropped = t.schedule.end_epoch(val["top1_error"])
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
                         "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
-                        "lr": lr, "img_per_s": img_s, "seconds": time.perf_counter() - t0})
+                        "lr": lr, "img_per_s": img_s,
+                        "img_per_s_after_first_step": steady, "seconds": time.perf_counter() - t0})
         _check_finite(t, val, epoch)
         improved = val["top1_error"] < best
         best = min(best, val["top1_error"])
