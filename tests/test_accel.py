@@ -1,6 +1,7 @@
 """The fast training path's building blocks (alexnet.accel)."""
 from __future__ import annotations
 
+import os
 import platform
 import time
 
@@ -191,6 +192,7 @@ def test_every_stem_computes_the_same():
 def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     monkeypatch.setattr(accel, "_fast_paths", {})
+    monkeypatch.setattr(accel, "_busy", lambda: False)  # cached whatever else runs now
     probes = []
     real = accel._probe_cpu
     monkeypatch.setattr(accel, "_probe_cpu", lambda: probes.append(1) or real())
@@ -198,8 +200,9 @@ def test_fast_path_is_measured_once_and_cached(tmp_path, monkeypatch):
     assert first.source == "probe" and probes == [1]
     assert {"conv1 NCHW", "conv1 NHWC", "conv1 NHWC s2d"} <= set(first.timings_ms)
     assert first.stem in accel.STEMS
-    assert first.precision == ("bf16" if first.timings_ms.get("conv2 bf16", 1e9)
-                               < 0.9 * first.timings_ms.get("conv2 fp32", 0) else "fp32")
+    t = first.timings_ms  # bf16 only where native, and then unless fp32 was clearly faster
+    assert first.precision == ("fp32" if "conv2 bf16" not in t
+                               or t["conv2 fp32"] < 0.9 * t["conv2 bf16"] else "bf16")
     monkeypatch.setattr(accel, "_fast_paths", {})  # a new process: from the disk cache
     again = accel.fast_path(CPU)
     assert again.source == "cache" and probes == [1]
@@ -263,3 +266,39 @@ def test_the_probe_takes_each_candidates_least_time():
     timings = accel._time_ms({"a": lambda: time.sleep(next(turns)),
                               "b": lambda: time.sleep(0.01)}, reps=5)
     assert timings["a"] < timings["b"]
+
+
+def _probe_with(monkeypatch, conv2_ms: dict[str, float]) -> accel.FastPath:
+    """_measure_cpu with conv2's timings as given (the stem's as measured)."""
+    real = accel._time_ms
+
+    def timed(steps, reps=5):
+        if any(name.startswith("conv2") for name in steps):
+            return dict(conv2_ms)
+        return real(steps, reps=1)
+    monkeypatch.setattr(accel, "_time_ms", timed)
+    return accel._measure_cpu()
+
+
+@pytest.mark.skipif(not accel.native_bf16(CPU), reason="the CPU has no native bf16")
+def test_the_probe_keeps_bf16_unless_fp32_is_clearly_faster(monkeypatch):
+    # a probe starved by other work timed both alike (47 ms each): that must not give fp32
+    assert _probe_with(monkeypatch, {"conv2 fp32": 47.2, "conv2 bf16": 47.3}).precision == "bf16"
+    assert _probe_with(monkeypatch, {"conv2 fp32": 36.0, "conv2 bf16": 9.0}).precision == "bf16"
+    assert _probe_with(monkeypatch, {"conv2 fp32": 9.0, "conv2 bf16": 36.0}).precision == "fp32"
+
+
+def test_a_probe_on_a_busy_machine_is_not_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(accel, "_fast_paths", {})
+    monkeypatch.setattr(accel, "_probe_cpu", lambda: accel.FastPath("bf16", "nhwc", "probe"))
+    cores = os.cpu_count() or 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores + 1.5, 0.0, 0.0))
+    assert accel.fast_path(CPU).source == "probe"
+    assert not list(tmp_path.glob("fastpath-*.json"))  # busy: kept for this process only
+    monkeypatch.setattr(accel, "_fast_paths", {})
+    monkeypatch.setattr(os, "getloadavg", lambda: (cores - 0.5, 0.0, 0.0))
+    assert accel.fast_path(CPU).source == "probe"
+    assert len(list(tmp_path.glob("fastpath-*.json"))) == 1
+    monkeypatch.setattr(accel, "_fast_paths", {})
+    assert accel.fast_path(CPU).source == "cache"

@@ -46,6 +46,7 @@ import ctypes.util
 import functools
 import hashlib
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -158,7 +159,8 @@ def fast_path(device) -> FastPath:
         except (OSError, ValueError, TypeError):  # none yet, or an older version's
             _fast_paths[key] = _probe_cpu()
             try:
-                atomic_write_json(path, asdict(_fast_paths[key]))
+                if not _busy():  # else this process takes the result, and the next probes again
+                    atomic_write_json(path, asdict(_fast_paths[key]))
             except OSError:
                 pass  # a read-only cache only costs the probe next time
     return _fast_paths[key]
@@ -169,6 +171,16 @@ def use_fast_path(device, path: FastPath) -> None:
     (under DDP: rank 0's, parallel.agree_on_fast_path)."""
     if _device(device).type == "cpu":
         _fast_paths[_probe_key(torch.get_num_threads())] = path
+
+
+def _busy() -> bool:
+    """Whether other work held the cores while the probe ran (the 1-minute load average above
+    the core count): its timings then say more about the neighbours than about this CPU, and
+    are not kept for later runs."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except OSError:  # no load average on this system
+        return False
 
 
 # Bumped whenever _measure_cpu changes what it measures or how it decides, so that a cache
@@ -230,7 +242,10 @@ def _measure_cpu() -> FastPath:
         x2 = torch.randn(8, 96, 27, 27).contiguous(memory_format=torch.channels_last)
         timings.update(_time_ms({f"conv2 {dtype}": conv_step(conv2, x2, dtype)
                                  for dtype in ("fp32", "bf16")}))
-        precision = "bf16" if timings["conv2 bf16"] < 0.9 * timings["conv2 fp32"] else "fp32"
+        # bf16 unless fp32 is clearly faster: where oneDNN reports native bf16 it ran at 2-3x
+        # fp32, and a probe starved by other work times both alike (47 ms each, against 9 and
+        # 36 alone), which must not decide for fp32.
+        precision = "fp32" if timings["conv2 fp32"] < 0.9 * timings["conv2 bf16"] else "bf16"
     nchw = StemConv2d(3, 96, 11, stride=4)
     nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
     s2d = copy.deepcopy(nhwc)
