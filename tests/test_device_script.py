@@ -3,6 +3,7 @@ an option misspelt there would cost a whole step. So every `alexnet` command in 
 here, with the command-line parser that would run it (nothing is executed)."""
 import argparse
 import importlib
+import importlib.util
 import re
 import shlex
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 from alexnet.cli import COMMANDS, ArgumentParser
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "cuda_check.sh"
-VARIABLES = {"$OUT": "/tmp/out", "$W": "14", "$PHOTOS": "4096", "$A": "alexnet"}
+VARIABLES = {"$OUT": "/tmp/out", "$WORK": "/tmp/work", "$W": "14", "$PHOTOS": "8192",
+             "$A": "alexnet"}
 
 
 def _commands() -> list[list[str]]:
@@ -56,3 +58,14 @@ def test_each_command_parses(argv):
 def test_a_misspelt_option_is_caught():
     with pytest.raises(SystemExit):
         _parse(["train", "--epocs", "2"])
+
+
+def test_the_photos_script_makes_each_image_once(tmp_path):
+    """scripts/photos.py splits the images over processes by number: none lost or made twice."""
+    spec = importlib.util.spec_from_file_location("photos", SCRIPT.parent / "photos.py")
+    photos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(photos)
+    photos.main(str(tmp_path), 13, 5)
+    for split, n in (("train", 13), ("val", 5)):
+        names = sorted(p.name for p in (tmp_path / split).glob("class*/*.jpg"))
+        assert names == [f"{i:06d}.jpg" for i in range(n)]

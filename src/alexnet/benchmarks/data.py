@@ -247,8 +247,10 @@ def model_train_rate(steps: int, batch: int = 64, device="cpu") -> float:
     return batch / float(np.median(times[1:]))
 
 
-def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> str:
-    """n photo-like 500×375 JPEGs (quality 90) in root/train/<class>/, 10 classes."""
+def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0, first: int = 0,
+                split: str = "train") -> str:
+    """n photo-like 500×375 JPEGs (quality 90) in root/<split>/<class>/, 10 classes, numbered
+    from `first` (so that several processes can each make a share of one folder)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -260,7 +262,7 @@ def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> str:
     except ImportError:
         photos = list(Shapes("train", n=8, image_size=500).get_batch(range(8)).numpy())
         source = "generated: shapes rendered at 500×500, cropped to 500×375, JPEG q90"
-    for i in range(n):
+    for i in range(first, first + n):
         photo = photos[i % len(photos)]
         h, w = photo.shape[:2]
         top, left = rng.integers(0, h - 375 + 1), rng.integers(0, w - 500 + 1)
@@ -268,7 +270,7 @@ def make_photos(root: Path, n: int, classes: int = 10, seed: int = 0) -> str:
         crop = crop * rng.uniform(0.7, 1.3, 3) + rng.uniform(-20, 20, 3)  # colour changes
         if rng.random() < 0.5:
             crop = crop[:, ::-1]
-        folder = root / "train" / f"class{i % classes:02d}"
+        folder = root / split / f"class{i % classes:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         img = Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8))
         img.save(folder / f"{i:06d}.jpg", quality=90)
