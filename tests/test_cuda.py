@@ -83,6 +83,24 @@ def test_triton_matches_float64(dtype, channels_last, shape, groups):
 
 
 @needs_triton
+@pytest.mark.parametrize("dtype,channels_last", [(torch.float32, False), (torch.bfloat16, True)])
+def test_triton_relu_fused_matches_float64(dtype, channels_last):
+    # LRN(ReLU(x)) with ReLU in the kernels (as AlexNet.forward calls it), against ReLU then the
+    # formula in float64 through autograd; zeros of both signs stop the gradient as torch's ReLU.
+    x = (activations((4, 96, 27, 27), channels_last=channels_last) - 20).to(dtype)
+    x[0, :3, 0, :2], x[1, 5:9, 2, 3] = 0.0, -0.0
+    grad = torch.randn(x.shape).to(dtype)
+    y, dx = _fwd_bwd(x.to(CUDA), grad.to(CUDA), lambda t: lrn(t, groups=2, relu=True))
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    y_ref, dx_ref = _fwd_bwd(x.double(), grad.double(), lambda t: formula(t.relu(), groups=2))
+    rtol_y, rtol_dx = LOW[dtype]
+    torch.testing.assert_close(y.double().cpu(), y_ref, rtol=rtol_y, atol=1e-7)
+    torch.testing.assert_close(dx.double().cpu(), dx_ref, rtol=rtol_dx,
+                               atol=rtol_dx * 1e-1 * dx_ref.abs().max().item())
+    assert (dx.cpu()[x <= 0] == 0).all()
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_triton_low_precision_rounds_like_torch(dtype):
     # The kernel computes in fp32 either way; storing must round to nearest even as torch does, so

@@ -76,6 +76,14 @@ def _cases() -> dict:
         fused = _case((2, 24, 5, 6), dt, channels_last=True, groups=2, via="op", relu=True)
         fused["x"] = fused["x"] - 20
         cases[f"op-relu-{dt}"] = fused
+    # ...and in the kernels themselves (ReLU as they load, its mask in the backward), with exact
+    # zeros of both signs, whose gradient ReLU stops as torch's does (x <= 0).
+    for dt, cl in (("fp32", False), ("bf16", True), ("fp16", False)):
+        fused = _case((2, 24, 5, 6), dt, channels_last=cl, groups=2, relu=True)
+        fused["x"] = fused["x"] - 20
+        fused["x"][0, :3, 0, :2] = 0.0
+        fused["x"][1, 5:9, 2, 3] = -0.0
+        cases[f"relu-{dt}-{'cl' if cl else 'nchw'}"] = fused
     return cases
 
 
@@ -170,12 +178,12 @@ def test_layout_that_does_not_flatten_is_refused():
         lrn_triton.forward(activations((1, 4, 3, 3)).double())
 
 
-def _compile_for_h100(kernel, dtype: str, channels_last: bool):
+def _compile_for_h100(kernel, dtype: str, channels_last: bool, relu: bool = False):
     """Compile to cubin for sm_90 without a GPU, with the specialisation a launch gets (the unit
     stride of the contiguous axis is a constant, which is what lets the loads coalesce)."""
     from triton.backends.compiler import GPUTarget
     unit = "_c" if channels_last else "_p"
-    signature, constants = {}, dict(SIZE=5, BLOCK_C=32 if channels_last else 16,
+    signature, constants = {}, dict(SIZE=5, RELU=relu, BLOCK_C=32 if channels_last else 16,
                                     BLOCK_P=32 if channels_last else 64)
     for name in kernel.arg_names:
         if name in constants:
@@ -197,8 +205,8 @@ def test_kernels_compile_for_h100(tmp_path, monkeypatch):
         pytest.skip("this triton has no NVIDIA backend")
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel):
-        for dtype, channels_last in (("bf16", True), ("fp32", False)):
-            compiled = _compile_for_h100(kernel, dtype, channels_last)
+        for dtype, channels_last, relu in (("bf16", True, True), ("fp32", False, False)):
+            compiled = _compile_for_h100(kernel, dtype, channels_last, relu)
             assert "ld.global" in compiled.asm["ptx"] and compiled.asm["cubin"]
             order = "order = [0, 1]" if channels_last else "order = [1, 0]"
             assert order in compiled.asm["ttgir"]  # threads run along the contiguous axis

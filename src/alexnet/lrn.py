@@ -220,23 +220,23 @@ _lrn_op.register_autograd(_backward, setup_context=_setup_context)
 def _lrn_cuda(x, size, alpha, beta, k, groups, relu=False):
     fmt = _layout(x)  # the output's layout, as the fake promises
     x = x.contiguous(memory_format=fmt)
-    a = x.relu() if relu else x
     if lrn_triton is None or x.dtype not in lrn_triton.DTYPES:
+        a = x.relu() if relu else x
         return _analytic_forward(a, size, alpha, beta, k, groups).contiguous(memory_format=fmt)
-    return lrn_triton.forward(a, size, alpha, beta, k, groups)
+    return lrn_triton.forward(x, size, alpha, beta, k, groups, relu)  # ReLU as it loads
 
 
 @_lrn_backward_op.register_kernel("cuda")
 def _lrn_backward_cuda(grad, x, size, alpha, beta, k, groups, relu=False):
     fmt = _layout(x)
     x = x.contiguous(memory_format=fmt)
-    a = x.relu() if relu else x
     if lrn_triton is None or x.dtype not in lrn_triton.DTYPES:
-        dx = _analytic_backward(grad, a, size, alpha, beta, k, groups)
-    else:  # the kernel reads grad in either layout and any of its dtypes; a strided view is copied
-        dx = lrn_triton.backward(grad.contiguous(memory_format=_layout(grad)), a, size, alpha,
-                                 beta, k, groups)
-    return _relu_backward(dx, x, relu).contiguous(memory_format=fmt)
+        dx = _analytic_backward(grad, x.relu() if relu else x, size, alpha, beta, k, groups)
+        return _relu_backward(dx, x, relu).contiguous(memory_format=fmt)
+    # the kernel reads grad in either layout and any of its dtypes (a strided view is copied),
+    # and applies ReLU and its backward itself
+    return lrn_triton.backward(grad.contiguous(memory_format=_layout(grad)), x, size, alpha,
+                               beta, k, groups, relu)
 
 
 # ---- LRN then max pooling in one pass (csrc/lrn.c): the LRN's output never goes to memory ----

@@ -55,11 +55,15 @@ def _tile(C, HW, CG, n_pblocks, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
-def _load(ptr, n, c, p, lo, hi, p_ok, off, s_n, s_c, s_p):
-    """Channel c + off of each row as float32; 0 outside the row's group (the clipped window)."""
+def _load(ptr, n, c, p, lo, hi, p_ok, off, s_n, s_c, s_p, RELU: tl.constexpr):
+    """Channel c + off of each row as float32; 0 outside the row's group (the clipped window).
+    RELU: ReLU applied as it loads (torch's: a NaN stays NaN)."""
     j = c + off
     mask = (j >= lo) & (j < hi) & p_ok
-    return tl.load(ptr + n * s_n + j * s_c + p * s_p, mask=mask, other=0.0).to(tl.float32)
+    v = tl.load(ptr + n * s_n + j * s_c + p * s_p, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        v = tl.where(v <= 0.0, 0.0, v)
+    return v
 
 
 @triton.jit
@@ -70,13 +74,13 @@ def _neg_pow(s, beta):
 
 @triton.jit(do_not_specialize=_SIZES + ("sx_n", "sy_n"))
 def _lrn_fwd_kernel(x_ptr, y_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sy_n, sy_c, sy_p,
-                    alpha, beta, k, SIZE: tl.constexpr, BLOCK_C: tl.constexpr,
-                    BLOCK_P: tl.constexpr):
+                    alpha, beta, k, SIZE: tl.constexpr, RELU: tl.constexpr,
+                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n, c, p, lo, hi, p_ok = _tile(C, HW, CG, n_pblocks, BLOCK_C, BLOCK_P)
     # xs[d] is channel c + d - SIZE//2: the window, left to right (a tuple, unrolled when compiled)
     xs = ()
     for d in tl.static_range(SIZE):
-        xs = xs + (_load(x_ptr, n, c, p, lo, hi, p_ok, d - SIZE // 2, sx_n, sx_c, sx_p),)
+        xs = xs + (_load(x_ptr, n, c, p, lo, hi, p_ok, d - SIZE // 2, sx_n, sx_c, sx_p, RELU),)
     total = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
     for d in tl.static_range(SIZE):
         total += xs[d] * xs[d]
@@ -88,7 +92,7 @@ def _lrn_fwd_kernel(x_ptr, y_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sy_n, 
 @triton.jit(do_not_specialize=_SIZES + ("sx_n", "sg_n", "sd_n"))
 def _lrn_bwd_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sg_n, sg_c,
                     sg_p, sd_n, sd_c, sd_p, alpha, beta, k, SIZE: tl.constexpr,
-                    BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+                    RELU: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
     n, c, p, lo, hi, p_ok = _tile(C, HW, CG, n_pblocks, BLOCK_C, BLOCK_P)
     BEFORE: tl.constexpr = SIZE // 2
     AFTER: tl.constexpr = (SIZE - 1) // 2
@@ -96,7 +100,7 @@ def _lrn_bwd_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p
     # m - AFTER - BEFORE .. m + BEFORE + AFTER. xs[q] is channel m + q - (SIZE - 1).
     xs = ()
     for q in tl.static_range(2 * SIZE - 1):
-        xs = xs + (_load(x_ptr, n, c, p, lo, hi, p_ok, q - (SIZE - 1), sx_n, sx_c, sx_p),)
+        xs = xs + (_load(x_ptr, n, c, p, lo, hi, p_ok, q - (SIZE - 1), sx_n, sx_c, sx_p, RELU),)
     u = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)   # sum over those i of g_i a_i s_i^(-beta-1)
     ps = ()                                        # s_i^-beta; ps[AFTER] is m's own
     gs = ()
@@ -106,12 +110,14 @@ def _lrn_bwd_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p
             total += xs[e + d] * xs[e + d]
         s = k + alpha * total
         pw = _neg_pow(s, beta)
-        g = _load(g_ptr, n, c, p, lo, hi, p_ok, e - AFTER, sg_n, sg_c, sg_p)
+        g = _load(g_ptr, n, c, p, lo, hi, p_ok, e - AFTER, sg_n, sg_c, sg_p, False)
         # i outside m's group loads a_i = 0 (masked), so it adds nothing, as it must
         u += g * xs[e + BEFORE] * pw / s
         ps = ps + (pw,)
         gs = gs + (g,)
     dx = gs[AFTER] * ps[AFTER] - 2.0 * alpha * beta * xs[SIZE - 1] * u
+    if RELU:  # ReLU's backward: m's ReLU output is 0 exactly where its input was <= 0
+        dx = tl.where(xs[SIZE - 1] == 0.0, 0.0, dx)
     ok = (c < hi) & p_ok  # the row exists (hi <= c past C) and so does the pixel
     tl.store(dx_ptr + n * sd_n + c * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
@@ -148,7 +154,7 @@ def _blocks(x: torch.Tensor) -> tuple[int, int]:
     return block_c, 1024 // block_c
 
 
-def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups) -> None:
+def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu) -> None:
     n, c, h, w = x.shape
     block_c, block_p = _blocks(x)
     n_pblocks = triton.cdiv(h * w, block_p)
@@ -158,28 +164,32 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups) -> N
     with guard:
         kernel[(n * n_pblocks, triton.cdiv(c, block_c))](
             *tensors, c, h * w, c // groups, n_pblocks, *strides, float(alpha), float(beta),
-            float(k), SIZE=size, BLOCK_C=block_c, BLOCK_P=block_p, num_warps=4)
+            float(k), SIZE=size, RELU=bool(relu), BLOCK_C=block_c, BLOCK_P=block_p,
+            num_warps=4)
 
 
 def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-            k: float = 2.0, groups: int = 1) -> torch.Tensor:
-    """The LRN of x, in x's dtype and layout (empty_like keeps a dense x's strides)."""
+            k: float = 2.0, groups: int = 1, relu: bool = False) -> torch.Tensor:
+    """The LRN of x (of ReLU(x) with relu: one pass, no ReLU output in memory), in x's dtype and
+    layout (empty_like keeps a dense x's strides)."""
     _check(x, size, groups)
     y = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_fwd_kernel, x, (x, y), size, alpha, beta, k, groups)
+        _launch(_lrn_fwd_kernel, x, (x, y), size, alpha, beta, k, groups, relu)
     return y
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
-             beta: float = 0.75, k: float = 2.0, groups: int = 1) -> torch.Tensor:
+             beta: float = 0.75, k: float = 2.0, groups: int = 1,
+             relu: bool = False) -> torch.Tensor:
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
-    layout. s is recomputed from x, not stored by the forward."""
+    layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
+    forward."""
     _check(x, size, groups)
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
     _check(grad, size, groups)
     dx = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_bwd_kernel, x, (x, grad, dx), size, alpha, beta, k, groups)
+        _launch(_lrn_bwd_kernel, x, (x, grad, dx), size, alpha, beta, k, groups, relu)
     return dx
