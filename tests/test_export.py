@@ -166,6 +166,20 @@ def test_convert_and_export_refuse_to_write_over_their_input(paper, tmp_path, ca
     assert tv.read_bytes() == before and ckpt.read_bytes() == paper[0].read_bytes()
 
 
+def test_export_from_a_run_directory_does_not_replace_its_files(paper, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(paper[0].read_bytes())
+    before = (run / "best.pt").read_bytes()
+    for fmt in ("safetensors", "onnx"):
+        assert cli_main(["export", str(run), "--format", fmt, str(run / "best.pt")]) == 2
+        err = capsys.readouterr().err
+        assert "is a file of" in err and err.count("\n") == 1, err
+    assert (run / "best.pt").read_bytes() == before
+    # a new file beside them is no input
+    assert cli_main(["export", str(run), "--format", "safetensors", str(run / "m.st")]) == 0
+
+
 def test_safetensors_export_gets_the_usual_permissions(paper, tmp_path):
     # safetensors replaces the temporary file with its own, made 0600: fixed after it writes
     umask = os.umask(0o022)

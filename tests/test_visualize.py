@@ -238,3 +238,13 @@ def test_kernel_structure_against_hand_made_kernels():
     red = torch.zeros(1, 3, 11, 11)
     red[0, 0] = blob - blob.mean()  # a zero-mean pattern in the red channel only
     assert filters.structure(red)["colour"] == pytest.approx(2 / 3, abs=1e-9)
+
+
+@pytest.mark.parametrize("picture", ["predictions", "activations"])
+def test_a_picture_is_not_drawn_over_its_own_photo(files, tmp_path, capsys, picture):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((files / "a.png").read_bytes())
+    before = photo.read_bytes()
+    code, _, err = show(capsys, picture, files / "tiny.pt", photo, "--out", photo)
+    assert code == 2 and "is the input too" in err and len(err.strip().splitlines()) == 1
+    assert photo.read_bytes() == before

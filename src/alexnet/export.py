@@ -256,6 +256,7 @@ def run_features(args) -> int:
         raise AlexNetError(f"the output OUT must be a .npy file, got {out}")
     check_value("batch_size", args.batch_size, int, {"low": 1})
     check_value("limit", args.limit, Optional[int], {"low": 1})
+    check_not_same(args.checkpoint, out)
     tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
     predictor.check_layer(args.layer)

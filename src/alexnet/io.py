@@ -60,12 +60,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
         write(tmp)
 
 
-def check_not_same(source: str | os.PathLike, out: str | os.PathLike) -> None:
-    """Refuse to write `out` over `source`: the atomic rename would replace the input with the
-    output, and a failed conversion would leave neither."""
-    source, out = Path(source), Path(out)
-    if out.exists() and source.exists() and os.path.samefile(source, out):
-        raise AlexNetError(f"the output {out} is the input too; write to another file")
+def check_not_same(sources, out: str | os.PathLike) -> None:
+    """Refuse to write `out` over one of `sources` (a path or several): the atomic rename would
+    replace the input with the output. A run directory among them counts as its files: `export
+    RUN … RUN/best.pt` would replace the weights it reads."""
+    out = Path(out)
+    if not out.exists():
+        return
+    for source in [sources] if isinstance(sources, (str, os.PathLike)) else sources:
+        source = Path(source)
+        if not source.exists():
+            continue
+        if os.path.samefile(source, out):
+            raise AlexNetError(f"the output {out} is the input too; write to another file")
+        if source.is_dir() and os.path.samefile(source, Path(os.path.realpath(out)).parent):
+            raise AlexNetError(f"the output {out} is a file of {source}, which is being read; "
+                               f"write to another file")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

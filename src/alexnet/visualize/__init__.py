@@ -17,6 +17,7 @@ export or torchvision weights. `plot_curves` is also what `alexnet train` draws 
 from __future__ import annotations
 
 from ..accel import PRECISIONS
+from ..io import check_not_same
 from . import activations, common, curves, figure4, filters
 from .curves import plot_curves
 
@@ -72,6 +73,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if getattr(args, "out", None):
         common.image_format(args.out)  # before any work, not after
+        inputs = [getattr(args, "checkpoint", None), getattr(args, "image", None),
+                  *getattr(args, "images", []), *getattr(args, "runs", [])]
+        check_not_same([p for p in inputs if p], args.out)  # a photo is not drawn over
     commands = {"filters": filters.run, "predictions": figure4.run_predictions,
                 "neighbours": figure4.run_neighbours, "curves": curves.run,
                 "activations": activations.run}
