@@ -155,6 +155,7 @@ def test_eval_of_a_run_without_best_says_so(tmp_path, capsys):
     ("--workers", "-1", "workers must be >= 0"),
     ("--workers", "99999", "workers must be in 0.."),  # thousands of processes hang at start
     ("--data", "", "the dataset is an empty string"),
+    ("--width", "1000", "width must be <= 16.0"),  # it asked for 1.2 TB, and a traceback
 ])
 def test_every_numeric_train_option_is_validated(tmp_path, capsys, flag, value, words):
     err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", flag, value,
@@ -289,6 +290,39 @@ def test_an_allocation_far_too_large_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("alexnet.visualize.run", run)
     err = one_line_exit_2(capsys, ["show", "curves", str(tmp_path)])
     assert err.strip() == "alexnet: error: not enough memory: cannot allocate 4 TiB"
+
+
+def test_torchs_failed_allocation_is_one_line(tmp_path, capsys, monkeypatch):
+    # torch reports an allocation it cannot make as a RuntimeError, not a MemoryError
+    def run(args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 1228800000000 bytes.")
+    monkeypatch.setattr("alexnet.visualize.run", run)
+    err = one_line_exit_2(capsys, ["show", "curves", str(tmp_path)])
+    assert err.startswith("alexnet: error: not enough memory: ") and "1228800000000" in err
+    monkeypatch.setattr("alexnet.visualize.run", lambda args: (_ for _ in ()).throw(
+        RuntimeError("some other failure")))
+    with pytest.raises(RuntimeError, match="some other failure"):  # a bug stays a traceback
+        cli_main(["show", "curves", str(tmp_path)])
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkeypatch):
+    # torch.save on a full disk: "unexpected pos ..." (a RuntimeError), naming no cause
+    import alexnet.io as io_module
+    from alexnet.io import atomic_torch_save
+    target = tmp_path / "model.pt"
+    atomic_torch_save(target, {"w": 1})
+    before = target.read_bytes()
+
+    def full(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.setattr(io_module, "_disk_full", lambda directory: True)
+    monkeypatch.setattr("alexnet.visualize.run", lambda args: atomic_torch_save(target, {}))
+    err = one_line_exit_2(capsys, ["show", "curves", str(tmp_path)])
+    assert err.strip() == f"alexnet: error: cannot write {target}: no space left on device"
+    assert target.read_bytes() == before and sorted(tmp_path.iterdir()) == [target]
 
 
 def test_a_relative_data_path_resumes_from_another_directory(tmp_path, capsys, monkeypatch):

@@ -119,6 +119,16 @@ def test_sigterm_mid_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, 
     assert signal.getsignal(signal.SIGTERM) == before  # put back for whoever runs main() next
 
 
+def test_ctrl_c_is_130_not_the_bad_input_code(capsys, monkeypatch):
+    import signal
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("alexnet.summary.run", interrupted)
+    assert main(["summary"]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err.strip() == "alexnet: error: interrupted"
+
+
 def test_outputs_follow_links_and_never_replace_devices_or_pipes(tmp_path):
     # Every file the package writes goes through atomic_path, whose rename would replace what
     # is at the name: a reviewer's `alexnet export … /dev/full` turned the device into a file.

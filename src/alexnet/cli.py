@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         fail("terminated")
         return 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
     except KeyboardInterrupt:
-        return fail("interrupted")
+        fail("interrupted")
+        return 128 + signal.SIGINT  # as a shell reports Ctrl-C: not the bad-input code 2
     except BrokenPipeError:  # `alexnet summary | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0
@@ -122,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("ALEXNET_DEBUG"):
             raise
         return fail(describe_error(e))
+    except RuntimeError as e:  # torch reports an allocation it cannot make as a RuntimeError
+        if os.environ.get("ALEXNET_DEBUG") or not _out_of_memory(e):
+            raise
+        return fail(describe_error(MemoryError(first_line(e, 300))))
+
+
+def _out_of_memory(e: RuntimeError) -> bool:
+    text = str(e)
+    return "can't allocate memory" in text or "out of memory" in text.lower()
 
 
 def describe_error(e: BaseException) -> str:

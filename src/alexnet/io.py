@@ -5,10 +5,12 @@ over the target (rename is atomic on POSIX within one file system).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,9 +51,27 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:  # make the bytes durable before the rename publishes them
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except AlexNetError:
+        raise
+    except Exception as e:
+        # A full disk reaches us in each writer's words (torch.save: "unexpected pos ...",
+        # safetensors: its own error type), or as an OSError naming the temporary file.
+        if _disk_full(path.parent) or getattr(e, "errno", None) == errno.ENOSPC:
+            raise WriteError(f"cannot write {path}: no space left on device") from None
+        if isinstance(e, OSError):
+            raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _disk_full(directory: Path, margin: int = 1 << 20) -> bool:
+    """Whether the file system holding `directory` has less than `margin` bytes left."""
+    try:
+        return shutil.disk_usage(directory).free < margin
+    except OSError:
+        return False
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:

@@ -88,7 +88,7 @@ class ModelOptions:
                                              "the kernels: one-tower-half)")})
     width: float = option(1.0, "kernel counts of conv1-conv4 times this (paper: 1); conv5 and "
                           "fc6/fc7 keep theirs, as the paper's one-GPU net did (§3.2, note 2)",
-                          low=0.0, low_open=True, arms={
+                          low=0.0, low_open=True, high=16.0, arms={
                               "one-tower-half": (0.5, "one tower, half the kernels in conv1-4",
                                                  "two towers: top-1 −1.7%, top-5 −1.2% vs this "
                                                  "net (§3.2)")})
