@@ -480,3 +480,20 @@ def test_a_prepare_that_fails_at_once_leaves_no_output_directory(tmp_path, capsy
     rc, _, err = cli(capsys, "prepare", "shapes:16:8", tmp_path / "mine", "--seed", "-1",
                      "--workers", "0")
     assert rc == 2 and (tmp_path / "mine").is_dir()
+
+
+def test_an_unreadable_file_whose_name_is_not_utf8_is_listed_not_fatal(image_folder, tmp_path,
+                                                                       capsys):
+    """skipped.txt and prepare's report.txt name such a file by the bytes of its name (writing
+    them as UTF-8 failed, after the epoch, and left a prepare that could never finish)."""
+    name = os.fsdecode(b"dog/\xff.jpg")
+    (image_folder / "train" / name).write_bytes(b"not a jpeg")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(image_folder), "--epochs", "1", "--batch-size", "4",
+                     "--workers", "0", "--recipe", "paper", "--precision", "fp32",
+                     "--no-progress", "--eval-crops", "1", "--out", str(run)]) == 0
+    assert b"\xff.jpg" in (run / "skipped.txt").read_bytes()
+    out = tmp_path / "prepared"
+    assert main(["prepare", str(image_folder), str(out), "--workers", "1"]) == 0
+    assert (out / "manifest.json").is_file() and b"\xff.jpg" in (out / "report.txt").read_bytes()
+    capsys.readouterr()
