@@ -184,6 +184,12 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
     assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
     one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "0"])
     one_line_exit_2(capsys, ["train", "--resume", str(run), "--workers", "-2"])
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    config = (run / "config.json").read_bytes()
+    # fewer epochs than done: config.json said 1 while metrics.jsonl held 2
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "1"])
+    assert "has trained 2 epochs already" in err and "--epochs" in err
+    assert (run / "config.json").read_bytes() == config
 
 
 @pytest.mark.parametrize("argv", [

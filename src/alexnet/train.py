@@ -277,6 +277,10 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
               **{k: v for k, v in overrides.items() if k in may_change}}
     cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
     validate(cfg)
+    done = int(ckpt.get("epoch", 0))
+    if cfg.epochs < done:  # its config.json would say fewer epochs than metrics.jsonl holds
+        raise AlexNetError(f"{run} has trained {done} epochs already; --epochs must be at least "
+                           f"{done}", option="epochs")
     return cfg, ckpt
 
 
