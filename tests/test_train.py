@@ -276,6 +276,22 @@ def test_demo_options_train_resume_and_evaluate(tmp_path, capsys):
 def test_kaiming_init_needs_the_paper_variant(tmp_path, capsys):
     assert train(tmp_path, "owt", "--variant", "owt", "--init", "kaiming") == 2
     assert "init and input_norm apply to the paper variant only" in capsys.readouterr().err
+    # on shapes data with no --recipe, the demo recipe set them: the message says so
+    assert cli_main(["train", "--variant", "owt", "--data", "shapes:24:16", "--epochs", "1",
+                     "--out", str(tmp_path / "owt2")]) == 2
+    err = capsys.readouterr().err
+    assert "the demo recipe" in err and "--recipe paper" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--init-std", "--bias-init"])
+def test_the_paper_inits_options_are_refused_under_another_init(tmp_path, capsys, flag):
+    # they were silently ignored: --init-std 1e308 trained exactly as without it
+    assert cli_main(["train", "--data", "shapes:24:16", "--epochs", "1", flag, "0.5",
+                     "--out", str(tmp_path / "k")]) == 2
+    err = capsys.readouterr().err
+    assert "init is kaiming" in err and "demo recipe" in err and err.count("\n") == 1
+    assert train(tmp_path, "k2", "--init", "kaiming", flag, "0.5") == 2
+    assert not (tmp_path / "k").exists() and not (tmp_path / "k2").exists()
 
 
 def test_the_rate_after_the_first_step_leaves_its_wait_out(tmp_path, monkeypatch):

@@ -173,6 +173,13 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
     values = {**RECIPES[recipe], **given, "recipe": recipe}
     if values.get("lr_scaling") == "linear" and "warmup_epochs" not in values:
         values["warmup_epochs"] = GOYAL_WARMUP_EPOCHS
+    # Options of the paper's init, given while another init runs, would be silently ignored.
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    ignored = [k for k in ("init_std", "bias_init") if given.get(k, defaults[k]) != defaults[k]]
+    if ignored and values.get("init", "paper") != "paper":
+        why = " (the demo recipe's; --recipe paper or --init paper)" if recipe == "demo" else ""
+        raise AlexNetError(f"--{ignored[0].replace('_', '-')} sets the paper's initialisation, "
+                           f"but init is {values['init']}{why}", option=ignored[0])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
@@ -182,7 +189,10 @@ def validate(cfg: TrainConfig) -> None:
     """Every field against its declaration, then the rules that tie fields together."""
     check(cfg)
     if cfg.variant != "paper" and (cfg.init, cfg.input_norm) != ("paper", "mean"):
-        raise AlexNetError("init and input_norm apply to the paper variant only", option="variant")
+        why = (" (the demo recipe, the default on shapes data, sets init kaiming and input_norm "
+               "mean-std: add --recipe paper)" if cfg.recipe == "demo" else "")
+        raise AlexNetError(f"init and input_norm apply to the paper variant only{why}",
+                           option="variant")
 
 
 def absolute_paths(cfg: TrainConfig) -> TrainConfig:
