@@ -239,6 +239,20 @@ def test_torchvision_weights_in_predict_and_train(tmp_path, capsys):
     assert "hold variant 'owt'" in capsys.readouterr().err
 
 
+def test_weights_are_fine_tuned_on_the_input_scale_they_were_trained_on(tmp_path, capsys):
+    # A demo run (input_norm mean-std) fine-tuned with the paper's plain mean subtraction saw
+    # inputs ~60x too large: a first loss of 474 instead of 0.85.
+    assert train(tmp_path, "demo", "--epochs", "1", "--recipe", "demo") == 0
+    weights = str(tmp_path / "demo" / "best.pt")
+    capsys.readouterr()
+    assert train(tmp_path, "ft", "--epochs", "1", "--weights", weights) == 2
+    err = capsys.readouterr().err
+    assert "trained with input_norm mean-std" in err and "--input-norm" in err
+    assert err.count("\n") == 1
+    assert train(tmp_path, "ft", "--epochs", "1", "--weights", weights,
+                 "--input-norm", "mean-std") == 0
+
+
 def test_no_arguments_means_the_demo_recipe():
     from alexnet.config import DEMO, resolve_train_config
     cfg = resolve_train_config({})

@@ -154,12 +154,19 @@ def build_model(cfg: TrainConfig, num_classes: int, in_channels: int,
                    **arch_options(cfg, stats))
 
 
-def init_from_weights(model: torch.nn.Module, path: str, variant: str) -> None:
+def init_from_weights(model: torch.nn.Module, path: str, variant: str, input_norm: str) -> None:
     """Fine-tuning: load a weights file into `model`, all but a classifier of another size."""
     source = load_any(path)
     if source["arch"]["variant"] != variant:
         raise AlexNetError(f"weights {path} hold variant {source['arch']['variant']!r}, not "
                            f"{variant!r}", option="weights")
+    # Weights trained on inputs divided by their std (the demo recipe's input_norm) see inputs
+    # ~60x too large without it (a first loss of 474 instead of 0.85), and the reverse.
+    trained_on = ("mean-std" if source["arch"].get("options", {}).get("input_scale", 1.0) != 1.0
+                  else "mean")
+    if trained_on != input_norm:
+        raise AlexNetError(f"weights {path} were trained with input_norm {trained_on}; this run "
+                           f"has {input_norm} (--input-norm {trained_on})", option="input_norm")
     own = model.state_dict()
     state = {k: v for k, v in source["model"].items() if k in own and own[k].shape == v.shape}
     missing = sorted(set(own) - set(state))
@@ -195,7 +202,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     stats = ckpt["stats"] if ckpt is not None else train_set.stats()
     model = build_model(cfg, num_classes, in_channels, stats)
     if cfg.weights and ckpt is None:
-        init_from_weights(model, cfg.weights, cfg.variant)
+        init_from_weights(model, cfg.weights, cfg.variant, cfg.input_norm)
     parallel.agree_on_fast_path(info)  # the same layouts and precision on every rank
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
