@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -251,6 +252,21 @@ def test_weights_are_fine_tuned_on_the_input_scale_they_were_trained_on(tmp_path
     assert err.count("\n") == 1
     assert train(tmp_path, "ft", "--epochs", "1", "--weights", weights,
                  "--input-norm", "mean-std") == 0
+
+
+def test_eval_and_features_default_to_the_data_the_model_trained_on(tmp_path, capsys):
+    # They read `shapes` (its 500 default val images, another set) or refused another class
+    # count, whatever the run had trained on.
+    assert train(tmp_path, "run", "--epochs", "1") == 0
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert cli_main(["eval", str(run), "--crops", "1", "--precision", "fp32", "--workers", "0",
+                     "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == 16  # shapes:24:16's val split
+    assert result["top1_error"] == pytest.approx(metrics(run)[-1]["val_top1_error"])
+    assert cli_main(["features", str(run), str(tmp_path / "f.npy"), "--no-progress"]) == 0
+    assert np.load(tmp_path / "f.npy").shape == (16, 4096)
 
 
 def test_no_arguments_means_the_demo_recipe():

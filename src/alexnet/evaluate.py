@@ -72,7 +72,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("checkpoint", nargs="?", help="checkpoint, run directory (takes "
                         "best.pt), safetensors export or torchvision weights file")
     parser.add_argument("--weights", default=None, help="the same, as an option")
-    parser.add_argument("--data", default="shapes", help="dataset; its val split is evaluated")
+    parser.add_argument("--data", default=None, help="dataset; its val split is evaluated "
+                        "(default: the one the model trained on, else shapes)")
     parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--crops", type=int, choices=(1, 10), default=10)
     parser.add_argument("--batch-size", type=int, default=64,
@@ -99,8 +100,8 @@ def run(args) -> int:
     try:
         parallel.agree_on_fast_path(info)
         predictor = Predictor.from_file(path, info.device, args.precision)
-        data = open_dataset(args.data, "val", seed=predictor.data_seed,
-                            val_labels=args.val_labels)
+        spec, val_labels = predictor.own_data(args.data, args.val_labels)
+        data = open_dataset(spec, "val", seed=predictor.data_seed, val_labels=val_labels)
         predictor.check_data(data)
         loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers,
                         rank=info.rank, world_size=info.world_size, even=False,

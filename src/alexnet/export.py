@@ -238,7 +238,8 @@ def run_convert(args) -> int:
 def add_arguments_features(parser) -> None:
     parser.add_argument("checkpoint", help="checkpoint, run directory or weights file")
     parser.add_argument("out", help="output .npy (labels go to OUT.labels.npy)")
-    parser.add_argument("--data", default="shapes", help="dataset spec (as for train/eval)")
+    parser.add_argument("--data", default=None, help="dataset spec (as for train/eval; "
+                        "default: the one the model trained on, else shapes)")
     parser.add_argument("--split", default="val", choices=("train", "val"))
     parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--layer", default="fc7", help="conv1 … conv5, pool5, fc6, fc7, fc8 …")
@@ -260,8 +261,8 @@ def run_features(args) -> int:
     tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
     predictor.check_layer(args.layer)
-    data = open_dataset(args.data, args.split, seed=predictor.data_seed,
-                        val_labels=args.val_labels)
+    spec, val_labels = predictor.own_data(args.data, args.val_labels)
+    data = open_dataset(spec, args.split, seed=predictor.data_seed, val_labels=val_labels)
     predictor.check_data(data, classes=False)
     shape, labels_path = dataset_features(predictor, data, args.layer, out, args.batch_size,
                                           args.limit, not args.no_progress)

@@ -167,6 +167,15 @@ class Predictor:
         renders its images from the seed; another seed is another set of images)."""
         return self.ckpt.get("config", {}).get("seed", 0)
 
+    def own_data(self, data: str | None, val_labels: str | None = None) -> tuple[str, str | None]:
+        """(--data, --val-labels) for a command given `data` or none: then the dataset the
+        model's run trained on (its checkpoint's config), or `shapes` for weights from
+        elsewhere."""
+        if data:
+            return data, val_labels
+        config = self.ckpt.get("config") or {}
+        return config.get("data") or "shapes", val_labels or config.get("val_labels")
+
     def check_data(self, data, classes: bool = True) -> None:
         """A dataset used with this model must have its channels and image size, and for scoring
         (classes=True) its classes; features can be taken of any dataset's images."""
