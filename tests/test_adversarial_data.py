@@ -497,3 +497,30 @@ def test_an_unreadable_file_whose_name_is_not_utf8_is_listed_not_fatal(image_fol
     assert main(["prepare", str(image_folder), str(out), "--workers", "1"]) == 0
     assert (out / "manifest.json").is_file() and b"\xff.jpg" in (out / "report.txt").read_bytes()
     capsys.readouterr()
+
+
+def test_features_of_a_folder_with_unreadable_images_label_them_minus_one(image_folder,
+                                                                          tmp_path, capsys):
+    """Row i stays image i, but an unreadable image's label is -1 and the command says so (its
+    row was a black image's features under the image's real label, with a bare UserWarning)."""
+    from alexnet.checkpoint import save_checkpoint
+    from alexnet.model import alexnet
+    _break(image_folder, "dog/dog_1.jpg")
+    data = open_dataset(image_folder)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", {
+        "arch": {"variant": "paper", "num_classes": 3, "in_channels": 3,
+                 "options": {"dropout_scaling": "paper"}},
+        "classes": data.classes, "stats": data.stats(), "crop_size": 227,
+        "model": alexnet("paper", num_classes=3).state_dict()})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["features", str(tmp_path / "m.pt"), str(tmp_path / "f.npy"), "--data",
+                     str(image_folder), "--split", "train", "--layer", "fc8",
+                     "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "1 unreadable image(s) have label -1" in out and "dog_1.jpg" in out
+    labels = np.load(tmp_path / "f.labels.npy")
+    bad = [str(f).endswith("dog_1.jpg") for f in data.files]
+    assert labels.tolist() == [-1 if b else int(y) for b, y in zip(bad, data.labels)]
+    assert np.load(tmp_path / "f.npy").shape == (len(data), 3)

@@ -159,7 +159,9 @@ def export(ckpt: dict, fmt: str, path: str | os.PathLike) -> None:
 def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_size: int = 64,
                      limit: int | None = None, progress: bool = True) -> tuple:
     """Write the `layer` activations of the first `limit` images of `data` (centre crop) to `out`
-    (.npy, float32, (N, …)) and their labels to out.labels.npy; both atomic. Returns (shape, path).
+    (.npy, float32, (N, …)) and their labels to out.labels.npy; both atomic. Row i is image i;
+    an image that cannot be read gets label -1 (and the features of a black image). Returns
+    (shape, labels path, [(index, why) of the unreadable images]).
 
     The array is a memory map filled batch by batch, so conv1 features of a large dataset need
     disk, not RAM."""
@@ -169,6 +171,7 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
     starts = range(0, n, batch_size)
     labels = np.empty(n, dtype=np.int64)
     labels_path = out.with_suffix(".labels.npy")
+    unreadable = []
     # both temporaries first, so that a labels path that cannot be written fails before any work
     # and a failure leaves neither file
     with (Progress(len(starts), f"features {layer}", enabled=progress) as bar,
@@ -176,7 +179,8 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
         array = None
         for start in starts:
             idx = list(range(start, min(start + batch_size, n)))
-            images, batch_labels = _batch(data, idx)
+            images, batch_labels, failed = _batch(data, idx)
+            unreadable += failed
             act = predictor.features(images, layer).numpy()
             if array is None:  # the layer's shape is known after the first batch
                 array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
@@ -188,14 +192,16 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
         shape = array.shape
         del array  # close the map before the file is renamed into place
         _save_npy(labels_tmp, labels)
-    return shape, labels_path
+    return shape, labels_path, unreadable
 
 
 def _batch(data, idx):
-    """uint8 images and int64 labels of the dataset items `idx`."""
-    images = data.get_batch(idx)
+    """uint8 images, int64 labels (-1 where unreadable) and [(index, why)] of the items `idx`."""
+    images, failed = data.read(idx)
     images = torch.as_tensor(images) if not isinstance(images, torch.Tensor) else images
-    return images, np.asarray(data.labels)[idx]
+    labels = np.asarray(data.labels)[idx].copy()
+    labels[[idx.index(i) for i, _ in failed]] = -1
+    return images, labels, failed
 
 
 def _save_npy(path: Path, array) -> None:
@@ -264,7 +270,11 @@ def run_features(args) -> int:
     spec, val_labels = predictor.own_data(args.data, args.val_labels)
     data = open_dataset(spec, args.split, seed=predictor.data_seed, val_labels=val_labels)
     predictor.check_data(data, classes=False)
-    shape, labels_path = dataset_features(predictor, data, args.layer, out, args.batch_size,
-                                          args.limit, not args.no_progress)
+    shape, labels_path, unreadable = dataset_features(predictor, data, args.layer, out,
+                                                      args.batch_size, args.limit,
+                                                      not args.no_progress)
     print(f"wrote {args.layer} features {tuple(shape)} to {out} and labels to {labels_path}")
+    if unreadable:
+        print(f"{len(unreadable)} unreadable image(s) have label -1 (their rows are a black "
+              f"image's), e.g. {unreadable[0][1]}")
     return 0
