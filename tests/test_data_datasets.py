@@ -237,3 +237,33 @@ def test_devkit_ground_truth_with_meta_mat(image_folder):
     truth.write_text("".join(f"{ids[n.split('-')[0]]}\n" for n in names))
     val = open_dataset(image_folder, "val", val_labels=truth)
     assert [val.classes[k] for k in val.labels] == [n.split("-")[0] for n in names]
+
+
+def test_statistics_show_a_bar_on_a_terminal_only(monkeypatch, tmp_path):
+    """The first run on `shapes` renders its images while computing the statistics: about 100 s
+    that printed nothing. On a terminal a bar shows it; in logs and tests nothing changes."""
+    import alexnet.data.imageset as imageset
+    bars = []
+
+    class Recorded:
+        def __init__(self, total, desc, enabled=True):
+            bars.append({"total": total, "enabled": enabled, "updates": 0})
+
+        def update(self, **fields):
+            bars[-1]["updates"] += 1
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+    monkeypatch.setattr(imageset, "Progress", Recorded)
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    for tty in (False, True):
+        monkeypatch.setattr(imageset, "_memory_cache", {})
+        for f in tmp_path.rglob("*"):
+            if f.is_file():
+                f.unlink()
+        monkeypatch.setattr(imageset.sys.stderr, "isatty", lambda: tty, raising=False)
+        open_dataset("shapes:200:8").stats()
+        assert bars[-1] == {"total": 2, "enabled": tty, "updates": 2}  # 200 images, 128 a batch

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from ..errors import DataError
 from ..io import atomic_write
 from ..machine import cache_dir
+from ..progress import Progress
 
 STAT_KEYS = ("mean_image", "mean", "std", "eigval", "eigvec")
 # Statistics of a set that is not prepared (computed on the fly, cached) come from an evenly spaced
@@ -93,11 +95,17 @@ class ImageSet:
             sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
             acc = StatsAccumulator(train.image_size, train.channels)
             failed = []
-            for start in range(0, len(sample), 128):
-                batch = sample[start:start + 128]
-                images, errors = train.read(batch)
-                acc.add(drop_failed(images, batch, errors)[0])  # a bad file is no black image
-                failed += errors
+            starts = range(0, len(sample), 128)
+            # A first run on `shapes` renders its images here: about 100 s of silence without a
+            # bar (shown on a terminal only: logs and tests stay as they were).
+            with Progress(len(starts), f"statistics of {len(sample)} training images (once)",
+                          enabled=sys.stderr.isatty()) as bar:
+                for start in starts:
+                    batch = sample[start:start + 128]
+                    images, errors = train.read(batch)
+                    acc.add(drop_failed(images, batch, errors)[0])  # a bad file: no black image
+                    failed += errors
+                    bar.update()
             if acc.count == 0:
                 i, why = failed[0]
                 raise DataError(f"none of the {len(sample)} training images sampled for the "
