@@ -244,7 +244,7 @@ def _measure_cpu() -> FastPath:
                                  for dtype in ("fp32", "bf16")}))
         # bf16 unless fp32 is clearly faster: where oneDNN reports native bf16 it ran at 2-3x
         # fp32, and a probe starved by other work times both alike (47 ms each, against 9 and
-        # 36 alone), which must not decide for fp32.
+        # 36 ms otherwise; experiments/cpu-speed/probe_repeat.py), which must not mean fp32.
         precision = "fp32" if timings["conv2 fp32"] < 0.9 * timings["conv2 bf16"] else "bf16"
     nchw = StemConv2d(3, 96, 11, stride=4)
     nhwc = copy.deepcopy(nchw).to(memory_format=torch.channels_last)
