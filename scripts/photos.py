@@ -15,6 +15,8 @@ def main(root: str, n: int, val: int) -> None:
     procs = os.cpu_count() or 1
     jobs = []
     for split, total, seed in (("train", n, 0), ("val", val, 1000)):
+        if total == 0:
+            continue
         share = -(-total // procs)
         for k, first in enumerate(range(0, total, share)):
             jobs.append((Path(root), min(share, total - first), 10, seed + k, first, split))

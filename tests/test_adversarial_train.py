@@ -331,6 +331,29 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkey
     assert target.read_bytes() == before and sorted(tmp_path.iterdir()) == [target]
 
 
+def test_an_atomic_write_blames_the_output_only_for_its_own_errors(tmp_path, monkeypatch):
+    # The body of a write may also read inputs (features, prepare): their errors pass unchanged,
+    # and so does a bug, even on a disk that is nearly full.
+    import alexnet.io as io_module
+    from alexnet.errors import WriteError
+    from alexnet.io import atomic_path
+    with pytest.raises(FileNotFoundError) as e:
+        with atomic_path(tmp_path / "out.npy"):
+            open(tmp_path / "missing-input")
+    assert not isinstance(e.value, WriteError) and "missing-input" in str(e.value)
+    monkeypatch.setattr(io_module, "_disk_full", lambda directory: True)
+    with pytest.raises(TypeError, match="a bug"):
+        with atomic_path(tmp_path / "out.npy"):
+            raise TypeError("a bug")
+    with pytest.raises(WriteError, match="no space left"):  # the writer's own failure
+        with atomic_path(tmp_path / "out.npy"):
+            raise RuntimeError("unexpected pos 64 vs 0")
+    with pytest.raises(WriteError, match="cannot write .*out.npy: Permission denied"):
+        with atomic_path(tmp_path / "out.npy") as tmp:
+            raise PermissionError(13, "Permission denied", str(tmp))
+    assert sorted(tmp_path.iterdir()) == []
+
+
 def test_a_relative_data_path_resumes_from_another_directory(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert cli_main(["prepare", "shapes:16:8", "prep", "--workers", "0"]) == 0

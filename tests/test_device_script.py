@@ -69,3 +69,5 @@ def test_the_photos_script_makes_each_image_once(tmp_path):
     for split, n in (("train", 13), ("val", 5)):
         names = sorted(p.name for p in (tmp_path / split).glob("class*/*.jpg"))
         assert names == [f"{i:06d}.jpg" for i in range(n)]
+    photos.main(str(tmp_path / "none"), 3, 0)  # no val images: none asked for, no error
+    assert not (tmp_path / "none" / "val").exists()

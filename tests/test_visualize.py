@@ -248,3 +248,18 @@ def test_a_picture_is_not_drawn_over_its_own_photo(files, tmp_path, capsys, pict
     code, _, err = show(capsys, picture, files / "tiny.pt", photo, "--out", photo)
     assert code == 2 and "is the input too" in err and len(err.strip().splitlines()) == 1
     assert photo.read_bytes() == before
+
+
+def test_curves_can_be_drawn_again_into_the_run_they_read(tmp_path, capsys):
+    # a run directory stands for the files read from it (metrics.jsonl), not every file in it:
+    # train's own curves.png may be drawn again
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps(
+        {"epoch": 1, "train_loss": 2.0, "val_loss": 2.1, "val_top1_error": 0.8,
+         "val_top5_error": 0.3, "lr": 0.01}) + "\n")
+    for _ in range(2):
+        code, _, err = show(capsys, "curves", run, "--out", run / "curves.png")
+        assert code == 0, err
+    code, _, err = show(capsys, "curves", run, "--out", run / "metrics.jsonl")
+    assert code == 2

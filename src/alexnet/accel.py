@@ -178,9 +178,12 @@ def _busy() -> bool:
     the core count): its timings then say more about the neighbours than about this CPU, and
     are not kept for later runs."""
     try:
-        return os.getloadavg()[0] > (os.cpu_count() or 1)
+        load = os.getloadavg()[0]
     except OSError:  # no load average on this system
         return False
+    # the cores this process may use (a container pinned to 2 of a host's 64 has 2)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return load > (cores or 1)
 
 
 # Bumped whenever _measure_cpu changes what it measures or how it decides, so that a cache

@@ -275,6 +275,7 @@ def run_features(args) -> int:
                                                       not args.no_progress)
     print(f"wrote {args.layer} features {tuple(shape)} to {out} and labels to {labels_path}")
     if unreadable:
+        i, why = unreadable[0]
         print(f"{len(unreadable)} unreadable image(s) have label -1 (their rows are a black "
-              f"image's), e.g. {unreadable[0][1]}")
+              f"image's), e.g. row {i}, {data.describe(i)}: {why}")
     return 0

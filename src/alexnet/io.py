@@ -54,11 +54,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except AlexNetError:
         raise
     except Exception as e:
-        # A full disk reaches us in each writer's words (torch.save: "unexpected pos ...",
-        # safetensors: its own error type), or as an OSError naming the temporary file.
-        if _disk_full(path.parent) or getattr(e, "errno", None) == errno.ENOSPC:
+        # A full disk reaches us in each writer's words (torch.save: "unexpected pos ..." as a
+        # RuntimeError, safetensors: an error type of its own), or as an OSError naming the
+        # temporary file. Anything else (reading an input, a bug) passes on as it is.
+        writer_error = isinstance(e, RuntimeError) or type(e).__name__ == "SafetensorError"
+        if getattr(e, "errno", None) == errno.ENOSPC or (writer_error and _disk_full(path.parent)):
             raise WriteError(f"cannot write {path}: no space left on device") from None
-        if isinstance(e, OSError):
+        if isinstance(e, OSError) and e.filename is not None and Path(e.filename) == tmp:
             raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
         raise
     finally:
@@ -80,22 +82,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
         write(tmp)
 
 
+# What a command reads from a run directory given as its input: the weights (best.pt) and the
+# metrics (show curves).
+RUN_INPUTS = ("best.pt", "metrics.jsonl")
+
+
 def check_not_same(sources, out: str | os.PathLike) -> None:
     """Refuse to write `out` over one of `sources` (a path or several): the atomic rename would
-    replace the input with the output. A run directory among them counts as its files: `export
-    RUN … RUN/best.pt` would replace the weights it reads."""
+    replace the input with the output. A run directory stands for the files read from it
+    (RUN_INPUTS): `export RUN … RUN/best.pt` would replace the weights it reads."""
     out = Path(out)
     if not out.exists():
         return
     for source in [sources] if isinstance(sources, (str, os.PathLike)) else sources:
         source = Path(source)
-        if not source.exists():
-            continue
-        if os.path.samefile(source, out):
-            raise AlexNetError(f"the output {out} is the input too; write to another file")
-        if source.is_dir() and os.path.samefile(source, Path(os.path.realpath(out)).parent):
-            raise AlexNetError(f"the output {out} is a file of {source}, which is being read; "
-                               f"write to another file")
+        files = [source / name for name in RUN_INPUTS] if source.is_dir() else [source]
+        for file in files:
+            if file.exists() and os.path.samefile(file, out):
+                raise AlexNetError(f"the output {out} is the input too ({file}); write to "
+                                   f"another file")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
