@@ -1,10 +1,10 @@
-"""The README's first command (`alexnet train` with no options) must train the paper's network to
->= 90% validation top-1 accuracy on `shapes`, within ten minutes on a 2-core CPU with native bf16
-(AVX512-BF16 or AMX; 8.5 minutes measured on an Intel, 8.3 on an AMD EPYC in session 15). Without it (an AVX2-only CPU, where `auto`
-trains in fp32) the demo takes 20 to 30 minutes (28 measured in session 7), so there only the
-accuracy is checked. Nor is the time judged when other processes took a share of the cores while
-it ran: beside an ablation run on the same 2 cores the demo took 1,703 s (session 14), which says
-nothing about the demo. Slow: `pytest -m slow tests/test_demo.py`."""
+"""The README's first command (`alexnet train` with no options) must train the paper's network to >=
+90% validation top-1 accuracy on `shapes`, within ten minutes on a 2-core CPU with native bf16
+(AVX512-BF16 or AMX; 8.5 minutes measured on an Intel, 8.3 on an AMD EPYC in session 15). Without
+it (an AVX2-only CPU, where `auto` trains in fp32) the demo takes 20 to 30 minutes (28 measured in
+session 7), so there only the accuracy is checked. Nor is the time judged when other processes took
+a share of the cores while it ran: beside an ablation run on the same 2 cores the demo took 1,703 s
+(session 14), which says nothing about the demo. Slow: `pytest -m slow tests/test_demo.py`."""
 from __future__ import annotations
 
 import json
