@@ -21,13 +21,15 @@ from alexnet.cli import main as cli_main
 def _busy_seconds() -> float:
     """CPU seconds the whole machine has spent busy (steal included: a neighbour VM's share)."""
     with open("/proc/stat") as f:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+        fields = f.readline().split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def _own_seconds() -> float:
     """CPU seconds of this process and its reaped children (the demo's loader workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
