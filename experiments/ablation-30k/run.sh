@@ -1,0 +1,13 @@
+#!/bin/bash
+# Sessions 14–15: the paired-seed ablation at the demo's whole budget (30,000 images, where the
+# baseline converges to a few percent error), for the three ideas the 6,000-image ablation could
+# not tell (LRN, two towers, PCA lighting). Five seeds, fixed before any result was read.
+# --dropout 0: the demo recipe's (ablate's baseline would otherwise take the paper's 0.5).
+# Session 14 ran seeds 0-2 on an Intel Xeon with AMX (its run directories went with that machine;
+# EXPERIMENTS.md and combine.py keep its per-seed errors); session 15 ran seeds 3-4, on an AMD
+# EPYC (avx512_bf16, no AMX), with FIRST=3 N=2. Finished runs in OUT are skipped.
+cd "$(dirname "$0")/../.."
+FIRST=${FIRST:-0} N=${N:-5} OUT=${OUT:-/work/exp/ablation-30k/out}
+.venv/bin/alexnet ablate --recipe demo --data shapes:10000:500 --budget 30000 --dropout 0 \
+  --epochs 3 --seed "$FIRST" --seeds "$N" --arms no-lrn,one-tower-half,no-lighting --study none \
+  --progress off --out "$OUT"
