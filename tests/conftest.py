@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from alexnet.cli import main as cli_main
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_stats_cache(tmp_path_factory):
@@ -57,3 +59,18 @@ def exact_fp32():
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def cli(capsys, *argv):
+    """Run `alexnet ARGV` in-process: (exit code, stdout, stderr)."""
+    rc = cli_main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_line_error(rc, err, *words):
+    """Bad input's promise: exit code 2, one line on stderr naming `words`, no traceback."""
+    assert rc == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err

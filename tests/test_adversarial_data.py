@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import alexnet.data.imageset as imageset
 import alexnet.data.prepare as prep
 from alexnet.cli import main
 from alexnet.data import Loader, open_dataset
@@ -21,22 +20,7 @@ from alexnet.data.augment import Augment
 from alexnet.data.folder import load_image, to_rgb
 from alexnet.data.imageset import StatsAccumulator
 from alexnet.errors import AlexNetError, DataError
-from alexnet.io import locked_dir
-from conftest import write_image_folder
-
-
-def cli(capsys, *argv):
-    """Run `alexnet ARGV` in-process: (exit code, stdout, stderr)."""
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def one_line_error(rc, err, *words):
-    assert rc == 2, err
-    assert err.count("\n") == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
+from conftest import cli, one_line_error, write_image_folder
 
 
 def photo(w, h, seed=0):
@@ -327,159 +311,6 @@ def test_training_on_one_class_is_refused(image_folder, tmp_path, capsys):
 def _photo_file(tmp_path):
     Image.fromarray(photo(100, 80)).save(tmp_path / "photo.png")
     return tmp_path / "photo.png"
-
-
-# ---- 6. damaged prepared data and statistics -----------------------------------------------------
-
-@pytest.fixture
-def prepared(image_folder, tmp_path):
-    """The small ImageFolder prepared at 32×32, as raw and as JPEG shards of 4 images."""
-    out = {}
-    for fmt in ("raw", "jpeg"):
-        prep.prepare(image_folder, tmp_path / fmt, size=32, shard_size=4, encoding=fmt,
-                     workers=1, progress=False)
-        out[fmt] = tmp_path / fmt
-    return out
-
-
-def test_truncated_shards_are_one_line_data_errors(prepared, tmp_path, capsys):
-    raw = prepared["raw"] / "train-00001.u8"
-    raw.write_bytes(raw.read_bytes()[:1000])
-    with pytest.raises(DataError, match="truncated"):
-        open_dataset(prepared["raw"])
-    rc, _, err = cli(capsys, "prepare", prepared["raw"], tmp_path / "again", "--format", "jpeg")
-    one_line_error(rc, err, "train-00001.u8", "truncated")
-    jpg = prepared["jpeg"] / "train-00001.jpg"
-    jpg.write_bytes(jpg.read_bytes()[:500])
-    data = open_dataset(prepared["jpeg"])  # only sizes of the index are known without reading
-    for workers in (0, 2):  # raised in a worker, it comes back as itself, not wrapped
-        with pytest.raises(DataError, match="train-00001.jpg does not match its index") as e:
-            list(Loader(data, 4, shuffle=False, workers=workers))
-        assert "\n" not in str(e.value)
-    garbled = prepared["jpeg"] / "train-00000.jpg"
-    garbled.write_bytes(b"\0" * 8 + garbled.read_bytes()[8:])  # same size, no JPEG header
-    with pytest.raises(DataError, match="image 0 does not decode"):
-        open_dataset(prepared["jpeg"]).get_batch([0])
-
-
-@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "truncate", "wrong shape"])
-def test_damaged_stats_npz_is_a_data_error(prepared, damage):
-    stats = prepared["raw"] / "stats.npz"
-    if damage == "truncate":
-        stats.write_bytes(stats.read_bytes()[:200])
-    elif damage == "wrong shape":
-        np.savez(stats, mean_image=np.zeros((8, 8, 3)), mean=np.zeros(3), std=np.zeros(3),
-                 eigval=np.zeros(3), eigvec=np.eye(3))
-    else:
-        stats.write_bytes(damage)
-    with pytest.raises(DataError, match="stats.npz") as e:
-        open_dataset(prepared["raw"]).stats()
-    assert "\n" not in str(e.value)
-
-
-def test_damaged_stats_cache_is_recomputed(image_folder):
-    imageset._memory_cache.clear()
-    train = open_dataset(image_folder)
-    first = train.stats()
-    cached = imageset._cache_file(train.cache_key())
-    for damage in (b"garbage", cached.read_bytes()[:300]):
-        cached.write_bytes(damage)
-        imageset._memory_cache.clear()
-        again = open_dataset(image_folder).stats()
-        for key in first:
-            torch.testing.assert_close(again[key], first[key])
-        assert imageset.load_stats(cached)["mean_image"].shape == (256, 256, 3)  # rewritten
-
-
-@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "missing splits", "bad count"])
-def test_damaged_manifest_is_one_line(prepared, tmp_path, capsys, text):
-    manifest = prepared["raw"] / "manifest.json"
-    m = json.loads(manifest.read_text())
-    if text == "missing splits":
-        del m["splits"]
-        text = json.dumps(m)
-    elif text == "bad count":
-        m["splits"]["train"]["shards"][0]["count"] = "four"
-        text = json.dumps(m)
-    manifest.write_text(text)
-    with pytest.raises(DataError, match="manifest.json"):
-        open_dataset(prepared["raw"])
-    rc, _, err = cli(capsys, "prepare", prepared["raw"], tmp_path / "again")
-    one_line_error(rc, err, "manifest.json")
-
-
-def test_garbage_prepare_json_is_one_line(image_folder, tmp_path, capsys):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "prepare.json").write_bytes(b"\x00\xffgarbage")
-    rc, _, err = cli(capsys, "prepare", image_folder, out)
-    one_line_error(rc, err, "prepare.json", "damaged")
-    assert (out / "prepare.json").read_bytes() == b"\x00\xffgarbage"  # left for the user to see
-
-
-# ---- 7. `alexnet prepare`: one run per output, every error in one line --------------------------
-
-def test_second_prepare_into_the_same_output_stops(image_folder, tmp_path, capsys):
-    out = tmp_path / "out"
-    with locked_dir(out, "output directory"):  # the first run, still working
-        live = out / ".train-00000.u8.ab12cd34.tmp"
-        live.write_bytes(b"being written")
-        rc, _, err = cli(capsys, "prepare", image_folder, out, "--workers", "1")
-        one_line_error(rc, err, "in use")
-        assert live.read_bytes() == b"being written"  # the second run deleted nothing
-    rc, _, err = cli(capsys, "prepare", image_folder, out, "--workers", "1")
-    assert rc == 0, err
-    assert not live.exists() and (out / "manifest.json").exists()  # swept once the lock was free
-
-
-def test_no_readable_training_image_writes_the_report_it_names(tmp_path, capsys):
-    src = tmp_path / "src"
-    for c in ("cat", "dog"):
-        (src / "train" / c).mkdir(parents=True)
-        (src / "train" / c / f"{c}.jpg").write_bytes(b"\xff\xd8 truncated")
-    rc, _, err = cli(capsys, "prepare", src, tmp_path / "out", "--workers", "1")
-    one_line_error(rc, err, "no readable training images", "report.txt")
-    report = (tmp_path / "out" / "report.txt").read_text().splitlines()
-    assert report[0].startswith("# 2 of 2") and len(report) == 3 and "cat.jpg" in report[1]
-    assert not (tmp_path / "out" / "manifest.json").exists()
-
-
-@pytest.mark.parametrize("flag,value,message", [
-    ("--size", "2", "size must be >= 8, got 2 (--size)"),
-    ("--size", "100000", "size must be <= 4096, got 100000 (--size)"),
-    ("--shard-size", "0", "shard_size must be >= 1, got 0 (--shard-size)"),
-    ("--workers", "-1", "workers must be >= 0, got -1 (--workers)"),
-    ("--workers", "99999", "workers must be in 0.."),
-    ("--quality", "0", "quality must be in 1..100, got 0 (--quality)")])
-def test_bad_prepare_options_name_the_option(tmp_path, capsys, flag, value, message):
-    rc, _, err = cli(capsys, "prepare", "shapes:4:2", tmp_path / "out", flag, value)
-    one_line_error(rc, err, message)
-    assert not (tmp_path / "out").exists()
-
-
-# ---- 8. `alexnet bench data` ---------------------------------------------------------------------
-
-def test_bench_data_skips_unreadable_files_and_needs_two_batches(image_folder, capsys):
-    (image_folder / "train" / "cat" / "broken.jpg").write_bytes(b"not an image")
-    rc, out, err = cli(capsys, "bench", "data", image_folder, "--images", "10", "--batch-size",
-                       "4", "--rounds", "1", "--workers", "0", "--model-steps", "0", "--json")
-    assert rc == 0, err
-    r = json.loads(out)
-    assert r["images"] == 10 and r["unreadable"] == 1 and r["baseline_img_s"] > 0
-    rc, _, err = cli(capsys, "bench", "data", image_folder, "--images", "40", "--batch-size",
-                     "8", "--workers", "0", "--model-steps", "0")
-    one_line_error(rc, err, "needs at least 16 images", "it has 10")
-
-
-def test_a_prepare_that_fails_at_once_leaves_no_output_directory(tmp_path, capsys):
-    rc, _, err = cli(capsys, "prepare", "shapes:16:8", tmp_path / "new", "--seed", "-1",
-                     "--workers", "0")
-    one_line_error(rc, err, "seed must be >= 0", "(--seed)")
-    assert not (tmp_path / "new").exists()  # not an empty folder holding only the lock file
-    (tmp_path / "mine").mkdir()  # a directory the user made is left as it was
-    rc, _, err = cli(capsys, "prepare", "shapes:16:8", tmp_path / "mine", "--seed", "-1",
-                     "--workers", "0")
-    assert rc == 2 and (tmp_path / "mine").is_dir()
 
 
 def test_an_unreadable_file_whose_name_is_not_utf8_is_listed_not_fatal(image_folder, tmp_path,
