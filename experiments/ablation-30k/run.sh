@@ -6,8 +6,13 @@
 # Session 14 ran seeds 0-2 on an Intel Xeon with AMX (its run directories went with that machine;
 # EXPERIMENTS.md and combine.py keep its per-seed errors); session 15 ran seeds 3-4, on an AMD
 # EPYC (avx512_bf16, no AMX), with FIRST=3 N=2. Finished runs in OUT are skipped.
+# Session 16 (planned before it ran anything, after reading seeds 0-4): a replication on seeds 5-9
+# of the two ideas seeds 0-4 left "cannot tell, but close", LRN and the towers, on the same EPYC:
+#   FIRST=5 N=5 ARMS=no-lrn,one-tower-half OUT=/work/exp/ablation-30k/out-5-9 bash run.sh
+# Lighting (+0.0 over seeds 0-4) is left out to fit the session's time (about 19 min a seed).
 cd "$(dirname "$0")/../.."
 FIRST=${FIRST:-0} N=${N:-5} OUT=${OUT:-/work/exp/ablation-30k/out}
+ARMS=${ARMS:-no-lrn,one-tower-half,no-lighting}
 .venv/bin/alexnet ablate --recipe demo --data shapes:10000:500 --budget 30000 --dropout 0 \
-  --epochs 3 --seed "$FIRST" --seeds "$N" --arms no-lrn,one-tower-half,no-lighting --study none \
+  --epochs 3 --seed "$FIRST" --seeds "$N" --arms "$ARMS" --study none \
   --progress off --out "$OUT"
