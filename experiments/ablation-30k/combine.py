@@ -1,12 +1,19 @@
-"""The five-seed ablation at 30,000 images, from two machines: seeds 0-2 ran in session 14 on an
-Intel Xeon with AMX, seeds 3-4 in session 15 on an AMD EPYC (avx512_bf16, no AMX). Each pair (an
-arm and the baseline with the same seed) ran on one machine, so each difference is paired as
-`ablate` pairs them; only the seed-to-seed spread mixes the machines.
+"""The paired-seed ablation at 30,000 images, gathered from three sessions and two machines:
 
-Session 14's run directories went with its machine; its per-seed errors (each a count out of 500
-validation images, so exact to the 0.2 points shown) are kept here as that session recorded them.
+- seeds 0-2: session 14, an Intel Xeon with AMX (its run directories went with that machine; its
+  per-seed errors, each a count out of 500 validation images and so exact to the 0.2 points shown,
+  are kept below as that session recorded them);
+- seeds 3-4: session 15, an AMD EPYC (avx512_bf16, no AMX); the first set is seeds 0-4, fixed
+  before any result was read, with the arms no-lrn, one-tower-half and no-lighting;
+- seeds 5-9: session 16, the same EPYC: a replication, planned after reading seeds 0-4, of the two
+  ideas they left "cannot tell, but close" (no-lrn, one-tower-half).
 
-    python experiments/ablation-30k/combine.py [OUT]   # OUT: session 15's ablate --out
+Each pair (an arm and the baseline with the same seed) ran on one machine, so each difference is
+paired as `ablate` pairs them; only the seed-to-seed spread mixes the machines. Three tables: the
+first set, the replication alone (its own test, untouched by the first look), and all seeds pooled
+(two looks at the data, so its interval is a little optimistic; said where it is reported).
+
+    python experiments/ablation-30k/combine.py OUT...   # each an `ablate --out`; writes combined.json
 """
 from __future__ import annotations
 
@@ -17,37 +24,62 @@ from pathlib import Path
 from alexnet.stats import paired_difference, verdict
 
 SESSION_14 = {  # val top-1 error, 1-crop, seeds 0, 1, 2 (Intel Xeon with AMX, bf16)
-    "baseline": [0.034, 0.040, 0.082],
-    "no-lrn": [0.068, 0.050, 0.076],
-    "one-tower-half": [0.082, 0.076, 0.078],
-    "no-lighting": [0.054, 0.034, 0.050],
+    "baseline": {0: 0.034, 1: 0.040, 2: 0.082},
+    "no-lrn": {0: 0.068, 1: 0.050, 2: 0.076},
+    "one-tower-half": {0: 0.082, 1: 0.076, 2: 0.078},
+    "no-lighting": {0: 0.054, 1: 0.034, 2: 0.050},
 }
+SETS = {"seeds 0-4 (first set)": range(0, 5), "seeds 5-9 (replication)": range(5, 10),
+        "seeds 0-9 (pooled; two looks)": range(0, 10)}
 
 
-def main(out: Path) -> None:
-    report = json.loads((out / "results.json").read_text())
-    errors = {arm: list(values) for arm, values in SESSION_14.items()}
-    for row in report["arms"]:
-        errors[row["arm"]] += [row["val_top1_error"][str(s)] for s in row["seeds"]]
-    seeds = len(errors["baseline"])
-    print(f"| arm | {' | '.join(f'seed {s}' for s in range(seeds))} | Δ arm − baseline [95%] "
-          "| verdict |\n|---|" + "---:|" * seeds + "---:|---|")
-    summary = {"machine": {"seeds 0-2": "session 14, Intel Xeon, AMX",
-                           "seeds 3-4": report["machine"]}, "arms": {}}
-    for arm, values in errors.items():
-        cells = " | ".join(f"{100 * v:.1f}" for v in values)
-        if arm == "baseline":
-            print(f"| {arm} | {cells} | | |")
-            continue
-        d = paired_difference(errors["baseline"], values)
+def gather(outs: list[Path]) -> tuple[dict[str, dict[int, float]], dict[str, str]]:
+    """errors[arm][seed] from session 14's record and each `ablate --out`; the machine per out."""
+    errors = {arm: dict(values) for arm, values in SESSION_14.items()}
+    machines = {"seeds 0-2": "session 14, Intel Xeon, AMX"}
+    for out in outs:
+        report = json.loads((out / "results.json").read_text())
+        seeds = []
+        for row in report["arms"]:
+            seeds = row["seeds"]
+            values = errors.setdefault(row["arm"], {})
+            for s in seeds:
+                if s in values:
+                    raise SystemExit(f"{out}: seed {s} of {row['arm']} is already gathered")
+                values[s] = row["val_top1_error"][str(s)]
+        machines[f"seeds {min(seeds)}-{max(seeds)}"] = report["machine"]
+    return errors, machines
+
+
+def table(errors: dict[str, dict[int, float]], seeds: range) -> dict:
+    """Print one markdown table over `seeds` for every arm that has them all; return its summary."""
+    base = errors["baseline"]
+    arms = [a for a in errors if a != "baseline" and all(s in errors[a] for s in seeds)]
+    print(f"| arm | {' | '.join(f'seed {s}' for s in seeds)} | Δ arm − baseline [95%] | verdict |")
+    print("|---|" + "---:|" * len(seeds) + "---:|---|")
+    print("| baseline | " + " | ".join(f"{100 * base[s]:.1f}" for s in seeds) + " | | |")
+    summary = {"baseline": [base[s] for s in seeds]}
+    for arm in arms:
+        values = [errors[arm][s] for s in seeds]
+        d = paired_difference([base[s] for s in seeds], values)
         said = verdict(d, "greater")  # the paper: switching the idea off raises the error
+        cells = " | ".join(f"{100 * v:.1f}" for v in values)
         print(f"| {arm} | {cells} | {100 * d.estimate:+.1f} [{100 * d.low:+.1f}, "
               f"{100 * d.high:+.1f}] | {said} |")
-        summary["arms"][arm] = {"val_top1_error": values, "difference": d.estimate,
-                                "low": d.low, "high": d.high, "verdict": said}
-    summary["arms"]["baseline"] = {"val_top1_error": errors["baseline"]}
-    (out / "combined.json").write_text(json.dumps(summary, indent=1) + "\n")
+        summary[arm] = {"val_top1_error": values, "difference": d.estimate, "low": d.low,
+                        "high": d.high, "verdict": said}
+    return summary
+
+
+def main(outs: list[Path]) -> None:
+    errors, machines = gather(outs)
+    summary = {"machine": machines, "sets": {}}
+    for name, seeds in SETS.items():
+        if all(s in errors["baseline"] for s in seeds):
+            print(f"\n{name}\n")
+            summary["sets"][name] = table(errors, seeds)
+    Path(__file__).with_name("combined.json").write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/work/exp/ablation-30k/out"))
+    main([Path(p) for p in sys.argv[1:]] or [Path("/work/exp/ablation-30k/out")])
