@@ -44,8 +44,9 @@ def gather(outs: list[Path]) -> tuple[dict[str, dict[int, float]], dict[str, str
             seeds = row["seeds"]
             values = errors.setdefault(row["arm"], {})
             for s in seeds:
-                if s in values:
-                    raise SystemExit(f"{out}: seed {s} of {row['arm']} is already gathered")
+                if s in values and values[s] != row["val_top1_error"][str(s)]:
+                    raise SystemExit(f"{out}: seed {s} of {row['arm']} differs from an earlier "
+                                     "directory's")  # a shared (linked) baseline must agree
                 values[s] = row["val_top1_error"][str(s)]
         machines[f"seeds {min(seeds)}-{max(seeds)}"] = report["machine"]
     return errors, machines

@@ -10,6 +10,9 @@
 # of the two ideas seeds 0-4 left "cannot tell, but close", LRN and the towers, on the same EPYC:
 #   FIRST=5 N=5 ARMS=no-lrn,one-tower-half OUT=/work/exp/ablation-30k/out-5-9 bash run.sh
 # Lighting (+0.0 over seeds 0-4) is left out to fit the session's time (about 19 min a seed).
+# Then, with time left and before its first result, the same for lighting on seeds 5-9, reusing
+# those baselines (hard links to the finished runs, which ablate skips):
+#   cp -al OUT/baseline OUT2/ && FIRST=5 N=5 ARMS=no-lighting OUT=OUT2 bash run.sh
 cd "$(dirname "$0")/../.."
 FIRST=${FIRST:-0} N=${N:-5} OUT=${OUT:-/work/exp/ablation-30k/out}
 ARMS=${ARMS:-no-lrn,one-tower-half,no-lighting}
