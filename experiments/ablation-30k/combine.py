@@ -6,7 +6,8 @@
 - seeds 3-4: session 15, an AMD EPYC (avx512_bf16, no AMX); the first set is seeds 0-4, fixed
   before any result was read, with the arms no-lrn, one-tower-half and no-lighting;
 - seeds 5-9: session 16, the same EPYC: a replication, planned after reading seeds 0-4, of the two
-  ideas they left "cannot tell, but close" (no-lrn, one-tower-half).
+  ideas they left "cannot tell, but close" (no-lrn, one-tower-half); then no-lighting, planned
+  before its first result, in its own directory that links to those baselines.
 
 Each pair (an arm and the baseline with the same seed) ran on one machine, so each difference is
 paired as `ablate` pairs them; only the seed-to-seed spread mixes the machines. Three tables: the
