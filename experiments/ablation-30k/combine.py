@@ -7,7 +7,9 @@
   before any result was read, with the arms no-lrn, one-tower-half and no-lighting;
 - seeds 5-9: session 16, the same EPYC: a replication, planned after reading seeds 0-4, of the two
   ideas they left "cannot tell, but close" (no-lrn, one-tower-half); then no-lighting, planned
-  before its first result, in its own directory that links to those baselines.
+  before its first result, in its own directory that links to those baselines;
+- seeds 5-9 again, session 17, the same EPYC: non-overlapping pooling (until then measured only at
+  6,000 images), planned before its first result, linked to the same baselines.
 
 Each pair (an arm and the baseline with the same seed) ran on one machine, so each difference is
 paired as `ablate` pairs them; only the seed-to-seed spread mixes the machines. Three tables: the

@@ -13,6 +13,13 @@
 # Then, with time left and before its first result, the same for lighting on seeds 5-9, reusing
 # those baselines (hard links to the finished runs, which ablate skips):
 #   cp -al OUT/baseline OUT2/ && FIRST=5 N=5 ARMS=no-lighting OUT=OUT2 bash run.sh
+# Session 17 (planned before it ran anything): overlapping pooling, so far tested only at 6,000
+# images (early training, +5.9 [+1.8, +9.9]), at this converged budget on seeds 5-9, again
+# reusing session 16's baselines on the same EPYC:
+#   cp -al /work/exp/ablation-30k/out-5-9/baseline /work/exp/ablation-30k/out-5-9-pooling/ &&
+#   FIRST=5 N=5 ARMS=non-overlapping OUT=/work/exp/ablation-30k/out-5-9-pooling bash run.sh
+# The claim tested is the paper's direction (non-overlapping raises the error), read off the
+# same paired interval and verdict as the other arms (combine.py); five seeds, no more.
 cd "$(dirname "$0")/../.."
 FIRST=${FIRST:-0} N=${N:-5} OUT=${OUT:-/work/exp/ablation-30k/out}
 ARMS=${ARMS:-no-lrn,one-tower-half,no-lighting}
