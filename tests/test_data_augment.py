@@ -147,6 +147,24 @@ def test_gather_path_matches_cpu_loop():
     torch.testing.assert_close(gather, loop.permute(0, 2, 3, 1))
 
 
+def test_accelerator_path_takes_cpu_draws_to_another_device():
+    # Images on a device other than the CPU ("meta": shapes only, no GPU needed) with the CPU
+    # generator training passes: every piece (mean image, parameters, shift) must reach that
+    # device. (Training once drew the parameters with a generator on the GPU, which sent a CUDA
+    # offset tensor into a torch.cat with a CPU index: every CUDA run failed on its first batch.
+    # sample() now refuses such a generator; test_cuda.py's short trainings cover the loop.)
+    aug = Augment(plain_stats(), 227)
+    x = torch.zeros(3, 256, 256, 3, dtype=torch.uint8, device="meta")
+    out = aug.train(x, generator=torch.Generator().manual_seed(0))
+    assert out.device.type == "meta" and out.shape == (3, 3, 227, 227)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert aug.center(x).shape == (3, 3, 227, 227) and aug.ten(x).shape == (3, 10, 3, 227, 227)
+    # The same seed draws the same parameters whatever the images' device.
+    cpu = Augment(plain_stats(), 227).sample(3, torch.Generator().manual_seed(0))
+    again = aug.sample(3, torch.Generator().manual_seed(0))
+    assert all(torch.equal(cpu[k], again[k]) for k in cpu)
+
+
 def test_bad_inputs():
     aug = Augment(plain_stats(), 227)
     with pytest.raises(ValueError):

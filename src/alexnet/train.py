@@ -73,7 +73,8 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     (cuDNN's algorithm search, compiling): it is the one to set against `bench model`."""
     cfg, rt, info = t.cfg, t.rt, t.info
     t.model.train()
-    gen = torch.Generator(device=rt.device).manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
+    # The crops' parameters are drawn on the CPU on every device (Augment.sample says why).
+    gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
     torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # dropout masks, reproducibly per epoch
     step0 = epoch * len(t.train_loader)
     loss_sum, seen = 0.0, 0

@@ -218,7 +218,7 @@ def _our_loader(prepared: Path, args, encoded: bool = False):
     augment = Augment(data.stats(), crop_size=args.crop, device=device)
     loader = Loader(data, args.batch_size, shuffle=True, workers=args.workers, encoded=encoded,
                     device=device)  # pinned on CUDA unless encoded, as in training
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = torch.Generator().manual_seed(0)  # on the CPU, as in training (Augment.sample)
 
     class OnDevice:
         def __iter__(self):

@@ -74,15 +74,20 @@ class Augment:
             self._by_device[device] = {k: v.to(device) for k, v in self._cpu.items()}
         return self._by_device[device]
 
-    # ---- the random parameters, drawn on the generator's device (CPU by default) ---------------
+    # ---- the random parameters, drawn on the CPU whatever the images' device -----------------
+    # Why the CPU: on an accelerator they go over in one pinned copy (_crops_batched), and a seed
+    # gives the same crops, flips and colours on every device.
 
     def sample(self, batch: int, generator: torch.Generator | None = None) -> dict:
-        """Per-image random choices: crop offsets (y, x), flips, lighting αs (B, C)."""
-        dev = generator.device if generator is not None else torch.device("cpu")
+        """Per-image random choices: crop offsets (y, x), flips, lighting αs (B, C), on the CPU;
+        `generator` must be a CPU one (torch.Generator())."""
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError(f"the augmentation draws on the CPU: pass torch.Generator(), not a "
+                             f"{generator.device} generator")
         span = self.size - self.crop_size + 1
-        offsets = torch.randint(0, span, (batch, 2), generator=generator, device=dev)
-        flips = torch.rand(batch, generator=generator, device=dev) < 0.5
-        alphas = torch.randn(batch, self.channels, generator=generator, device=dev)
+        offsets = torch.randint(0, span, (batch, 2), generator=generator)
+        flips = torch.rand(batch, generator=generator) < 0.5
+        alphas = torch.randn(batch, self.channels, generator=generator)
         return {"offsets": offsets, "flips": flips & self.flip,
                 "alphas": alphas * self.lighting_std}
 
@@ -188,7 +193,9 @@ def _crops_batched(x, mean, offsets, flips, index, crop, shift=None):
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small CPU tensor on `device`, asynchronously from pinned memory where that is CUDA (the
     caching host allocator keeps the pinned block until the copy has run)."""
-    if device.type == "cuda":
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
