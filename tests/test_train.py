@@ -305,6 +305,8 @@ def test_demo_options_train_resume_and_evaluate(tmp_path, capsys):
 
 def test_kaiming_init_needs_the_paper_variant(tmp_path, capsys):
     assert train(tmp_path, "owt", "--variant", "owt", "--init", "kaiming") == 2
+    assert "--init does not apply to variant 'owt'" in capsys.readouterr().err
+    assert train(tmp_path, "owt", "--variant", "owt", "--input-norm", "mean-std") == 2
     assert "init and input_norm apply to the paper variant only" in capsys.readouterr().err
     # on shapes data with no --recipe, the demo recipe set them: the message says so
     assert cli_main(["train", "--variant", "owt", "--data", "shapes:24:16", "--epochs", "1",
@@ -322,6 +324,20 @@ def test_the_paper_inits_options_are_refused_under_another_init(tmp_path, capsys
     assert "init is kaiming" in err and "demo recipe" in err and err.count("\n") == 1
     assert train(tmp_path, "k2", "--init", "kaiming", flag, "0.5") == 2
     assert not (tmp_path / "k").exists() and not (tmp_path / "k2").exists()
+
+
+@pytest.mark.parametrize("flag,value", [("--lrn", "off"), ("--towers", "1"), ("--width", "0.5"),
+                                        ("--pooling", "average")])
+def test_options_the_owt_variant_does_not_take_are_refused(tmp_path, capsys, flag, value):
+    # they were silently ignored: owt trained as without them, and config.json recorded them
+    assert train(tmp_path, "owt", "--variant", "owt", "--recipe", "paper", flag, value) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} does not apply to variant 'owt'" in err and err.count("\n") == 1
+    assert not (tmp_path / "owt").exists()
+    # given at its default, an option changes nothing and passes (dropout owt does take)
+    from alexnet.config import resolve_train_config
+    cfg = resolve_train_config({"variant": "owt", "recipe": "paper", "lrn": True, "dropout": 0.2})
+    assert (cfg.variant, cfg.dropout) == ("owt", 0.2)
 
 
 def test_the_rate_after_the_first_step_leaves_its_wait_out(tmp_path, monkeypatch):

@@ -180,6 +180,14 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
         why = " (the demo recipe's; --recipe paper or --init paper)" if recipe == "demo" else ""
         raise AlexNetError(f"--{ignored[0].replace('_', '-')} sets the paper's initialisation, "
                            f"but init is {values['init']}{why}", option=ignored[0])
+    # So would a network option that the variant does not take (owt has no LRN switch, towers...).
+    variant = values.get("variant", defaults["variant"])
+    not_taken = {f.name for f in fields(ModelOptions)} - set(ModelOptions.for_variant(variant))
+    ignored = sorted(k for k in not_taken & set(given) if given[k] != defaults[k])
+    if ignored:
+        raise AlexNetError(f"--{ignored[0].replace('_', '-')} does not apply to variant "
+                           f"{variant!r} (it takes "
+                           f"{', '.join(ModelOptions.for_variant(variant))})", option=ignored[0])
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
