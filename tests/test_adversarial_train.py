@@ -192,6 +192,39 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
     assert (run / "config.json").read_bytes() == config
 
 
+def test_resume_refuses_a_new_length_for_a_cosine_schedule(tmp_path, capsys):
+    # The demo recipe's cosine runs over the run's epochs: resuming a finished 1-epoch run with
+    # --epochs 2 took the lr from ~0 back up to half the base rate.
+    run = tmp_path / "cos"
+    assert cli_main(["train", *FAST, "--schedule", "cosine", "--epochs", "1",
+                     "--out", str(run)]) == 0
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
+    assert "cosine schedule over 1 epochs" in err and f"--weights {run}/checkpoint.pt" in err
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert cli_main(["train", "--resume", str(run), "--epochs", "1"]) == 0  # the same: nothing to do
+
+
+def test_resume_of_weights_without_training_state_is_one_line(tmp_path, capsys):
+    # best.pt copied over a lost checkpoint.pt has a config, but no optimizer: it was a KeyError.
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    (run / "best.pt").replace(run / "checkpoint.pt")
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
+    assert "holds weights but no training state" in err and "optimizer" in err
+
+
+def test_cuda_rng_state_is_restored_for_the_visible_gpus_only(monkeypatch):
+    # Saved with two GPUs, resumed where one is visible: set_rng_state_all raised on device 1.
+    from alexnet import checkpoint
+    state, calls = checkpoint.rng_state(), []
+    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: calls.append((int(s[0]), i)))
+    checkpoint.set_rng_state(state)
+    assert calls == [(0, 0)]
+
+
 @pytest.mark.parametrize("argv", [
     ["eval", "RUN", "--batch-size", "0"],
     ["eval", "RUN", "--workers", "-1"],

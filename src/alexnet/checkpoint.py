@@ -161,4 +161,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     *inner, version, gauss = state["python"]
     random.setstate((version, tuple(inner), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # Only the GPUs visible now: a run saved with more (resumed under CUDA_VISIBLE_DEVICES=0)
+        # would otherwise fail on a device that does not exist. Training reseeds every epoch.
+        for i, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)

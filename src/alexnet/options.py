@@ -12,7 +12,7 @@ Metadata a field may carry (all optional):
     cli         False: not a command-line flag (set from the data, e.g. in_channels)
     variants    the network variants the option applies to (default: the paper's only)
     arms        ablation arms: {name: (value, what changes, what the paper reports)}
-    resumable   True: may change when a run is resumed (it does not change what is computed)
+    resumable   True: may change when a run is resumed: where and how it runs, or how long
 """
 from __future__ import annotations
 

@@ -244,7 +244,8 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
         rt.load_state_dict(model, ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         schedule.load_state_dict(ckpt["scheduler"])
-        t.scaler.load_state_dict(ckpt.get("scaler", {}))
+        if ckpt.get("scaler"):  # empty when saved disabled (not fp16): a fresh one then
+            t.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
     # After the weights are loaded: the bf16 copies are made from them.
     t.masters = MasterWeights.create(model, optimizer, rt.device, rt.precision)
@@ -265,6 +266,9 @@ def _checkpoint_to_resume(run: str | Path) -> Path:
     return run / "checkpoint.pt"
 
 
+_TRAINING_STATE = ("optimizer", "scheduler", "rng", "epoch", "history", "best_top1_error")
+
+
 def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
     """The config and checkpoint of the run in `run`, with the options that may change on resume
     (those declared resumable: epochs, workers, device, progress) taken from `overrides`."""
@@ -273,6 +277,12 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     saved = ckpt.get("config")
     if not isinstance(saved, dict) or set(saved) - {f.name for f in dataclasses.fields(TrainConfig)}:
         raise AlexNetError(f"{run}/checkpoint.pt has no config this version can resume",
+                           option="resume")
+    # best.pt copied over checkpoint.pt has a config but no training state: say so, not KeyError.
+    missing = [k for k in _TRAINING_STATE if k not in ckpt]
+    if missing:
+        raise AlexNetError(f"{run}/checkpoint.pt holds weights but no training state (no "
+                           f"{', '.join(missing)}); --weights starts a new run from it",
                            option="resume")
     may_change = set(names(TrainConfig, resumable=True))
     given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
@@ -285,6 +295,12 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
               **{k: v for k, v in overrides.items() if k in may_change}}
     cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
     validate(cfg)
+    if cfg.schedule == "cosine" and cfg.epochs != saved.get("epochs", cfg.epochs):
+        # The cosine's length is the run's: another would change the lr of every step to come
+        # (and of those done), so the run would no longer be the one it continues.
+        raise AlexNetError(f"{run} runs a cosine schedule over {saved['epochs']} epochs; --epochs "
+                           "cannot change it on resume (start a new run from its weights: "
+                           f"--weights {run}/checkpoint.pt)", option="epochs")
     done = int(ckpt.get("epoch", 0))
     if cfg.epochs < done:  # its config.json would say fewer epochs than metrics.jsonl holds
         raise AlexNetError(f"{run} has trained {done} epochs already; --epochs must be at least "
