@@ -81,6 +81,18 @@ def test_activation_study_is_reproducible_and_shows_vanishing_gradients():
     assert sig["grad_norms"]["conv1"] < 0.01 * runs[0]["grad_norms"]["conv1"]
 
 
+def test_activation_study_takes_jpeg_shards_decoded_on_the_device_and_any_seed(tmp_path):
+    # --decode device yields each batch as JPEG bytes: the study copied them with .to(); and a
+    # seed near 2**63 overflowed the study's seed arithmetic.
+    from alexnet.data.prepare import prepare
+    prepare("shapes:16:8", tmp_path / "jpeg", encoding="jpeg", workers=0, progress=False)
+    cfg = resolve_train_config({"data": str(tmp_path / "jpeg"), "batch_size": 4, "workers": 0,
+                                "precision": "fp32", "epochs": 1, "decode": "device",
+                                "seed": 2 ** 63 - 1, "progress": False})
+    run = ablate.study_one(cfg, steps=2, threshold=0.5, window=4, probe_images=4)
+    assert len(run["curve"]) == 2
+
+
 # --- the paired statistics, on fake run directories -----------------------------------------------
 
 def fake_run(path, top1: float, seconds: float = 60.0) -> None:

@@ -192,6 +192,25 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
     assert (run / "config.json").read_bytes() == config
 
 
+def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys):
+    # `make demo` twice: the second run goes to runs/demo-2, and records that directory (it
+    # recorded runs/demo); a demo-3 holding someone's files is refused like an explicit --out.
+    from alexnet.config import resolve_train_config
+    cfg = resolve_train_config({"data": "shapes:16:8", "batch_size": 8, "workers": 0,
+                                "eval_crops": 1, "progress": False, "recipe": "paper",
+                                "precision": "fp32", "epochs": 1, "out": str(tmp_path / "demo")})
+    for _ in range(2):
+        train_module.main(cfg, number_if_taken=True)
+    second = json.loads((tmp_path / "demo-2" / "config.json").read_text())
+    assert second["out"] == str(tmp_path / "demo-2")
+    assert load_checkpoint(tmp_path / "demo-2" / "checkpoint.pt")["config"]["out"] == second["out"]
+    (tmp_path / "demo-3").mkdir()
+    (tmp_path / "demo-3" / "notes.txt").write_text("mine")
+    with pytest.raises(AlexNetError, match="demo-3 holds files that are not a run's"):
+        train_module.main(cfg, number_if_taken=True)
+    assert (tmp_path / "demo-3" / "notes.txt").read_text() == "mine"
+
+
 def test_resume_refuses_a_new_length_for_a_cosine_schedule(tmp_path, capsys):
     # The demo recipe's cosine runs over the run's epochs: resuming a finished 1-epoch run with
     # --epochs 2 took the lr from ~0 back up to half the base rate.
@@ -428,6 +447,9 @@ def test_linear_lr_scaling_for_large_batches():
     mine = resolve_train_config({"data": "x", "batch_size": 256, "lr_scaling": "linear",
                                  "warmup_epochs": 1.0})
     assert base_lr(mine) == pytest.approx(0.02) and mine.warmup_epochs == 1.0
+    # the demo recipe's own warm-up stands (its 3 epochs could not hold 5 of warm-up)
+    demo = resolve_train_config({"data": "shapes", "batch_size": 256, "lr_scaling": "linear"})
+    assert base_lr(demo) == pytest.approx(3e-4 * 256 / 128) and demo.warmup_epochs == 0.3
 
 
 def test_data_of_another_image_size_is_refused_by_name(trained, tmp_path, capsys):

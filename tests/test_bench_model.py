@@ -64,6 +64,8 @@ def test_naive_baseline_uses_torch_lrn_with_alpha_times_n():
 
 @pytest.mark.parametrize("bad", [["--configs", "xz"], ["--steps", "0"], ["--batch-size", "0"],
                                  ["--inference-batch-sizes", "one"], ["--device", "tpu"],
+                                 ["--device", "cuda:x"], ["--device", "cuda:7"],
+                                 ["--device", "cpu:1"],
                                  ["--profile", "-1"], ["--batch-sweep", ""]])
 def test_bad_input_is_one_line_exit_2(bad, capsys):
     assert main(["bench", "model"] + bad) == 2
@@ -128,3 +130,13 @@ def test_compile_counts_flops_first_and_compiles_each_batch_static(monkeypatch, 
     assert len(training) == 4  # c and d at each batch
     assert all(kw == {"dynamic": False} and len(b) == 1 for kw, b in training)
     assert not any(1 in b for _, b in seen)  # no batch-1 call of a compiled model
+
+
+def test_profile_ranks_ops_by_their_own_time(capsys):
+    assert main(["bench", "model", "--device", "cpu", "--profile", "1", "--warmup", "1",
+                 "--batch-size", "2", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["clock"] == "CPU" and r["steps"] == 1 and 0 < len(r["ops"]) <= 15
+    shares = [o["share"] for o in r["ops"]]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    assert any("conv" in o["op"] or "mkldnn" in o["op"] for o in r["ops"])  # the step's work

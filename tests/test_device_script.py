@@ -71,3 +71,23 @@ def test_the_photos_script_makes_each_image_once(tmp_path):
         assert names == [f"{i:06d}.jpg" for i in range(n)]
     photos.main(str(tmp_path / "none"), 3, 0)  # no val images: none asked for, no error
     assert not (tmp_path / "none" / "val").exists()
+
+
+def test_the_default_steps_fit_one_device_call():
+    """One call may run 600 s; the machine's start and the copies need the rest."""
+    text = SCRIPT.read_text()
+    default = re.search(r'STEPS=\$\{STEPS:-([^}]*)\}', text).group(1).split()
+    limits = {name: int(limit) for limit, name in re.findall(r"^step (\d+) (\S+)", text, re.M)}
+    assert set(default) <= set(limits), "a default step the script does not have"
+    total = sum(limits[name] for name in default)
+    assert 400 <= total <= 510, f"the default steps' limits sum to {total} s"
+
+
+def test_every_test_the_script_names_exists():
+    """A misspelt test id would spend the step finding nothing to run."""
+    ids = re.findall(r"(tests/\w+\.py)(?:::(\w+))?", SCRIPT.read_text())
+    root = SCRIPT.parents[1]
+    assert len(ids) >= 5
+    for path, name in ids:
+        source = (root / path).read_text()
+        assert not name or re.search(rf"^def {name}\(", source, flags=re.M), f"{path}::{name}"

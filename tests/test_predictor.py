@@ -163,3 +163,18 @@ def test_checkpoints_from_before_the_dropout_option_keep_torchs_dropout(tmp_path
     with torch.no_grad():
         assert torch.equal(old_model(x), reference(x))
         assert not torch.allclose(new_model(x), reference(x))
+
+
+def test_the_two_device_split_predicts_but_names_no_layers(ckpt_path):
+    # The activation study reached Predictor.extract with the split net: an AttributeError.
+    from alexnet.checkpoint import load_checkpoint, model_from_checkpoint
+    from alexnet.errors import AlexNetError
+    from alexnet.runtime import Runtime
+    ckpt = load_checkpoint(ckpt_path)
+    rt = Runtime.create(precision="fp32", model_parallel="cpu,cpu")
+    p = Predictor(ckpt, rt, rt.place(model_from_checkpoint(ckpt)), autocast=True)
+    one = Predictor.from_file(ckpt_path, device="cpu", precision="fp32")
+    torch.testing.assert_close(p.probs(images()), one.probs(images()), rtol=1e-4, atol=1e-5)
+    for call in (lambda: p.extract(images(), ["conv1"]), lambda: p.check_layer("conv1")):
+        with pytest.raises(AlexNetError, match="not the two-device split"):
+            call()

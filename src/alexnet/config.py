@@ -53,8 +53,9 @@ class TrainConfig(ModelOptions):
     batch_size: int = option(128, "global batch (paper: 128)", low=1)
     lr: float = option(0.01, "learning rate (paper: 0.01, at batch 128)", low=0.0, low_open=True)
     lr_scaling: str = option("none", "none (paper) | linear: lr × batch_size/128, with 5 warm-up "
-                             "epochs unless --warmup-epochs is given (Goyal et al. 2017, for "
-                             "large batches on GPUs; not in paper)", choices=("none", "linear"))
+                             "epochs unless --warmup-epochs or the recipe (demo: 0.3) sets them "
+                             "(Goyal et al. 2017, for large batches on GPUs; not in paper)",
+                             choices=("none", "linear"))
     momentum: float = option(0.9, "SGD momentum (paper: 0.9)", low=0.0, high=1.0, high_open=True)
     weight_decay: float = option(5e-4, "weight decay (paper: 5e-4)", low=0.0)
     schedule: str = option("plateau", "plateau (paper: /10 when val error stops improving) | "
@@ -171,6 +172,7 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
         raise AlexNetError(f"recipe must be one of {', '.join(RECIPES)} or auto; got {recipe!r}",
                            option="recipe")
     values = {**RECIPES[recipe], **given, "recipe": recipe}
+    # The recipe's warm-up, if it has one, stands: the demo's 3 epochs could not hold Goyal's 5.
     if values.get("lr_scaling") == "linear" and "warmup_epochs" not in values:
         values["warmup_epochs"] = GOYAL_WARMUP_EPOCHS
     # Options of the paper's init, given while another init runs, would be silently ignored.

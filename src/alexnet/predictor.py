@@ -118,15 +118,23 @@ class Predictor:
     def extract(self, images: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         """Named activations (float32, CPU) of the centre crops of uint8 (B, S, S, C) images."""
         _check_batch(images)
-        net = self.rt.unwrap(self.model)
+        net = self._one_device()
         x = self.augment.center(images.to(self.rt.device))
         with _evaluating(net):
             out = self._run(lambda v: net.extract(v, layers), x)
         return {name: t.float().cpu() for name, t in out.items()}
 
+    def _one_device(self):
+        """The network whose layers can be named: the two-device split does not offer them."""
+        net = self.rt.unwrap(self.model)
+        if not hasattr(net, "extract"):
+            raise AlexNetError("named activations need the network on one device, not the "
+                               "two-device split (--model-parallel)")
+        return net
+
     def check_layer(self, layer: str) -> None:
         """Before a long run over a dataset: the layer must exist (model.extract says it too)."""
-        names = self.rt.unwrap(self.model).layer_names
+        names = self._one_device().layer_names
         if layer not in names:
             raise AlexNetError(f"unknown layer {layer!r}; choose from {', '.join(names)}",
                                option="layer")

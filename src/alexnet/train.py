@@ -321,8 +321,19 @@ def _is_run_file(name: str) -> bool:
 
 def _fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
     """A run directory holding no run. An explicit --out holding one is an error (nothing is
-    overwritten); the default one is numbered instead, so that `make demo` can run again."""
-    out = Path(cfg.out)
+    overwritten); the default one is numbered instead (runs/demo-2, ...), so that `make demo` can
+    run again. Each candidate gets the same checks."""
+    out, n = Path(cfg.out), 2
+    while _holds_a_run(out):
+        if not number_if_taken:
+            raise AlexNetError(f"{out} already holds a run; resume it or choose another "
+                               f"directory", option="out")
+        out, n = Path(f"{cfg.out}-{n}"), n + 1
+    return out
+
+
+def _holds_a_run(out: Path) -> bool:
+    """Whether `out` holds a finished epoch's run; an error where a run must not write."""
     if out.exists() and not out.is_dir():
         raise AlexNetError(f"{out} exists and is not a directory", option="out")
     others = sorted(p.name for p in out.iterdir() if not _is_run_file(p.name)) \
@@ -331,15 +342,7 @@ def _fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
         raise AlexNetError(f"{out} holds files that are not a run's ({', '.join(others[:3])}"
                            f"{', …' if len(others) > 3 else ''}); choose an empty or new "
                            f"directory", option="out")
-    if (out / "checkpoint.pt").exists():
-        if not number_if_taken:
-            raise AlexNetError(f"{out} already holds a run; resume it or choose another "
-                               f"directory", option="out")
-        n = 2
-        while (Path(f"{cfg.out}-{n}") / "checkpoint.pt").exists():
-            n += 1
-        out = Path(f"{cfg.out}-{n}")
-    return out
+    return (out / "checkpoint.pt").exists()
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -349,6 +352,7 @@ def main(cfg: TrainConfig, ckpt: dict | None = None, *, number_if_taken: bool = 
     info = parallel.init_distributed(cfg.device)
     try:
         run = Path(cfg.out) if ckpt is not None else _fresh_run_dir(cfg, number_if_taken)
+        cfg = dataclasses.replace(cfg, out=str(run))  # what config.json and checkpoints record
         with (locked_dir(run, "run directory") if info.is_main else contextlib.nullcontext()):
             if ckpt is None and (run / "checkpoint.pt").exists():  # another run got here first
                 raise AlexNetError(f"{run} already holds a run", option="out")

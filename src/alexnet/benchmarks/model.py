@@ -38,6 +38,7 @@ from ..errors import AlexNetError, at_least
 from ..lrn import LocalResponseNorm, kernel_error, lrn_backend, triton_error
 from ..masters import MasterWeights
 from ..model import alexnet
+from ..parallel import resolve_device
 from ..step import train_step
 from .common import add_step_arguments, gemm_probe, machine, step_header, sync
 from .update import measure_weight_update
@@ -259,12 +260,9 @@ def busy() -> dict:
 
 
 def _check(args) -> tuple[torch.device, list[str], list[int]]:
-    name = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name.split(":")[0] not in ("cpu", "cuda"):
-        raise AlexNetError(f"--device must be cpu or cuda, got {name!r}")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlexNetError("--device cuda, but torch sees no CUDA device")
+    device = resolve_device(args.device or "auto")  # one line, not a traceback, for cuda:x
+    if device.type not in ("cpu", "cuda"):
+        raise AlexNetError(f"--device must be cpu or cuda, got {args.device!r}")
     at_least(args, 1, "batch_size", "steps", "num_classes", "gemm_size")
     at_least(args, 0, "warmup", "lrn_batch_size", "profile")
     keys = list(dict.fromkeys(args.configs))
@@ -388,28 +386,37 @@ def format_report(r: dict) -> str:
 
 
 def profile_c(args) -> dict:
-    """Where c's step goes: self CPU time per op over `args.profile` steps (after warm-up)."""
+    """Where c's step goes: self time per op over `args.profile` steps (after warm-up), on the
+    CPU's clock, or on a GPU's (the host's time there is mostly kernel launches)."""
     device, _, _ = _check(args)
     trainee = build("c", device, args)
     for _ in range(max(1, args.warmup)):
         trainee.step()
     activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(args.profile):
             trainee.step()
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)
+        sync(device)
+
+    def self_us(e) -> float:
+        if device.type == "cpu":
+            return e.self_cpu_time_total
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    total = sum(self_us(e) for e in events)
+    ops = sorted(events, key=self_us, reverse=True)
     return {"machine": machine(device), "fast_path": accel.fast_path(device).describe(),
-            "precision": trainee.label,
+            "precision": trainee.label, "clock": "CPU" if device.type == "cpu" else "GPU",
             "batch_size": args.batch_size, "steps": args.profile, "ops": [
-                {"op": e.key, "share": e.self_cpu_time_total / total,
-                 "calls_per_step": e.count / args.profile,
-                 "ms_per_step": e.self_cpu_time_total / 1000 / args.profile} for e in ops[:15]]}
+                {"op": e.key, "share": self_us(e) / total, "calls_per_step": e.count / args.profile,
+                 "ms_per_step": self_us(e) / 1000 / args.profile} for e in ops[:15]]}
 
 
 def format_profile(r: dict) -> str:
-    lines = step_header(r, f"self CPU time per op over {r['steps']} steps (torch.profiler):")
+    lines = step_header(r, f"self {r.get('clock', 'CPU')} time per op over {r['steps']} steps "
+                           f"(torch.profiler):")
     lines += ["| op | share | calls/step | ms/step |", "|---|---:|---:|---:|"]
     lines += [f"| {o['op']} | {100 * o['share']:.1f}% | {o['calls_per_step']:.0f} | "
               f"{o['ms_per_step']:.1f} |" for o in r["ops"]]
