@@ -71,8 +71,14 @@ def test_loader_hands_over_bytes(jpeg_shards, workers):
     batches = list(loader)
     assert [len(b[0]) for b in batches] == [8, 8, 8]
     for (encoded, labels), idx in zip(batches, loader.batches(0)):
-        assert all(e.dtype == torch.uint8 and e.ndim == 1 for e in encoded)
-        assert bytes(encoded[0][:2].tolist()) == b"\xff\xd8"  # a JPEG's start-of-image marker
+        # one buffer per batch (one tensor to hand over from a worker), split without a copy
+        assert encoded.data.dtype == torch.uint8 and encoded.data.ndim == 1
+        files = encoded.files()
+        assert sum(len(f) for f in files) == len(encoded.data) and len(files) == len(idx)
+        assert all(f.untyped_storage().data_ptr() == encoded.data.untyped_storage().data_ptr()
+                   for f in files)
+        for f in files:  # each a whole JPEG: start- and end-of-image markers
+            assert bytes(f[:2].tolist()) == b"\xff\xd8" and bytes(f[-2:].tolist()) == b"\xff\xd9"
         assert torch.equal(labels, torch.from_numpy(data.labels[idx]))
 
 

@@ -21,8 +21,8 @@ training on the CPU; its generator is seeded from (seed, epoch, rank, batch numb
 augmentation is the same whatever the number of workers. With a transform, a set that offers
 `views(indices)` (prepared raw shards) hands it a list of zero-copy (S, S, C) views instead of a
 batch tensor, which Augment accepts: the crops then come straight out of the page cache. With
-encoded=True (prepared JPEG shards, no transform) a batch is the list of each image's JPEG bytes,
-for the caller to decode where the model runs (prepared.decode_batch).
+encoded=True (prepared JPEG shards, no transform) a batch is its images' JPEG bytes in one buffer
+(prepared.JpegBatch), for the caller to decode where the model runs (prepared.decode_batch).
 
 Unreadable files (an ImageFolder read straight from disk; prepared, Shapes and Fashion-MNIST sets
 never fail) are dropped from their batch, images and labels alike, so they count in neither the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,18 +132,20 @@ class Prepared(ImageSet):
         return batch
 
 
-    def encoded(self, indices) -> list[torch.Tensor] | None:
-        """JPEG shards: each image's bytes, a 1-D uint8 tensor, for `decode_batch`. Raw: None."""
+    def encoded(self, indices) -> JpegBatch | None:
+        """JPEG shards: the images' bytes as one JpegBatch, for `decode_batch`. Raw: None."""
         if self.encoding != "jpeg":
             return None
         indices = np.asarray(indices, dtype=np.int64)
         shards = np.searchsorted(self.starts, indices, side="right") - 1
-        out = []
+        files = []
         for k, i in zip(shards.tolist(), indices.tolist()):
             data, offsets = self._shard(k)
             j = i - self.starts[k]
-            out.append(torch.from_numpy(np.array(data[offsets[j]:offsets[j + 1]])))
-        return out
+            files.append(data[offsets[j]:offsets[j + 1]])
+        sizes = torch.tensor([len(f) for f in files], dtype=torch.int64)
+        data = np.concatenate(files) if files else np.zeros(0, np.uint8)
+        return JpegBatch(torch.from_numpy(data), sizes)
 
     def views(self, indices) -> list[torch.Tensor] | None:
         """Raw shards: the images as (S, S, C) tensors that are views of the mapped files, no
@@ -209,9 +212,28 @@ def decode_jpeg(buf: np.ndarray, channels: int) -> np.ndarray:
     return a if channels == 3 else a[:, :, None]
 
 
-def decode_batch(encoded: list[torch.Tensor], channels: int, device) -> torch.Tensor:
-    """A batch of JPEG byte tensors decoded on `device` in one call (nvJPEG on CUDA; libjpeg-turbo
-    on the CPU): uint8 (B, S, S, C), the layout every loader batch has.
+@dataclass(frozen=True)
+class JpegBatch:
+    """A batch of JPEG files: their bytes one after another, and each file's length. One tensor
+    crosses from a loader worker to the training process (one shared-memory segment, one file
+    descriptor), where a list of B tensors crossed as B: that cost the training process 22-25×
+    the CPU time per batch and held B descriptors open per batch in flight (BENCHMARKS.md,
+    session 17)."""
+    data: torch.Tensor   # uint8 (total bytes,)
+    sizes: torch.Tensor  # int64 (B,)
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def files(self) -> list[torch.Tensor]:
+        """Each file's bytes: 1-D views of `data`, no copy."""
+        return list(torch.split(self.data, self.sizes.tolist()))
+
+
+def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device) -> torch.Tensor:
+    """A batch of JPEGs (a JpegBatch, or a list of byte tensors) decoded on `device` in one call
+    (nvJPEG on CUDA; libjpeg-turbo on the CPU): uint8 (B, S, S, C), the layout every loader batch
+    has.
 
     torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec (not a dependency
     here); they still work, and its warning is silenced here rather than printed every epoch."""
@@ -222,6 +244,8 @@ def decode_batch(encoded: list[torch.Tensor], channels: int, device) -> torch.Te
 
     mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     device = torch.device(device)
+    if isinstance(encoded, JpegBatch):
+        encoded = encoded.files()
     side = _decode_stream(device)
     try:
         with warnings.catch_warnings(), torch.cuda.stream(side):  # (a no-op for None)
