@@ -155,6 +155,24 @@ def test_exact_fp32_can_be_entered_test_after_test():
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
+@pytest.mark.parametrize("major,auto", [(7, "fp16"), (8, "bf16"), (9, "bf16")])
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(monkeypatch, major, auto):
+    # torch.cuda.is_bf16_supported() says True before Ampere too (emulated), and asks the current
+    # GPU: auto chose slow bf16 on a V100 or T4. Asked of the given GPU's capability instead.
+    from types import SimpleNamespace
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda i: asked.append(i) or SimpleNamespace(major=major))
+    assert accel.resolve_precision(torch.device("cuda", 1), "auto") == auto
+    assert asked == [1]
+    if major < 8:
+        with pytest.raises(AlexNetError, match="no native bf16"):
+            accel.resolve_precision(torch.device("cuda", 1), "bf16")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_path():
     device = torch.device("cuda")

@@ -78,7 +78,12 @@ def native_bf16(device) -> bool:
     """Whether bf16 matrix products run natively (fast) on this device."""
     device = _device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # Ampere (compute capability 8) and later, on this device. Not is_bf16_supported(): it
+        # asks the current device and by default also says True where bf16 is only emulated.
+        if not torch.cuda.is_available():
+            return False
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return bool(torch.version.hip) or torch.cuda.get_device_properties(index).major >= 8
     if device.type == "cpu":
         # True with AVX512-BF16 or AMX: what oneDNN needs for bf16 convs/GEMMs faster than fp32.
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -95,7 +100,8 @@ def resolve_precision(device, precision: str = "auto") -> str:
     if precision == "auto":
         return fast_path(device).precision
     if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
-        raise AlexNetError("this GPU has no bf16 support; use fp16 or fp32", option="precision")
+        raise AlexNetError("this GPU has no native bf16 (before Ampere it is emulated, slowly); "
+                           "use fp16 or fp32", option="precision")
     if precision == "fp16" and device.type != "cuda":
         # The CPU has no fp16 convolutions worth the name: a 1-epoch run took 172 s in fp16
         # against 4 s in fp32 (issue 11), so this is refused rather than silently slow.
