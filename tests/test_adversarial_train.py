@@ -232,6 +232,19 @@ def test_resume_of_weights_without_training_state_is_one_line(tmp_path, capsys):
     assert "holds weights but no training state" in err and "optimizer" in err
 
 
+def test_resume_into_fp16_starts_a_fresh_scaler(tmp_path, monkeypatch):
+    # A run saved without fp16 (its scaler disabled: state {}) resumed where auto picks fp16 (a
+    # GPU without bf16): loading {} into the enabled scaler raised torch's "state dict is empty".
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    cfg, ckpt = train_module.resume_config(run, {"epochs": 2})
+    assert ckpt["scaler"] == {}
+    monkeypatch.setattr(train_module.accel, "grad_scaler",
+                        lambda device, precision: torch.amp.GradScaler("cpu", enabled=True))
+    t = train_module.setup(cfg, ckpt)
+    assert t.scaler.is_enabled() and t.scaler.get_scale() == 2.0 ** 16  # a fresh one
+
+
 def test_cuda_rng_state_is_restored_for_the_visible_gpus_only(monkeypatch):
     # Saved with two GPUs, resumed where one is visible: set_rng_state_all raised on device 1.
     from alexnet import checkpoint

@@ -150,9 +150,9 @@ def test_gather_path_matches_cpu_loop():
 def test_accelerator_path_takes_cpu_draws_to_another_device():
     # Images on a device other than the CPU ("meta": shapes only, no GPU needed) with the CPU
     # generator training passes: every piece (mean image, parameters, shift) must reach that
-    # device. (Training once drew the parameters with a generator on the GPU, which sent a CUDA
+    # device. (This path worked; the bug was training's generator on the GPU, which sent a CUDA
     # offset tensor into a torch.cat with a CPU index: every CUDA run failed on its first batch.
-    # sample() now refuses such a generator; test_cuda.py's short trainings cover the loop.)
+    # sample() now refuses such a generator, tested below; test_cuda.py's trainings cover the loop.)
     aug = Augment(plain_stats(), 227)
     x = torch.zeros(3, 256, 256, 3, dtype=torch.uint8, device="meta")
     out = aug.train(x, generator=torch.Generator().manual_seed(0))
@@ -163,6 +163,18 @@ def test_accelerator_path_takes_cpu_draws_to_another_device():
     cpu = Augment(plain_stats(), 227).sample(3, torch.Generator().manual_seed(0))
     again = aug.sample(3, torch.Generator().manual_seed(0))
     assert all(torch.equal(cpu[k], again[k]) for k in cpu)
+
+
+def test_a_generator_on_another_device_is_refused_at_once():
+    # What every CUDA training run passed before session 17: refused here with a clear message,
+    # not a device mismatch deep in the crops. (No GPU here: a stand-in with a CUDA .device.)
+    from types import SimpleNamespace
+    aug = Augment(plain_stats(), 227)
+    with pytest.raises(ValueError, match="draws on the CPU: pass torch.Generator"):
+        aug.sample(2, SimpleNamespace(device=torch.device("cuda")))
+    x = torch.zeros(2, 256, 256, 3, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="draws on the CPU"):
+        aug.train(x, generator=SimpleNamespace(device=torch.device("cuda", 0)))
 
 
 def test_bad_inputs():

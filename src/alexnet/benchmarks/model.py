@@ -404,7 +404,10 @@ def profile_c(args) -> dict:
         if device.type == "cpu":
             return e.self_cpu_time_total
         return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
-    events = [e for e in prof.key_averages() if self_us(e) > 0]
+    # On CUDA each kernel is listed twice: as its own event and inside the self device time of
+    # the op that launched it. Only the ops (CPU-side events) are kept, so nothing counts twice.
+    cpu = torch.autograd.DeviceType.CPU
+    events = [e for e in prof.key_averages() if self_us(e) > 0 and e.device_type == cpu]
     total = sum(self_us(e) for e in events)
     ops = sorted(events, key=self_us, reverse=True)
     return {"machine": machine(device), "fast_path": accel.fast_path(device).describe(),

@@ -143,7 +143,7 @@ class Prepared(ImageSet):
             data, offsets = self._shard(k)
             j = i - self.starts[k]
             files.append(data[offsets[j]:offsets[j + 1]])
-        sizes = torch.tensor([len(f) for f in files], dtype=torch.int64)
+        sizes = tuple(len(f) for f in files)
         data = np.concatenate(files) if files else np.zeros(0, np.uint8)
         return JpegBatch(torch.from_numpy(data), sizes)
 
@@ -212,22 +212,22 @@ def decode_jpeg(buf: np.ndarray, channels: int) -> np.ndarray:
     return a if channels == 3 else a[:, :, None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: no == over tensors
 class JpegBatch:
     """A batch of JPEG files: their bytes one after another, and each file's length. One tensor
     crosses from a loader worker to the training process (one shared-memory segment, one file
-    descriptor), where a list of B tensors crossed as B: that cost the training process 22-25×
-    the CPU time per batch and held B descriptors open per batch in flight (BENCHMARKS.md,
-    session 17)."""
-    data: torch.Tensor   # uint8 (total bytes,)
-    sizes: torch.Tensor  # int64 (B,)
+    descriptor; the sizes travel pickled), where a list of B tensors crossed as B: that cost the
+    training process 22-25× the CPU time per batch and held B descriptors open per batch in
+    flight (BENCHMARKS.md, session 17)."""
+    data: torch.Tensor        # uint8 (total bytes,)
+    sizes: tuple[int, ...]    # each file's length, in order
 
     def __len__(self) -> int:
         return len(self.sizes)
 
     def files(self) -> list[torch.Tensor]:
         """Each file's bytes: 1-D views of `data`, no copy."""
-        return list(torch.split(self.data, self.sizes.tolist()))
+        return list(torch.split(self.data, list(self.sizes)))
 
 
 def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device) -> torch.Tensor:
