@@ -217,7 +217,7 @@ class JpegBatch:
     """A batch of JPEG files: their bytes one after another, and each file's length. One tensor
     crosses from a loader worker to the training process (one shared-memory segment, one file
     descriptor; the sizes travel pickled), where a list of B tensors crossed as B: that cost the
-    training process 22-25× the CPU time per batch and held B descriptors open per batch in
+    training process 30-37× the CPU time per batch and held B descriptors open per batch in
     flight (BENCHMARKS.md, session 17)."""
     data: torch.Tensor        # uint8 (total bytes,)
     sizes: tuple[int, ...]    # each file's length, in order
