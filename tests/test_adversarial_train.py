@@ -192,23 +192,25 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
     assert (run / "config.json").read_bytes() == config
 
 
-def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys):
-    # `make demo` twice: the second run goes to runs/demo-2, and records that directory (it
-    # recorded runs/demo); a demo-3 holding someone's files is refused like an explicit --out.
-    from alexnet.config import resolve_train_config
-    cfg = resolve_train_config({"data": "shapes:16:8", "batch_size": 8, "workers": 0,
-                                "eval_crops": 1, "progress": False, "recipe": "paper",
-                                "precision": "fp32", "epochs": 1, "out": str(tmp_path / "demo")})
-    for _ in range(2):
-        train_module.main(cfg, number_if_taken=True)
-    second = json.loads((tmp_path / "demo-2" / "config.json").read_text())
-    assert second["out"] == str(tmp_path / "demo-2")
-    assert load_checkpoint(tmp_path / "demo-2" / "checkpoint.pt")["config"]["out"] == second["out"]
-    (tmp_path / "demo-3").mkdir()
-    (tmp_path / "demo-3" / "notes.txt").write_text("mine")
-    with pytest.raises(AlexNetError, match="demo-3 holds files that are not a run's"):
-        train_module.main(cfg, number_if_taken=True)
-    assert (tmp_path / "demo-3" / "notes.txt").read_text() == "mine"
+def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys,
+                                                                    monkeypatch):
+    # Training with no --out (as `make demo` does; FAST's paper recipe writes runs/alexnet) where
+    # a run already is: the new run goes to runs/alexnet-2 and records that directory (it
+    # recorded runs/alexnet); an alexnet-3 holding someone's files is refused like an --out.
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    (runs / "alexnet").mkdir(parents=True)  # a finished run, as far as numbering looks
+    (runs / "alexnet" / "checkpoint.pt").write_bytes(b"")
+    assert cli_main(["train", *FAST, "--epochs", "1"]) == 0
+    assert (runs / "alexnet" / "checkpoint.pt").read_bytes() == b""  # untouched
+    second = json.loads((runs / "alexnet-2" / "config.json").read_text())
+    assert second["out"] == "runs/alexnet-2"  # as given: relative to where it was started
+    assert load_checkpoint(runs / "alexnet-2" / "checkpoint.pt")["config"]["out"] == second["out"]
+    (runs / "alexnet-3").mkdir()
+    (runs / "alexnet-3" / "notes.txt").write_text("mine")
+    assert "alexnet-3 holds files that are not a run's" in one_line_exit_2(
+        capsys, ["train", *FAST, "--epochs", "1"])
+    assert sorted(p.name for p in (runs / "alexnet-3").iterdir()) == ["notes.txt"]
 
 
 def test_resume_refuses_a_new_length_for_a_cosine_schedule(tmp_path, capsys):
