@@ -164,101 +164,6 @@ def test_every_numeric_train_option_is_validated(tmp_path, capsys, flag, value, 
     assert not (tmp_path / "never").exists()
 
 
-def test_resume_of_nothing_is_an_error_not_a_fresh_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # where a fresh default run would write runs/demo
-    err = one_line_exit_2(capsys, ["train", "--resume", ""])  # `--resume "$RUN"`, RUN unset
-    assert "--resume needs a run directory" in err
-    (tmp_path / "f.pt").write_text("x")
-    assert "is a file; --resume takes the run directory" in one_line_exit_2(
-        capsys, ["train", "--resume", "f.pt"])
-    killed = tmp_path / "killed"  # what a run stopped in its first epoch leaves
-    killed.mkdir()
-    (killed / "config.json").write_text("{}")
-    err = one_line_exit_2(capsys, ["train", "--resume", str(killed)])
-    assert "no epoch finished" in err and "without --resume" in err
-    assert not (tmp_path / "runs").exists()
-
-
-def test_resume_validates_what_may_change(tmp_path, capsys):
-    run = tmp_path / "r"
-    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-    one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "0"])
-    one_line_exit_2(capsys, ["train", "--resume", str(run), "--workers", "-2"])
-    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
-    config = (run / "config.json").read_bytes()
-    # fewer epochs than done: config.json said 1 while metrics.jsonl held 2
-    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "1"])
-    assert "has trained 2 epochs already" in err and "--epochs" in err
-    assert (run / "config.json").read_bytes() == config
-
-
-def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys,
-                                                                    monkeypatch):
-    # Training with no --out (as `make demo` does; FAST's paper recipe writes runs/alexnet) where
-    # a run already is: the new run goes to runs/alexnet-2 and records that directory (it
-    # recorded runs/alexnet); an alexnet-3 holding someone's files is refused like an --out.
-    monkeypatch.chdir(tmp_path)
-    runs = tmp_path / "runs"
-    (runs / "alexnet").mkdir(parents=True)  # a finished run, as far as numbering looks
-    (runs / "alexnet" / "checkpoint.pt").write_bytes(b"")
-    assert cli_main(["train", *FAST, "--epochs", "1"]) == 0
-    assert (runs / "alexnet" / "checkpoint.pt").read_bytes() == b""  # untouched
-    second = json.loads((runs / "alexnet-2" / "config.json").read_text())
-    assert second["out"] == "runs/alexnet-2"  # as given: relative to where it was started
-    assert load_checkpoint(runs / "alexnet-2" / "checkpoint.pt")["config"]["out"] == second["out"]
-    (runs / "alexnet-3").mkdir()
-    (runs / "alexnet-3" / "notes.txt").write_text("mine")
-    assert "alexnet-3 holds files that are not a run's" in one_line_exit_2(
-        capsys, ["train", *FAST, "--epochs", "1"])
-    assert sorted(p.name for p in (runs / "alexnet-3").iterdir()) == ["notes.txt"]
-
-
-def test_resume_refuses_a_new_length_for_a_cosine_schedule(tmp_path, capsys):
-    # The demo recipe's cosine runs over the run's epochs: resuming a finished 1-epoch run with
-    # --epochs 2 took the lr from ~0 back up to half the base rate.
-    run = tmp_path / "cos"
-    assert cli_main(["train", *FAST, "--schedule", "cosine", "--epochs", "1",
-                     "--out", str(run)]) == 0
-    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
-    assert "cosine schedule over 1 epochs" in err and f"--weights {run}/checkpoint.pt" in err
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
-    assert cli_main(["train", "--resume", str(run), "--epochs", "1"]) == 0  # the same: nothing to do
-
-
-def test_resume_of_weights_without_training_state_is_one_line(tmp_path, capsys):
-    # best.pt copied over a lost checkpoint.pt has a config, but no optimizer: it was a KeyError.
-    run = tmp_path / "r"
-    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-    (run / "best.pt").replace(run / "checkpoint.pt")
-    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
-    assert "holds weights but no training state" in err and "optimizer" in err
-
-
-def test_resume_into_fp16_starts_a_fresh_scaler(tmp_path, monkeypatch):
-    # A run saved without fp16 (its scaler disabled: state {}) resumed where auto picks fp16 (a
-    # GPU without bf16): loading {} into the enabled scaler raised torch's "state dict is empty".
-    run = tmp_path / "r"
-    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-    cfg, ckpt = train_module.resume_config(run, {"epochs": 2})
-    assert ckpt["scaler"] == {}
-    monkeypatch.setattr(train_module.accel, "grad_scaler",
-                        lambda device, precision: torch.amp.GradScaler("cpu", enabled=True))
-    t = train_module.setup(cfg, ckpt)
-    assert t.scaler.is_enabled() and t.scaler.get_scale() == 2.0 ** 16  # a fresh one
-
-
-def test_cuda_rng_state_is_restored_for_the_visible_gpus_only(monkeypatch):
-    # Saved with two GPUs, resumed where one is visible: set_rng_state_all raised on device 1.
-    from alexnet import checkpoint
-    state, calls = checkpoint.rng_state(), []
-    state["cuda"] = [torch.zeros(16, dtype=torch.uint8), torch.ones(16, dtype=torch.uint8)]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: calls.append((int(s[0]), i)))
-    checkpoint.set_rng_state(state)
-    assert calls == [(0, 0)]
-
-
 @pytest.mark.parametrize("argv", [
     ["eval", "RUN", "--batch-size", "0"],
     ["eval", "RUN", "--workers", "-1"],
@@ -421,19 +326,6 @@ def test_an_atomic_write_blames_the_output_only_for_its_own_errors(tmp_path, mon
     assert sorted(tmp_path.iterdir()) == []
 
 
-def test_a_relative_data_path_resumes_from_another_directory(tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert cli_main(["prepare", "shapes:16:8", "prep", "--workers", "0"]) == 0
-    run = tmp_path / "r"
-    args = [a if a != "shapes:16:8" else "prep" for a in FAST]
-    assert cli_main(["train", *args, "--epochs", "1", "--out", str(run)]) == 0
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
-    assert len(metrics(run)) == 2
-
-
 def test_fp16_on_the_cpu_is_refused(tmp_path, capsys):
     err = one_line_exit_2(capsys, ["train", *FAST[:-2], "--precision", "fp16", "--epochs", "1",
                                    "--device", "cpu", "--out", str(tmp_path / "f")])
@@ -500,20 +392,6 @@ def test_a_global_batch_that_does_not_split_among_the_processes_is_refused(tmp_p
                                            "processes; give a multiple of 2"):
         train_module.setup(cfg, None, DistInfo(rank=1, world_size=2))
     assert train_module._per_rank_batch(16, 2) == 8 and train_module._per_rank_batch(7, 1) == 7
-
-
-def test_a_resume_on_another_number_of_processes_says_it_is_not_exact(tmp_path, capsys):
-    """The data order, augmentation and dropout of each rank depend on the number of processes,
-    so the resumed run goes on, but says that it no longer matches an uninterrupted one."""
-    run = tmp_path / "r"
-    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-    ckpt = load_checkpoint(run / "checkpoint.pt")
-    assert ckpt["world_size"] == 1
-    save_checkpoint(run / "checkpoint.pt", {**ckpt, "world_size": 2})
-    capsys.readouterr()
-    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
-    err = capsys.readouterr().err
-    assert "warning: this run trained on 2 processes and resumes on 1" in err, err
 
 
 def test_skipped_lists_the_unreadable_images_of_every_rank(monkeypatch):

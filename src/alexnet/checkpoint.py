@@ -8,7 +8,7 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
     stats        the training data's statistics used for preprocessing ("mean_image", …)
     crop_size    the network's input size (227 paper, 224 owt)
     and, for resuming: optimizer, scheduler, epoch (completed), rng, config, history, best_top1_error,
-    world_size (the number of DDP processes; absent in checkpoints written before it was kept)
+    scaler, world_size (the number of DDP processes); TRAINING_STATE below
 """
 from __future__ import annotations
 
@@ -28,6 +28,11 @@ from .model import LEGACY_OPTIONS, alexnet
 from .summary import layer_table
 
 FORMAT = "alexnet-checkpoint/1"
+# What checkpoint.pt holds beyond a model file (best.pt and exports have none of it): what
+# --resume needs, and what prediction drops on loading (SGD's momentum alone is as large as the
+# weights). Checkpoints written before the LATER ones were kept resume without them.
+TRAINING_STATE = ("optimizer", "scheduler", "rng", "history", "best_top1_error")
+LATER_TRAINING_STATE = ("scaler", "world_size")
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:

@@ -23,17 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import check_compatible, model_from_checkpoint
+from .checkpoint import (LATER_TRAINING_STATE, TRAINING_STATE, check_compatible,
+                         model_from_checkpoint)
 from .data.augment import Augment
 from .data.folder import load_image
 from .errors import AlexNetError, DataError
 from .runtime import Runtime
 from .weights import class_names, load_any
-
-# What a training checkpoint holds that prediction never needs (SGD's momentum alone is as large
-# as the weights): dropped on loading.
-_TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng")
-
 
 @contextmanager
 def _evaluating(model: torch.nn.Module):
@@ -70,7 +66,8 @@ class Predictor:
                   compile: bool = False) -> "Predictor":
         """Our checkpoint or run directory (best.pt), a safetensors export or torchvision
         weights, ready to run on `device` at `precision` ("auto": the device's fast one)."""
-        ckpt = {k: v for k, v in load_any(path).items() if k not in _TRAINING_STATE}
+        drop = (*TRAINING_STATE, *LATER_TRAINING_STATE)  # never needed to predict
+        ckpt = {k: v for k, v in load_any(path).items() if k not in drop}
         rt = Runtime.create(device, precision)
         return cls(ckpt, rt, rt.prepare_inference(model_from_checkpoint(ckpt), compile=compile))
 

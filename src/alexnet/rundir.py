@@ -1,0 +1,116 @@
+"""The run directory: what it holds, a fresh one for a new run, and the config of a run to resume.
+
+A run directory (rank 0 holds an exclusive lock on it while training: one run per directory):
+    config.json      the resolved configuration
+    metrics.jsonl    one object per epoch (rewritten atomically from the checkpoint's history)
+    events.*         TensorBoard scalars
+    best.pt          the weights with the lowest validation top-1 error so far
+    checkpoint.pt    the latest state (model, optimizer, schedule, epoch, RNG, config); written
+                     after best.pt, so that whatever a kill interrupts, the two agree
+    curves.png       loss and error per epoch
+    skipped.txt      images that could not be read (ImageFolder sources), if any
+    results.json     1-crop and 10-crop errors at the end
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from .checkpoint import TRAINING_STATE, load_checkpoint
+from .config import TrainConfig, absolute_paths, validate
+from .errors import AlexNetError
+from .io import LOCK_NAME, is_temp_name
+from .model import LEGACY_OPTIONS
+from .options import names
+
+
+def checkpoint_to_resume(run: str | Path) -> Path:
+    """RUN/checkpoint.pt, or a one-line error that says what to do instead."""
+    if not str(run).strip():  # `--resume "$RUN"` with RUN unset must not start a fresh run
+        raise AlexNetError("--resume needs a run directory, got an empty string", option="resume")
+    run = Path(run)
+    if run.is_file():
+        raise AlexNetError(f"{run} is a file; --resume takes the run directory that holds "
+                           f"checkpoint.pt", option="resume")
+    if run.is_dir() and not (run / "checkpoint.pt").exists() and (run / "config.json").exists():
+        raise AlexNetError(f"{run} has no checkpoint.pt: no epoch finished before the run "
+                           f"stopped; start it again without --resume", option="resume")
+    return run / "checkpoint.pt"
+
+
+def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
+    """The config and checkpoint of the run in `run`, with the options that may change on resume
+    (those declared resumable: epochs, workers, device, progress) taken from `overrides`."""
+    overrides = {k: v for k, v in (overrides or {}).items() if k != "resume"}
+    ckpt = load_checkpoint(checkpoint_to_resume(run))
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict) or set(saved) - {f.name for f in dataclasses.fields(TrainConfig)}:
+        raise AlexNetError(f"{run}/checkpoint.pt has no config this version can resume",
+                           option="resume")
+    # best.pt copied over checkpoint.pt has a config but no training state: say so, not KeyError.
+    missing = [k for k in (*TRAINING_STATE, "epoch") if k not in ckpt]
+    if missing:
+        raise AlexNetError(f"{run}/checkpoint.pt holds weights but no training state (no "
+                           f"{', '.join(missing)}); --weights starts a new run from it",
+                           option="resume")
+    may_change = set(names(TrainConfig, resumable=True))
+    given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
+    changed = sorted(k for k in overrides if k not in may_change and given[k] != saved.get(k))
+    if changed:
+        raise AlexNetError(f"cannot change {', '.join(changed)} when resuming (only "
+                           f"{', '.join(sorted(may_change))} may change)", option=changed[0])
+    # A run saved before an option existed goes on as it was trained (model.LEGACY_OPTIONS).
+    values = {**LEGACY_OPTIONS, **saved,
+              **{k: v for k, v in overrides.items() if k in may_change}}
+    cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
+    validate(cfg)
+    if cfg.schedule == "cosine" and cfg.epochs != saved.get("epochs", cfg.epochs):
+        # The cosine's length is the run's: another would change the lr of every step to come
+        # (and of those done), so the run would no longer be the one it continues.
+        raise AlexNetError(f"{run} runs a cosine schedule over {saved['epochs']} epochs; --epochs "
+                           "cannot change it on resume (start a new run from its weights: "
+                           f"--weights {run}/checkpoint.pt)", option="epochs")
+    done = int(ckpt.get("epoch", 0))
+    if cfg.epochs < done:  # its config.json would say fewer epochs than metrics.jsonl holds
+        raise AlexNetError(f"{run} has trained {done} epochs already; --epochs must be at least "
+                           f"{done}", option="epochs")
+    return cfg, ckpt
+
+
+# What a run directory holds (the list at the top); with its lock and the temporary files of a
+# write killed midway, a directory of these alone is a run's (perhaps one killed before its
+# checkpoint).
+_RUN_FILE = re.compile(r"^(config\.json|metrics\.jsonl|events\.out\.tfevents\..*|best\.pt|"
+                       r"checkpoint\.pt|curves\.png|skipped\.txt|results\.json)$")
+
+
+def is_run_file(name: str) -> bool:
+    return bool(_RUN_FILE.match(name)) or name == LOCK_NAME or is_temp_name(name)
+
+
+def fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
+    """A run directory holding no run. An explicit --out holding one is an error (nothing is
+    overwritten); the default one is numbered instead (runs/demo-2, ...), so that `make demo` can
+    run again. Each candidate gets the same checks."""
+    out, n = Path(cfg.out), 2
+    while holds_a_run(out):
+        if not number_if_taken:
+            raise AlexNetError(f"{out} already holds a run; resume it or choose another "
+                               f"directory", option="out")
+        out, n = Path(f"{cfg.out}-{n}"), n + 1
+    return out
+
+
+def holds_a_run(out: Path) -> bool:
+    """Whether `out` holds a finished epoch's run; an error where a run must not write."""
+    if out.exists() and not out.is_dir():
+        raise AlexNetError(f"{out} exists and is not a directory", option="out")
+    others = sorted(p.name for p in out.iterdir() if not is_run_file(p.name)) \
+        if out.is_dir() else []
+    if others:  # a run would write its files among someone else's, overwriting any of a run's name
+        raise AlexNetError(f"{out} holds files that are not a run's ({', '.join(others[:3])}"
+                           f"{', …' if len(others) > 3 else ''}); choose an empty or new "
+                           f"directory", option="out")
+    return (out / "checkpoint.pt").exists()
