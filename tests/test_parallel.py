@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -14,11 +15,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from alexnet import accel
-from alexnet.errors import AlexNetError
+from alexnet import accel, parallel, train
+from alexnet.config import TrainConfig
+from alexnet.errors import AlexNetError, DataError
 from alexnet.model import AlexNet, OWTAlexNet
 from alexnet.parallel import (DistInfo, TwoDeviceAlexNet, all_reduce_sum,
-                              cleanup_distributed, init_distributed,
+                              cleanup_distributed, decided_by_rank0, init_distributed,
                               merge_state_dict, parse_devices, resolve_device,
                               unwrap, wrap_ddp)
 from conftest import write_image_folder
@@ -276,3 +278,61 @@ def test_alexnet_train_and_eval_under_torchrun_with_unreadable_images(tmp_path):
     assert got["images"] == 5
     for key in ("top1_error", "top5_error"):
         assert got[key] == pytest.approx(want[key], abs=1e-9)
+
+
+class _FakeWire:
+    """Two ranks of one process group, played one after the other in this process: rank 0's
+    broadcast is pickled onto the wire (as gloo does), and rank 1's reads it from there."""
+
+    def __init__(self, monkeypatch):
+        self.sent = []
+        monkeypatch.setattr(parallel, "_active", lambda info: info.world_size > 1)
+        monkeypatch.setattr(parallel.dist, "broadcast_object_list", self.broadcast)
+
+    def broadcast(self, box, src):
+        assert src == 0
+        if not self.sent:
+            self.sent.append(pickle.dumps(box[0]))
+        else:
+            box[0] = pickle.loads(self.sent[0])
+
+
+RANK0, RANK1 = (DistInfo(rank=r, world_size=2, local_rank=r, is_main=r == 0) for r in (0, 1))
+
+
+def _must_not_run():
+    raise AssertionError("only rank 0 decides")
+
+
+def test_rank0_decides_for_every_rank_and_its_error_stops_them_all(monkeypatch):
+    _FakeWire(monkeypatch)
+    assert decided_by_rank0(lambda: Path("runs/demo-2"), RANK0) == Path("runs/demo-2")
+    assert decided_by_rank0(_must_not_run, RANK1) == Path("runs/demo-2")
+
+    def refuse():
+        raise DataError("runs/x holds files that are not a run's", option="out")
+    _FakeWire(monkeypatch)
+    for info, decide in ((RANK0, refuse), (RANK1, _must_not_run)):
+        with pytest.raises(DataError, match="not a run's") as raised:
+            decided_by_rank0(decide, info)
+        assert raised.value.option == "out"  # the CLI names --out on every rank
+
+
+def test_every_rank_trains_in_the_run_directory_rank0_chose(monkeypatch, tmp_path):
+    """The default run directory is numbered by looking at the disk (runs/demo, runs/demo-2, ...).
+    Ranks look at different moments, and on other nodes through a network file system whose view
+    lags: here rank 1 sees a checkpoint in runs/demo that rank 0 did not, and chose runs/demo-2
+    on its own, or failed as "already holds a run". Every rank must take rank 0's choice, and
+    that check is rank 0's, made within its lock."""
+    wire = _FakeWire(monkeypatch)
+    chosen = tmp_path / "demo"
+    wire.sent.append(pickle.dumps(chosen))  # rank 0 saw runs/demo free
+    chosen.mkdir()
+    (chosen / "checkpoint.pt").write_bytes(b"")  # rank 1 sees a run there
+    monkeypatch.setattr(train.parallel, "init_distributed", lambda device: RANK1)
+    monkeypatch.setattr(train.parallel, "cleanup_distributed", lambda: None)
+    monkeypatch.setattr(train, "setup", lambda cfg, ckpt, info: cfg)
+    trained_in = []
+    monkeypatch.setattr(train, "_train", lambda cfg, run, ckpt: trained_in.append((cfg.out, run)))
+    train.main(TrainConfig(out=str(chosen)), number_if_taken=True)
+    assert trained_in == [(str(chosen), chosen)]

@@ -195,13 +195,31 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+def decided_by_rank0(decide, info: DistInfo):
+    """`decide()` run on rank 0 alone, and its result on every rank; an AlexNetError it raises is
+    raised on every rank, so that all of them stop with the same one line. For choices that read
+    the file system or measure: each rank deciding on its own may decide differently."""
+    if not _active(info):
+        return decide()
+    outcome = None
+    if info.is_main:
+        try:
+            outcome = decide()
+        except AlexNetError as e:  # pickles with its class, message and .option
+            outcome = e
+    outcome = broadcast_object(outcome, info)
+    if isinstance(outcome, AlexNetError):
+        raise outcome
+    return outcome
+
+
 def agree_on_fast_path(info: DistInfo) -> None:
     """On CPUs under DDP every rank takes rank 0's fast path (accel.fast_path). Each rank's probe
     measures on its own, under the others' load, and two ranks of one run chose different stem
     layouts: DDP then refused the parameters' strides. Precision must agree as well."""
     if _active(info) and info.device.type == "cpu":
-        mine = accel.fast_path(info.device) if info.is_main else None
-        accel.use_fast_path(info.device, broadcast_object(mine, info))
+        accel.use_fast_path(info.device,
+                            decided_by_rank0(lambda: accel.fast_path(info.device), info))
 
 
 def gather_objects(obj, info: DistInfo) -> list:
