@@ -2,7 +2,7 @@
 # The paired-seed ablation on shapes, arm by arm (most informative first), in the pilot's
 # directory (renamed from pilot-3000 after the pilot finished). As run on 2026-12-01.
 set -u
-cd /work/main
+cd "$(dirname "$0")/../.."
 D=/work/exp/ablation-seeds/shapes-3000
 
 date +%s > /work/exp/ablation-seeds/start
