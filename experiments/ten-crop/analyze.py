@@ -32,9 +32,7 @@ def arm_row(arm: str, seeds: dict[int, dict]) -> dict:
     ten = [seeds[s][10]["top1_error"] for s in pairs]
     diff = paired_difference(one, ten)
     return {"arm": arm, "seeds": pairs, "one_crop": one, "ten_crop": ten,
-            "difference": diff.as_dict(), "verdict": verdict(diff, "less"),
-            "loss_one": mean([seeds[s][1]["loss"] for s in pairs]),
-            "loss_ten": mean([seeds[s][10]["loss"] for s in pairs])}
+            "difference": diff.as_dict(), "verdict": verdict(diff, "less")}
 
 
 def main(out: Path) -> None:
@@ -55,7 +53,7 @@ def main(out: Path) -> None:
     for row in rows:
         print(f"{row['arm']}: 1-crop " + ", ".join(f"{100 * e:.1f}" for e in row["one_crop"]) +
               "; 10-crop " + ", ".join(f"{100 * e:.1f}" for e in row["ten_crop"]) +
-              f" (seeds {row['seeds']}); val loss {row['loss_one']:.4f} -> {row['loss_ten']:.4f}")
+              f" (seeds {row['seeds']})")
     everything["seeds"] = [list(k) for k in everything["seeds"]]
     (out / "summary.json").write_text(json.dumps({"arms": rows, "all": everything}, indent=1))
 
