@@ -2,6 +2,7 @@
 error by seed and the paired difference 10-crop − 1-crop with its 95% t-interval.
 
     python experiments/ten-crop/analyze.py OUT    # writes OUT/summary.json and prints the table
+    python experiments/ten-crop/analyze.py experiments/ten-crop/evals   # the committed evaluations
 """
 from __future__ import annotations
 
