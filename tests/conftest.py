@@ -3,6 +3,10 @@ statistics cache, so that tests never read or write ~/.cache."""
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,28 @@ import torch
 from PIL import Image
 
 from alexnet.cli import main as cli_main
+
+
+_RAM_DISK, _RAM_NEEDED = Path("/dev/shm"), 8 << 30
+_IN_RAM = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+    """Test files in memory (/dev/shm) where it has room, unless --basetemp says where. A training
+    test writes checkpoints of up to 0.7 GB, several per test, and on a VM's disk those writes
+    were the largest part of the suite's time (BENCHMARKS.md, "The test suite"). Every file a
+    test writes is removed when it passes (tmp_path_retention_policy), and the whole directory
+    when the run ends, a failed test's too, so that nothing is left in memory."""
+    if config.option.basetemp is not None or not _RAM_DISK.is_dir() \
+            or not os.access(_RAM_DISK, os.W_OK) or shutil.disk_usage(_RAM_DISK).free < _RAM_NEEDED:
+        return
+    config.option.basetemp = tempfile.mkdtemp(prefix="alexnet-tests-", dir=_RAM_DISK)
+    config.stash[_IN_RAM] = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    if _IN_RAM in config.stash:
+        shutil.rmtree(config.stash[_IN_RAM], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
