@@ -20,6 +20,16 @@
 #   FIRST=5 N=5 ARMS=non-overlapping OUT=/work/exp/ablation-30k/out-5-9-pooling bash run.sh
 # The claim tested is the paper's direction (non-overlapping raises the error), read off the
 # same paired interval and verdict as the other arms (combine.py); five seeds, no more.
+# Session 18 (planned before it ran anything): ReLU against tanh (§3.1, Figure 1: ReLU nets
+# train several times faster). Figure 1's own form, images to a training error, was tested on
+# Fashion-MNIST (EXPERIMENTS.md); here its consequence at a fixed budget: after the same 30,000
+# images the tanh net has the higher validation error (ablate's tanh arm, direction "greater").
+# The arm swaps the activation only: the demo's He init (a gain meant for ReLU) and AdamW 3e-4
+# stay, so a tanh net that needs another init or lr is measured as it is. Seeds 5-9, session
+# 16's baselines linked, the same EPYC:
+#   mkdir -p /work/exp/ablation-30k/out-5-9-tanh &&
+#   cp -al /work/exp/ablation-30k/out-5-9/baseline /work/exp/ablation-30k/out-5-9-tanh/ &&
+#   FIRST=5 N=5 ARMS=tanh OUT=/work/exp/ablation-30k/out-5-9-tanh bash run.sh
 cd "$(dirname "$0")/../.."
 FIRST=${FIRST:-0} N=${N:-5} OUT=${OUT:-/work/exp/ablation-30k/out}
 ARMS=${ARMS:-no-lrn,one-tower-half,no-lighting}
