@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from alexnet import accel, parallel, train
 from alexnet.config import TrainConfig
-from alexnet.errors import AlexNetError, DataError
+from alexnet.errors import AlexNetError, Busy, DataError
+from alexnet.io import locked_dir
 from alexnet.model import AlexNet, OWTAlexNet
 from alexnet.parallel import (DistInfo, TwoDeviceAlexNet, all_reduce_sum,
                               cleanup_distributed, decided_by_rank0, init_distributed,
@@ -317,6 +318,24 @@ def test_rank0_decides_for_every_rank_and_its_error_stops_them_all(monkeypatch):
             decided_by_rank0(decide, info)
         assert raised.value.option == "out"  # the CLI names --out on every rank
 
+    def unreadable():  # what Path.iterdir raises for a directory the user may not read
+        raise PermissionError(13, "Permission denied", "runs/x")
+    _FakeWire(monkeypatch)
+    with pytest.raises(PermissionError):  # rank 0: its own, traceback and all
+        decided_by_rank0(unreadable, RANK0)
+    with pytest.raises(AlexNetError, match=r"Permission denied: 'runs/x'"):  # not a hang
+        decided_by_rank0(_must_not_run, RANK1)
+
+
+def _train_as(monkeypatch, info: DistInfo) -> list:
+    """train.main as `info`'s rank, up to where it would train; returns where it trains."""
+    monkeypatch.setattr(train.parallel, "init_distributed", lambda device: info)
+    monkeypatch.setattr(train.parallel, "cleanup_distributed", lambda: None)
+    monkeypatch.setattr(train, "setup", lambda cfg, ckpt, info: cfg)
+    trained_in = []
+    monkeypatch.setattr(train, "_train", lambda cfg, run, ckpt: trained_in.append((cfg.out, run)))
+    return trained_in
+
 
 def test_every_rank_trains_in_the_run_directory_rank0_chose(monkeypatch, tmp_path):
     """The default run directory is numbered by looking at the disk (runs/demo, runs/demo-2, ...).
@@ -329,10 +348,19 @@ def test_every_rank_trains_in_the_run_directory_rank0_chose(monkeypatch, tmp_pat
     wire.sent.append(pickle.dumps(chosen))  # rank 0 saw runs/demo free
     chosen.mkdir()
     (chosen / "checkpoint.pt").write_bytes(b"")  # rank 1 sees a run there
-    monkeypatch.setattr(train.parallel, "init_distributed", lambda device: RANK1)
-    monkeypatch.setattr(train.parallel, "cleanup_distributed", lambda: None)
-    monkeypatch.setattr(train, "setup", lambda cfg, ckpt, info: cfg)
-    trained_in = []
-    monkeypatch.setattr(train, "_train", lambda cfg, run, ckpt: trained_in.append((cfg.out, run)))
+    trained_in = _train_as(monkeypatch, RANK1)
     train.main(TrainConfig(out=str(chosen)), number_if_taken=True)
     assert trained_in == [(str(chosen), chosen)]
+
+
+def test_a_run_directory_in_use_stops_every_rank(monkeypatch, tmp_path):
+    """Rank 0 alone takes the run directory's lock; when another run holds it, every rank stops
+    with rank 0's one line (the others used to go on into setup's collectives and wait there)."""
+    _FakeWire(monkeypatch)
+    run = tmp_path / "run"
+    with locked_dir(run):  # another run, training there
+        for info in (RANK0, RANK1):
+            trained_in = _train_as(monkeypatch, info)
+            with pytest.raises(Busy, match="in use by another process"):
+                train.main(TrainConfig(out=str(run)))
+            assert trained_in == []

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import accel
-from .errors import AlexNetError
+from .errors import AlexNetError, first_line
 from .model import AlexNet
 
 # ------------------------------------------------------------------------------------------------
@@ -195,22 +195,32 @@ def broadcast_object(obj, info: DistInfo):
     return box[0]
 
 
+@dataclass(frozen=True)
+class _Refused:
+    error: AlexNetError  # what rank 0's decision raised, as the other ranks raise it
+
+
 def decided_by_rank0(decide, info: DistInfo):
-    """`decide()` run on rank 0 alone, and its result on every rank; an AlexNetError it raises is
-    raised on every rank, so that all of them stop with the same one line. For choices that read
-    the file system or measure: each rank deciding on its own may decide differently."""
+    """`decide()` run on rank 0 alone, and its result on every rank. For choices that read the
+    file system or measure: each rank deciding on its own may decide differently. What it raises
+    is raised on every rank (the others' copy an AlexNetError of the same first line, unless it
+    was one), so that none waits for rank 0 in a later collective after rank 0 has stopped."""
     if not _active(info):
         return decide()
-    outcome = None
-    if info.is_main:
-        try:
-            outcome = decide()
-        except AlexNetError as e:  # pickles with its class, message and .option
-            outcome = e
-    outcome = broadcast_object(outcome, info)
-    if isinstance(outcome, AlexNetError):
-        raise outcome
-    return outcome
+    if not info.is_main:
+        outcome = broadcast_object(None, info)
+        if isinstance(outcome, _Refused):
+            raise outcome.error
+        return outcome
+    try:
+        outcome = decide()
+    except Exception as e:
+        # An AlexNetError pickles with its class, message and .option; anything else (an OSError
+        # from the file system, a bug) might not pickle, and the other ranks need its line only.
+        copy = e if isinstance(e, AlexNetError) else AlexNetError(first_line(e))
+        broadcast_object(_Refused(copy), info)
+        raise
+    return broadcast_object(outcome, info)
 
 
 def agree_on_fast_path(info: DistInfo) -> None:

@@ -247,15 +247,18 @@ def main(cfg: TrainConfig, ckpt: dict | None = None, *, number_if_taken: bool = 
     """Train (or continue `ckpt`); returns {"run", "history", "results"}."""
     info = parallel.init_distributed(cfg.device)
     try:
-        # Rank 0 picks the directory for all: a numbered default (runs/demo-2) is picked by
-        # looking at the disk, and a rank that looked a moment later could pick another.
-        run = Path(cfg.out) if ckpt is not None else \
-            parallel.decided_by_rank0(lambda: fresh_run_dir(cfg, number_if_taken), info)
-        cfg = dataclasses.replace(cfg, out=str(run))  # what config.json and checkpoints record
-        with (locked_dir(run, "run directory") if info.is_main else contextlib.nullcontext()):
-            # Another run got here first; rank 0's to check (within its lock), as it chose.
-            if info.is_main and ckpt is None and (run / "checkpoint.pt").exists():
-                raise AlexNetError(f"{run} already holds a run", option="out")
+        with contextlib.ExitStack() as held:
+            def claim() -> Path:  # rank 0's: it writes the run
+                run = Path(cfg.out) if ckpt is not None else fresh_run_dir(cfg, number_if_taken)
+                held.enter_context(locked_dir(run, "run directory"))
+                if ckpt is None and (run / "checkpoint.pt").exists():  # another run got here first
+                    raise AlexNetError(f"{run} already holds a run", option="out")
+                return run
+            # Rank 0 picks the directory for all: a numbered default (runs/demo-2) is picked by
+            # looking at the disk, and a rank that looked a moment later could pick another. A
+            # refusal (the lock held, a run there) then stops every rank, not rank 0 alone.
+            run = parallel.decided_by_rank0(claim, info)
+            cfg = dataclasses.replace(cfg, out=str(run))  # what config.json and checkpoints record
             return _train(setup(cfg, ckpt, info), run, ckpt)
     finally:
         parallel.cleanup_distributed()
