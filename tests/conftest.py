@@ -16,26 +16,66 @@ from PIL import Image
 from alexnet.cli import main as cli_main
 
 
-_RAM_DISK, _RAM_NEEDED = Path("/dev/shm"), 8 << 30
-_IN_RAM = pytest.StashKey[str]()
+_RAM_DISK, _RAM_NEEDED = Path("/dev/shm"), 12 << 30
+_IN_RAM = pytest.StashKey[Path]()
 
 
+def _free_memory() -> int:
+    """MemAvailable in bytes (0 where /proc/meminfo does not say): a tmpfs's free space is only
+    its size cap, and its files take real memory."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _ram_disk_usable() -> bool:
+    """/dev/shm exists, is writable and not noexec (the kernel cache compiles and loads .so files
+    under the tests' directory), and memory has room for the tests and their files."""
+    try:
+        flags = os.statvfs(_RAM_DISK).f_flag
+        return os.access(_RAM_DISK, os.W_OK) and not flags & os.ST_NOEXEC \
+            and min(shutil.disk_usage(_RAM_DISK).free, _free_memory()) >= _RAM_NEEDED
+    except OSError:
+        return False
+
+
+def _sweep_dead_runs() -> None:
+    """What runs that were killed (SIGTERM, SIGKILL) or failed left in /dev/shm."""
+    for old in _RAM_DISK.glob("alexnet-tests-*-*"):
+        pid = old.name.split("-")[2]
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours, or a live process of another user
+            pass
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmpdir plugin reads --basetemp
 def pytest_configure(config):
     """Test files in memory (/dev/shm) where it has room, unless --basetemp says where. A training
     test writes checkpoints of up to 0.7 GB, several per test, and on a VM's disk those writes
-    were the largest part of the suite's time (BENCHMARKS.md, "The test suite"). Every file a
-    test writes is removed when it passes (tmp_path_retention_policy), and the whole directory
-    when the run ends, a failed test's too, so that nothing is left in memory."""
-    if config.option.basetemp is not None or not _RAM_DISK.is_dir() \
-            or not os.access(_RAM_DISK, os.W_OK) or shutil.disk_usage(_RAM_DISK).free < _RAM_NEEDED:
+    were the largest part of the suite's time (BENCHMARKS.md, "The test suite"). A passing test's
+    files are removed when it ends (tmp_path_retention_policy) and the directory when the run
+    passes; a failed run's stays for a look, and the next run removes it."""
+    if config.option.basetemp is not None or not _ram_disk_usable():
         return
-    config.option.basetemp = tempfile.mkdtemp(prefix="alexnet-tests-", dir=_RAM_DISK)
-    config.stash[_IN_RAM] = config.option.basetemp
+    _sweep_dead_runs()
+    config.option.basetemp = tempfile.mkdtemp(prefix=f"alexnet-tests-{os.getpid()}-",
+                                              dir=_RAM_DISK)
+    config.stash[_IN_RAM] = Path(config.option.basetemp)
 
 
-def pytest_unconfigure(config):
-    if _IN_RAM in config.stash:
-        shutil.rmtree(config.stash[_IN_RAM], ignore_errors=True)
+def pytest_sessionfinish(session, exitstatus):
+    where = session.config.stash.get(_IN_RAM, None)
+    if where is None:
+        return
+    if exitstatus == 0:
+        shutil.rmtree(where, ignore_errors=True)
+    else:
+        print(f"\nthe tests' files are kept in {where} (in memory); the next run removes them")
 
 
 @pytest.fixture(autouse=True, scope="session")
