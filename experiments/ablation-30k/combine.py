@@ -10,6 +10,8 @@
   before its first result, in its own directory that links to those baselines;
 - seeds 5-9 again, session 17, the same EPYC: non-overlapping pooling (until then measured only at
   6,000 images), planned before its first result, linked to the same baselines.
+- seeds 5-9 again, session 18, the same EPYC: tanh for ReLU, planned before its first result,
+  linked to the same baselines.
 
 Each pair (an arm and the baseline with the same seed) ran on one machine, so each difference is
 paired as `ablate` pairs them; only the seed-to-seed spread mixes the machines. Three tables: the
