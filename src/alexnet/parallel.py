@@ -113,6 +113,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if dev.type == "mps" and world > 1:
         raise AlexNetError("data parallel training over several processes needs CUDA or the CPU")
     if not dist.is_initialized():
+        # torch.distributed.nn binds group.WORLD as default arguments when it is first imported
+        # (torch._dynamo and torchvision import it). Imported after the group exists, it holds the
+        # group past destroy_process_group: gloo's threads then live on into the interpreter's exit,
+        # where one freeing a tensor aborted the process ("terminate called without an active
+        # exception", after `alexnet eval` had printed its result). Imported now, its defaults are
+        # None and cleanup_distributed really ends the group.
+        import torch.distributed.nn  # noqa: F401
         if dev.type == "cuda":
             torch.cuda.set_device(dev)  # NCCL and cuda.* calls without an index use this GPU
             dist.init_process_group("nccl", rank=rank, world_size=world, device_id=dev)
