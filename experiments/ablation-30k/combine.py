@@ -13,6 +13,9 @@
 - seeds 5-9 again, session 18, the same EPYC: tanh for ReLU, planned before its first result,
   linked to the same baselines.
 
+Session 19's dropout runs (results-5-9-dropout) stay out: their baseline is another net (the
+paper's dropout 0.5, where these baselines have none), and session 16's baselines are their arm.
+
 Each pair (an arm and the baseline with the same seed) ran on one machine, so each difference is
 paired as `ablate` pairs them; only the seed-to-seed spread mixes the machines. Three tables: the
 first set, the replication alone (its own test, untouched by the first look), and all seeds pooled
