@@ -116,9 +116,10 @@ def init_distributed(device: str = "auto") -> DistInfo:
         # torch.distributed.nn binds group.WORLD as default arguments when it is first imported
         # (torch._dynamo and torchvision import it). Imported after the group exists, it holds the
         # group past destroy_process_group: gloo's threads then live on into the interpreter's exit,
-        # where one freeing a tensor aborted the process ("terminate called without an active
-        # exception", after `alexnet eval` had printed its result). Imported now, its defaults are
-        # None and cleanup_distributed really ends the group.
+        # where one, freeing a finished all_gather's tensors, needed the GIL and aborted the process
+        # ("terminate called without an active exception", after `alexnet eval` under torchrun had
+        # printed its result; seen in gdb). Imported now, its defaults are None and
+        # cleanup_distributed really ends the group.
         import torch.distributed.nn  # noqa: F401
         if dev.type == "cuda":
             torch.cuda.set_device(dev)  # NCCL and cuda.* calls without an index use this GPU
