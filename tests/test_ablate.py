@@ -284,6 +284,20 @@ def test_dropout_study_end_to_end(tmp_path, capsys, monkeypatch):
     assert "p 0.5 seed 0 is finished, skipped" in stdout  # cached
 
 
+def test_dropout_study_reports_the_sizes_it_measured(tmp_path, capsys, monkeypatch):
+    """Asked for more images than the splits hold (16 train, 8 val), the study trains and
+    measures on what there is, and its report and plan say so rather than echo the request."""
+    monkeypatch.setattr(studies, "OVERFIT_POINTS", 1)
+    out = tmp_path / "abl"
+    code, stdout, _ = ablate_cli(capsys, out, "--arms", "none", "--study", "dropout",
+                                 "--seeds", "1", "--overfit-images", "40", "--overfit-epochs", "1")
+    assert code == 0 and "Dropout study: 1 epochs over 16 training images" in stdout
+    run = json.loads((out / "dropout" / "p0.5-seed0.json").read_text())
+    assert (run["train_images"], run["val_images"]) == (16, 8)
+    md = (out / "results.md").read_text()
+    assert "over 16 training images per run" in md and "on 8 val images" in md
+
+
 # --- the runner -----------------------------------------------------------------------------------
 
 def test_seeds_layout_skip_resume_and_more_seeds(tmp_path, capsys, monkeypatch):

@@ -212,7 +212,10 @@ def dropout_study(shared: dict, out: Path, seeds: list[int], images: int,
                      "train_images": images, "epochs": epochs}
             runs.setdefault(f"{p:g}", {})[seed] = overfit_run(resolve_train_config(given), images)
             atomic_write_json(path, runs[f"{p:g}"][seed])
-    return {"runs": runs, "images": images, "epochs": epochs, "dropouts": DROPOUTS,
+    sizes = [r for by_seed in runs.values() for r in by_seed.values() if "val_images" in r]
+    return {"runs": runs, "epochs": epochs, "dropouts": DROPOUTS,  # the sizes as measured
+            "images": sizes[0]["train_images"] if sizes else images,
+            "val_images": sizes[0]["val_images"] if sizes else images,
             "summary": summarise_dropout(runs, DROPOUTS)}
 
 
@@ -309,7 +312,8 @@ def _plan(args, shared: dict, base: TrainConfig, studies: list[str]) -> tuple[st
         if args.overfit_images < b:
             raise AlexNetError(f"--overfit-images {args.overfit_images} is less than one batch "
                                f"of {b}", option="overfit_images")
-        plan += (f" Dropout study: {args.overfit_epochs} epochs over {args.overfit_images} "
+        plan += (f" Dropout study: {args.overfit_epochs} epochs over "
+                 f"{min(args.overfit_images, n_train)} "
                  f"training images, with and without dropout, per seed.")
     return plan, len(train_set.classes)
 

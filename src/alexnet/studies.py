@@ -40,7 +40,9 @@ def overfit_run(cfg: TrainConfig, images: int) -> dict:
     sets = {"train": t.train_loader.imageset, "val": train._Head(t.val_loader.imageset, images)}
     loaders = {k: Loader(v, cfg.batch_size, shuffle=False, seed=cfg.seed, workers=0, even=False)
                for k, v in sets.items()}
-    run = {"dropout": cfg.dropout, "seed": cfg.seed, "curve": [], "diverged": None}
+    # the sizes measured: --overfit-images asks for more than a split may hold
+    run = {"dropout": cfg.dropout, "seed": cfg.seed, "curve": [], "diverged": None,
+           **{f"{k}_images": len(v) for k, v in sets.items()}}
     every = math.ceil(cfg.epochs / OVERFIT_POINTS)
     for epoch in range(cfg.epochs):
         t.train_loader.set_epoch(epoch)
