@@ -212,10 +212,12 @@ def dropout_study(shared: dict, out: Path, seeds: list[int], images: int,
                      "train_images": images, "epochs": epochs}
             runs.setdefault(f"{p:g}", {})[seed] = overfit_run(resolve_train_config(given), images)
             atomic_write_json(path, runs[f"{p:g}"][seed])
-    sizes = [r for by_seed in runs.values() for r in by_seed.values() if "val_images" in r]
-    return {"runs": runs, "epochs": epochs, "dropouts": DROPOUTS,  # the sizes as measured
-            "images": sizes[0]["train_images"] if sizes else images,
-            "val_images": sizes[0]["val_images"] if sizes else images,
+    # the sizes as measured (runs cached before they were recorded: as asked)
+    measured = next((r for by_seed in runs.values() for r in by_seed.values()
+                     if "val_images" in r), {})
+    return {"runs": runs, "epochs": epochs, "dropouts": DROPOUTS,
+            "images": measured.get("train_images", images),
+            "val_images": measured.get("val_images", images),
             "summary": summarise_dropout(runs, DROPOUTS)}
 
 

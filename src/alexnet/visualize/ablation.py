@@ -179,10 +179,9 @@ def format_pilot(p: dict | None, seeds: int) -> str:
 
 def format_dropout(drop: dict) -> str:
     s, p_with, p_without = drop["summary"], *drop["dropouts"]
-    val = drop.get("val_images", drop["images"])  # reports written before it was recorded
     lines = [f"{drop['epochs']} epochs over {drop['images']} training images per run; at up to "
              f"ten epochs, error and loss in eval mode (no dropout, centre crop) on those images "
-             f"and on {val} val images. Last epoch, mean over seeds:", "",
+             f"and on {drop['val_images']} val images. Last epoch, mean over seeds:", "",
              "| dropout | train err | val err | gap val − train err | train loss | val loss |",
              "|---:|---:|---:|---:|---:|---:|"]
     for p in (p_with, p_without):
