@@ -105,17 +105,16 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     if arch["variant"] == "paper":  # owt never had these options
         options = {**LEGACY_OPTIONS, **options}
 
-    def build():
-        return alexnet(arch["variant"], num_classes=arch["num_classes"],
-                       in_channels=arch["in_channels"], **options)
-
+    # Built on the meta device: no memory and no random initialisation, both wasted on weights
+    # the checkpoint replaces (the paper's init of 60M weights was most of a predict's start-up).
+    with torch.device("meta"):
+        model = alexnet(arch["variant"], num_classes=arch["num_classes"],
+                        in_channels=arch["in_channels"], **options)
     try:
-        with torch.device("meta"):  # traced for free: does the net take crop_size inputs?
-            layer_table(build(), ckpt["crop_size"])
+        layer_table(model, ckpt["crop_size"])  # traced for free: does it take crop_size inputs?
     except ValueError as e:
         raise DataError(f"the checkpoint's crop_size {ckpt['crop_size']} does not fit its "
                         f"network: {e}") from None
-    model = build()
     own = model.state_dict()
     weights = ckpt["model"]
     wrong = [k for k in own.keys() | weights.keys() if k not in own or k not in weights
@@ -131,7 +130,13 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     if broken:  # every prediction would be NaN; say so once, here
         raise DataError(f"the checkpoint's weights are not finite ({broken} holds NaN or inf): "
                         f"the run that wrote it diverged, or the file was damaged")
-    model.load_state_dict(weights)
+    # assign: the model takes contiguous copies in its own dtypes, as load_state_dict's copy
+    # would give, and never the checkpoint's tensors (changing the model leaves ckpt alone)
+    model.load_state_dict({k: v.to(dtype=own[k].dtype, memory_format=torch.contiguous_format,
+                                   copy=True) for k, v in weights.items()}, assign=True)
+    left = [k for k, v in [*model.named_parameters(), *model.named_buffers()] if v.is_meta]
+    if left:  # a tensor outside the state_dict (none today) would have no value
+        raise AlexNetError(f"model_from_checkpoint: {left[0]} was not in the state_dict")
     return model
 
 
