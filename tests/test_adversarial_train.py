@@ -185,6 +185,26 @@ def test_bad_values_and_output_paths_of_other_commands(trained, tmp_path, capsys
     assert ".tmp" not in err  # the path the user gave, not a temporary file's name
 
 
+@pytest.mark.parametrize("command", [["predict", "RUN"], ["show", "predictions", "RUN"],
+                                     ["show", "activations", "RUN"]])
+def test_a_bad_image_is_said_before_the_model_loads(trained, tmp_path, capsys, monkeypatch,
+                                                    command):
+    # Loading the paper's 228 MB checkpoint took 12-18 s before a typo'd path was reported.
+    from alexnet.predictor import Predictor
+
+    def loads(*args, **kwargs):
+        raise AssertionError("the model was loaded before the images were checked")
+    monkeypatch.setattr(Predictor, "from_file", loads)
+    (tmp_path / "text.jpg").write_text("not an image\n")
+    (tmp_path / "folder.png").mkdir()
+    argv = [a.replace("RUN", str(trained)) for a in command]
+    out = ["--out", str(tmp_path / "p.png")] if command[0] == "show" else []
+    for image, words in (("missing.jpg", "No such file"), ("text.jpg", "cannot identify image"),
+                         ("folder.png", "not a regular file")):
+        err = one_line_exit_2(capsys, [*argv, str(tmp_path / image), *out])
+        assert f"cannot read image {tmp_path / image}" in err and words in err, err
+
+
 def test_features_whose_labels_path_fails_write_neither_file(trained, tmp_path, capsys):
     (tmp_path / "f.labels.npy").mkdir()
     err = one_line_exit_2(capsys, ["features", str(trained), str(tmp_path / "f.npy"), "--data",

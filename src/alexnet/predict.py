@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from .accel import PRECISIONS
+from .data.folder import probe_image
 from .errors import AlexNetError
 from .predictor import Predictor
 
@@ -33,6 +34,8 @@ def run(args) -> int:
         raise AlexNetError("topk must be >= 1", option="topk")
     if not args.images:
         raise AlexNetError("no images given")
+    for path in args.images:  # a typo'd or non-image file is said before the model loads
+        probe_image(path)
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
     images = predictor.load_images(args.images)
     results = predictor.top(predictor.probs(images, args.crops), args.topk)

@@ -114,11 +114,26 @@ def load_image(path, size: int = 256) -> np.ndarray:
         raise DataError(f"cannot read image {path}: {_reason(e)}") from None
 
 
-def _decode(path, size: int) -> np.ndarray:
+def probe_image(path) -> None:
+    """Fail early, before slow work such as loading a model: `path` must be a regular file whose
+    header Pillow recognises as an image (DataError, as from load_image). Only the header is
+    read, so a file damaged further in is still found by load_image."""
+    try:
+        with _open(path):
+            pass
+    except Exception as e:
+        raise DataError(f"cannot read image {path}: {_reason(e)}") from None
+
+
+def _open(path) -> Image.Image:
     # stat first: opening a FIFO or a device named x.jpg would block or have side effects.
     if not stat.S_ISREG(os.stat(path).st_mode):
         raise OSError("not a regular file")
-    with Image.open(path) as img:
+    return Image.open(path)
+
+
+def _decode(path, size: int) -> np.ndarray:
+    with _open(path) as img:
         if img.format == "JPEG":
             img.draft("RGB", (size * 2, size * 2))  # only shrinks when ≥ 2× the needed size
         img.load()

@@ -17,6 +17,7 @@ export or torchvision weights. `plot_curves` is also what `alexnet train` draws 
 from __future__ import annotations
 
 from ..accel import PRECISIONS
+from ..data.folder import probe_image
 from ..io import check_not_same
 from . import activations, common, curves, figure4, filters
 from .curves import plot_curves
@@ -76,6 +77,9 @@ def run(args) -> int:
         inputs = [getattr(args, "checkpoint", None), getattr(args, "image", None),
                   *getattr(args, "images", []), *getattr(args, "runs", [])]
         check_not_same([p for p in inputs if p], args.out)  # a photo is not drawn over
+    for path in [getattr(args, "image", None), *getattr(args, "images", [])]:
+        if path:
+            probe_image(path)  # a typo'd or non-image file is said before the model loads
     commands = {"filters": filters.run, "predictions": figure4.run_predictions,
                 "neighbours": figure4.run_neighbours, "curves": curves.run,
                 "activations": activations.run}
