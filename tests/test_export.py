@@ -139,17 +139,35 @@ def test_convert_rejects_what_is_not_torchvision_alexnet(tmp_path, capsys):
     bad["features.3.weight"] = torch.zeros(5, 64, 5, 5)
     torch.save(bad, tmp_path / "wrong_shape.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file at all")
+    (tmp_path / "folder").mkdir()
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     for name, message in [("resnet.pth", "not a torchvision AlexNet"),
                           ("model.safetensors", "is a safetensors file; convert takes"),
                           ("wrong_shape.pth", "features.3.weight"),
-                          ("junk.pth", "not a PyTorch"), ("missing.pth", "not found")]:
+                          ("junk.pth", "not a PyTorch"), ("missing.pth", "not found"),
+                          ("folder", "folder is a directory, not a weights file")]:
         assert cli_main(["convert", "torchvision", str(tmp_path / name),
                          str(tmp_path / "out.pt")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_damaged_safetensors_file_is_called_one(tmp_path, capsys):
+    """Cut short or with its header damaged, a .safetensors file is not reported as a PyTorch
+    file that failed (the loaders tell the two formats apart by the header)."""
+    from safetensors.torch import save_file
+    whole = tmp_path / "whole.safetensors"
+    save_file({"w": torch.zeros(2)}, str(whole))
+    (tmp_path / "short.safetensors").write_bytes(whole.read_bytes()[:5])
+    (tmp_path / "mangled.safetensors").write_bytes(b"\0" * 9 + whole.read_bytes()[9:])
+    for name in ("short.safetensors", "mangled.safetensors"):
+        assert cli_main(["export", str(tmp_path / name), "--format", "onnx",
+                         str(tmp_path / "x.onnx")]) == 2
+        err = capsys.readouterr().err
+        assert f"cannot read {tmp_path / name}: not a safetensors file" in err, err
+        assert err.count("\n") == 1 and "PyTorch" not in err
 
 
 def test_convert_and_export_refuse_to_write_over_their_input(paper, tmp_path, capsys):

@@ -169,9 +169,16 @@ def read_safetensors(path: str | os.PathLike) -> dict:
 # --- any file ------------------------------------------------------------------------------------
 
 def _read_torch(path: Path) -> Any:
-    if not path.is_file():
-        raise AlexNetError(f"weights file not found: {path}")
+    _check_file(path)
     return read_torch_file(path)
+
+
+def _check_file(path: Path) -> None:
+    if path.is_file():
+        return
+    raise AlexNetError(f"{path} is a directory, not a weights file" if path.is_dir() else
+                       f"weights file not found: {path}" if not path.exists() else
+                       f"{path} is not a regular file")
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -187,10 +194,11 @@ def load_any(path: str | os.PathLike) -> dict:
     path = Path(path)
     if path.is_dir():
         return load_checkpoint(path)
-    if not path.is_file():
-        raise AlexNetError(f"weights file not found: {path}")
+    _check_file(path)
     if _is_safetensors(path):
         return read_safetensors(path)
+    if path.suffix == ".safetensors":  # named so, but too short or with no JSON header
+        raise AlexNetError(f"cannot read {path}: not a safetensors file (no JSON header)")
     obj = _read_torch(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         check_checkpoint(obj, path)
