@@ -185,11 +185,13 @@ def test_bad_values_and_output_paths_of_other_commands(trained, tmp_path, capsys
     assert ".tmp" not in err  # the path the user gave, not a temporary file's name
 
 
-@pytest.mark.parametrize("command", [["predict", "RUN"], ["show", "predictions", "RUN"],
+@pytest.mark.parametrize("command", [["predict", "RUN"], ["predict", "--weights", "RUN"],
+                                     ["show", "predictions", "RUN"],
                                      ["show", "activations", "RUN"]])
 def test_a_bad_image_is_said_before_the_model_loads(trained, tmp_path, capsys, monkeypatch,
                                                     command):
-    # Loading the paper's 228 MB checkpoint took 12-18 s before a typo'd path was reported.
+    # A typo'd path waited for the paper's 228 MB checkpoint to load (BENCHMARKS.md, "Loading a
+    # checkpoint": seconds) before it was reported.
     from alexnet.predictor import Predictor
 
     def loads(*args, **kwargs):

@@ -161,13 +161,16 @@ def test_a_damaged_safetensors_file_is_called_one(tmp_path, capsys):
     whole = tmp_path / "whole.safetensors"
     save_file({"w": torch.zeros(2)}, str(whole))
     (tmp_path / "short.safetensors").write_bytes(whole.read_bytes()[:5])
-    (tmp_path / "mangled.safetensors").write_bytes(b"\0" * 9 + whole.read_bytes()[9:])
-    for name in ("short.safetensors", "mangled.safetensors"):
+    (tmp_path / "mangled.SAFETENSORS").write_bytes(b"\0" * 9 + whole.read_bytes()[9:])
+    for name in ("short.safetensors", "mangled.SAFETENSORS"):
         assert cli_main(["export", str(tmp_path / name), "--format", "onnx",
                          str(tmp_path / "x.onnx")]) == 2
         err = capsys.readouterr().err
         assert f"cannot read {tmp_path / name}: not a safetensors file" in err, err
         assert err.count("\n") == 1 and "PyTorch" not in err
+    # a torch.save file under that name is read as what it is
+    torch.save(alexnet("owt", num_classes=10).state_dict(), tmp_path / "tv.safetensors")
+    assert load_any(tmp_path / "tv.safetensors")["arch"]["variant"] == "owt"
 
 
 def test_convert_and_export_refuse_to_write_over_their_input(paper, tmp_path, capsys):

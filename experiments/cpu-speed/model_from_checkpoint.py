@@ -1,6 +1,7 @@
-"""model_from_checkpoint against the way it built the model before session 21 (the same checks,
-then a real build with the paper's random init and load_state_dict's copy where it now builds on
-the meta device and assigns copies), alternating in one process, 5 pairs after one warm-up pair.
+"""model_from_checkpoint against the way it built the model before session 21 (the same work:
+a traced meta copy, a real build with the paper's random init, the shape and finiteness checks,
+then load_state_dict's copy, where it now builds on the meta device and assigns copies),
+alternating in one process, 5 pairs after one warm-up pair.
 
     .venv/bin/python experiments/cpu-speed/model_from_checkpoint.py CHECKPOINT
 """
@@ -17,15 +18,19 @@ from alexnet.summary import layer_table
 
 def before(ckpt):
     arch = ckpt["arch"]
+    options = arch["options"]
+    if arch["variant"] == "paper":  # as the old code: owt never had these options
+        options = {**LEGACY_OPTIONS, **options}
 
     def build():
         return alexnet(arch["variant"], num_classes=arch["num_classes"],
-                       in_channels=arch["in_channels"], **{**LEGACY_OPTIONS, **arch["options"]})
+                       in_channels=arch["in_channels"], **options)
 
     with torch.device("meta"):
         layer_table(build(), ckpt["crop_size"])
     model = build()
     own, weights = model.state_dict(), ckpt["model"]
+    assert own.keys() == weights.keys()
     assert all(tuple(own[k].shape) == tuple(v.shape) for k, v in weights.items())
     assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
     model.load_state_dict(weights)

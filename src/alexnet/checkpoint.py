@@ -39,19 +39,26 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
     atomic_torch_save(path, {"format": FORMAT, **ckpt})
 
 
+def is_torch_file(path: Path) -> bool:
+    """Starts as torch.save's files do: a zip archive (legacy: a pickle, protocol byte 0x80)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
 def read_torch_file(path: Path, map_location="cpu") -> Any:
     """What torch.save wrote to `path`, loaded with weights_only=True; any other file (text, an
     image, safetensors, a truncated file, pickled code) is a one-line DataError naming it."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    # torch.save writes a zip archive (legacy: a pickle, protocol byte 0x80); say so plainly for
-    # anything else instead of passing on torch's message about unpickling.
-    if head != b"PK\x03\x04" and head[:1] != b"\x80":
+    # say so plainly for anything else instead of passing on torch's message about unpickling
+    if not is_torch_file(path):
         raise DataError(f"cannot read {path}: not a PyTorch file (torch.save)")
     try:
         with warnings.catch_warnings():  # torch warns before it fails; the error says it all
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location=map_location, weights_only=True)
+            # a file object: given a path ending in .safetensors, torch.load (2.14) reads it
+            # as safetensors whatever it holds; we decide the format by content
+            with open(path, "rb") as f:
+                return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, pickled code, …
         raise DataError(f"cannot read {path}: {first_line(e).split('. ')[0]}") from None
 
@@ -135,8 +142,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     model.load_state_dict({k: v.to(dtype=own[k].dtype, memory_format=torch.contiguous_format,
                                    copy=True) for k, v in weights.items()}, assign=True)
     left = [k for k, v in [*model.named_parameters(), *model.named_buffers()] if v.is_meta]
-    if left:  # a tensor outside the state_dict (none today) would have no value
-        raise AlexNetError(f"model_from_checkpoint: {left[0]} was not in the state_dict")
+    if left:  # a tensor outside the state_dict (none today) would have no value: our bug
+        raise RuntimeError(f"model_from_checkpoint: {left[0]} was not in the state_dict")
     return model
 
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FORMAT, check_checkpoint, load_checkpoint, read_torch_file
+from .checkpoint import (FORMAT, check_checkpoint, is_torch_file, load_checkpoint,
+                         read_torch_file)
 from .errors import AlexNetError, DataError, first_line
 from .model import alexnet
 from .io import atomic_write
@@ -197,7 +198,8 @@ def load_any(path: str | os.PathLike) -> dict:
     _check_file(path)
     if _is_safetensors(path):
         return read_safetensors(path)
-    if path.suffix == ".safetensors":  # named so, but too short or with no JSON header
+    # named so, but too short or with no JSON header (a torch.save file renamed still loads)
+    if path.suffix.lower() == ".safetensors" and not is_torch_file(path):
         raise AlexNetError(f"cannot read {path}: not a safetensors file (no JSON header)")
     obj = _read_torch(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
