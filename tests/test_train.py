@@ -134,7 +134,7 @@ def test_eval_and_predict_json(tmp_path, capsys):
     (["train", "--epochs", "zero"], "invalid int"),
     (["train", "--activation", "swish", "--epochs", "1"], "activation"),
     (["eval", "/nonexistent.pt"], "not found"),
-    (["predict", "/nonexistent.pt", "x.jpg"], "not found"),
+    (["predict", "/nonexistent.pt", "/nonexistent.jpg"], "cannot read image /nonexistent.jpg"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli_main(argv) == 2
