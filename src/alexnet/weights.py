@@ -201,7 +201,7 @@ def load_any(path: str | os.PathLike) -> dict:
     # named so, but too short or with no JSON header (a torch.save file renamed still loads)
     if path.suffix.lower() == ".safetensors" and not is_torch_file(path):
         raise AlexNetError(f"cannot read {path}: not a safetensors file (no JSON header)")
-    obj = _read_torch(path)
+    obj = read_torch_file(path)  # _check_file above: a regular file
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         check_checkpoint(obj, path)
         return obj
