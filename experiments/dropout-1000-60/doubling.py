@@ -5,7 +5,8 @@ the end of its own cosine schedule, and the 30-pass pair as the baseline it is r
 
     .venv/bin/python experiments/dropout-1000-60/doubling.py [THIS_STUDY_DIR]
 
-THIS_STUDY_DIR holds the per-seed files p<dropout>-seed<k>.json (default: this folder's copy).
+THIS_STUDY_DIR holds the per-seed files p<dropout>-seed<k>.json (default: this folder's copy);
+the seeds read are those it holds for both nets (0-2 in session 21, 0-4 from session 22).
 """
 import json
 import sys
@@ -14,7 +15,13 @@ from pathlib import Path
 from alexnet.stats import paired_difference
 
 HERE = Path(__file__).parent
-SEEDS = (0, 1, 2)
+
+
+def seeds_in(folder: Path) -> list[int]:
+    """The seeds with a finished run of both nets in folder."""
+    def seeds(dropout):
+        return {int(p.stem.rsplit("seed", 1)[1]) for p in folder.glob(f"p{dropout}-seed*.json")}
+    return sorted(seeds("0.5") & seeds("0"))
 
 
 def last(folder: Path, dropout: str, seed: int) -> dict:
@@ -26,11 +33,13 @@ def last(folder: Path, dropout: str, seed: int) -> dict:
 def main() -> None:
     long = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "dropout"
     short = HERE.parent / "dropout-1000" / "dropout"
-    rows = {"dropout, 60 passes": [last(long, "0.5", s) for s in SEEDS],
-            "no dropout, 60 passes": [last(long, "0", s) for s in SEEDS],
-            "dropout, 30 passes": [last(short, "0.5", s) for s in SEEDS],
-            "no dropout, 30 passes": [last(short, "0", s) for s in SEEDS]}
-    print("| net | epoch | val error, seeds 0-2 | mean | train error (mean) |")
+    seeds = seeds_in(long)
+    rows = {"dropout, 60 passes": [last(long, "0.5", s) for s in seeds],
+            "no dropout, 60 passes": [last(long, "0", s) for s in seeds],
+            "dropout, 30 passes": [last(short, "0.5", s) for s in seeds],
+            "no dropout, 30 passes": [last(short, "0", s) for s in seeds]}
+    print(f"| net | epoch | val error, seeds {', '.join(map(str, seeds))} | mean | "
+          "train error (mean) |")
     print("|---|---:|---|---:|---:|")
     for name, runs in rows.items():
         errors = [r["val_error"] for r in runs]
