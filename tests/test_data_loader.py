@@ -90,14 +90,42 @@ def test_worker_processes_give_the_same_stream():
 
 
 def test_transform_runs_with_a_per_batch_generator():
-    def jitter(images, generator):
-        return images.float() + torch.rand(len(images), generator=generator).view(-1, 1, 1, 1)
-
     outs = [[x for x, _ in Loader(Numbers(9), 3, shuffle=False, transform=jitter, workers=w)]
             for w in (0, 2)]
     for a, b in zip(*outs):
         assert torch.equal(a, b)  # same numbers whatever runs the batches
     assert not torch.equal(outs[0][0] - outs[0][0].floor(), outs[0][1] - outs[0][1].floor())
+
+
+class Holey(Numbers):
+    """Numbers whose images 3, 4 and 5 cannot be read (`read` reports them, as a folder does)."""
+
+    def read(self, indices):
+        return self.get_batch(indices), [(i, "unreadable") for i in indices if 3 <= i <= 5]
+
+
+def jitter(images, generator):
+    return images.float() + torch.rand(len(images), generator=generator).view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize("workers", [None, 0])  # None: the default count
+def test_a_caller_that_augments_gets_the_transforms_generator(workers):
+    """Training on an accelerator augments after the loader, with loader.generator(): the same
+    draws as the loader's own transform makes on the CPU, batch for batch, also past a batch that
+    was skipped (3, 4, 5 unreadable: batch 1 is skipped, so the third batch read is number 2)."""
+    for epoch in (0, 1):
+        ahead = Loader(Holey(9), 3, shuffle=False, transform=jitter, workers=workers)
+        after = Loader(Holey(9), 3, shuffle=False, workers=workers)
+        ahead.set_epoch(epoch)
+        after.set_epoch(epoch)
+        assert [x[:, 0, 0, 0].tolist() for x, _ in after] == [[0, 1, 2], [6, 7, 8]]
+        outs = [jitter(x, after.generator()) for x, _ in after]  # each right after its batch
+        expected = [x for x, _ in ahead]
+        assert len(expected) == len(outs) == 2
+        assert all(torch.equal(a, b) for a, b in zip(expected, outs))
+        assert not torch.equal(outs[0] - outs[0].floor(), outs[1] - outs[1].floor())
+    with pytest.raises(RuntimeError, match="before the first batch"):
+        Loader(Numbers(4), 2, shuffle=False).generator()
 
 
 def test_bad_arguments():

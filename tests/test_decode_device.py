@@ -96,19 +96,41 @@ def test_damaged_bytes_are_one_data_error():
     assert "\n" not in str(e.value)
 
 
-def test_train_with_decode_device_on_the_cpu(jpeg_shards, tmp_path, capsys):
-    run = tmp_path / "r"
-    argv = ["train", "--data", str(jpeg_shards), "--decode", "device", "--epochs", "2",
-            "--batch-size", "8", "--recipe", "paper", "--precision", "fp32", "--no-progress",
-            "--eval-crops", "1", "--out", str(run)]
-    assert cli_main(argv) == 0
-    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert len(metrics) == 2 and all(np.isfinite(m["train_loss"]) for m in metrics)
-    assert json.loads((run / "config.json").read_text())["decode"] == "device"
-
-
 def test_decode_device_without_jpeg_shards_is_one_line(tmp_path, capsys):
     code = cli_main(["train", "--data", "shapes:16:8", "--decode", "device", "--epochs", "1",
                      "--no-progress", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "needs prepared JPEG shards" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_with_decode_device_on_the_cpu_draws_what_the_loader_would(jpeg_shards, tmp_path,
+                                                                       monkeypatch):
+    """--decode device trains, and a seed gives the same crops, flips and colours whether the
+    loader augments (the CPU path) or the training loop does after decoding on the device: each
+    batch's draws come from the same per-batch generator."""
+    from alexnet.data.augment import Augment
+
+    draws = []
+    sample = Augment.sample
+
+    def spy(self, batch, generator=None):
+        p = sample(self, batch, generator)
+        draws[-1].append(p)
+        return p
+
+    monkeypatch.setattr(Augment, "sample", spy)
+    for decode in ("cpu", "device"):
+        draws.append([])
+        assert cli_main(["train", "--data", str(jpeg_shards), "--decode", decode, "--epochs", "1",
+                         "--batch-size", "8", "--recipe", "paper", "--precision", "fp32",
+                         "--workers", "0", "--no-progress", "--eval-crops", "1",
+                         "--out", str(tmp_path / decode)]) == 0
+    run = tmp_path / "device"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(metrics) == 1 and np.isfinite(metrics[0]["train_loss"])
+    assert json.loads((run / "config.json").read_text())["decode"] == "device"
+    on_cpu, on_device = draws
+    assert len(on_cpu) == len(on_device) == 3  # 24 images in batches of 8
+    for a, b in zip(on_cpu, on_device):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(on_cpu[0]["alphas"], on_cpu[1]["alphas"])  # batches differ

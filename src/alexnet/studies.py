@@ -138,15 +138,15 @@ def _batches(loader, augment, rt, seed: int, steps: int):
     step = 0
     for epoch in range(math.ceil(steps / len(loader))):
         loader.set_epoch(epoch)
-        # Kept below 2**63 for any allowed seed (torch refuses larger ones); the same streams as
+        # Kept below 2**63 for any allowed seed (torch refuses larger ones); the same stream as
         # before for the seeds the recorded studies used.
-        gen = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2 ** 63)
         torch.manual_seed((seed * 1_000_003 + epoch + 500_009) % 2 ** 63)  # dropout masks
         for images, labels in loader:
             if step == steps:
                 return
             if loader.transform is None:  # else the loader has augmented them (on the CPU)
-                images = augment.train(loader.to_device(images), generator=gen)  # or decoded
+                # decoded or copied there, augmented with the loader's generator for the batch
+                images = augment.train(loader.to_device(images), generator=loader.generator())
             x = rt.to_input(images)
             yield step, x, labels.to(rt.device)
             step += 1

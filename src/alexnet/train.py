@@ -62,8 +62,6 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     (cuDNN's algorithm search, compiling): it is the one to set against `bench model`."""
     cfg, rt, info = t.cfg, t.rt, t.info
     t.model.train()
-    # The crops' parameters are drawn on the CPU on every device (Augment.sample says why).
-    gen = torch.Generator().manual_seed(_seed(cfg.seed, epoch, info.rank, 1))
     torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # dropout masks, reproducibly per epoch
     step0 = epoch * len(t.train_loader)
     loss_sum, seen = 0.0, 0
@@ -73,8 +71,11 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
         after_first = start, 0  # (time, images) when the first step has ended
         for i, (images, labels) in enumerate(t.train_loader):
             lr = t.schedule.apply(t.optimizer, step0 + i)
-            if t.train_loader.transform is None:  # on an accelerator: augment there, batched
-                images = t.augment.train(t.train_loader.to_device(images), generator=gen)
+            if t.train_loader.transform is None:  # on an accelerator: augment there, batched,
+                # with the generator the loader's transform would have used (a seed draws the
+                # same crops, flips and colours on every device; drawn on the CPU, Augment.sample)
+                images = t.augment.train(t.train_loader.to_device(images),
+                                         generator=t.train_loader.generator())
             x = rt.to_input(images)
             labels = labels.to(rt.output_device, non_blocking=True)
             try:

@@ -218,12 +218,11 @@ def _our_loader(prepared: Path, args, encoded: bool = False):
     augment = Augment(data.stats(), crop_size=args.crop, device=device)
     loader = Loader(data, args.batch_size, shuffle=True, workers=args.workers, encoded=encoded,
                     device=device)  # pinned on CUDA unless encoded, as in training
-    gen = torch.Generator().manual_seed(0)  # on the CPU, as in training (Augment.sample)
 
-    class OnDevice:
+    class OnDevice:  # augmented as in training: drawn on the CPU, the loader's generator
         def __iter__(self):
             for images, labels in loader:
-                yield augment.train(loader.to_device(images), generator=gen), labels
+                yield augment.train(loader.to_device(images), generator=loader.generator()), labels
     return OnDevice()
 
 

@@ -17,8 +17,11 @@ image (and one batch); reduce sums across ranks only after the loop. Call `set_e
 each epoch to reshuffle (iterating again without it repeats the order, as DistributedSampler does).
 
 An optional `transform(images, generator)` runs in the workers, e.g. `Augment(...).train` when
-training on the CPU; its generator is seeded from (seed, epoch, rank, batch number), so the
-augmentation is the same whatever the number of workers. With a transform, a set that offers
+training on the CPU; its generator is seeded from (seed, epoch, rank, batch number)
+(`batch_generator`), so the augmentation is the same whatever the number of workers. Without a
+transform (training on an accelerator, which augments there) `loader.generator()` gives the same
+generator for the batch last yielded: a seed draws the same crops, flips and colours wherever they
+are applied. With a transform, a set that offers
 `views(indices)` (prepared raw shards) hands it a list of zero-copy (S, S, C) views instead of a
 batch tensor, which Augment accepts: the crops then come straight out of the page cache. With
 encoded=True (prepared JPEG shards, no transform) a batch is its images' JPEG bytes in one buffer
@@ -44,6 +47,13 @@ import torch
 from ..errors import AlexNetError
 from .imageset import ImageSet, drop_failed
 from .prepared import decode_batch
+
+
+def batch_generator(seed: int, epoch: int, rank: int, k: int) -> torch.Generator:
+    """The CPU generator that augments batch k of `epoch` on `rank`: one stream per batch, so the
+    draws depend neither on which process reads the batch nor on where it is augmented."""
+    state = np.random.SeedSequence([seed, epoch, rank, k]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))
 
 
 def default_workers() -> int:
@@ -100,6 +110,15 @@ class Loader:
         self.epoch = 0
         self.skipped: dict[int, str] = {}  # unreadable images met so far: index -> "file: why"
         self._loader = None
+        self._last = None  # (epoch, batch number) of the batch last yielded
+
+    def generator(self) -> torch.Generator:
+        """The augmentation generator of the batch last yielded, for a caller that augments it
+        (the transform, when there is one, was handed the same)."""
+        if self._last is None:
+            raise RuntimeError("generator() before the first batch")
+        epoch, k = self._last
+        return batch_generator(self.seed, epoch, self.rank, k)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -156,11 +175,12 @@ class Loader:
             if isinstance(result, AlexNetError):  # raised in a worker (_ReadBatch.__getitem__)
                 self._stop(results)
                 raise result
-            images, labels, failed = result
+            k, images, labels, failed = result
             for i, why in failed:
                 self.skipped.setdefault(i, why)
             if len(labels) == 0 and (self.world_size == 1 or not self.even):
                 continue  # nothing readable; a DDP training rank must still take the step
+            self._last = epoch, k
             yield images, labels
 
     def _stop(self, results) -> None:
@@ -208,9 +228,10 @@ class _ReadBatch(torch.utils.data.Dataset):
         self.seed, self.rank, self.encoded = loader.seed, loader.rank, loader.encoded
 
     def __getitem__(self, task):
-        """(images, labels, [(index, "file: why") of the unreadable images dropped]), or, in a
-        worker, the AlexNetError that reading raised: DataLoader would re-raise it wrapped in a
-        multi-line message of its own, which no longer says what went wrong on its first line."""
+        """(batch number, images, labels, [(index, "file: why") of the unreadable images
+        dropped]), or, in a worker, the AlexNetError that reading raised: DataLoader would re-raise
+        it wrapped in a multi-line message of its own, which no longer says what went wrong on its
+        first line."""
         try:
             return self._read(task)
         except AlexNetError as e:
@@ -221,7 +242,8 @@ class _ReadBatch(torch.utils.data.Dataset):
     def _read(self, task):
         epoch, k, indices = task
         if self.encoded:  # each image's bytes, decoded by the caller (prepared.decode_batch)
-            return self.imageset.encoded(indices), torch.from_numpy(self.imageset.labels[indices]), []
+            return k, self.imageset.encoded(indices), torch.from_numpy(
+                self.imageset.labels[indices]), []
         views = getattr(self.imageset, "views", None)
         images = views(indices) if views is not None and self.transform is not None else None
         failed = []
@@ -229,10 +251,9 @@ class _ReadBatch(torch.utils.data.Dataset):
             images, indices, failed = self._batch(indices)
         labels = torch.from_numpy(self.imageset.labels[indices])
         if self.transform is not None:
-            g = torch.Generator().manual_seed(
-                int(np.random.SeedSequence([self.seed, epoch, self.rank, k]).generate_state(1)[0]))
+            g = batch_generator(self.seed, epoch, self.rank, k)
             images = self.transform(images, generator=g)
-        return images, labels, failed
+        return k, images, labels, failed
 
     def _batch(self, indices):
         """The readable images of a batch, their indices, and the unreadable ones described."""
