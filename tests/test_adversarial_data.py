@@ -115,6 +115,16 @@ def test_16_bit_grey_is_scaled_to_8_bits(tmp_path, name):
     assert np.array_equal(out[..., 0], levels) and np.array_equal(out[..., 2], levels)
 
 
+def test_a_float_image_is_refused_not_read_as_black(tmp_path):
+    # A float TIFF (mode "F", here 0..1) has no fixed range; Pillow's convert("RGB") clips it to
+    # 0..255, which made a [0, 1] image all black and let it into training unnoticed.
+    Image.fromarray(np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(48, 64)).save(
+        tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"cannot read image .*f\.tif: .*mode F") as e:
+        load_image(tmp_path / "f.tif")
+    assert "\n" not in str(e.value)
+
+
 def test_decompression_bomb_is_one_data_error(tmp_path, monkeypatch):
     Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels: over 2×, an error

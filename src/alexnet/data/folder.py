@@ -10,17 +10,17 @@ or, for ILSVRC-2012's validation set as shipped, a flat ROOT/val/ plus its label
   next to the file (it maps ID -> wnid; reading it needs scipy).
 
 Every image is turned upright (its EXIF orientation), becomes RGB (grey, CMYK, palette, 16-bit and
-alpha images included), its shorter side resized to 256 (Pillow's antialiased bilinear, as
-torchvision's Resize), then centre-cropped to 256×256: the paper's preprocessing. Only the part of
-the source that the crop keeps is resized, so memory does not grow with the aspect ratio. JPEGs are
-decoded at a reduced DCT scale when they are at least twice as large as needed (Pillow's draft
-mode; the scaled DCT is itself an area average). Measured on 1600×1068 photos: 3-4× faster than a
-full decode, and the 256×256 result differs from the full decode's by 0.3-0.5 grey levels on
-average (7 at most). Other formats much larger than needed are first shrunk by an integer factor
-(Image.reduce). A file that cannot be decoded (corrupt, truncated, a decompression bomb by Pillow's
-pixel limit) is reported, never replaced silently: `load_image` raises DataError, and
-`ImageFolder.read` returns it among the errors, which the Loader, the statistics and `alexnet
-prepare` skip and list.
+alpha images included; float images, which have no fixed range, are refused), its shorter side
+resized to 256 (Pillow's antialiased bilinear, as torchvision's Resize), then centre-cropped to
+256×256: the paper's preprocessing. Only the part of the source that the crop keeps is resized, so
+memory does not grow with the aspect ratio. JPEGs are decoded at a reduced DCT scale when they are
+at least twice as large as needed (Pillow's draft mode; the scaled DCT is itself an area average).
+Measured on 1600×1068 photos: 3-4× faster than a full decode, and the 256×256 result differs from
+the full decode's by 0.3-0.5 grey levels on average (7 at most). Other formats much larger than
+needed are first shrunk by an integer factor (Image.reduce). A file that cannot be decoded (corrupt,
+truncated, a decompression bomb by Pillow's pixel limit) is reported, never replaced silently:
+`load_image` raises DataError, and `ImageFolder.read` returns it among the errors, which the Loader,
+the statistics and `alexnet prepare` skip and list.
 
 Listing follows symbolic links but lists each directory once (a link back to a directory already
 walked, or to one above it, is a loop) and only regular files (a FIFO named x.jpg would block).
@@ -184,6 +184,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
         top = max(65535, int(a.max(initial=0)))
         a = np.clip(np.rint(a.astype(np.float64) * (255.0 / top)), 0, 255)
         return Image.fromarray(a.astype(np.uint8)).convert("RGB")
+    if img.mode == "F":  # convert("RGB") would clip to 0..255: a [0, 1] image comes out black
+        raise ValueError("32-bit float pixels (mode F) have no fixed range; convert the image to "
+                         "8 or 16 bits")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")  # Pillow asks for this route for palettes with transparency
     return img.convert("RGB")
