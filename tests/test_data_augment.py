@@ -73,6 +73,23 @@ def test_ten_views_corners_centre_and_mirrors():
     assert out.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("crop", [227, 224])
+def test_ten_views_against_torchvisions_ten_crop(crop):
+    """torchvision crops the mirrored image; we mirror each crop (the paper's reflections of the
+    five patches). Same first five views; mirrored top-left and top-right swap places, so do the
+    bottom ones; with an odd margin (227) the mirrored centres differ by one column."""
+    from torchvision.transforms.functional import ten_crop
+
+    x = torch.randint(0, 256, (1, 256, 256, 3), dtype=torch.uint8,
+                      generator=torch.Generator().manual_seed(0))
+    ours = Augment(plain_stats(), crop).ten(x)[0]
+    theirs = ten_crop(x[0].permute(2, 0, 1).float(), crop)
+    for v, t in enumerate([0, 1, 2, 3, 4, 6, 5, 8, 7]):
+        assert torch.equal(ours[v], theirs[t]), v
+    assert torch.equal(ours[9], ours[4].flip(-1))  # the centre crop, mirrored
+    assert torch.equal(ours[9], theirs[9]) == (crop == 224)
+
+
 def test_mean_image_is_cropped_and_mirrored_with_the_image():
     g = torch.Generator().manual_seed(3)
     mean = torch.rand(256, 256, 3, generator=g) * 255

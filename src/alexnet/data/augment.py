@@ -39,7 +39,11 @@ def pca_shift_scale(eigval: torch.Tensor) -> torch.Tensor:
     return eigval / 255.0
 
 
-# torchvision's TenCrop order: corners, centre, then the same five mirrored.
+# Corners and centre as torchvision's FiveCrop orders them, then each of those five crops mirrored,
+# as the paper says (the five patches "and their horizontal reflections"). torchvision's TenCrop
+# crops the mirrored image instead: its sixth view is the mirrored top-right crop, and with an odd
+# margin (256 - 227 = 29) its mirrored centre sits one column off ours. The other nine views are
+# the same in another order (checked against torchvision.transforms.functional.ten_crop).
 VIEWS = ("top_left", "top_right", "bottom_left", "bottom_right", "centre")
 
 
