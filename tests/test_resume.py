@@ -43,6 +43,28 @@ def test_resume_validates_what_may_change(tmp_path, capsys):
     assert (run / "config.json").read_bytes() == config
 
 
+def test_a_longer_resume_stopped_in_its_first_epoch_is_not_undone(tmp_path, capsys,
+                                                                  monkeypatch):
+    """`--resume RUN --epochs 2` rewrites config.json at once, but the checkpoint's config only
+    after an epoch: stopped before then, a plain `--resume RUN` went back to 1 epoch, trained
+    nothing and exited 0."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "train_one_epoch", stopped)
+        assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 130
+    assert load_checkpoint(run / "checkpoint.pt")["config"]["epochs"] == 1
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(run)]) == 0
+    assert "resuming toward 2 epochs" in capsys.readouterr().out
+    assert len(metrics(run)) == 2
+    assert load_checkpoint(run / "checkpoint.pt")["config"]["epochs"] == 2
+
+
 def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys,
                                                                     monkeypatch):
     # Training with no --out (as `make demo` does; FAST's paper recipe writes runs/alexnet) where
@@ -136,3 +158,24 @@ def test_a_resume_on_another_number_of_processes_says_it_is_not_exact(tmp_path, 
     assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
     err = capsys.readouterr().err
     assert "warning: this run trained on 2 processes and resumes on 1" in err, err
+
+
+def test_a_resume_in_another_precision_says_it_is_not_exact(tmp_path, capsys):
+    """--precision auto (the default) is resolved again where the run resumes: one started on a
+    CPU with native bf16 and resumed on one without goes on in fp32, and says so."""
+    run = tmp_path / "r"
+    argv = [a for a in FAST if a not in ("--precision", "fp32")]  # the default: auto
+    assert cli_main(["train", *argv, "--epochs", "1", "--out", str(run)]) == 0
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    here = ckpt["precision"]
+    assert here in ("bf16", "fp32") and json.loads((run / "config.json").read_text())[
+        "precision"] == "auto"
+    other = "fp32" if here == "bf16" else "bf16"
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "precision": other})
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: this run trained in {other} and resumes in {here} (--precision auto" in err
+    assert load_checkpoint(run / "checkpoint.pt")["precision"] == here
+    assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the same precision: nothing to say

@@ -8,7 +8,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
     stats        the training data's statistics used for preprocessing ("mean_image", …)
     crop_size    the network's input size (227 paper, 224 owt)
     and, for resuming: optimizer, scheduler, epoch (completed), rng, config, history, best_top1_error,
-    scaler, world_size (the number of DDP processes); TRAINING_STATE below
+    scaler, world_size (the number of DDP processes), precision (as resolved: bf16, fp16 or fp32);
+    TRAINING_STATE below
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ FORMAT = "alexnet-checkpoint/1"
 # --resume needs, and what prediction drops on loading (SGD's momentum alone is as large as the
 # weights). Checkpoints written before the LATER ones were kept resume without them.
 TRAINING_STATE = ("optimizer", "scheduler", "rng", "history", "best_top1_error")
-LATER_TRAINING_STATE = ("scaler", "world_size")
+LATER_TRAINING_STATE = ("scaler", "world_size", "precision")
 
 
 def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:

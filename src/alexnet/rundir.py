@@ -14,6 +14,7 @@ A run directory (rank 0 holds an exclusive lock on it while training: one run pe
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -55,6 +56,10 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
         raise AlexNetError(f"{run}/checkpoint.pt holds weights but no training state (no "
                            f"{', '.join(missing)}); --weights starts a new run from it",
                            option="resume")
+    if "epochs" not in overrides and saved.get("schedule") != "cosine":
+        asked = _epochs_asked(run, saved)
+        if asked is not None:
+            overrides["epochs"] = asked
     may_change = set(names(TrainConfig, resumable=True))
     given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
     changed = sorted(k for k in overrides if k not in may_change and given[k] != saved.get(k))
@@ -77,6 +82,28 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
         raise AlexNetError(f"{run} has trained {done} epochs already; --epochs must be at least "
                            f"{done}", option="epochs")
     return cfg, ckpt
+
+
+def _epochs_asked(run: Path, saved: dict) -> int | None:
+    """The longer run config.json records, if a resume with a new --epochs was stopped before its
+    first epoch ended: config.json is rewritten as the resume starts, the checkpoint's config only
+    after an epoch, so a plain --resume would otherwise go back to the shorter run without a word.
+    None when config.json records nothing longer (or cannot be read: the checkpoint decides)."""
+    try:
+        recorded = json.loads((Path(run) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    # the same run: every option that may not change on resume is as the checkpoint has it
+    fixed = set(saved) - set(names(TrainConfig, resumable=True)) - {"out", "resume"}
+    epochs = recorded.get("epochs")
+    if type(epochs) is int and epochs > saved.get("epochs", 0) and all(
+            recorded.get(k) == saved[k] for k in fixed):
+        print(f"resuming toward {epochs} epochs, as {run}/config.json records (a resume with "
+              f"--epochs {epochs} stopped before its first epoch ended)", flush=True)
+        return epochs
+    return None
 
 
 # What a run directory holds (the list at the top); with its lock and the temporary files of a

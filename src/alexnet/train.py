@@ -271,7 +271,7 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
         (ckpt["history"], ckpt["best_top1_error"], ckpt["epoch"])
     writer = None
     if ckpt is not None:
-        _warn_if_world_changed(ckpt, info)
+        _warn_if_not_exact(ckpt, t)
     if info.is_main:
         atomic_write_json(run / "config.json", asdict(cfg))
         writer = _tensorboard(run)
@@ -336,14 +336,26 @@ def _per_rank_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
-def _warn_if_world_changed(ckpt: dict, info) -> None:
-    """The data order, augmentation and dropout draws of each rank depend on the rank and the
-    number of processes, so a resume on another number goes on, but not exactly as before."""
-    before = ckpt.get("world_size")  # not in checkpoints written before it was recorded
-    if info.is_main and before is not None and before != info.world_size:
-        print(f"alexnet: warning: this run trained on {before} process{'es' * (before > 1)} and "
-              f"resumes on {info.world_size}; from here its data order, augmentation and dropout "
-              f"differ from an uninterrupted run's", file=sys.stderr, flush=True)
+def _warn_if_not_exact(ckpt: dict, t: Training) -> None:
+    """A resume that cannot continue exactly goes on, but says so: on another number of processes
+    (each rank's data order, augmentation and dropout draws depend on it), or in another precision
+    (`--precision auto` is resolved again on the machine that resumes: a CPU without native bf16
+    goes on in fp32). Neither is in checkpoints written before it was recorded."""
+    if not t.info.is_main:
+        return
+    before, now = ckpt.get("world_size"), t.info.world_size
+    if before is not None and before != now:
+        _warn(f"this run trained on {before} process{'es' * (before > 1)} and resumes on {now}; "
+              f"from here its data order, augmentation and dropout differ from an uninterrupted "
+              f"run's")
+    before, now = ckpt.get("precision"), t.rt.precision
+    if before is not None and before != now:
+        _warn(f"this run trained in {before} and resumes in {now} (--precision {t.cfg.precision} "
+              f"on this machine); from here its numbers differ from an uninterrupted run's")
+
+
+def _warn(message: str) -> None:
+    print(f"alexnet: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bool) -> None:
@@ -358,7 +370,7 @@ def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bo
         **t.meta, "model": weights, "optimizer": t.optimizer.state_dict(),
         "scheduler": t.schedule.state_dict(), "scaler": t.scaler.state_dict(), "epoch": epoch,
         "rng": rng_state(), "config": config, "history": history, "best_top1_error": best,
-        "world_size": t.info.world_size})
+        "world_size": t.info.world_size, "precision": t.rt.precision})
 
 
 def _report_skipped(run: Path, skipped: list[str]) -> None:
