@@ -11,6 +11,7 @@ import torch
 import alexnet.train as train_module
 from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.cli import main as cli_main
+from alexnet.io import locked_dir
 from alexnet.rundir import resume_config
 from test_adversarial_train import FAST, metrics, one_line_exit_2
 
@@ -84,6 +85,16 @@ def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, ca
     assert "alexnet-3 holds files that are not a run's" in one_line_exit_2(
         capsys, ["train", *FAST, "--epochs", "1"])
     assert sorted(p.name for p in (runs / "alexnet-3").iterdir()) == ["notes.txt"]
+
+
+def test_a_default_run_directory_in_use_is_passed_over(tmp_path, monkeypatch):
+    """A run in its first epoch has no checkpoint.pt yet, but holds its directory's lock: a second
+    default run (no --out) goes to runs/alexnet-2, where it stopped with 'in use'."""
+    monkeypatch.chdir(tmp_path)
+    with locked_dir(tmp_path / "runs" / "alexnet", "run directory"):  # as the first run holds it
+        assert cli_main(["train", *FAST, "--epochs", "1"]) == 0
+        assert (tmp_path / "runs" / "alexnet-2" / "checkpoint.pt").is_file()
+        assert not (tmp_path / "runs" / "alexnet" / "checkpoint.pt").exists()
 
 
 def test_resume_refuses_a_new_length_for_a_cosine_schedule(tmp_path, capsys):

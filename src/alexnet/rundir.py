@@ -117,12 +117,13 @@ def is_run_file(name: str) -> bool:
     return bool(_RUN_FILE.match(name)) or name == LOCK_NAME or is_temp_name(name)
 
 
-def fresh_run_dir(cfg: TrainConfig, number_if_taken: bool) -> Path:
+def fresh_run_dir(cfg: TrainConfig, number_if_taken: bool, in_use=()) -> Path:
     """A run directory holding no run. An explicit --out holding one is an error (nothing is
     overwritten); the default one is numbered instead (runs/demo-2, ...), so that `make demo` can
-    run again. Each candidate gets the same checks."""
+    run again, also past the directories `in_use` (found locked by a run that has no checkpoint
+    yet). Each candidate gets the same checks."""
     out, n = Path(cfg.out), 2
-    while holds_a_run(out):
+    while holds_a_run(out) or out in in_use:
         if not number_if_taken:
             raise AlexNetError(f"{out} already holds a run; resume it or choose another "
                                f"directory", option="out")

@@ -24,7 +24,7 @@ from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_
                      base_lr, resolve_train_config)
 from .data import Loader, open_dataset
 from .data.augment import Augment
-from .errors import AlexNetError, Diverged
+from .errors import AlexNetError, Busy, Diverged
 from .evaluate import evaluate, format_results_table, unreadable
 from .io import atomic_write_json, atomic_write_text, locked_dir
 from .masters import MasterWeights
@@ -249,20 +249,36 @@ def main(cfg: TrainConfig, ckpt: dict | None = None, *, number_if_taken: bool = 
     info = parallel.init_distributed(cfg.device)
     try:
         with contextlib.ExitStack() as held:
-            def claim() -> Path:  # rank 0's: it writes the run
-                run = Path(cfg.out) if ckpt is not None else fresh_run_dir(cfg, number_if_taken)
-                held.enter_context(locked_dir(run, "run directory"))
-                if ckpt is None and (run / "checkpoint.pt").exists():  # another run got here first
-                    raise AlexNetError(f"{run} already holds a run", option="out")
-                return run
             # Rank 0 picks the directory for all: a numbered default (runs/demo-2) is picked by
             # looking at the disk, and a rank that looked a moment later could pick another. A
             # refusal (the lock held, a run there) then stops every rank, not rank 0 alone.
-            run = parallel.decided_by_rank0(claim, info)
+            run = parallel.decided_by_rank0(
+                lambda: _claim_run_dir(cfg, ckpt, number_if_taken, held), info)  # rank 0 writes
             cfg = dataclasses.replace(cfg, out=str(run))  # what config.json and checkpoints record
             return _train(setup(cfg, ckpt, info), run, ckpt)
     finally:
         parallel.cleanup_distributed()
+
+
+def _claim_run_dir(cfg: TrainConfig, ckpt: dict | None, number_if_taken: bool,
+                   held: contextlib.ExitStack) -> Path:
+    """The run's directory, locked (the lock held by `held`): the resumed run's, or a fresh one.
+    A default directory locked by a run still in its first epoch (no checkpoint.pt yet, so it
+    looks free) is passed over like one that holds a run: `make demo` twice at once gets
+    runs/demo and runs/demo-2, not a refusal."""
+    in_use: set[Path] = set()
+    while True:
+        run = Path(cfg.out) if ckpt is not None else fresh_run_dir(cfg, number_if_taken, in_use)
+        try:
+            held.enter_context(locked_dir(run, "run directory"))
+        except Busy:
+            if ckpt is not None or not number_if_taken:
+                raise
+            in_use.add(run)
+            continue
+        if ckpt is None and (run / "checkpoint.pt").exists():  # another run got here first
+            raise AlexNetError(f"{run} already holds a run", option="out")
+        return run
 
 
 def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
