@@ -103,8 +103,10 @@ def test_nan_validation_loss_keeps_the_previous_checkpoint(tmp_path, capsys, mon
         return {**result, "loss": math.nan} if len(calls) == 2 else result
 
     monkeypatch.setattr(train_module, "evaluate", evaluate)
-    one_line_exit_2(capsys, ["train", *FAST, "--epochs", "3", "--out", str(run)])
+    err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "3", "--out", str(run)])
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+    # the way on: an exact --resume would diverge again, and --lr cannot change on resume
+    assert "still holds epoch 1: a new run can start from its weights with --weights" in err
 
 
 def test_one_run_per_directory(tmp_path, capsys):

@@ -66,6 +66,18 @@ def test_a_longer_resume_stopped_in_its_first_epoch_is_not_undone(tmp_path, caps
     assert load_checkpoint(run / "checkpoint.pt")["config"]["epochs"] == 2
 
 
+def test_a_resume_with_nothing_left_to_train_restores_the_last_epochs_outputs(tmp_path):
+    """A kill after the last checkpoint.pt but before metrics.jsonl or curves.png were written:
+    --resume has no epoch left to run, and used to leave them without the last epoch for good."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    lines = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text("")  # as written by the epoch before the last
+    (run / "curves.png").unlink()
+    assert cli_main(["train", "--resume", str(run)]) == 0
+    assert (run / "metrics.jsonl").read_text() == lines and (run / "curves.png").is_file()
+
+
 def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys,
                                                                     monkeypatch):
     # Training with no --out (as `make demo` does; FAST's paper recipe writes runs/alexnet) where

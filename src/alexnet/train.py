@@ -317,6 +317,11 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
             _history_outputs(run, history, writer)
             _report_skipped(run, skipped)
             print(_epoch_line(history[-1], cfg.epochs, dropped), flush=True)
+    if info.is_main and history and start_epoch >= cfg.epochs:
+        # Nothing left to train: write what a kill between the last checkpoint.pt and its
+        # outputs may have left out (both rewritten whole from the history; TensorBoard's
+        # scalars are appended, so not again).
+        _history_outputs(run, history, None)
     predictor = Predictor.snapshot(t.model, t.meta, t.rt)
     results = {f"{crops}-crop": evaluate(predictor, t.val_loader, crops=crops, info=info)
                for crops in sorted({1, cfg.eval_crops})}
@@ -341,7 +346,9 @@ def _check_finite(t: Training, val: dict, epoch: int) -> None:
 
 def _kept(epoch: int) -> str:
     """What the run directory still holds when epoch `epoch` + 1 (0-based `epoch`) diverged."""
-    return f"checkpoint.pt still holds epoch {epoch}" if epoch else "no epoch had finished"
+    # An exact --resume would replay the same steps, and --lr cannot change on resume.
+    return (f"checkpoint.pt still holds epoch {epoch}: a new run can start from its weights with "
+            f"--weights and a lower --lr" if epoch else "no epoch had finished")
 
 
 def _per_rank_batch(batch_size: int, world_size: int) -> int:
