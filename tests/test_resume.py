@@ -202,3 +202,18 @@ def test_a_resume_in_another_precision_says_it_is_not_exact(tmp_path, capsys):
     assert load_checkpoint(run / "checkpoint.pt")["precision"] == here
     assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 0
     assert "warning" not in capsys.readouterr().err  # the same precision: nothing to say
+
+
+def test_skipped_txt_keeps_what_it_listed_when_a_resumed_run_meets_fewer(tmp_path, capsys):
+    """A resumed run's loaders start with no unreadable image met, and drop_last may leave some
+    unread in an epoch: skipped.txt used to be rewritten shorter (a name not UTF-8 included)."""
+    listed = ["a.jpg: bad", "b\udcff.jpg: bad"]
+    train_module._report_skipped(tmp_path, listed)
+    before = (tmp_path / "skipped.txt").read_bytes()
+    assert b"b\xff.jpg" in before
+    train_module._report_skipped(tmp_path, listed[:1])  # fewer met since the resume
+    assert (tmp_path / "skipped.txt").read_bytes() == before
+    train_module._report_skipped(tmp_path, [listed[0], "c.jpg: bad"])  # a new one among fewer
+    assert (tmp_path / "skipped.txt").read_bytes().decode("utf-8", "surrogateescape") \
+        .splitlines() == [*listed, "c.jpg: bad"]
+    assert "3 unreadable images were left out" in capsys.readouterr().out

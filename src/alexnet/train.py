@@ -397,10 +397,16 @@ def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bo
 
 
 def _report_skipped(run: Path, skipped: list[str]) -> None:
-    """List the images that could not be read (all of them, once per new batch of failures)."""
+    """List the images that could not be read (all of them, once per new batch of failures).
+    Those the file lists already stay listed: a resumed run's loaders start with none met, and
+    may not meet them all again (drop_last leaves a different few unread each epoch)."""
     path = run / "skipped.txt"
-    if not skipped or (path.exists() and len(path.read_text().splitlines()) == len(skipped)):
+    listed = path.read_bytes().decode("utf-8", "surrogateescape").splitlines() \
+        if path.exists() else []
+    if set(listed) >= set(skipped):
         return
+    if not set(skipped) >= set(listed):
+        skipped = listed + [why for why in skipped if why not in set(listed)]
     atomic_write_text(path, "".join(f"{why}\n" for why in skipped))
     print(f"{len(skipped)} unreadable images were left out; listed in {path}", flush=True)
 
