@@ -96,6 +96,37 @@ def test_eval_and_predict_commands_use_the_predictor_path(ckpt_path, tmp_path, c
     assert len(made) == 2
 
 
+def test_predict_goes_through_many_images_in_batches(ckpt_path, tmp_path, capsys, monkeypatch):
+    """All the images in one forward pass needed memory in proportion to their number (with 10
+    crops, 0.6 MB of input per view): 5 images in batches of 2 give what one batch of 5 gives."""
+    from PIL import Image
+
+    import alexnet.predict as predict_module
+    paths = []
+    for k in range(5):
+        paths.append(str(tmp_path / f"{k}.png"))
+        Image.fromarray(images(1, 240 + 10 * k)[0].numpy()).save(paths[-1])
+    argv = ["predict", str(ckpt_path), *paths, "--crops", "10", "--device", "cpu"]
+    sizes = []
+    real = Predictor.probs
+    monkeypatch.setattr(Predictor, "probs",
+                        lambda self, x, crops=1: sizes.append(len(x)) or real(self, x, crops))
+    outs = []
+    for batch in (100, 2):
+        monkeypatch.setattr(predict_module, "BATCH", batch)
+        assert cli_main([*argv, "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out)["predictions"])
+    assert sizes == [5, 2, 2, 1]
+    assert [p["image"] for p in outs[1]] == paths
+    for one, two in zip(*outs):  # within rounding: a kernel may block another batch size apart
+        assert [t["class"] for t in one["top"]] == [t["class"] for t in two["top"]]
+        assert all(abs(a["probability"] - b["probability"]) < 2e-3
+                   for a, b in zip(one["top"], two["top"]))
+    assert cli_main(argv) == 0  # the text output, batch by batch, in the order given
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if not line.startswith(" ")] == paths
+
+
 def test_snapshot_of_a_training_model_leaves_its_weights_alone(ckpt_path):
     p = Predictor.from_file(ckpt_path, device="cpu", precision="fp32")
     net = p.network()
