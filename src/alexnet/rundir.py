@@ -9,7 +9,8 @@ A run directory (rank 0 holds an exclusive lock on it while training: one run pe
                      after best.pt, so that whatever a kill interrupts, the two agree
     curves.png       loss and error per epoch
     skipped.txt      images that could not be read (ImageFolder sources), if any
-    results.json     1-crop and 10-crop errors at the end
+    results.json     1-crop and 10-crop errors of the last epoch's weights (`alexnet eval RUN`
+                     scores best.pt, which differs when the last epoch was not the best)
 """
 from __future__ import annotations
 
