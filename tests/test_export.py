@@ -265,6 +265,20 @@ def test_safetensors_export_reloads_with_alexnet_load(paper, tmp_path):
         assert torch.equal(ckpt["stats"][key], value), key
 
 
+def test_a_model_file_without_its_dataset_says_which_one_is_used(paper, tmp_path, capsys):
+    """eval or features of an export (no run config) without --data fell back to shapes
+    silently: a model trained on one's own folder was scored on another dataset."""
+    path, _ = paper
+    out = tmp_path / "model.safetensors"
+    assert cli_main(["export", str(path), "--format", "safetensors", str(out)]) == 0
+    capsys.readouterr()
+    predictor = Predictor.from_file(out, device="cpu", precision="fp32")
+    assert predictor.own_data(None) == ("shapes", None)
+    assert "records no dataset" in capsys.readouterr().err
+    assert predictor.own_data("shapes:8:8") == ("shapes:8:8", None)  # given: nothing to say
+    assert capsys.readouterr().err == ""
+
+
 def test_load_reads_checkpoints_and_run_directories_and_refuses_others(paper, tmp_path):
     path, model = paper
     x = crops(1)

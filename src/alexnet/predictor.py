@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -179,6 +180,9 @@ class Predictor:
         if data:
             return data, val_labels
         config = self.ckpt.get("config") or {}
+        if not config.get("data"):  # an export or torchvision's weights: say what is scored
+            print("alexnet: note: the model file records no dataset (exports and converted "
+                  "weights do not); using shapes, give --data to choose", file=sys.stderr)
         return config.get("data") or "shapes", val_labels or config.get("val_labels")
 
     def check_data(self, data, classes: bool = True) -> None:
