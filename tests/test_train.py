@@ -135,6 +135,9 @@ def test_eval_and_predict_json(tmp_path, capsys):
     (["train", "--activation", "swish", "--epochs", "1"], "activation"),
     (["eval", "/nonexistent.pt"], "not found"),
     (["predict", "/nonexistent.pt", "/nonexistent.jpg"], "cannot read image /nonexistent.jpg"),
+    # argparse said "required: checkpoint, images" though the weights were given
+    (["predict", "--weights", "/nonexistent.pt"], "no images given"),
+    (["predict"], "give a checkpoint and images"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert cli_main(argv) == 2

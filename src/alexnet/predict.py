@@ -20,7 +20,7 @@ BATCH = 32  # images per forward pass: with --crops 10, 320 views (about 0.6 MB 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint, run directory (takes best.pt), "
+    parser.add_argument("checkpoint", nargs="?", help="checkpoint, run directory (takes best.pt), "
                         "safetensors export or torchvision weights file; omit it with --weights")
     parser.add_argument("images", nargs="*", help="image files")
     parser.add_argument("--weights", default=None, help="weights file (any of the above)")
@@ -33,7 +33,10 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     if args.weights:  # then every positional argument is an image
-        args.images, args.checkpoint = [args.checkpoint, *args.images], args.weights
+        args.images = [p for p in (args.checkpoint, *args.images) if p is not None]
+        args.checkpoint = args.weights
+    if args.checkpoint is None:
+        raise AlexNetError("give a checkpoint and images (or --weights and images)")
     if args.topk < 1:
         raise AlexNetError("topk must be >= 1", option="topk")
     if not args.images:
