@@ -57,11 +57,11 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
         raise AlexNetError(f"{run}/checkpoint.pt holds weights but no training state (no "
                            f"{', '.join(missing)}); --weights starts a new run from it",
                            option="resume")
+    may_change = set(names(TrainConfig, resumable=True))
     if "epochs" not in overrides and saved.get("schedule") != "cosine":
-        asked = _epochs_asked(run, saved)
+        asked = _epochs_asked(run, saved, may_change)
         if asked is not None:
             overrides["epochs"] = asked
-    may_change = set(names(TrainConfig, resumable=True))
     given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
     changed = sorted(k for k in overrides if k not in may_change and given[k] != saved.get(k))
     if changed:
@@ -85,7 +85,7 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     return cfg, ckpt
 
 
-def _epochs_asked(run: Path, saved: dict) -> int | None:
+def _epochs_asked(run: Path, saved: dict, may_change: set[str]) -> int | None:
     """The longer run config.json records, if a resume with a new --epochs was stopped before its
     first epoch ended: config.json is rewritten as the resume starts, the checkpoint's config only
     after an epoch, so a plain --resume would otherwise go back to the shorter run without a word.
@@ -97,7 +97,7 @@ def _epochs_asked(run: Path, saved: dict) -> int | None:
     if not isinstance(recorded, dict):
         return None
     # the same run: every option that may not change on resume is as the checkpoint has it
-    fixed = set(saved) - set(names(TrainConfig, resumable=True)) - {"out", "resume"}
+    fixed = set(saved) - may_change - {"out", "resume"}
     epochs = recorded.get("epochs")
     if type(epochs) is int and epochs > saved.get("epochs", 0) and all(
             recorded.get(k) == saved[k] for k in fixed):

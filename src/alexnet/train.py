@@ -400,13 +400,16 @@ def _report_skipped(run: Path, skipped: list[str]) -> None:
     """List the images that could not be read (all of them, once per new batch of failures).
     Those the file lists already stay listed: a resumed run's loaders start with none met, and
     may not meet them all again (drop_last leaves a different few unread each epoch)."""
+    if not skipped:  # nothing met: no need to read the file every epoch
+        return
     path = run / "skipped.txt"
     listed = path.read_bytes().decode("utf-8", "surrogateescape").splitlines() \
         if path.exists() else []
-    if set(listed) >= set(skipped):
+    known, met = set(listed), set(skipped)
+    if known >= met:
         return
-    if not set(skipped) >= set(listed):
-        skipped = listed + [why for why in skipped if why not in set(listed)]
+    if not met >= known:
+        skipped = listed + [why for why in skipped if why not in known]
     atomic_write_text(path, "".join(f"{why}\n" for why in skipped))
     print(f"{len(skipped)} unreadable images were left out; listed in {path}", flush=True)
 
