@@ -96,6 +96,49 @@ def test_eval_and_predict_commands_use_the_predictor_path(ckpt_path, tmp_path, c
     assert len(made) == 2
 
 
+def test_predict_names_classes_from_a_synset_mapping_file(ckpt_path, tmp_path, capsys):
+    """A model trained on ImageNet's folders names its classes by WordNet ID; --names adds the
+    words from a LOC_synset_mapping.txt-style file (classes the model lacks are skipped)."""
+    from PIL import Image
+    image = tmp_path / "x.png"
+    Image.new("RGB", (300, 250), (20, 120, 200)).save(image)
+    names = tmp_path / "names.txt"
+    names.write_text("c0 zero, nought\n\nn01440764 tench, Tinca tinca\nc1\tone\nc2 two\n"
+                     "c3 three\nc4 four\n".replace("c1\tone", "c1 \t one  "))
+    argv = ["predict", str(ckpt_path), str(image), "--device", "cpu", "--topk", "5"]
+    assert cli_main([*argv, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)["predictions"][0]["top"]
+    assert all("name" not in t for t in plain)
+    assert cli_main([*argv, "--json", "--names", str(names)]) == 0
+    named = json.loads(capsys.readouterr().out)["predictions"][0]["top"]
+    words = {"c0": "zero, nought", "c1": "one", "c2": "two", "c3": "three", "c4": "four"}
+    assert [(t["class"], t["name"]) for t in named] == [(t["class"], words[t["class"]])
+                                                          for t in plain]
+    names.write_text("c0 zero\n")  # a partial file: the other classes keep their labels
+    assert cli_main([*argv, "--names", str(names)]) == 0
+    text = capsys.readouterr().out
+    assert "  c0  zero\n" in text and "  c1\n" in text
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read the names file"),
+    (b"c0 zero\nc1\n", "line 2: expected '<class> <name>'"),
+    (b"n01440764 tench\n", "names none of the model's classes (e.g. 'c0')"),
+    (b"c0 z\xe9ro\n", "not UTF-8 text"),
+])
+def test_predict_bad_names_file_is_one_line_error(ckpt_path, tmp_path, capsys, content, message):
+    from PIL import Image
+    image = tmp_path / "x.png"
+    Image.new("RGB", (64, 64)).save(image)
+    names = tmp_path / "names.txt"
+    if content is not None:
+        names.write_bytes(content)
+    assert cli_main(["predict", str(ckpt_path), str(image), "--device", "cpu",
+                     "--names", str(names)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_predict_goes_through_many_images_in_batches(ckpt_path, tmp_path, capsys, monkeypatch):
     """All the images in one forward pass needed memory in proportion to their number (with 10
     crops, 0.6 MB of input per view): 5 images in batches of 2 give what one batch of 5 gives."""

@@ -113,6 +113,25 @@ def test_predictions_draw_what_predict_gives(files, tmp_path, capsys, monkeypatc
     assert code == 0 and drawn == [want], err
 
 
+def test_predictions_and_neighbours_show_names_from_names_file(files, tmp_path, capsys,
+                                                                monkeypatch):
+    classes = Predictor.from_file(files / "tiny.pt").classes
+    names = tmp_path / "names.txt"
+    names.write_text("".join(f"{c} the {c}\n" for c in classes[1:]))  # all but the first
+    drawn = []
+    monkeypatch.setattr(figure4, "draw_predictions",
+                        lambda images, tops, names, path: drawn.append(tops) or path)
+    code, _, err = show(capsys, "predictions", files / "tiny.pt", files / "a.png", "--topk", 10,
+                        "--names", names, "--out", tmp_path / "p.png")
+    assert code == 0, err
+    want = [classes[0]] + [f"the {c}" for c in classes[1:]]
+    assert sorted(c for c, _ in drawn[0][0]) == sorted(want)
+    monkeypatch.setattr(figure4, "draw_neighbours", lambda *a: drawn.append(a[5]) or a[-1])
+    code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--queries", 2,
+                        "--pool", 4, "--names", names, "--out", tmp_path / "n.png")
+    assert code == 0 and drawn[1] == want, err
+
+
 def test_predictions_bad_image_is_one_line_error(files, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")

@@ -3,7 +3,8 @@
 Each image goes through the paper's test-time preparation: shorter side resized to 256 (the size
 the checkpoint's training data had), centre 256×256, then the centre crop (or the 10 views) of the
 network's input size, minus the training mean image. Class names come from the checkpoint
-(ImageNet's for a 1000-class ImageNet model). All of it is alexnet.predictor's. The images go
+(ImageNet's for a 1000-class model without names); a model trained on ImageNet's folders names
+its classes by WordNet ID, and `--names LOC_synset_mapping.txt` adds the words. All of it is alexnet.predictor's. The images go
 through in batches of BATCH, so memory stays bounded however many are given (`predict CKPT
 photos/*.jpg`), and the text output appears as each batch is done.
 """
@@ -14,7 +15,7 @@ import json
 from .accel import PRECISIONS
 from .data.folder import probe_image
 from .errors import AlexNetError
-from .predictor import Predictor
+from .predictor import Predictor, read_names
 
 BATCH = 32  # images per forward pass: with --crops 10, 320 views (about 0.6 MB each as input)
 
@@ -28,7 +29,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--crops", type=int, choices=(1, 10), default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
+    add_names_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def add_names_option(parser) -> None:
+    """--names, for every command that shows class names (predict, show predictions/neighbours)."""
+    parser.add_argument("--names", default=None, metavar="FILE", help="readable class names: "
+                        "lines '<class> <name>', as ImageNet's LOC_synset_mapping.txt")
 
 
 def run(args) -> int:
@@ -44,6 +52,7 @@ def run(args) -> int:
     for path in args.images:  # a typo'd or non-image file is said before the model loads
         probe_image(path)
     predictor = Predictor.from_file(args.checkpoint, args.device, args.precision)
+    names = read_names(args.names, predictor.classes) if args.names else {}
     predictions = []
     for i in range(0, len(args.images), BATCH):
         paths = args.images[i:i + BATCH]
@@ -51,11 +60,12 @@ def run(args) -> int:
         for path, top in zip(paths, predictor.top(probs, args.topk)):
             if args.json:
                 predictions.append({"image": str(path), "top": [
-                    {"class": c, "probability": p} for c, p in top]})
+                    {"class": c, "probability": p, **({"name": names[c]} if c in names else {})}
+                    for c, p in top]})
                 continue
             print(path)
-            for name, p in top:
-                print(f"  {p:7.2%}  {name}", flush=True)
+            for c, p in top:
+                print(f"  {p:7.2%}  {c}" + (f"  {names[c]}" if c in names else ""), flush=True)
     if args.json:
         print(json.dumps({"predictions": predictions}))
     return 0

@@ -45,6 +45,31 @@ def _evaluating(model: torch.nn.Module):
             m.training = training
 
 
+def read_names(path: str | os.PathLike, classes: list[str]) -> dict[str, str]:
+    """{class: readable name} from a file of lines '<class> <name…>', the form of ImageNet's
+    LOC_synset_mapping.txt ('n01440764 tench, Tinca tinca') and Caffe's synset_words.txt: a model
+    trained on ImageNet's folders names its classes by WordNet ID. Lines for classes the model
+    lacks are skipped, so the 1000-line file serves a model of a few of them."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or "not UTF-8 text"
+        raise DataError(f"cannot read the names file {path}: {why}", option="names") from None
+    names, known = {}, set(classes)
+    for n, line in enumerate(lines, 1):
+        fields = line.split(maxsplit=1)
+        if not fields:
+            continue
+        if len(fields) < 2:
+            raise DataError(f"{path}, line {n}: expected '<class> <name>'", option="names")
+        if fields[0] in known:
+            names[fields[0]] = fields[1].strip()
+    if not names:
+        raise DataError(f"{path} names none of the model's classes (e.g. {classes[0]!r})",
+                        option="names")
+    return names
+
+
 def _check_batch(images: torch.Tensor) -> None:
     if len(images) == 0:
         raise AlexNetError("no images: the batch is empty")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..accel import PRECISIONS
 from ..data.folder import probe_image
 from ..io import check_not_same
+from ..predict import add_names_option
 from . import activations, common, curves, figure4, filters
 from .curves import plot_curves
 
@@ -47,6 +48,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--topk", type=int, default=5, choices=range(1, 11), metavar="1..10")
     p.add_argument("--crops", type=int, choices=(1, 10), default=1,
                    help="the centre crop or the paper's 10 views, averaged (as `alexnet predict`)")
+    add_names_option(p)
 
     p = sub.add_parser("neighbours", help="val images and their nearest training images by "
                        "Euclidean distance of fc7 features (Figure 4 right)")
@@ -57,6 +59,7 @@ def add_arguments(parser) -> None:
                    help="training images searched, drawn at random (default 1000)")
     p.add_argument("-k", type=int, default=6, help="neighbours per query (default 6, as the paper)")
     p.add_argument("--layer", default="fc7", help="feature layer (default fc7, the last hidden)")
+    add_names_option(p)
     p.add_argument("--seed", type=int, default=0,
                    help="which queries and pool are drawn from the model's own data (default 0)")
 

@@ -15,12 +15,18 @@ import torch
 
 from ..data import open_dataset
 from ..errors import AlexNetError
-from ..predictor import Predictor
+from ..predictor import Predictor, read_names
 from .common import centre, figure, save_figure, short, show_image
 
 ROW_PX, WIDTH_PX = 200, 900        # predictions: one row per image
 CELL_PX, LABEL_PX = 150, 30         # neighbours: one cell per image, a title strip above
 MAX_IMAGES = 50                     # a taller figure is no longer readable
+
+
+def _readable(seen: Predictor, names_file: str | None) -> dict[str, str]:
+    """{class: what to show}: the class's name, or --names's words for it where it gives them."""
+    names = read_names(names_file, seen.classes) if names_file else {}
+    return {c: names.get(c, c) for c in seen.classes}
 
 
 # --- predictions ----------------------------------------------------------------------------------
@@ -54,8 +60,10 @@ def run_predictions(args) -> int:
     if len(args.images) > MAX_IMAGES:
         raise AlexNetError(f"at most {MAX_IMAGES} images per picture, got {len(args.images)}")
     seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
+    readable = _readable(seen, args.names)
     images = seen.load_images(args.images)
-    tops = seen.top(seen.probs(images, args.crops), args.topk)
+    tops = [[(readable[c], p) for c, p in top]
+            for top in seen.top(seen.probs(images, args.crops), args.topk)]
     path = draw_predictions(centre(images, seen.augment.crop_size), tops,
                             [str(p).rsplit("/", 1)[-1] for p in args.images], args.out)
     print(path)
@@ -115,6 +123,7 @@ def run_neighbours(args) -> int:
         raise AlexNetError(f"--queries: at most {MAX_IMAGES}")
     seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
     seen.check_layer(args.layer)
+    classes = list(_readable(seen, args.names).values())
     # The model's own data (shapes is rendered from its run's seed); --seed draws from it.
     train = open_dataset(args.data, "train", seed=seen.data_seed)
     val = open_dataset(args.data, "val", seed=seen.data_seed)
@@ -132,7 +141,7 @@ def run_neighbours(args) -> int:
     neighbours = centre(train.get_batch(chosen.reshape(-1)), crop).reshape(
         *chosen.shape, crop, crop, -1)
     path = draw_neighbours(queries, val.labels[q_idx], neighbours, train.labels[chosen],
-                           dist.numpy(), seen.classes, args.layer, args.out)
+                           dist.numpy(), classes, args.layer, args.out)
     same = (train.labels[chosen] == val.labels[q_idx][:, None]).mean()
     print(f"{same:.0%} of the neighbours share their query's class "
           f"({len(q_idx)} queries, pool of {len(p_idx)} training images)")
