@@ -361,11 +361,15 @@ def test_license_is_an_spdx_string():
     assert 'license = "MIT"' in text and "license = {" not in text
 
 
-def test_debug_variable_gives_the_traceback(tmp_path, monkeypatch):
-    monkeypatch.setenv("ALEXNET_DEBUG", "1")
-    with pytest.raises(ValueError):
-        cli_main(["train", *FAST, "--seed", "-1", "--out", str(tmp_path / "d")])
-    assert os.environ["ALEXNET_DEBUG"] == "1"
+def test_debug_variable_gives_the_traceback(tmp_path, monkeypatch, capsys):
+    argv = ["train", *FAST, "--seed", "-1", "--out", str(tmp_path / "d")]
+    for on in ("1", "yes", "verbose"):  # a value it cannot read asks for more, not less
+        monkeypatch.setenv("ALEXNET_DEBUG", on)
+        with pytest.raises(ValueError):
+            cli_main(argv)
+    for off in ("0", "off", ""):  # ALEXNET_DEBUG=0 is off, as for every other switch
+        monkeypatch.setenv("ALEXNET_DEBUG", off)
+        assert cli_main(argv) == 2 and "seed" in capsys.readouterr().err
 
 
 def test_linear_lr_scaling_for_large_batches():

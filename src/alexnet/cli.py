@@ -13,7 +13,8 @@ import signal
 import sys
 
 from . import __version__
-from .errors import first_line
+from .errors import AlexNetError, first_line
+from .machine import env_flag
 
 # command -> (module, one-line help)
 COMMANDS = {
@@ -120,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except (ValueError, OSError, MemoryError) as e:  # AlexNetError is a ValueError
-        if os.environ.get("ALEXNET_DEBUG"):
+        if _debug():
             raise
         return fail(describe_error(e))
     except RuntimeError as e:  # torch reports an allocation it cannot make as a RuntimeError
-        if os.environ.get("ALEXNET_DEBUG") or not _out_of_memory(e):
+        if _debug() or not _out_of_memory(e):
             raise
         return fail(describe_error(MemoryError(first_line(e, 300))))
 
@@ -132,6 +133,15 @@ def main(argv: list[str] | None = None) -> int:
 def _out_of_memory(e: RuntimeError) -> bool:
     text = str(e)
     return "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+def _debug() -> bool:
+    """ALEXNET_DEBUG=1: the traceback instead of the one-line error. 0 (off, false, no) is off,
+    as for the other switches; a value it cannot read counts as on (the user asked for more)."""
+    try:
+        return env_flag("ALEXNET_DEBUG", default=False)
+    except AlexNetError:
+        return True
 
 
 def describe_error(e: BaseException) -> str:
