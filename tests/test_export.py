@@ -202,6 +202,22 @@ def test_export_from_a_run_directory_does_not_replace_its_files(paper, tmp_path,
         assert cli_main(["export", str(run), "--format", "safetensors", str(run / "m.st")]) == 0
 
 
+def test_safetensors_export_on_a_full_disk_is_one_line(paper, tmp_path, capsys, monkeypatch):
+    """safetensors' own writer raised a SafetensorError (a traceback) on a full disk."""
+    import errno
+    import pathlib
+
+    def full(self, data):
+        self.open("wb").close()  # the temporary file exists, as a real partial write leaves it
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    out = tmp_path / "m.safetensors"
+    assert cli_main(["export", str(paper[0]), "--format", "safetensors", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out}: no space left on device" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # no temporary file left beside it
+
+
 def test_safetensors_export_gets_the_usual_permissions(paper, tmp_path):
     # safetensors replaces the temporary file with its own, made 0600: fixed after it writes
     umask = os.umask(0o022)

@@ -32,7 +32,7 @@ from .checkpoint import (FORMAT, check_checkpoint, is_torch_file, load_checkpoin
                          read_torch_file)
 from .errors import AlexNetError, DataError, first_line
 from .model import alexnet
-from .io import atomic_write
+from .io import atomic_write_bytes
 
 # torchvision's ImageNet normalisation, on 0..1 pixels (AlexNet_Weights.IMAGENET1K_V1.transforms()).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -136,7 +136,7 @@ def load_torchvision_weights(path: str | os.PathLike) -> dict:
 def save_safetensors(path: str | os.PathLike, ckpt: dict) -> None:
     """Weights under their state_dict names, the statistics under "stats.*", and the rest of what
     rebuilds the model (arch, classes, crop_size) as JSON strings in the metadata."""
-    from safetensors.torch import save_file  # imported on use: safetensors is slow to import
+    from safetensors.torch import save  # imported on use: safetensors is slow to import
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt["model"].items()}
     for k, v in ckpt["stats"].items():
@@ -144,7 +144,9 @@ def save_safetensors(path: str | os.PathLike, ckpt: dict) -> None:
     metadata = {"format": SAFETENSORS_FORMAT, "arch": json.dumps(ckpt["arch"]),
                 "classes": json.dumps(list(ckpt.get("classes") or [])),
                 "crop_size": str(int(ckpt["crop_size"]))}
-    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+    # Bytes, written by Python: safetensors' own writer reports a full disk as a SafetensorError
+    # (a traceback), where Python's OSError is the usual one-line "no space left" error.
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def read_safetensors(path: str | os.PathLike) -> dict:
