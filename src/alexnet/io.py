@@ -45,8 +45,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         umask = os.umask(0)
         os.umask(umask)
-        # mkstemp makes 0600, and a writer may replace the file with its own (safetensors does):
-        # give the published file the usual permissions, after it is written
+        # mkstemp makes 0600, and a writer may replace the file with its own: give the published
+        # file the usual permissions, after it is written
         os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:  # make the bytes durable before the rename publishes them
             os.fsync(f.fileno())
@@ -55,10 +55,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
     except Exception as e:
         # A full disk reaches us in each writer's words (torch.save: "unexpected pos ..." as a
-        # RuntimeError, safetensors: an error type of its own), or as an OSError naming the
-        # temporary file. Anything else (reading an input, a bug) passes on as it is.
-        writer_error = isinstance(e, RuntimeError) or type(e).__name__ == "SafetensorError"
-        if getattr(e, "errno", None) == errno.ENOSPC or (writer_error and _disk_full(path.parent)):
+        # RuntimeError), or as an OSError naming the temporary file. Anything else (reading an
+        # input, a bug) passes on as it is. (safetensors is written as bytes by Python, since its
+        # own writer's error left no sign of the full disk: weights.save_safetensors.)
+        if getattr(e, "errno", None) == errno.ENOSPC or (isinstance(e, RuntimeError)
+                                                          and _disk_full(path.parent)):
             raise WriteError(f"cannot write {path}: no space left on device") from None
         if isinstance(e, OSError) and e.filename is not None and Path(e.filename) == tmp:
             raise WriteError(f"cannot write {path}: {e.strerror or e}") from None

@@ -4,9 +4,9 @@ Each image goes through the paper's test-time preparation: shorter side resized 
 the checkpoint's training data had), centre 256×256, then the centre crop (or the 10 views) of the
 network's input size, minus the training mean image. Class names come from the checkpoint
 (ImageNet's for a 1000-class model without names); a model trained on ImageNet's folders names
-its classes by WordNet ID, and `--names LOC_synset_mapping.txt` adds the words. All of it is alexnet.predictor's. The images go
-through in batches of BATCH, so memory stays bounded however many are given (`predict CKPT
-photos/*.jpg`), and the text output appears as each batch is done.
+its classes by WordNet ID, and `--names LOC_synset_mapping.txt` adds the words. All of it is
+alexnet.predictor's. The images go through in batches of BATCH, so memory stays bounded however
+many are given (`predict CKPT photos/*.jpg`), and the text output appears as each batch is done.
 """
 from __future__ import annotations
 
