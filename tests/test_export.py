@@ -202,8 +202,10 @@ def test_export_from_a_run_directory_does_not_replace_its_files(paper, tmp_path,
         assert cli_main(["export", str(run), "--format", "safetensors", str(run / "m.st")]) == 0
 
 
-def test_safetensors_export_on_a_full_disk_is_one_line(paper, tmp_path, capsys, monkeypatch):
-    """safetensors' own writer raised a SafetensorError (a traceback) on a full disk."""
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript"])
+def test_export_on_a_full_disk_is_one_line(paper, tmp_path, capsys, monkeypatch, fmt):
+    """On a full disk safetensors' own writer raised a SafetensorError (a traceback), and
+    torch.jit.save's aborted the process in C++, leaving its temporary file."""
     import errno
     import pathlib
 
@@ -211,8 +213,8 @@ def test_safetensors_export_on_a_full_disk_is_one_line(paper, tmp_path, capsys, 
         self.open("wb").close()  # the temporary file exists, as a real partial write leaves it
         raise OSError(errno.ENOSPC, "No space left on device", str(self))
     monkeypatch.setattr(pathlib.Path, "write_bytes", full)
-    out = tmp_path / "m.safetensors"
-    assert cli_main(["export", str(paper[0]), "--format", "safetensors", str(out)]) == 2
+    out = tmp_path / f"m.{fmt}"
+    assert cli_main(["export", str(paper[0]), "--format", fmt, str(out)]) == 2
     err = capsys.readouterr().err
     assert f"cannot write {out}: no space left on device" in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []  # no temporary file left beside it
@@ -372,3 +374,20 @@ def test_features_command_writes_activations_and_labels(paper, tmp_path, capsys)
     assert labels.tolist() == list(np.asarray(data.labels)[:5])
     assert cli_main(["features", str(path), "--layer", "fc9", str(tmp_path / "x.npy")]) == 2
     assert "unknown layer 'fc9'" in capsys.readouterr().err
+
+
+def test_features_on_a_full_disk_is_one_line(paper, tmp_path, capsys, monkeypatch):
+    """The memory map was sparse: a full disk was met when a page was written back, and the
+    process died of SIGBUS, leaving its temporary files. The blocks are now reserved up front."""
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    out = tmp_path / "pool5.npy"
+    assert cli_main(["features", str(paper[0]), "--data", "shapes:8:6", "--split", "val",
+                     "--layer", "pool5", "--limit", "3", "--device", "cpu", "--no-progress",
+                     str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {out}: no space left on device" in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # neither the features nor the labels, nor temporaries

@@ -19,6 +19,8 @@ nn.MaxPool2d and nn.Conv2d for our pool.MaxPool2d and stem.StemConv2d.
 from __future__ import annotations
 
 import copy
+import errno
+import io
 import json
 import os
 import warnings
@@ -33,8 +35,8 @@ from torch import nn
 from .accel import PRECISIONS, tune_allocator
 from .checkpoint import model_from_checkpoint, save_checkpoint
 from .data import open_dataset
-from .errors import AlexNetError
-from .io import atomic_path, atomic_write, check_not_same
+from .errors import AlexNetError, WriteError
+from .io import atomic_path, atomic_write, atomic_write_bytes, check_not_same
 from .lrn import LocalResponseNorm
 from .options import check_value
 from .pool import MaxPool2d
@@ -140,7 +142,11 @@ def export_torchscript(ckpt: dict, path: str | os.PathLike) -> None:
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
         # check_trace=False: the check reruns the model twice; the tests compare outputs instead.
         traced = torch.jit.trace(model, (_example_input(ckpt),), check_trace=False)
-        atomic_write(path, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+        # Saved to memory, then written by Python: torch.jit.save's own file writer aborts the
+        # process in C++ on a full disk (no exception to catch, and the temporary file is left).
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files=extra)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def export(ckpt: dict, fmt: str, path: str | os.PathLike) -> None:
@@ -185,6 +191,7 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
             if array is None:  # the layer's shape is known after the first batch
                 array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                                   shape=(n, *act.shape[1:]))
+                _reserve(tmp, out)
             array[start:start + len(idx)] = act
             labels[start:start + len(idx)] = batch_labels
             bar.update()
@@ -193,6 +200,21 @@ def dataset_features(predictor: Predictor, data, layer: str, out: Path, batch_si
         del array  # close the map before the file is renamed into place
         _save_npy(labels_tmp, labels)
     return shape, labels_path, unreadable
+
+
+def _reserve(tmp: Path, out: Path) -> None:
+    """Allocate the disk blocks of the sparse file `tmp` a memory map was made on (to be
+    published as `out`). Without this a full disk is met only when a page is written back, and
+    the process dies of SIGBUS, with no error to report and the temporary files left."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the map stays sparse
+        return
+    with open(tmp, "rb+") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:  # named here: the labels' writer would be blamed
+                raise WriteError(f"cannot write {out}: no space left on device") from None
+            # EOPNOTSUPP / EINVAL: a file system without fallocate; the map stays sparse
 
 
 def _batch(data, idx):
