@@ -3,6 +3,8 @@ checkpoint (a random paper net with real `shapes` statistics: pictures need no t
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -282,3 +284,21 @@ def test_curves_can_be_drawn_again_into_the_run_they_read(tmp_path, capsys):
         assert code == 0, err
     code, _, err = show(capsys, "curves", run, "--out", run / "metrics.jsonl")
     assert code == 2
+
+
+def test_predictions_and_neighbours_draw_names_that_are_not_utf8(files, tmp_path, capsys):
+    """A file or class name that is not UTF-8 (Python holds its bytes as surrogates) made
+    matplotlib fail to draw it: a traceback. Its bad bytes are now drawn as U+FFFD."""
+    odd = tmp_path / os.fsdecode(b"caf\xe9.png")
+    shutil.copy(files / "a.png", odd)
+    out = tmp_path / "p.png"
+    code, stdout, err = show(capsys, "predictions", files / "tiny.pt", odd, "--out", out)
+    assert code == 0 and str(out) in stdout and out.stat().st_size > 0, err
+    image = np.zeros((1, 2, 8, 8, 3), np.uint8)
+    classes = [os.fsdecode(b"\xe9t\xe9"), "b"]
+    path = figure4.draw_neighbours(image[:, 0], np.array([0]), image, np.array([[0, 1]]),
+                                   np.ones((1, 2)), classes, "fc7", tmp_path / "n.png")
+    assert path.stat().st_size > 0
+    run = write_run(tmp_path / os.fsdecode(b"r\xe9sum\xe9"), [2.0, 1.5])  # curves: run names
+    code, _, err = show(capsys, "curves", run, "--out", tmp_path / "c.png")
+    assert code == 0, err

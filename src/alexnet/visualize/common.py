@@ -63,8 +63,15 @@ def show_image(ax, image: np.ndarray, title: str | None = None, **title_kw) -> N
     ax.set_xticks([])
     ax.set_yticks([])
     if title:
-        ax.set_title(title, **title_kw)
+        ax.set_title(drawable(title), **title_kw)
+
+
+def drawable(text: str) -> str:
+    """`text` with the bytes of a name that is not UTF-8 (which Python holds as surrogates, and
+    matplotlib refuses to draw) shown as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def short(name: str, n: int = 18) -> str:
+    name = drawable(name)
     return name if len(name) <= n else name[:n - 1] + "…"

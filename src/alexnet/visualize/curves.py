@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import AlexNetError
-from .common import pyplot, save_figure
+from .common import drawable, pyplot, save_figure
 
 WIDTH_PX, HEIGHT_PX = 1100, 400
 
@@ -16,6 +16,7 @@ def plot_curves(histories: dict[str, list[dict]], path: str | Path) -> Path:
     plt = pyplot()
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(WIDTH_PX / 100, HEIGHT_PX / 100), dpi=100)
     for label, history in histories.items():
+        label = drawable(label)  # a run directory's name need not be UTF-8
         epochs = [h["epoch"] for h in history]
         line, = ax_loss.plot(epochs, [h["train_loss"] for h in history], marker=".",
                              label=f"{label} train")
