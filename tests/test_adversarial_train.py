@@ -240,6 +240,57 @@ def test_train_out_that_is_a_file_or_unwritable(tmp_path, capsys):
         one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", "--out", str(out)])
 
 
+def _leave_a_mark(path: str) -> str:
+    """What a pickled object runs when it is unpickled: proof that a load ran its code."""
+    Path(path).write_text("the checkpoint's pickled code ran")
+    return "loaded"
+
+
+class _RunsOnLoad:
+    """Unpickled, calls _leave_a_mark(path) (any callable could stand there: os.system...)."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return _leave_a_mark, (self.path,)
+
+
+@pytest.mark.parametrize("command, payload", [
+    ("eval", "object"), ("eval", "function"), ("predict", "object"),
+    ("train --weights", "object"), ("train --resume", "object"), ("export", "object")])
+def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(trained, tmp_path, capsys,
+                                                               command, payload):
+    """Checkpoints are read with torch.load(weights_only=True) (checkpoint.read_torch_file): a
+    valid checkpoint with one more entry, a class instance whose unpickling calls a function or a
+    bare function reference, must be refused in one line, the function never called. A plain
+    torch.load would run it and go on with the checkpoint as if nothing were there."""
+    mark = tmp_path / "MARK"
+    ckpt = torch.load(trained / "checkpoint.pt", weights_only=True)
+    ckpt["note"] = _RunsOnLoad(mark) if payload == "object" else _leave_a_mark
+    run = tmp_path / "run"  # a run directory whose checkpoint.pt (and best.pt) carry it
+    run.mkdir()
+    (run / "config.json").write_bytes((trained / "config.json").read_bytes())
+    for name in ("checkpoint.pt", "best.pt"):
+        torch.save(ckpt, run / name)
+    bad = run / "checkpoint.pt"
+    argv = {"eval": ["eval", str(bad), "--data", "shapes:16:8", "--workers", "0"],
+            "predict": ["predict", str(bad), str(trained / "curves.png")],
+            "train --weights": ["train", *FAST, "--epochs", "1", "--weights", str(bad),
+                                "--out", str(tmp_path / "new")],
+            "train --resume": ["train", "--resume", str(run), "--epochs", "2"],
+            "export": ["export", str(bad), "--format", "safetensors",
+                       str(tmp_path / "x.safetensors")]}[command]
+    capsys.readouterr()
+    code = cli_main(argv)
+    err = capsys.readouterr().err
+    assert not mark.exists(), f"the checkpoint's pickled code ran (exit {code})"
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"alexnet: error: cannot read {bad}: Weights only load failed"), err
+    assert not (tmp_path / "x.safetensors").exists() and not (run / "metrics.jsonl").exists()
+    assert not (tmp_path / "new" / "checkpoint.pt").exists()
+
+
 def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()
@@ -264,6 +315,8 @@ def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
     ({"classes": ["a"]}, "classes"),       # fewer names than the net has classes
     ({"crop_size": 5}, "crop_size 5"),     # an input size the net cannot take
     ("nan", "not finite (features.conv1.weight"),  # every prediction would be nan%
+    ({"config": None}, "malformed config"),  # was an AttributeError reading the run's seed
+    ({"config": {"seed": "1"}}, "malformed config"),
 ])
 def test_checkpoints_whose_metadata_does_not_fit_their_network(trained, tmp_path, capsys,
                                                                change, words):

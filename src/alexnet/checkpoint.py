@@ -96,6 +96,10 @@ def check_checkpoint(ckpt: dict, source) -> None:
         ("stats", isinstance(ckpt.get("stats"), dict)
          and all(torch.is_tensor(ckpt["stats"].get(k)) for k in STAT_KEYS)),
         ("crop_size", isinstance(ckpt.get("crop_size"), int)),
+        # the training run's options, read for its data and seed (exports carry none)
+        ("config", "config" not in ckpt or isinstance(ckpt["config"], dict)
+         and isinstance(ckpt["config"].get("seed", 0), int)
+         and isinstance(ckpt["config"].get("data", ""), (str, type(None)))),
     ] if not ok]
     if problems:
         raise DataError(f"{source} is damaged: missing or malformed {', '.join(problems)}")
