@@ -173,6 +173,28 @@ def test_a_damaged_safetensors_file_is_called_one(tmp_path, capsys):
     assert load_any(tmp_path / "tv.safetensors")["arch"]["variant"] == "owt"
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("arch", "null", "malformed arch"),          # was a TypeError
+    ("arch", "{not json", "no JSON 'arch'"),     # was json's message, naming no file
+    ("crop_size", "\"227\"", "malformed crop_size"),
+    ("classes", None, "no JSON 'classes'"),
+])
+def test_a_safetensors_export_with_damaged_metadata_is_one_line(paper, tmp_path, capsys, key,
+                                                                value, words):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    good = tmp_path / "good.safetensors"
+    assert cli_main(["export", str(paper[0]), "--format", "safetensors", str(good)]) == 0
+    with safe_open(str(good), framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    meta = {k: v for k, v in {**meta, key: value}.items() if v is not None}
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    assert cli_main(["export", str(bad), "--format", "torchscript", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad} is damaged" in err and words in err and err.count("\n") == 1, err
+
+
 def test_convert_and_export_refuse_to_write_over_their_input(paper, tmp_path, capsys):
     tv = tmp_path / "tv.pth"
     torch.save(alexnet("owt", num_classes=10).state_dict(), tv)

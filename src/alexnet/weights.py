@@ -164,9 +164,14 @@ def read_safetensors(path: str | os.PathLike) -> dict:
                         f"(no '{SAFETENSORS_FORMAT}' metadata)")
     stats = {k[len(STATS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATS_PREFIX)}
     weights = {k: v for k, v in tensors.items() if not k.startswith(STATS_PREFIX)}
-    return {"format": FORMAT, "model": weights, "arch": json.loads(meta["arch"]),
-            "classes": json.loads(meta["classes"]), "stats": stats,
-            "crop_size": int(meta["crop_size"])}
+    ckpt = {"format": FORMAT, "model": weights, "stats": stats}
+    for key in ("arch", "classes", "crop_size"):  # JSON strings: the metadata holds only strings
+        try:
+            ckpt[key] = json.loads(meta[key])
+        except (KeyError, TypeError, ValueError):
+            raise AlexNetError(f"{path} is damaged: its metadata has no JSON '{key}'") from None
+    check_checkpoint(ckpt, path)
+    return ckpt
 
 
 # --- any file ------------------------------------------------------------------------------------
