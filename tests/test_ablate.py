@@ -18,6 +18,7 @@ from alexnet.config import resolve_train_config
 from alexnet.errors import AlexNetError
 from alexnet.model import scaled
 from alexnet.visualize.ablation import RUN_NUMBERS
+from conftest import one_line_error
 
 # The real paper network on 8 images of the built-in data, batches of 4, fp32 for exactness.
 TINY = ["--data", "shapes:16:8", "--budget", "4", "--batch-size", "4", "--epochs", "1",
@@ -384,6 +385,65 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys, extra, message):
         code, err = e.code, capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "abl" / "baseline").exists()
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--seeds", 0), ("--overfit-epochs", 0), ("--window", 0), ("--study-budget", -1),
+    ("--budget", 0)])
+def test_a_bad_option_names_its_own_flag(tmp_path, capsys, flag, value):
+    """Each check names the flag at fault, and no other (--overfit-epochs 0 said "(--seeds)")."""
+    code, _, err = ablate_cli(capsys, tmp_path / "abl", flag, value)
+    one_line_error(code, err, flag.lstrip("-"), "must be at least")
+    others = {"--seeds", "--overfit-epochs", "--window", "--study-budget", "--budget",
+              "--epochs"} - {flag}
+    assert not any(other in err for other in others), err
+
+
+@pytest.mark.parametrize("content", ["[1]", "{", '{"shared": 3}'])
+def test_a_damaged_ablate_json_is_a_one_line_error_naming_it(tmp_path, capsys, content):
+    """ablate.json keeps runs of other settings apart: not a cache to rewrite unasked."""
+    out = tmp_path / "abl"
+    out.mkdir()
+    (out / "ablate.json").write_text(content)
+    code, _, err = ablate_cli(capsys, out, "--study", "none", "--arms", "baseline")
+    one_line_error(code, err, str(out / "ablate.json"), "is damaged", "delete it", "--out")
+    assert not (out / "baseline").exists() and (out / "ablate.json").read_text() == content
+
+
+@pytest.mark.parametrize("name, content, named", [
+    ("metrics.jsonl", "", "metrics.jsonl"), ("results.json", "[1]", "results.json"),
+    ("results.json", "{", "results.json"), ("config.json", "{}", ""),  # "": a key is missing
+    ("diverged.json", "[]", "diverged.json")])
+def test_a_damaged_finished_run_is_a_one_line_error_naming_it(tmp_path, capsys, name, content,
+                                                              named):
+    """A finished run is train's output, not a cache: named, for the user to delete."""
+    out = tmp_path / "abl"
+    run = out / "baseline" / "seed0"
+    fake_run(run, 0.5)
+    (run / name).write_text(content)
+    code, _, err = ablate_cli(capsys, out, "--study", "none", "--arms", "baseline", "--seeds", 1)
+    one_line_error(code, err, f"{run / named} is damaged", f"delete {run} to train")
+    assert (run / name).read_text() == content
+
+
+def test_damaged_study_caches_are_computed_again(tmp_path, capsys, monkeypatch):
+    """The studies' caches hold nothing that cannot be computed again: a damaged one is, with a
+    note naming it."""
+    monkeypatch.setattr(studies, "PROBE_IMAGES", 4)
+    monkeypatch.setattr(studies, "OVERFIT_POINTS", 1)
+    out = tmp_path / "abl"
+    damaged = {out / "activation" / "relu.json": "[1]", out / "dropout" / "p0.5-seed0.json": "{",
+               out / "dropout" / "p0-seed0.json": "{}"}
+    for path, content in damaged.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    code, stdout, _ = ablate_cli(capsys, out, "--arms", "none", "--study", "relu,dropout",
+                                 "--seeds", 1, "--overfit-images", 4, "--overfit-epochs", 1)
+    assert code == 0
+    for path in damaged:
+        assert f"{path} is damaged" in stdout and "computed again" in stdout
+        assert isinstance(json.loads(path.read_text())["curve"], list)  # rewritten
+    assert png_ok(out / "activation.png") and png_ok(out / "dropout.png")
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from alexnet import figure1, stats
 from alexnet.cli import main
 from alexnet.figure1 import Figure1Config
 from alexnet.visualize.figure1 import format_ladder
+from conftest import one_line_error
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -197,3 +198,41 @@ def test_a_pilot_cached_for_one_target_is_not_reused_for_a_lower_one(fake_fashio
     lower = dataclasses.replace(cfg, target=0.01)
     figure1.cached_run(tmp_path, "pilot", "relu", 0.001, 0, data, lower, 16, log=print)
     assert len(trained) == 1                              # a lower target: trained again
+
+
+@pytest.mark.parametrize("shape, labels, words", [
+    ((300, 28, 28), [0] * 100, ["holds 300 images", "holds 100 labels"]),
+    ((300, 28, 28), [10] * 300, ["label 10"]),
+    ((300, 784), [0] * 300, ["(300, 784)"])])
+def test_idx_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys, shape, labels, words):
+    """Image and label files of different counts (an IndexError in training before), labels the
+    net has no output for, images that are not 2-D: one line naming the files, nothing run."""
+    root = tmp_path / "fashion"
+    root.mkdir()
+    images_file, labels_file = (root / name for name in figure1.FILES["train"])
+    _write_idx(images_file, np.zeros(shape))
+    _write_idx(labels_file, np.array(labels))
+    out = tmp_path / "o"
+    rc = main(["figure1", "--data", str(root), "--out", str(out), *TINY])
+    one_line_error(rc, capsys.readouterr().err, str(labels_file), "(--data)", *words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda settings: "[1]", lambda settings: "{",
+    lambda settings: json.dumps({"settings": settings}),
+    lambda settings: json.dumps({"settings": settings, "stopped": "budget", "max_steps": 9,
+                                 "wrong": 5, "loss": [], "diverged": False, "seconds": 1})],
+    ids=["list", "not-json", "no-fields", "wrong-type"])
+def test_a_damaged_cached_run_is_trained_again(fake_fashion, tmp_path, damage):
+    """A run cache holds nothing that cannot be trained again: a damaged one is, with a note
+    naming it, and rewritten."""
+    cfg = Figure1Config(data=str(fake_fashion), train_images=64, batch_size=32, window=32)
+    path = figure1.run_path(tmp_path, "full", "relu", 0.001, 1)
+    path.parent.mkdir(parents=True)
+    path.write_text(damage(cfg.run_settings()))
+    lines = []
+    run = figure1.cached_run(tmp_path, "full", "relu", 0.001, 1, figure1.load_data(cfg), cfg, 2,
+                             log=lines.append)
+    assert len(run["wrong"]) == 2 and f"{path} is damaged" in lines[0]
+    assert json.loads(path.read_text())["wrong"] == run["wrong"]

@@ -65,19 +65,17 @@ other settings into the same DIR is refused).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import get_type_hints
 
-
 from . import train
 from .config import TrainConfig, add_dataclass_arguments, resolve_train_config
 from .data import open_dataset
-from .errors import AlexNetError, Diverged
-from .io import atomic_write_json
+from .errors import AlexNetError, Diverged, at_least, first_line
+from .io import atomic_write_json, read_cache, read_json
 from .options import arms as option_arms
-from .studies import (ACTIVATIONS, RunningError, activation_study,  # noqa: F401 (re-exported)
+from .studies import (ACTIVATIONS, RunningError, activation_study, note,  # noqa: F401
                       overfit_run, study_one)
 from .visualize.ablation import (crossing, format_arms_table, format_pilot, pilot, read_run,
                                  summarise, summarise_dropout, write_report)
@@ -125,8 +123,9 @@ RUN_ONLY = {"workers", "progress", "device", "out"}  # may differ when an ablati
 
 def plan_budget(budget: int, epochs: int, n_train: int, batch: int) -> tuple[int, int]:
     """(epochs, images per epoch) for `budget` training images per run; see the module doc."""
-    if budget < 1 or epochs < 1:
-        raise AlexNetError("--budget and --epochs must be >= 1", option="budget")
+    for name, value in (("budget", budget), ("epochs", epochs)):
+        if value < 1:
+            raise AlexNetError(f"{name} must be at least 1, got {value}", option=name)
     epochs = max(epochs, math.ceil(budget / n_train))
     per_epoch = budget // epochs
     if per_epoch < batch:
@@ -156,7 +155,13 @@ def settings_of(shared: dict, args) -> dict:
 def check_settings(out: Path, settings: dict) -> None:
     path = out / "ablate.json"
     if path.is_file():
-        before = json.loads(path.read_text())
+        before, why = read_json(path)
+        if why is None and not (isinstance(before, dict)
+                                and isinstance(before.get("shared", {}), dict)):
+            why = "not the settings of an ablation"
+        if why:  # not a cache: it is what keeps runs of other settings apart, so the user decides
+            raise AlexNetError(f"{path} is damaged ({why}); delete it if the runs beside it used "
+                               f"these settings, else use another --out")
         diff = sorted(k for k in set(before) | set(settings)
                       if k != "shared" and before.get(k) != settings.get(k))
         diff += sorted(f"--{k.replace('_', '-')}" for k in set(before.get("shared", {}))
@@ -166,6 +171,43 @@ def check_settings(out: Path, settings: dict) -> None:
             raise AlexNetError(f"{out} holds an ablation with other settings ({', '.join(diff)}); "
                                f"use another --out", option="out")
     atomic_write_json(path, settings)
+
+
+# --- the files a previous call wrote -------------------------------------------------------------
+
+# What a cached dropout-study result must hold (key: type) to be used: what the report reads.
+DROPOUT_FIELDS = {"curve": list, "diverged": (str, type(None))}
+
+
+RUN_FILES = ("metrics.jsonl", "results.json", "config.json")  # what read_run reads
+
+
+def run_numbers(run: Path) -> dict:
+    """read_run, with a damaged file named in one line. A finished run is `alexnet train`'s
+    output (its weights beside), not a cache to drop unasked: the user deletes it to retrain."""
+    try:
+        return read_run(run)
+    except (OSError, ValueError, LookupError, TypeError) as e:
+        where, why = _damage(run) or (run, f"{type(e).__name__}: {first_line(e)}")
+        raise AlexNetError(f"{where} is damaged ({why}); delete {run} to train that run "
+                           f"again") from None
+
+
+def _damage(run: Path) -> tuple[Path, str] | None:
+    """The first file of a finished run that read_run cannot read, and why (None: the files
+    are JSON objects, and something inside one is missing)."""
+    names = ["diverged.json"] if (run / "diverged.json").is_file() else RUN_FILES
+    for name in names:
+        lines = name.endswith(".jsonl")
+        got, why = read_json(run / name, lines)
+        values = got if lines else [got]
+        if why is None and not values:
+            why = "empty"
+        elif why is None and not all(isinstance(v, dict) for v in values):
+            why = "not a JSON object"
+        if why:
+            return run / name, why
+    return None
 
 
 # --- the runs -------------------------------------------------------------------------------------
@@ -201,10 +243,10 @@ def dropout_study(shared: dict, out: Path, seeds: list[int], images: int,
     for p in DROPOUTS:
         for seed in seeds:
             path = out / "dropout" / f"p{p:g}-seed{seed}.json"
-            if path.is_file():
+            if (run := read_cache(path, DROPOUT_FIELDS, note)) is not None:
                 print(f"ablate: dropout study, p {p:g} seed {seed} is finished, skipped",
                       flush=True)
-                runs.setdefault(f"{p:g}", {})[seed] = json.loads(path.read_text())
+                runs.setdefault(f"{p:g}", {})[seed] = run
                 continue
             print(f"ablate: dropout study, p {p:g} seed {seed}: {epochs} epochs over {images} "
                   f"images", flush=True)
@@ -286,10 +328,8 @@ def _check(args) -> None:
     if not 0 < args.threshold < 1:
         raise AlexNetError("--threshold must be between 0 and 1 (a fraction, e.g. 0.25)",
                            option="threshold")
-    if args.window < 1 or args.study_budget < 0:
-        raise AlexNetError("--window must be >= 1 and --study-budget >= 0", option="window")
-    if args.seeds < 1 or args.overfit_epochs < 1:
-        raise AlexNetError("--seeds and --overfit-epochs must be >= 1", option="seeds")
+    at_least(args, 1, "window", "seeds", "overfit_epochs")  # each names its own flag
+    at_least(args, 0, "study_budget")
 
 
 def _plan(args, shared: dict, base: TrainConfig, studies: list[str]) -> tuple[str, int]:
@@ -332,7 +372,7 @@ def _run_study(args, shared: dict, out: Path, acts: list[str]) -> dict:
 def run_arms(shared: dict, out: Path, arms: list[str], seeds: list[int]) -> list[dict]:
     """Every arm over every seed (baseline first), then one summary row per arm."""
     run_only = {k: shared[k] for k in ("workers", "progress", "device") if k in shared}
-    runs = {arm: {seed: read_run(run_arm(arm_given(shared, arm, out, seed), run_only))
+    runs = {arm: {seed: run_numbers(run_arm(arm_given(shared, arm, out, seed), run_only))
                   for seed in seeds} for arm in arms}
     return [summarise(arm, runs[arm], runs.get("baseline"), about(arm, shared)) for arm in arms]
 

@@ -41,7 +41,6 @@ same data order. The ratio tanh/relu of images-to-target is compared per seed (a
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -53,14 +52,15 @@ import torch.nn as nn
 
 from . import stats
 from .data.fashion import DEFAULT_ROOT, FILES, read_idx
-from .errors import AlexNetError, Diverged
-from .io import atomic_write_json, atomic_write_text, locked_dir
+from .errors import AlexNetError, DataError, Diverged
+from .io import atomic_write_json, atomic_write_text, locked_dir, read_cache
 from .step import train_step
 from .visualize.figure1 import format_table, verdict_line, write_report
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 PAPER_RATIO = 6.0  # "six times faster"
 LADDER = (0.2, 0.15, 0.1)  # lower training errors also reported, from the same runs
+CLASSES = 10  # Fashion-MNIST's, and the net's outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +129,7 @@ def load_data(cfg: Figure1Config) -> tuple[torch.Tensor, torch.Tensor]:
                            f"dataset-fashion-mnist or give the directory of its IDX files)",
                            option="data")
     images, labels = read_idx(paths[0]), read_idx(paths[1])
+    check_idx(paths, images, labels)
     if len(images) < cfg.train_images:
         raise AlexNetError(f"{root} has {len(images)} training images, fewer than "
                            f"train_images {cfg.train_images}", option="train_images")
@@ -142,6 +143,20 @@ def load_data(cfg: Figure1Config) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.from_numpy(labels[:n].astype(np.int64))
 
 
+def check_idx(paths: list[Path], images: np.ndarray, labels: np.ndarray) -> None:
+    """Images and labels that fit each other and the net's 10 outputs (else a one-line error
+    naming the files, not an IndexError deep in training)."""
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{paths[0]} and {paths[1]} must hold images (N, H, W) and labels (N,), "
+                        f"not {images.shape} and {labels.shape}", option="data")
+    if len(images) != len(labels):
+        raise DataError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
+                        f"{len(labels)} labels: the counts must be equal", option="data")
+    if labels.size and labels.max() >= CLASSES:
+        raise DataError(f"{paths[1]} holds label {labels.max()}: Fashion-MNIST's are 0–9",
+                        option="data")
+
+
 # --- the net --------------------------------------------------------------------------------------
 
 def build_net(activation: str, seed: int) -> nn.Sequential:
@@ -153,7 +168,7 @@ def build_net(activation: str, seed: int) -> nn.Sequential:
         nn.Conv2d(1, 32, 5, padding=2), act(), nn.MaxPool2d(**pool),
         nn.Conv2d(32, 32, 5, padding=2), act(), nn.AvgPool2d(**pool),
         nn.Conv2d(32, 64, 5, padding=2), act(), nn.AvgPool2d(**pool),
-        nn.Flatten(), nn.Linear(64 * 4 * 4, 10))
+        nn.Flatten(), nn.Linear(64 * 4 * 4, CLASSES))
     g = torch.Generator().manual_seed(seed)
     layers = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
     for layer, std in zip(layers, (1e-4, 1e-2, 1e-2, 1e-1)):  # layers-80sec.cfg's initW
@@ -233,11 +248,8 @@ def cached_run(out: Path, kind: str, activation: str, lr: float, seed: int, data
     path, settings = run_path(out, kind, activation, lr, seed), cfg.run_settings()
     pilot = kind == "pilot"
     if path.is_file():
-        try:
-            old = _read_json(path)
-        except (OSError, ValueError):
-            old = None                      # unreadable: train it again
-        if old and old.get("settings") == settings and _covers(old, cfg, max_steps):
+        old = _cached(path, settings, log)
+        if old and _covers(old, cfg, max_steps):
             # A longer cached run serves a shorter one: its first max_steps steps are the same.
             old["wrong"], old["loss"] = old["wrong"][:max_steps], old["loss"][:max_steps]
             return old
@@ -262,8 +274,22 @@ def _covers(old: dict, cfg: Figure1Config, max_steps: int) -> bool:
     return old["max_steps"] >= max_steps
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
+NUMBER = (int, float)
+# What a cached run must hold (key: type) to be used: what the study reads of it.
+RUN_FIELDS = {"stopped": str, "max_steps": int, "wrong": list, "loss": list, "diverged": bool,
+              "seconds": NUMBER}
+
+
+def _cached(path: Path, settings: dict, log=print) -> dict | None:
+    """The run cached at `path` if made with these settings, else None. A damaged one (not
+    JSON, or short of one of RUN_FIELDS) is trained again and overwritten, after a note."""
+    old = read_cache(path, {**RUN_FIELDS, "settings": dict}, log, then="trained again")
+    if old is None or old["settings"] != settings:  # other settings: trained again, silently
+        return None
+    if not all(isinstance(w, int) for w in old["wrong"]):  # steps_to_target adds them up
+        log(f"{path} is damaged (no valid wrong), trained again")
+        return None
+    return old
 
 
 # --- the study ------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import AlexNetError, Busy, WriteError
+from .errors import AlexNetError, Busy, WriteError, first_line
 
 
 @contextmanager
@@ -116,6 +116,43 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+# --- reading back what a run wrote ----------------------------------------------------------------
+
+def read_json(path: Path, lines: bool = False) -> tuple[Any, str | None]:
+    """(content, None) of a JSON file (JSON Lines: a list, one value a line), or (None, what is
+    wrong with it), so that each caller can say in one line what to do about it (json's own
+    message names no file)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return ([json.loads(line) for line in text.splitlines()] if lines
+                else json.loads(text)), None
+    except OSError as e:
+        return None, e.strerror or first_line(e)
+    except json.JSONDecodeError as e:  # its own words name no file, and run long
+        return None, f"not JSON at line {e.lineno} column {e.colno}"
+    except ValueError:
+        return None, "not UTF-8 text"
+
+
+def read_cache(path: Path, fields: dict[str, type | tuple], log=print,
+               then: str = "computed again") -> dict | None:
+    """The result cached at `path`, or None when there is none or it is damaged (not JSON, or
+    short of one of `fields`, key: type, what its reader reads of it): a cache holds nothing
+    that cannot be computed again, so a damaged one is, and overwritten, after a note."""
+    if not path.is_file():
+        return None
+    got, why = read_json(path)
+    if why is None and not isinstance(got, dict):
+        why = f"a JSON {type(got).__name__}, not an object"
+    elif why is None:
+        bad = [k for k, kind in fields.items() if not isinstance(got.get(k, ...), kind)]
+        why = f"no valid {', '.join(bad)}" if bad else None
+    if why is None:
+        return got
+    log(f"{path} is damaged ({why}), {then}")
+    return None
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:

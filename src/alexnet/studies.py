@@ -4,7 +4,6 @@ the overfitting runs of the dropout study (train and val error in eval mode over
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections import deque
@@ -18,7 +17,7 @@ from .config import TrainConfig
 from .data import Loader
 from .errors import Diverged
 from .evaluate import evaluate
-from .io import atomic_write_json
+from .io import atomic_write_json, read_cache
 from .model import RELU_LAYERS
 from .predictor import Predictor
 from .progress import Progress
@@ -68,15 +67,28 @@ def overfit_run(cfg: TrainConfig, images: int) -> dict:
 
 # --- the activation study -------------------------------------------------------------------------
 
+NUMBER, NONE = (int, float), type(None)
+# What a cached result must hold (key: type) to be used: what the report reads of it.
+ACTIVATION_FIELDS = {"batch_size": int, "window": int, "threshold": NUMBER, "steps": int,
+                     "seconds": NUMBER, "curve": list, "reached": (dict, NONE),
+                     "diverged": (int, NONE), "grad_norms": dict, "sparsity_init": dict,
+                     "sparsity_trained": dict}
+
+
+def note(message: str) -> None:
+    """A line of `alexnet ablate`'s progress."""
+    print(f"ablate: {message}", flush=True)
+
+
 def activation_study(cfg: TrainConfig, out: Path, steps: int, threshold: float, window: int,
                      activations=ACTIVATIONS) -> dict[str, dict]:
     """{activation: result} for each activation, cached in out/activation/<name>.json."""
     results = {}
     for act in activations:
         path = out / "activation" / f"{act}.json"
-        if path.is_file():
+        if (result := read_cache(path, ACTIVATION_FIELDS, note)) is not None:
             print(f"ablate: activation study, {act} is finished, skipped", flush=True)
-            results[act] = json.loads(path.read_text())
+            results[act] = result
             continue
         print(f"ablate: activation study, {act}: {steps} steps", flush=True)
         results[act] = study_one(dataclasses.replace(cfg, activation=act), steps, threshold,
