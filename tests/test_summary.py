@@ -156,9 +156,11 @@ def test_paper_input_sizes_that_do_not(size, got):
         table_of("paper", size)
 
 
-def test_too_small_input():
+def test_too_small_and_too_large_inputs():
     with pytest.raises(ValueError, match="too small"):
         table_of("owt", 40)
+    with pytest.raises(ValueError, match="99999999999 is too large"):  # was called too small
+        table_of("paper", 99999999999)
     with pytest.raises(ValueError, match="positive"):
         table_of("owt", 0)
 

@@ -262,9 +262,10 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> dict:
         records = _trace(model, input_size)
     except _Mismatch as e:
         raise ValueError(_mismatch_message(*e.args, input_size)) from None
-    except RuntimeError as e:  # e.g. a pooling output of 0×0
+    except RuntimeError as e:  # a pooling output of 0×0; above the net's own, a size overflow
         first = str(e).strip().splitlines()[0]
-        raise ValueError(f"input size {input_size} is too small for this network: {first}") from None
+        how = "too large" if input_size > model.input_size else "too small"
+        raise ValueError(f"input size {input_size} is {how} for this network: {first}") from None
     rows, neurons, n_conv, n_fc, before_flatten = [], 0, 0, 0, None
     for module, x, y in records:
         if isinstance(module, nn.Conv2d):
