@@ -156,6 +156,8 @@ def test_neighbours_bad_options(files, tmp_path, capsys):
     assert code == 2 and "conv9" in err and "(--layer)" in err
     code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--pool", "0")
     assert code == 2 and "--pool" in err
+    code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--seed", "-1")
+    assert code == 2 and "seed must be >= 0, got -1 (--seed)" in err and err.count("\n") == 1
 
 
 def test_neighbours_come_from_the_data_the_model_trained_on(files, tmp_path, capsys,

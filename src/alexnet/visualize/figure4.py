@@ -119,6 +119,8 @@ def run_neighbours(args) -> int:
     for flag, value in (("--queries", args.queries), ("--pool", args.pool), ("-k", args.k)):
         if value < 1:
             raise AlexNetError(f"{flag} must be >= 1")
+    if args.seed < 0:  # numpy's own words ("expected non-negative integer") name no flag
+        raise AlexNetError(f"seed must be >= 0, got {args.seed}", option="seed")
     if args.queries > MAX_IMAGES:
         raise AlexNetError(f"--queries: at most {MAX_IMAGES}")
     seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
