@@ -413,3 +413,15 @@ def test_features_on_a_full_disk_is_one_line(paper, tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert f"cannot write {out}: no space left on device" in err and err.count("\n") == 1, err
     assert list(tmp_path.iterdir()) == []  # neither the features nor the labels, nor temporaries
+
+
+def test_a_torchscript_export_given_as_weights_says_what_it_is(paper, tmp_path, capsys):
+    """torch.load's own words were "Cannot use weights_only=True with TorchScript archives"."""
+    out = tmp_path / "m.pt"
+    assert cli_main(["export", str(paper[0]), "--format", "torchscript", str(out)]) == 0
+    for argv in (["eval", str(out), "--data", "shapes:8:6"],
+                 ["export", str(out), "--format", "onnx", str(tmp_path / "m.onnx")]):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"cannot read {out}: a TorchScript module (torch.jit.load" in err, err
+        assert err.count("\n") == 1 and "weights_only" not in err

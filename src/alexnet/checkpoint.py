@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,24 @@ def is_torch_file(path: Path) -> bool:
     return head == b"PK\x03\x04" or head[:1] == b"\x80"
 
 
+def _is_torchscript(path: Path) -> bool:
+    """torch.jit.save's archives hold the module's code (…/code/); torch.save's do not."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.split("/")[1:2] == ["code"] for name in z.namelist())
+    except (zipfile.BadZipFile, OSError):  # a legacy pickle, or a damaged zip: torch.load says
+        return False
+
+
 def read_torch_file(path: Path, map_location="cpu") -> Any:
     """What torch.save wrote to `path`, loaded with weights_only=True; any other file (text, an
     image, safetensors, a truncated file, pickled code) is a one-line DataError naming it."""
     # say so plainly for anything else instead of passing on torch's message about unpickling
     if not is_torch_file(path):
         raise DataError(f"cannot read {path}: not a PyTorch file (torch.save)")
+    if _is_torchscript(path):  # torch.load's words ("Cannot use weights_only=True …") hide it
+        raise DataError(f"cannot read {path}: a TorchScript module (torch.jit.load reads it; "
+                        f"give a checkpoint, a run directory or a safetensors export)")
     try:
         with warnings.catch_warnings():  # torch warns before it fails; the error says it all
             warnings.simplefilter("ignore")
@@ -119,9 +132,13 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
 
     # Built on the meta device: no memory and no random initialisation, both wasted on weights
     # the checkpoint replaces (the paper's init of 60M weights was most of a predict's start-up).
-    with torch.device("meta"):
-        model = alexnet(arch["variant"], num_classes=arch["num_classes"],
-                        in_channels=arch["in_channels"], **options)
+    try:
+        with torch.device("meta"):
+            model = alexnet(arch["variant"], num_classes=arch["num_classes"],
+                            in_channels=arch["in_channels"], **options)
+    except (AlexNetError, TypeError) as e:  # its option= would name a flag the user never gave
+        raise DataError(f"the checkpoint's arch does not describe a network this version "
+                        f"builds: {first_line(e)}") from None
     try:
         layer_table(model, ckpt["crop_size"])  # traced for free: does it take crop_size inputs?
     except ValueError as e:
