@@ -243,6 +243,20 @@ def test_torchvision_weights_in_predict_and_train(tmp_path, capsys):
     assert "hold variant 'owt'" in capsys.readouterr().err
 
 
+def test_weights_that_are_not_finite_are_named_not_blamed_on_the_lr(tmp_path, capsys):
+    """They went as far as the first step, whose divergence was put down to the learning rate."""
+    import torchvision
+    state = torchvision.models.alexnet(num_classes=16).state_dict()
+    state["classifier.1.weight"][0, 0] = float("nan")  # fc6: fine-tuning keeps it
+    torch.save(state, tmp_path / "nan.pth")
+    capsys.readouterr()
+    assert train(tmp_path, "ft", "--epochs", "1", "--variant", "owt", "--weights",
+                 str(tmp_path / "nan.pth")) == 2
+    err = capsys.readouterr().err
+    assert "nan.pth are not finite (classifier.1.weight holds NaN or inf)" in err, err
+    assert err.count("\n") == 1 and "--lr" not in err and not (tmp_path / "ft").exists()
+
+
 def test_weights_are_fine_tuned_on_the_input_scale_they_were_trained_on(tmp_path, capsys):
     # A demo run (input_norm mean-std) fine-tuned with the paper's plain mean subtraction saw
     # inputs ~60x too large: a first loss of 474 instead of 0.85.
@@ -251,8 +265,8 @@ def test_weights_are_fine_tuned_on_the_input_scale_they_were_trained_on(tmp_path
     capsys.readouterr()
     assert train(tmp_path, "ft", "--epochs", "1", "--weights", weights) == 2
     err = capsys.readouterr().err
-    assert "trained with input_norm mean-std" in err and "--input-norm" in err
-    assert err.count("\n") == 1
+    assert "trained with input_norm mean-std" in err and "give --input-norm mean-std" in err
+    assert err.count("\n") == 1 and err.count("--input-norm") == 1  # the flag named once
     assert train(tmp_path, "ft", "--epochs", "1", "--weights", weights,
                  "--input-norm", "mean-std") == 0
 

@@ -154,8 +154,7 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
         wanted = tuple(own[k].shape) if k in own else "nothing"
         raise DataError(f"the checkpoint's weights do not fit its own architecture ({arch}): "
                         f"{k} is {found} where {wanted} was expected")
-    broken = next((k for k, v in weights.items()
-                   if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    broken = not_finite(weights)
     if broken:  # every prediction would be NaN; say so once, here
         raise DataError(f"the checkpoint's weights are not finite ({broken} holds NaN or inf): "
                         f"the run that wrote it diverged, or the file was damaged")
@@ -167,6 +166,12 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     if left:  # a tensor outside the state_dict (none today) would have no value: our bug
         raise RuntimeError(f"model_from_checkpoint: {left[0]} was not in the state_dict")
     return model
+
+
+def not_finite(weights: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, or None."""
+    return next((k for k, v in weights.items()
+                 if v.is_floating_point() and not torch.isfinite(v).all()), None)
 
 
 def check_compatible(ckpt: dict[str, Any], num_classes: int, variant: str | None = None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import accel, parallel
-from .checkpoint import check_compatible, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import check_compatible, not_finite, rng_state, save_checkpoint, set_rng_state
 from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_options,
                      base_lr, resolve_train_config)
 from .data import Loader, open_dataset
@@ -155,9 +155,13 @@ def init_from_weights(model: torch.nn.Module, path: str, variant: str, input_nor
     # ~60x too large without it (a first loss of 474 instead of 0.85), and the reverse.
     trained_on = ("mean-std" if source["arch"].get("options", {}).get("input_scale", 1.0) != 1.0
                   else "mean")
-    if trained_on != input_norm:
-        raise AlexNetError(f"weights {path} were trained with input_norm {trained_on}; this run "
-                           f"has {input_norm} (--input-norm {trained_on})", option="input_norm")
+    if trained_on != input_norm:  # the flag to give is named, so no option= (it would repeat)
+        raise AlexNetError(f"weights {path} were trained with input_norm {trained_on}, this run "
+                           f"has {input_norm}: give --input-norm {trained_on}")
+    broken = not_finite(source["model"])
+    if broken:  # training would stop at its first step, blaming the learning rate
+        raise AlexNetError(f"weights {path} are not finite ({broken} holds NaN or inf): the run "
+                           f"that wrote them diverged, or the file was damaged", option="weights")
     own = model.state_dict()
     state = {k: v for k, v in source["model"].items() if k in own and own[k].shape == v.shape}
     missing = sorted(set(own) - set(state))
