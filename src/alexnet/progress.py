@@ -20,10 +20,22 @@ class Progress:
         self.bar.update(1)
 
     def close(self) -> None:
+        drawn = not self.bar.disable
         self.bar.close()
+        # On a terminal the closed bar's line is cleared and reused. In a log file that line is
+        # only returned to ("\r"), and what follows (an error) would be read after the bar's text.
+        if drawn and not _is_terminal(self.bar.fp):
+            self.bar.fp.write("\n")
 
     def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a wrapper without isatty, or a closed stream
+        return False
