@@ -263,10 +263,24 @@ def test_val_labels_must_list_every_image_once(image_folder, tmp_path, capsys):
         open_dataset(image_folder, "val", val_labels=labels)
     labels.write_text("".join(lines[:3]) + f"{names[3]} cat extra\n" + "".join(lines[4:]))
     rc, _, err = cli(capsys, "prepare", image_folder, tmp_path / "out", "--val-labels", labels)
-    one_line_error(rc, err, "line 4", "expected lines")
+    one_line_error(rc, err, "line 4", "3 columns where line 1 has 2", "'<file> <label>'")
     assert not (tmp_path / "out" / "manifest.json").exists()
     labels.write_text("".join(lines))
     assert len(open_dataset(image_folder, "val", val_labels=labels)) == 6
+
+
+@pytest.mark.parametrize("sep,words", [
+    (" ", ["line 1: 4 columns;", "expected '<file> <label>' (2 columns) or an ILSVRC2012_ID"]),
+    (",", ["line 1: 1 column, '", "separated by whitespace, not commas", "'<file> <label>'"])])
+def test_val_labels_of_another_column_count_say_so(image_folder, tmp_path, capsys, sep, words):
+    """Neither format: the line and the formats, not the devkit's meta.mat, which a
+    comma-separated file (one column to the parser) was sent looking for."""
+    names = flat_val(image_folder)
+    labels = image_folder / "val.txt"
+    labels.write_text("".join(sep.join([n, n.split("-")[0], "1", "2"]) + "\n" for n in names))
+    rc, _, err = cli(capsys, "prepare", image_folder, tmp_path / "out", "--val-labels", labels)
+    one_line_error(rc, err, "val.txt", *words)
+    assert "meta.mat" not in err
 
 
 def test_malformed_label_values_name_their_line(image_folder):

@@ -49,6 +49,45 @@ def test_truncated_shards_are_one_line_data_errors(prepared, tmp_path, capsys):
         open_dataset(prepared["jpeg"]).get_batch([0])
 
 
+@pytest.mark.parametrize("fmt,name,damage", [
+    ("raw", "train-00001.u8", "delete"), ("raw", "train-00001.u8", "truncate"),
+    ("raw", "val-00000.u8", "delete"), ("jpeg", "train-00001.jpg", "delete"),
+    ("jpeg", "train-00001.idx.npy", "delete"), ("jpeg", "train-00001.jpg", "truncate"),
+    ("raw", "manifest.json", "truncate")])
+def test_rerunning_prepare_redoes_a_broken_shard(prepared, image_folder, capsys, fmt, name,
+                                                 damage):
+    """The error sends the user to `alexnet prepare`, which took a finished directory for done
+    and redid nothing: it checks the shards first now, and redoes the broken ones."""
+    out = prepared[fmt]
+    expected = {s: open_dataset(out, s).get_batch(range(n)) for s, n in (("train", 9), ("val", 6))}
+    target = out / name
+    if damage == "delete":
+        target.unlink()
+    else:
+        target.write_bytes(target.read_bytes()[:500])
+    split, index = ("val", 0) if name.startswith("val") else ("train", 4)  # in the shard
+    with pytest.raises(DataError) as e:
+        open_dataset(out, split).get_batch([index])
+    assert "\n" not in str(e.value)
+    assert name == "manifest.json" or f"rerun the `alexnet prepare` command that made {out}" in \
+        str(e.value)
+    rc, _, err = cli(capsys, "prepare", image_folder, out, "--size", 32, "--shard-size", 4,
+                     "--format", fmt, "--workers", 1)
+    assert rc == 0, err
+    for split, images in expected.items():
+        assert torch.equal(open_dataset(out, split).get_batch(range(len(images))), images)
+    rc, stdout, err = cli(capsys, "prepare", image_folder, out, "--size", 32,
+                          "--shard-size", 4, "--format", fmt)
+    assert rc == 0 and "already prepared" in stdout, err  # whole again: nothing redone
+
+
+def test_a_missing_shard_is_one_line_that_names_the_command(prepared, tmp_path, capsys):
+    (prepared["raw"] / "train-00001.u8").unlink()
+    rc, _, err = cli(capsys, "prepare", prepared["raw"], tmp_path / "again", "--format", "jpeg")
+    one_line_error(rc, err, "train-00001.u8", "is missing",
+                   f"rerun the `alexnet prepare` command that made {prepared['raw']}")
+
+
 @pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "truncate", "wrong shape"])
 def test_damaged_stats_npz_is_a_data_error(prepared, damage):
     stats = prepared["raw"] / "stats.npz"

@@ -267,24 +267,17 @@ def _flat_with_labels(files: list[Path], label_file: Path, known: list[str] | No
     list every image exactly once: an image left out or listed twice would silently change what
     is measured."""
     rows = _label_rows(label_file)
-    if rows and all(len(r) == 1 for _, r in rows):  # devkit ground truth: IDs in file order
+    if _check_columns(rows, label_file) == 1:  # devkit ground truth: IDs in file order
         if len(rows) != len(files):
             raise DataError(f"{label_file} has {len(rows)} labels for {len(files)} images")
         wnids = _devkit_wnids(label_file)
         names = []
         for (n, (field,)), f in zip(rows, files):
-            if not field.isdecimal() or int(field) not in wnids:
+            if int(field) not in wnids:
                 raise DataError(f"{label_file}, line {n}: {field!r} is not an ILSVRC2012_ID of "
                                 "the devkit's meta.mat")
             names.append((n, f.name, wnids[int(field)]))
     else:
-        # Mixed widths: the first line that differs from the first line's kind is at fault.
-        expected = 1 if rows and len(rows[0][1]) == 1 else 2
-        bad = next(((n, r) for n, r in rows if len(r) != expected), None)
-        if bad is not None or not rows:
-            where = f", line {bad[0]}" if bad else ""
-            raise DataError(f"{label_file}{where}: expected lines '<file> <label>' or one ID per "
-                            "line")
         names = [(n, r[0], r[1]) for n, r in rows]
     _check_listed_once(names, files, label_file)
     classes = known or sorted({label for _, _, label in names if not label.isdecimal()})
@@ -314,6 +307,34 @@ def _label_rows(label_file: Path) -> list[tuple[int, list[str]]]:
     except UnicodeDecodeError:
         raise DataError(f"{label_file} is not a text file") from None
     return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+LABEL_FORMATS = "expected '<file> <label>' (2 columns) or an ILSVRC2012_ID (1) on every line"
+
+
+def _check_columns(rows, label_file: Path) -> int:
+    """The label file's column count, 1 or 2 (module doc); anything else is refused here, naming
+    the first line at fault, before a 1-column file is taken for devkit IDs (which would ask for
+    the devkit's meta.mat even when the file is, say, comma-separated). Short: the CLI cuts a
+    message at 300 characters."""
+    if not rows:
+        raise DataError(f"{label_file} has no labels: {LABEL_FORMATS}")
+    width = len(rows[0][1])
+    bad = next(((n, r) for n, r in rows if len(r) != width or len(r) not in (1, 2)
+                or width == 1 and not r[0].isdecimal()), None)
+    if bad is None:
+        return width
+    n, fields = bad
+    quoted = repr(fields[0] if len(fields[0]) <= 40 else fields[0][:37] + "...")
+    if len(fields) == 1 and "," in fields[0]:
+        what = f"1 column, {quoted} (columns are separated by whitespace, not commas)"
+    elif len(fields) == 1 and width == 1:
+        what = f"{quoted} is not an ILSVRC2012_ID (a number)"
+    else:
+        what = f"{len(fields)} column{'s' * (len(fields) != 1)}" + (
+            f" where line {rows[0][0]} has {width}" if width in (1, 2) and width != len(fields)
+            else "")
+    raise DataError(f"{label_file}, line {n}: {what}; {LABEL_FORMATS}")
 
 
 def _check_listed_once(names, files: list[Path], label_file: Path) -> None:

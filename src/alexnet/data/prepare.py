@@ -24,7 +24,9 @@ temporary name and renamed into place, so a killed run leaves whole shards or no
 same command again skips the finished shards and goes on (taking the lock deletes the killed run's
 temporary files). A second run into the same OUT while one is running stops with an error. Shard k
 of a split holds the readable images among source indices [k·shard_size, (k+1)·shard_size), in
-order.
+order. A finished directory is checked before it is taken as done (its files exist, raw shards
+have the size the manifest implies, JPEG shards match their index): a broken shard is redone, and
+the manifest written again, by running the same command again.
 
 raw (the default) vs jpeg, for 256×256 RGB images: raw costs 196,608 bytes per image (252 GB for
 ILSVRC-2012's 1.28 M training images) and reading is a memory copy; JPEG at quality 90 is about
@@ -53,7 +55,7 @@ from . import SPLITS, open_dataset
 from .imageset import StatsAccumulator, drop_failed, save_stats
 from .loader import check_workers
 from .prepared import (CONFIG, FORMAT, MANIFEST, REPORT, STATS, VERSION, read_manifest,
-                       shard_name)
+                       shard_fault, shard_name)
 
 READ_BATCH = 32  # images read at a time inside a shard
 
@@ -118,8 +120,9 @@ def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str =
                   "quality": quality, "shard_size": shard_size, "classes": first.classes,
                   "channels": first.channels, "counts": {k: len(v) for k, v in sets.items()}}
         _check_config(out, config)
-        if (out / MANIFEST).exists():
-            return read_manifest(out), 0
+        manifest = _finished(out)
+        if manifest is not None:
+            return manifest, 0
         tasks = [(split, k) for split, s in sets.items()
                  for k in range(_num_shards(len(s), shard_size))
                  if not (out / _sidecar(split, k)).exists()]
@@ -199,6 +202,39 @@ def _check_config(out: Path, config: dict) -> None:
     if old != config:
         raise AlexNetError(f"{out} holds a preparation with other options or another source "
                            f"(see {path}): delete it or choose another output directory")
+
+
+def _finished(out: Path) -> dict | None:
+    """OUT's manifest if OUT is finished and whole, else None. A finished OUT that is not whole (a
+    shard file deleted or cut short, a damaged manifest: what reading it reports, with the advice
+    to run prepare again) is made unfinished, so that this run redoes what is broken: the broken
+    shards' sidecars go first, then the manifest, so that a run killed in between still finds the
+    manifest and checks again. A stat per raw shard; a JPEG shard's index is read."""
+    if not (out / MANIFEST).exists():
+        return None
+    try:
+        manifest = read_manifest(out)
+    except DataError:
+        manifest = None  # rewritten from the sidecars
+    broken = [] if manifest is None else _broken_shards(out, manifest)
+    if manifest is not None and not broken and all(
+            (out / name).is_file() for name in [manifest["stats"]] + [
+                s["labels"] for s in manifest["splits"].values()]):
+        return manifest
+    for name in broken:
+        (out / name).unlink(missing_ok=True)
+    (out / MANIFEST).unlink()
+    return None
+
+
+def _broken_shards(out: Path, manifest: dict) -> list[str]:
+    """The sidecars of the shards that are missing or do not hold what the manifest says."""
+    image = manifest["image_size"] ** 2 * manifest["channels"]
+    return [_sidecar(split, k) for split, info in manifest["splits"].items()
+            for k, shard in enumerate(info["shards"])
+            if shard["file"] != shard_name(split, k, manifest["encoding"])
+            or shard_fault(out / shard["file"], shard["count"], manifest["encoding"], image,
+                           index=True)]
 
 
 def _num_shards(n: int, shard_size: int) -> int:

@@ -71,14 +71,9 @@ class Prepared(ImageSet):
         shard found truncated later, in a loader worker, would stop training mid-epoch."""
         image = self.image_size * self.image_size * self.channels
         for name, count in zip(self.shard_files, counts.tolist()):
-            path = self.root / name
-            files = [path] if self.encoding == "raw" else [path, path.with_suffix(".idx.npy")]
-            for f in files:
-                if not f.is_file():
-                    raise DataError(f"shard file {f} is missing: prepare the dataset again")
-            if self.encoding == "raw" and path.stat().st_size != count * image:
-                raise DataError(f"shard {path} is truncated or damaged: {path.stat().st_size} "
-                                f"bytes, expected {count * image} ({count} images)")
+            fault = shard_fault(self.root / name, count, self.encoding, image)
+            if fault:
+                raise DataError(f"{fault}: {redo_advice(self.root)}")
 
     def __getstate__(self):
         # Memmaps would pickle as copies of the data: reopen them in the other process instead.
@@ -159,18 +154,46 @@ class Prepared(ImageSet):
                 for k, i in zip(shards.tolist(), indices.tolist())]
 
 
+def redo_advice(root: Path) -> str:
+    # True advice: `alexnet prepare` checks a finished directory's shards and redoes broken ones.
+    return f"rerun the `alexnet prepare` command that made {root}"
+
+
+def shard_fault(path: Path, count: int, encoding: str, image_bytes: int,
+                index: bool = False) -> str | None:
+    """Why the shard `path` cannot hold `count` images of `image_bytes` pixels, or None: a file
+    missing, a raw shard of another size, and with `index` (which reads the index file) a JPEG
+    shard that does not match its index. `Prepared` calls it without reading; `prepare` with."""
+    files = [path] if encoding == "raw" else [path, path.with_suffix(".idx.npy")]
+    for f in files:
+        if not f.is_file():
+            return f"shard file {f} is missing"
+    size = path.stat().st_size
+    if encoding == "raw" and size != count * image_bytes:
+        return (f"shard {path} is truncated or damaged: {size} bytes, expected "
+                f"{count * image_bytes} ({count} images)")
+    if encoding == "jpeg" and index:
+        try:
+            _jpeg_shard(path, count)
+        except (DataError, OSError) as e:
+            return str(e)
+    return None
+
+
 def _jpeg_shard(path: Path, count: int):
     """(the shard's bytes, memory-mapped; its int64 offsets), checked against each other."""
     idx = path.with_suffix(".idx.npy")
     try:
         offsets = np.load(idx, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise DataError(f"cannot read {idx}: {type(e).__name__}: {e}") from None
+        raise DataError(f"cannot read {idx}: {type(e).__name__}: {e}; "
+                        f"{redo_advice(path.parent)}") from None
     size = path.stat().st_size
     if (offsets.shape != (count + 1,) or offsets.dtype.kind not in "iu" or offsets[0] != 0
             or np.any(np.diff(offsets) < 0) or offsets[-1] != size):
-        raise DataError(f"shard {path} does not match its index {idx.name} (truncated or "
-                        f"damaged): {size} bytes, the index says {offsets[-1]} for {count} images")
+        said = f"{offsets.ravel()[-1]}" if offsets.size else "nothing"  # an empty index too
+        raise DataError(f"shard {path} does not match its index {idx.name}: {size} bytes, the "
+                        f"index says {said} for {count} images; {redo_advice(path.parent)}")
     data = np.memmap(path, np.uint8, "r") if size else np.zeros(0, np.uint8)
     return data, offsets
 
