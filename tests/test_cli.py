@@ -145,3 +145,31 @@ def test_outputs_follow_links_and_never_replace_devices_or_pipes(tmp_path):
         with pytest.raises(ValueError, match="not a regular file"):
             atomic_write_text(special, "x")
     assert (tmp_path / "pipe").is_fifo() and Path("/dev/null").is_char_device()
+
+
+def test_sigterm_to_a_training_process_ends_it_cleanly(tmp_path):
+    """`timeout`, `kill` or a scheduler end a run with SIGTERM: in its own process (not main()
+    called in the test's), with the defaults a user gets (workers, progress bar, recipe), the run
+    exits 143 with one line, leaves no temporary file, and its checkpoint.pt is whole."""
+    import os
+    import signal
+
+    from alexnet.checkpoint import load_checkpoint
+
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file: a full pipe would block the run
+        proc = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--data",
+                                 "shapes:64:16"], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=err, text=True)
+    for line in proc.stdout:  # epoch 1's line is printed after its checkpoint.pt is written
+        if line.startswith("epoch   1/"):
+            proc.send_signal(signal.SIGTERM)  # in epoch 2
+            break
+    proc.communicate(timeout=120)
+    err = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.split("\n")[-2:] == ["alexnet: error: terminated", ""], repr(err[-300:])
+    run = tmp_path / "runs" / "demo"
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+    left = [p for p in [*tmp_path.rglob(".*"), *Path("/dev/shm").glob(f"*{proc.pid}*")]
+            if p.name != ".lock"]  # the run directory's lock file stays, unlocked
+    assert left == [], left  # no temporary file beside the run's, none in /dev/shm
