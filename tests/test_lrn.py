@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from alexnet import lrn as lrn_module
 from alexnet import native
 from alexnet.errors import AlexNetError
 from alexnet.lrn import LocalResponseNorm, lrn, lrn_backend, lrn_reference
+from conftest import needs_avx512
 
 PAPER = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
@@ -394,7 +394,7 @@ def _both_paths(x, grad, relu=False):
 
 
 @needs_kernel
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+@needs_avx512
 def test_an_overflowing_window_gives_what_the_general_loops_give():
     # a^2 overflows float32 above ~1.8e19, and s becomes inf: the general loops then give 0 for a
     # finite a and NaN for an infinite one. The AVX-512 path's Newton step must not make that NaN
@@ -410,7 +410,7 @@ def test_an_overflowing_window_gives_what_the_general_loops_give():
 
 
 @needs_kernel
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+@needs_avx512
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("relu", [False, True])
 def test_avx512_path_and_general_loops_agree(dtype, relu):

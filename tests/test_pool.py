@@ -1,6 +1,4 @@
 """Max pooling on csrc/pool.c (pool.py) against torch's max_pool2d."""
-import platform
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,6 +6,7 @@ import torch.nn.functional as F
 from alexnet import native, pool
 from alexnet.model import alexnet
 from alexnet.pool import MaxPool2d
+from conftest import needs_avx512
 
 CL = torch.channels_last
 
@@ -59,7 +58,7 @@ def test_bfloat16_against_float64():
     assert torch.equal(ours.grad, x64.grad.to(torch.bfloat16))
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 compiler flags")
+@needs_avx512
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("c,size,k,s", [(16, 13, 3, 2), (96, 13, 3, 2), (32, 25, 12, 5),
                                         (256, 13, 3, 4)])  # window positions past 127; s > k
