@@ -217,3 +217,30 @@ def test_skipped_txt_keeps_what_it_listed_when_a_resumed_run_meets_fewer(tmp_pat
     assert (tmp_path / "skipped.txt").read_bytes().decode("utf-8", "surrogateescape") \
         .splitlines() == [*listed, "c.jpg: bad"]
     assert "3 unreadable images were left out" in capsys.readouterr().out
+
+
+def test_a_resume_runs_conv1_as_the_run_did_whatever_this_process_measures(tmp_path, capsys,
+                                                                           monkeypatch):
+    """How conv1 runs on the CPU (accel.STEMS) is measured per process and cached only on an
+    idle machine: a resume on a busy one could measure another way, and space-to-depth's weight
+    gradient rounds differently from NHWC's, so the resume silently went on another path. The
+    checkpoint records the way; the resume takes it, whatever this process measured."""
+    import dataclasses
+
+    from alexnet import accel
+    from test_adversarial_train import _assert_same, _comparable
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(accel, "_fast_paths", {})  # this test's own measurements, none cached
+
+    def measured(stem: str) -> None:  # what this process's probe would have found
+        accel.use_fast_path(cpu, dataclasses.replace(accel.fast_path(cpu), stem=stem))
+
+    measured("s2d")
+    assert cli_main(["train", *FAST, "--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(tmp_path / "cut")]) == 0
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["stem"] == "s2d"
+    measured("nhwc")
+    assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in ("full", "cut"))
+    _assert_same(_comparable(a), _comparable(b), "checkpoint.pt")

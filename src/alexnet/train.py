@@ -199,6 +199,8 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     if cfg.weights and ckpt is None:
         init_from_weights(model, cfg.weights, cfg.variant, cfg.input_norm)
     parallel.agree_on_fast_path(info)  # the same layouts and precision on every rank
+    if ckpt is not None:
+        _resume_stem(ckpt, info.device)
     rt = Runtime.create(info.device, cfg.precision, cfg.channels_last, cfg.model_parallel)
     model = rt.place(model)
     optimizer = make_optimizer(model, cfg, rt.device)
@@ -363,6 +365,21 @@ def _per_rank_batch(batch_size: int, world_size: int) -> int:
     return batch_size // world_size
 
 
+def _resume_stem(ckpt: dict, device) -> None:
+    """Run conv1 the way the run trained it. The way is measured per process (accel.fast_path)
+    and cached only on an idle machine, so a resume on a busy one could measure another; and
+    space-to-depth's weight gradient rounds differently from NHWC's: no longer exact."""
+    stem = ckpt.get("stem")  # none in checkpoints written before it was recorded, or on a GPU
+    if stem in accel.STEMS:
+        accel.use_fast_path(device, dataclasses.replace(accel.fast_path(device), stem=stem))
+
+
+def _stem(rt: Runtime) -> str | None:
+    """How conv1 runs (accel.STEMS), recorded for a resume: only on the CPU in channels_last."""
+    cpu = rt.device.type == "cpu" and rt.channels_last and rt.model_devices is None
+    return accel.fast_path(rt.device).stem if cpu else None
+
+
 def _warn_if_not_exact(ckpt: dict, t: Training) -> None:
     """A resume that cannot continue exactly goes on, but says so: on another number of processes
     (each rank's data order, augmentation and dropout draws depend on it), or in another precision
@@ -397,7 +414,7 @@ def _save_epoch(t: Training, run: Path, history: list, best: float, improved: bo
         **t.meta, "model": weights, "optimizer": t.optimizer.state_dict(),
         "scheduler": t.schedule.state_dict(), "scaler": t.scaler.state_dict(), "epoch": epoch,
         "rng": rng_state(), "config": config, "history": history, "best_top1_error": best,
-        "world_size": t.info.world_size, "precision": t.rt.precision})
+        "world_size": t.info.world_size, "precision": t.rt.precision, "stem": _stem(t.rt)})
 
 
 def _report_skipped(run: Path, skipped: list[str]) -> None:
