@@ -46,10 +46,8 @@ def batches(rows, labels, split):
 #   F      2      0.25      2  (tied with class 3 at 0.25)   miss   hit
 #   G      1      0.50      1  (classes 5 and 6 tie at 0.01) hit    hit
 #
-# F's tie (with the label at ranks 2-3) and G's (at ranks 6-7) give the same answer whichever
-# of the tied classes torch.topk puts first. evaluate defines no order among ties (torch.topk
-# does not specify one): a label tied for 1st (or 5th) place counts as a hit or a miss as topk
-# happens to order it, so no tie here straddles the top-1 or the top-5 boundary.
+# F's tie (with the label at ranks 2-3) and G's (at ranks 6-7) lie inside one side of each
+# boundary: whole hits or misses. Ties across a boundary: test_ties_across_the_boundary_*.
 #
 # top-1: A and G hit            -> 2 of 7 correct -> error 5/7
 # top-5: A, B, C, F and G hit   -> 5 of 7 correct -> error 2/7
@@ -96,3 +94,24 @@ def test_a_zero_probability_is_a_finite_loss():
     result = evaluate(GivenProbs(), batches([[1.0, 0.0]], [1], [1]))
     assert result["loss"] == pytest.approx(27.631021, abs=1e-5)  # float32 log
     assert result["top1_error"] == 1.0 and result["top5_error"] == 0.0
+
+
+def test_ties_across_the_boundary_score_what_chance_does():
+    """A label tied with others across the k-th place scores the chance that a random order of
+    the tie puts it inside (evaluate.top_k_hits); torch.topk's order (unspecified) decided it.
+    7 classes:
+      uniform 1/7 each, label 3: top-1 hit 1/7, top-5 hit 5/7 (a dead net scores chance)
+      (0.4, 0.4, 0.05 ×4, 0), label 1: 0 above, 2 tied: top-1 hit 1/2; top-5 hit 1
+      (0.5, 0, 0.1 ×5), label 6: 1 above, 5 tied: top-1 0, top-5 hit (5 - 1) / 5 = 4/5
+    top-1 error 1 - (1/7 + 1/2 + 0) / 3;  top-5 error 1 - (5/7 + 1 + 4/5) / 3"""
+    rows = [[1 / 7] * 7,
+            [0.4, 0.4, 0.05, 0.05, 0.05, 0.05, 0.0],
+            [0.5, 0.0, 0.1, 0.1, 0.1, 0.1, 0.1]]
+    result = evaluate(GivenProbs(), batches(rows, [3, 1, 6], [3]))
+    assert result["top1_error"] == pytest.approx(1 - (1 / 7 + 1 / 2 + 0) / 3, abs=1e-12)
+    assert result["top5_error"] == pytest.approx(1 - (5 / 7 + 1 + 4 / 5) / 3, abs=1e-12)
+
+
+def test_a_nan_probability_is_a_miss():
+    result = evaluate(GivenProbs(), batches([[float("nan"), 0.5, 0.5]], [0], [1]))
+    assert result["top1_error"] == 1.0 and result["top5_error"] == 1.0
