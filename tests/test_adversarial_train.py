@@ -452,6 +452,9 @@ def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
     # a bad option is the checkpoint's, not a flag's: was "… got 'foo' (--activation)"
     ("activation", "does not describe a network this version builds: activation must be"),
     ("unknown option", "does not describe a network this version builds"),  # was a TypeError
+    ("list weight", "malformed model"),  # was an AttributeError
+    ("nan mean", "its stats mean_image holds NaN or inf"),  # every prediction was nan%
+    ("small mean", "its stats mean_image is (100, 100, 3), not (S, S, 3)"),  # blamed --data
 ])
 def test_checkpoints_whose_metadata_does_not_fit_their_network(trained, tmp_path, capsys,
                                                                change, words):
@@ -459,6 +462,12 @@ def test_checkpoints_whose_metadata_does_not_fit_their_network(trained, tmp_path
     if change in ("activation", "unknown option"):
         key, value = ("activation", "foo") if change == "activation" else ("colour", 1)
         change = {"arch": {**ckpt["arch"], "options": {**ckpt["arch"]["options"], key: value}}}
+    if change == "list weight":
+        change = {"model": {**ckpt["model"], "features.conv1.weight": [1.0, 2.0]}}
+    if change in ("nan mean", "small mean"):
+        image = (torch.full((256, 256, 3), math.nan) if change == "nan mean"
+                 else torch.zeros(100, 100, 3))
+        change = {"stats": {**ckpt["stats"], "mean_image": image}}
     if change == "nan":
         change = {"model": dict(ckpt["model"])}
         change["model"]["features.conv1.weight"] = torch.full_like(

@@ -102,7 +102,8 @@ def check_checkpoint(ckpt: dict, source) -> None:
     """What every consumer of a checkpoint relies on is there and of the right kind."""
     arch = ckpt.get("arch")
     problems = [key for key, ok in [
-        ("model", isinstance(ckpt.get("model"), dict)),
+        ("model", isinstance(ckpt.get("model"), dict)
+         and all(torch.is_tensor(v) for v in ckpt["model"].values())),
         ("arch", isinstance(arch, dict) and isinstance(arch.get("options"), dict)
          and all(isinstance(arch.get(k), t) for k, t in
                  (("variant", str), ("num_classes", int), ("in_channels", int)))),
@@ -116,11 +117,31 @@ def check_checkpoint(ckpt: dict, source) -> None:
     ] if not ok]
     if problems:
         raise DataError(f"{source} is damaged: missing or malformed {', '.join(problems)}")
+    wrong = _stats_problem(ckpt["stats"], arch["in_channels"], ckpt["crop_size"])
+    if wrong:  # else blamed on --data, or every prediction NaN
+        raise DataError(f"{source} is damaged: its stats {wrong}")
     classes = ckpt.get("classes")  # none (or []): predictions are named by number
     if classes and not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)
                         and len(classes) == arch["num_classes"]):
         raise DataError(f"{source} is damaged: its classes are not {arch['num_classes']} names, "
                         f"one per class of its network")
+
+
+def _stats_problem(stats: dict, channels: int, crop_size: int) -> str | None:
+    """What is wrong with a checkpoint's statistics for a net of `channels` inputs taking
+    `crop_size` crops, or None: the shapes Augment needs, and finite values."""
+    mean_image = stats["mean_image"]
+    if mean_image.dim() != 3 or mean_image.shape[0] != mean_image.shape[1] \
+            or mean_image.shape[2] != channels or mean_image.shape[0] < crop_size:
+        return (f"mean_image is {tuple(mean_image.shape)}, not (S, S, {channels}) with S at "
+                f"least the crop size {crop_size}")
+    shapes = {"mean": (channels,), "std": (channels,), "eigval": (channels,),
+              "eigvec": (channels, channels)}
+    for key, shape in shapes.items():
+        if tuple(stats[key].shape) != shape:
+            return f"{key} is {tuple(stats[key].shape)}, not {shape}"
+    broken = not_finite({k: stats[k] for k in STAT_KEYS})
+    return f"{broken} holds NaN or inf" if broken else None
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
