@@ -244,3 +244,23 @@ def test_a_resume_runs_conv1_as_the_run_did_whatever_this_process_measures(tmp_p
     assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
     a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in ("full", "cut"))
     _assert_same(_comparable(a), _comparable(b), "checkpoint.pt")
+
+
+def test_resume_of_a_damaged_training_state_is_one_line(tmp_path, capsys):
+    """An edited or damaged checkpoint.pt was a traceback from wherever its state was first used
+    (schedule.py's state["drops"], torch's RNG, the optimizer's load_state_dict, history.append)."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--schedule", "plateau",
+                     "--out", str(run)]) == 0
+    good = torch.load(run / "checkpoint.pt", weights_only=True)
+    damage = {"scheduler": None, "rng": "x", "optimizer": "x",
+              "history": "x", "epoch": "1", "best_top1_error": "x"}
+    loads = {"scheduler": {"foo": 1}, "rng": {"torch": torch.zeros(3)},
+             "optimizer": {"state": {}, "param_groups": []}}
+    for n, (key, value) in enumerate([*damage.items(), ("epoch", -1), *loads.items()]):
+        torch.save({**good, key: value}, run / "checkpoint.pt")
+        capsys.readouterr()
+        err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
+        why = "its training state does not load" if n > len(damage) else f"malformed {key}"
+        assert f"{run}/checkpoint.pt is damaged: {why}" in err, (key, err)
+    assert metrics(run)[-1]["epoch"] == 1  # nothing trained, nothing written

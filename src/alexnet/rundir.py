@@ -42,6 +42,24 @@ def checkpoint_to_resume(run: str | Path) -> Path:
     return run / "checkpoint.pt"
 
 
+def _check_training_state(ckpt: dict, run: Path) -> None:
+    """The kinds of the training state (a resume of a damaged one was a traceback from wherever
+    it was first used); what loads into the optimizer and the schedule is checked by loading
+    it (train.setup)."""
+    epoch, history, best = ckpt["epoch"], ckpt["history"], ckpt["best_top1_error"]
+    wrong = [key for key, ok in [
+        ("epoch", isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1),
+        ("history", isinstance(history, list) and all(isinstance(h, dict) for h in history)),
+        ("best_top1_error", isinstance(best, (int, float)) and not isinstance(best, bool)),
+        ("optimizer", isinstance(ckpt["optimizer"], dict)),
+        ("scheduler", isinstance(ckpt["scheduler"], dict)),
+        ("rng", isinstance(ckpt["rng"], dict)),
+    ] if not ok]
+    if wrong:
+        raise AlexNetError(f"{run}/checkpoint.pt is damaged: malformed {', '.join(wrong)}",
+                           option="resume")
+
+
 def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
     """The config and checkpoint of the run in `run`, with the options that may change on resume
     (those declared resumable: epochs, workers, device, progress) taken from `overrides`."""
@@ -57,6 +75,7 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
         raise AlexNetError(f"{run}/checkpoint.pt holds weights but no training state (no "
                            f"{', '.join(missing)}); --weights starts a new run from it",
                            option="resume")
+    _check_training_state(ckpt, run)
     may_change = set(names(TrainConfig, resumable=True))
     if "epochs" not in overrides and saved.get("schedule") != "cosine":
         asked = _epochs_asked(run, saved, may_change)

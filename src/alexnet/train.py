@@ -24,7 +24,7 @@ from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_
                      base_lr, resolve_train_config)
 from .data import Loader, open_dataset
 from .data.augment import Augment
-from .errors import AlexNetError, Busy, Diverged
+from .errors import AlexNetError, Busy, Diverged, first_line
 from .evaluate import evaluate, format_results_table, unreadable
 from .io import atomic_write_json, atomic_write_text, locked_dir
 from .masters import MasterWeights
@@ -237,12 +237,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     t = Training(cfg, info, rt, model, optimizer, accel.grad_scaler(rt.device, rt.precision),
                  schedule, augment, train_loader, val_loader, meta)
     if ckpt is not None:
-        rt.load_state_dict(model, ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["scheduler"])
-        if ckpt.get("scaler"):  # empty when saved disabled (not fp16): a fresh one then
-            t.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        _load_training_state(t, ckpt)
     # After the weights are loaded: the bf16 copies are made from them.
     t.masters = MasterWeights.create(model, optimizer, rt.device, rt.precision)
     return t
@@ -363,6 +358,22 @@ def _per_rank_batch(batch_size: int, world_size: int) -> int:
         raise AlexNetError(f"batch_size {batch_size} does not split evenly among {world_size} "
                            f"processes; give a multiple of {world_size}", option="batch_size")
     return batch_size // world_size
+
+
+def _load_training_state(t: Training, ckpt: dict) -> None:
+    """The weights, optimizer, schedule, scaler and RNG states of a resumed run; a state that
+    does not load (a damaged or edited checkpoint.pt) is one line, not torch's traceback."""
+    try:
+        t.rt.load_state_dict(t.model, ckpt["model"])
+        t.optimizer.load_state_dict(ckpt["optimizer"])
+        t.schedule.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):  # empty when saved disabled (not fp16): a fresh one then
+            t.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise AlexNetError(f"{t.cfg.resume}/checkpoint.pt is damaged: its training state does "
+                           f"not load ({type(e).__name__}: {first_line(e, 120)})",
+                           option="resume") from None
 
 
 def _resume_stem(ckpt: dict, device) -> None:
