@@ -425,3 +425,18 @@ def test_a_torchscript_export_given_as_weights_says_what_it_is(paper, tmp_path, 
         err = capsys.readouterr().err
         assert f"cannot read {out}: a TorchScript module (torch.jit.load" in err, err
         assert err.count("\n") == 1 and "weights_only" not in err
+
+
+def test_convert_refuses_our_own_checkpoint_and_non_finite_weights(paper, tmp_path, capsys):
+    """Our checkpoint was unwrapped as a torchvision reference-script file ({"model": …}) and
+    written again with the std folded in a second time, ImageNet's statistics and crop, exit 0;
+    NaN weights were written, and every command then blamed a run that diverged."""
+    state = alexnet("owt", num_classes=10).state_dict()
+    state["features.3.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    for source, words in ((paper[0], "is an alexnet checkpoint already"),
+                          (tmp_path / "nan.pth", "not finite (features.3.weight holds NaN")):
+        assert cli_main(["convert", "torchvision", str(source), str(tmp_path / "out.pt")]) == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.pt").exists()

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import (FORMAT, check_checkpoint, is_torch_file, load_checkpoint,
+from .checkpoint import (FORMAT, check_checkpoint, is_torch_file, load_checkpoint, not_finite,
                          read_torch_file)
 from .errors import AlexNetError, DataError, first_line
 from .model import alexnet
@@ -104,6 +104,9 @@ def torchvision_checkpoint(state_dict: dict[str, torch.Tensor], source: str = ""
                       or reference[k].shape != state_dict[k].shape)
     if mismatch:
         raise AlexNetError(f"{source} does not fit torchvision's AlexNet layout: {mismatch[:4]}")
+    broken = not_finite(state_dict)
+    if broken:  # else written, then refused by every command as a run that diverged
+        raise AlexNetError(f"{source}: its weights are not finite ({broken} holds NaN or inf)")
     weights = {k: v.detach().float().clone() for k, v in state_dict.items()}
     std255 = torch.tensor(IMAGENET_STD, dtype=torch.float64) * 255
     conv1 = state_dict["features.0.weight"].double() / std255[None, :, None, None]
@@ -126,6 +129,9 @@ def load_torchvision_weights(path: str | os.PathLike) -> dict:
                            f"torch.save(model.state_dict()) file (alexnet's own safetensors "
                            f"exports load as they are)")
     obj = _read_torch(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:  # its std would be folded twice
+        raise AlexNetError(f"{path} is an alexnet checkpoint already: every command takes it as "
+                           f"it is")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # torchvision's reference training scripts save {"model": …, …}
     return torchvision_checkpoint(obj, str(path))
