@@ -195,6 +195,26 @@ def test_a_misspelt_backend_is_an_error_not_the_default(monkeypatch):
         lrn_backend(torch.zeros(1, 4, 2, 2))
 
 
+def test_a_misspelt_backend_is_not_blamed_on_a_flag_or_a_checkpoint(monkeypatch, tmp_path,
+                                                                    capsys):
+    """summary called it an --input-size that does not fit, and loading a checkpoint a crop_size
+    that does not fit its network."""
+    from alexnet.checkpoint import model_from_checkpoint
+    from alexnet.cli import main
+    from alexnet.weights import torchvision_checkpoint
+    from torchvision.models import alexnet as tv_alexnet
+    monkeypatch.setenv("ALEXNET_LRN", "refrence")
+    assert main(["summary"]) == 2
+    err = capsys.readouterr().err
+    assert err == "alexnet: error: ALEXNET_LRN='refrence': the only value is 'reference' (or " \
+                  "unset)\n", err
+    ckpt = torchvision_checkpoint(tv_alexnet(num_classes=10).state_dict())
+    ckpt["arch"] = {**ckpt["arch"], "variant": "paper"}  # with LRN
+    with pytest.raises(AlexNetError) as caught:
+        model_from_checkpoint(ckpt)
+    assert str(caught.value).startswith("ALEXNET_LRN='refrence'")
+
+
 def test_no_compiler_falls_back(monkeypatch):
     monkeypatch.setattr(lrn_module._library, "lib", None)  # restored after the test
     monkeypatch.setattr(lrn_module._library, "error", None)

@@ -162,6 +162,8 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
                         f"builds: {first_line(e)}") from None
     try:
         layer_table(model, ckpt["crop_size"])  # traced for free: does it take crop_size inputs?
+    except AlexNetError:  # not the checkpoint's (ALEXNET_LRN set wrong): as it is
+        raise
     except ValueError as e:
         raise DataError(f"the checkpoint's crop_size {ckpt['crop_size']} does not fit its "
                         f"network: {e}") from None

@@ -382,6 +382,8 @@ def run(args) -> int:
         raise AlexNetError(str(e), option="num_classes") from None
     try:
         table = layer_table(model, args.input_size)
+    except AlexNetError:  # not the input size's (ALEXNET_LRN set wrong): as it is
+        raise
     except ValueError as e:
         hint = ""
         if args.variant == "paper" and "fc6 needs" in str(e) and args.input_size < 227:
