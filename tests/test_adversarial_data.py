@@ -283,6 +283,20 @@ def test_val_labels_of_another_column_count_say_so(image_folder, tmp_path, capsy
     assert "meta.mat" not in err
 
 
+def test_val_labels_that_are_missing_or_not_wanted_are_refused(tmp_path, capsys):
+    """They were ignored in silence: a misspelt path, or labels for a set that has its own."""
+    folder = write_image_folder(tmp_path / "tree")  # val/<class>/*: labelled by its folders
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a.jpg 0\n")
+    for data, given, words in (("shapes:8:4", tmp_path / "nonexistent.txt", "not found"),
+                               ("shapes:8:4", labels, "shapes:8:4 has its own validation labels"),
+                               (folder, labels, "has its own validation labels")):
+        rc, _, err = cli(capsys, "train", "--data", data, "--val-labels", given, "--epochs", "1",
+                         "--out", tmp_path / "run")
+        one_line_error(rc, err, words, "(--val-labels)")
+    assert not (tmp_path / "run").exists()
+
+
 def test_malformed_label_values_name_their_line(image_folder):
     names = flat_val(image_folder)
     labels = image_folder / "val.txt"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..errors import AlexNetError
 from .fashion import FashionMNIST
-from .folder import ImageFolder
+from .folder import ImageFolder, class_dirs
 from .imageset import ImageSet, StatsAccumulator
 from .loader import Loader
 from .prepared import Prepared, looks_half_prepared
@@ -44,6 +44,8 @@ def open_dataset(spec: str, split: str = "train", *, seed: int = 0, val_labels=N
     if not spec.strip():  # Path("") would be the current directory
         raise AlexNetError("the dataset is an empty string; give shapes, fashion-mnist or a path",
                            option="data")
+    if val_labels is not None:
+        _check_val_labels(spec, val_labels)
     name = spec.split(":", 1)[0]
     if name == "shapes" and not Path(spec).exists():
         train_n, val_n = parse_spec(spec)
@@ -64,3 +66,17 @@ def open_dataset(spec: str, split: str = "train", *, seed: int = 0, val_labels=N
         raise AlexNetError(f"{spec} is an unfinished `alexnet prepare` output (no manifest.json): "
                            "rerun the same prepare command to finish it")
     return ImageFolder(path, split, val_labels=val_labels, image_size=image_size)
+
+
+def _check_val_labels(spec: str, val_labels) -> None:
+    """A --val-labels file that is missing, or given with a dataset that has its labels, was
+    ignored in silence: a misspelt path went unnoticed."""
+    if not Path(val_labels).is_file():
+        raise AlexNetError(f"val labels file not found: {val_labels}", option="val_labels")
+    path = Path(spec).expanduser()
+    builtin = not path.exists() and spec.split(":", 1)[0] in ("shapes", "fashion-mnist")
+    has_labels = builtin or (path / "manifest.json").exists() or (
+        (path / "val").is_dir() and bool(class_dirs(path / "val")))
+    if has_labels:
+        raise AlexNetError(f"{spec} has its own validation labels; --val-labels is for a flat "
+                           f"folder of ImageNet validation images", option="val_labels")

@@ -55,8 +55,8 @@ class ImageFolder(ImageSet):
         if not split_dir.is_dir():
             raise AlexNetError(f"{split_dir} not found (expected {self.root}/train/<class>/* and "
                                f"{self.root}/val/<class>/*)")
-        known = _class_dirs(self.root / "train") if (self.root / "train").is_dir() else None
-        subdirs = _class_dirs(split_dir)
+        known = class_dirs(self.root / "train") if (self.root / "train").is_dir() else None
+        subdirs = class_dirs(split_dir)
         if subdirs:
             self.classes = known or subdirs
             self.files, self.labels = _list_classes(split_dir, subdirs, self.classes)
@@ -192,7 +192,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _class_dirs(path: Path) -> list[str]:
+def class_dirs(path: Path) -> list[str]:
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
