@@ -264,3 +264,13 @@ def test_resume_of_a_damaged_training_state_is_one_line(tmp_path, capsys):
         why = "its training state does not load" if n > len(damage) else f"malformed {key}"
         assert f"{run}/checkpoint.pt is damaged: {why}" in err, (key, err)
     assert metrics(run)[-1]["epoch"] == 1  # nothing trained, nothing written
+
+
+def test_a_run_directory_name_that_is_not_utf8_is_refused_before_it_is_made(tmp_path, capsys):
+    """TensorBoard's writer could not encode it: an error naming no flag, after the directory,
+    its lock and config.json were made."""
+    import os
+    out = tmp_path / os.fsdecode(b"run-\xff")
+    err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", "--out", str(out)])
+    assert "name is not UTF-8" in err and err.endswith("(--out)\n"), err
+    assert not out.exists()

@@ -143,6 +143,11 @@ def fresh_run_dir(cfg: TrainConfig, number_if_taken: bool, in_use=()) -> Path:
     run again, also past the directories `in_use` (found locked by a run that has no checkpoint
     yet). Each candidate gets the same checks."""
     out, n = Path(cfg.out), 2
+    try:
+        str(out).encode("utf-8")
+    except UnicodeEncodeError:  # found only after the epoch, by TensorBoard's writer
+        raise AlexNetError("the run directory's name is not UTF-8, which TensorBoard's log "
+                           "writer needs; choose another name", option="out") from None
     while holds_a_run(out) or out in in_use:
         if not number_if_taken:
             raise AlexNetError(f"{out} already holds a run; resume it or choose another "
