@@ -274,3 +274,15 @@ def test_a_run_directory_name_that_is_not_utf8_is_refused_before_it_is_made(tmp_
     err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", "--out", str(out)])
     assert "name is not UTF-8" in err and err.endswith("(--out)\n"), err
     assert not out.exists()
+
+
+def test_a_directory_in_place_of_a_run_file_is_refused_before_training(tmp_path, capsys):
+    """Found only when the epoch's results were written, as "…results.json is a directory;
+    give a file name" (advice for commands that take one; train does not)."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    (run / "results.json").unlink()
+    (run / "results.json").mkdir()
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
+    assert f"{run / 'results.json'} is not a file" in err and "remove it" in err, err
+    assert len(metrics(run)) == 1  # refused before epoch 2 was trained

@@ -137,6 +137,16 @@ def is_run_file(name: str) -> bool:
     return bool(_RUN_FILE.match(name)) or name == LOCK_NAME or is_temp_name(name)
 
 
+def check_run_files(run: Path) -> None:
+    """Each of a run's files that is there is a regular file (or a link to one): a directory
+    named results.json was found only when the epoch's results were written, with advice for
+    commands that take a file name."""
+    for path in sorted(run.iterdir()):
+        if _RUN_FILE.match(path.name) and not path.is_file():
+            raise AlexNetError(f"{path} is not a file, and the run writes its {path.name} there: "
+                               f"remove it")
+
+
 def fresh_run_dir(cfg: TrainConfig, number_if_taken: bool, in_use=()) -> Path:
     """A run directory holding no run. An explicit --out holding one is an error (nothing is
     overwritten); the default one is numbered instead (runs/demo-2, ...), so that `make demo` can

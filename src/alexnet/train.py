@@ -31,7 +31,7 @@ from .masters import MasterWeights
 from .model import alexnet
 from .predictor import Predictor
 from .progress import Progress
-from .rundir import fresh_run_dir, resume_config
+from .rundir import check_run_files, fresh_run_dir, resume_config
 from .runtime import Runtime
 from .schedule import LRSchedule
 from .step import train_step
@@ -279,6 +279,7 @@ def _claim_run_dir(cfg: TrainConfig, ckpt: dict | None, number_if_taken: bool,
             continue
         if ckpt is None and (run / "checkpoint.pt").exists():  # another run got here first
             raise AlexNetError(f"{run} already holds a run", option="out")
+        check_run_files(run)
         return run
 
 
