@@ -244,17 +244,30 @@ def test_torchvision_weights_in_predict_and_train(tmp_path, capsys):
 
 
 def test_weights_that_are_not_finite_are_named_not_blamed_on_the_lr(tmp_path, capsys):
-    """They went as far as the first step, whose divergence was put down to the learning rate."""
+    """They went as far as the first step, whose divergence was put down to the learning rate.
+    Both kinds of weights file: torchvision's state_dict, and a checkpoint of ours."""
     import torchvision
+
+    from alexnet.checkpoint import save_checkpoint
+    from alexnet.data import open_dataset
+    from alexnet.model import alexnet
     state = torchvision.models.alexnet(num_classes=16).state_dict()
     state["classifier.1.weight"][0, 0] = float("nan")  # fc6: fine-tuning keeps it
     torch.save(state, tmp_path / "nan.pth")
-    capsys.readouterr()
-    assert train(tmp_path, "ft", "--epochs", "1", "--variant", "owt", "--weights",
-                 str(tmp_path / "nan.pth")) == 2
-    err = capsys.readouterr().err
-    assert "nan.pth are not finite (classifier.1.weight holds NaN or inf)" in err, err
-    assert err.count("\n") == 1 and "--lr" not in err and not (tmp_path / "ft").exists()
+    ours = alexnet("paper", num_classes=10).state_dict()
+    ours["classifier.fc6.weight"][0, 0] = float("inf")
+    save_checkpoint(tmp_path / "nan.pt", {
+        "model": ours, "arch": {"variant": "paper", "num_classes": 10, "in_channels": 3,
+                                "options": {}},
+        "stats": open_dataset("shapes:8:4", "train").stats(), "crop_size": 227})
+    for name, variant, tensor in (("nan.pth", "owt", "classifier.1.weight"),
+                                  ("nan.pt", "paper", "classifier.fc6.weight")):
+        capsys.readouterr()
+        assert train(tmp_path, "ft", "--epochs", "1", "--variant", variant, "--weights",
+                     str(tmp_path / name)) == 2
+        err = capsys.readouterr().err
+        assert name in err and f"not finite ({tensor} holds NaN or inf)" in err, err
+        assert err.count("\n") == 1 and "--lr" not in err and not (tmp_path / "ft").exists()
 
 
 def test_weights_are_fine_tuned_on_the_input_scale_they_were_trained_on(tmp_path, capsys):
