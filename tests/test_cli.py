@@ -173,3 +173,21 @@ def test_sigterm_to_a_training_process_ends_it_cleanly(tmp_path):
     left = [p for p in [*tmp_path.rglob(".*"), *Path("/dev/shm").glob(f"*{proc.pid}*")]
             if p.name != ".lock"]  # the run directory's lock file stays, unlocked
     assert left == [], left  # no temporary file beside the run's, none in /dev/shm
+
+
+def test_mean_std_on_images_without_variation_is_one_line_error(tmp_path, capsys):
+    """Solid black images have pixel std 0: mean-std's 1/std was a ZeroDivisionError traceback."""
+    from PIL import Image
+
+    from conftest import one_line_error
+
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (64, 64)).save(tmp_path / "data" / split / c / f"{i}.png")
+    rc = main(["train", "--data", str(tmp_path / "data"), "--input-norm", "mean-std",
+               "--epochs", "1", "--batch-size", "4", "--workers", "0", "--no-progress",
+               "--out", str(tmp_path / "run")])
+    one_line_error(rc, capsys.readouterr().err, "(--input-norm)", "no variation",
+                   "--input-norm mean")

@@ -236,3 +236,16 @@ def test_a_damaged_cached_run_is_trained_again(fake_fashion, tmp_path, damage):
                              log=lines.append)
     assert len(run["wrong"]) == 2 and f"{path} is damaged" in lines[0]
     assert json.loads(path.read_text())["wrong"] == run["wrong"]
+
+
+@pytest.mark.parametrize("threads", ["100000", "0"])
+def test_threads_out_of_range_is_one_line_error(fake_fashion, tmp_path, capsys, monkeypatch,
+                                                threads):
+    # torch.set_num_threads(100000) segfaulted the process: the bound must be checked first.
+    def never(n):
+        raise AssertionError(f"set_num_threads({n}) reached")
+    monkeypatch.setattr(figure1.torch, "set_num_threads", never)
+    rc = main(["figure1", "--data", str(fake_fashion), "--out", str(tmp_path / "o"), *TINY,
+               "--threads", threads])
+    one_line_error(rc, capsys.readouterr().err, "(--threads)", "threads must be in 1..")
+    assert not (tmp_path / "o").exists()

@@ -395,3 +395,36 @@ def test_a_run_directory_in_use_stops_every_rank(monkeypatch, tmp_path):
             with pytest.raises(Busy, match="in use by another process"):
                 train.main(TrainConfig(out=str(run)))
             assert trained_in == []
+
+
+_NO_CUDA = [] if torch.cuda.is_available() else [(["--model-parallel", "cpu,cuda"], "model-parallel")]
+
+
+@pytest.mark.parametrize("flags, option", [
+    (["--model-parallel", "cpu"], "model-parallel"),
+    (["--model-parallel", "cpu,cpu,cpu"], "model-parallel"),
+    (["--model-parallel", "0"], "model-parallel"),
+    (["--model-parallel", "0,1"], "model-parallel"),
+    (["--model-parallel", "cpu,cuda:99"], "model-parallel"),
+    (["--towers", "1", "--model-parallel", "cpu,cpu"], "towers"),
+    *_NO_CUDA])
+def test_bad_model_parallel_flags_are_one_line_errors_naming_the_flag(tmp_path, capsys, flags,
+                                                                      option):
+    from alexnet.cli import main
+    from conftest import one_line_error
+
+    rc = main(["train", "--data", "shapes:16:8", "--epochs", "1", "--batch-size", "8",
+               "--workers", "0", "--no-progress", "--out", str(tmp_path / "run"), *flags])
+    err = capsys.readouterr().err
+    one_line_error(rc, err, f"(--{option})")
+    assert "one or two" not in err  # one device is refused: it takes exactly two
+    if len(flags[flags.index("--model-parallel") + 1].split(",")) != 2:
+        assert "exactly two devices" in err, err
+
+
+def test_parse_devices_takes_exactly_two():
+    for spec in ("cpu", ["cpu"], "cpu,cpu,cpu"):
+        with pytest.raises(AlexNetError, match="exactly two devices") as e:
+            parse_devices(spec)
+        assert e.value.option == "model_parallel"
+    assert parse_devices("cpu,cpu") == (torch.device("cpu"), torch.device("cpu"))

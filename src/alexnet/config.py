@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any, Optional, get_type_hints
@@ -226,5 +227,10 @@ def arch_options(cfg: TrainConfig, stats: dict | None = None) -> dict[str, Any]:
                                option="input_norm")
         # One scale for all channels (their mean std): a per-channel one would not be a plain
         # multiplication of the whole input, and the channels' stds differ little.
-        options["input_scale"] = float(f"{1.0 / float(stats['std'].float().mean()):.6g}")
+        std = float(stats["std"].float().mean())
+        if not (math.isfinite(std) and std > 0):  # solid-colour images: 1/std has no value
+            raise AlexNetError(f"the training images have no variation (pixel std {std:g}), so "
+                               "input_norm mean-std cannot scale them; use --input-norm mean",
+                               option="input_norm")
+        options["input_scale"] = float(f"{1.0 / std:.6g}")
     return options

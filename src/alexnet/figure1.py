@@ -54,6 +54,7 @@ from . import stats
 from .data.fashion import DEFAULT_ROOT, FILES, read_idx
 from .errors import AlexNetError, DataError, Diverged
 from .io import atomic_write_json, atomic_write_text, locked_dir, read_cache
+from .machine import most_per_core
 from .step import train_step
 from .visualize.figure1 import format_table, verdict_line, write_report
 
@@ -440,8 +441,10 @@ def config_from_args(args) -> Figure1Config:
 
 def run(args) -> int:
     cfg = config_from_args(args)
-    if args.threads < 1:
-        raise AlexNetError("threads must be ≥ 1", option="threads")
+    most = most_per_core()  # as for --workers; set_num_threads(100000) was a segfault
+    if not 1 <= args.threads <= most:
+        raise AlexNetError(f"threads must be in 1..{most} (8 per core), got {args.threads}",
+                           option="threads")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     command = "alexnet figure1 " + " ".join(

@@ -56,6 +56,13 @@ def describe() -> str:
 _ON, _OFF = ("1", "on", "true", "yes"), ("0", "off", "false", "no")
 
 
+def most_per_core() -> int:
+    """The most worker processes or threads an option may ask for: 8 per core, at least 32.
+    Far more only spends memory and start-up time, thousands of processes hang at start, and
+    torch.set_num_threads(100000) crashed the process."""
+    return max(32, 8 * (os.cpu_count() or 1))
+
+
 def env_flag(name: str, default: bool = True) -> bool:
     """An on/off switch from the environment (ALEXNET_IMAGE_CACHE, ALEXNET_MASTERS): 1/on/true/yes
     or 0/off/false/no, any case; unset or empty is the default. Anything else is an error rather

@@ -255,7 +255,8 @@ def gather_objects(obj, info: DistInfo) -> list:
 
 
 def parse_devices(spec: str | Sequence[str]) -> tuple[torch.device, ...]:
-    """'cuda:0,cuda:1' (or a sequence) -> one or two existing devices, else AlexNetError.
+    """'cuda:0,cuda:1' (or a sequence) -> two existing devices, else AlexNetError naming
+    --model-parallel.
 
     The same device may appear twice ('cpu,cpu'): the split then runs on one device (as in tests).
     """
@@ -263,10 +264,13 @@ def parse_devices(spec: str | Sequence[str]) -> tuple[torch.device, ...]:
         names = [s.strip() for s in spec.split(",")]
     else:
         names = [str(s) for s in spec]
-    if len(names) not in (1, 2) or not all(names):
-        raise AlexNetError("--model-parallel takes one or two devices, like cuda:0,cuda:1; "
-                        f"got {spec!r}")
-    return tuple(resolve_device(name) for name in names)
+    if len(names) != 2 or not all(names):
+        raise AlexNetError("model parallelism takes exactly two devices, DEV0,DEV1 like "
+                           f"cuda:0,cuda:1; got {spec!r}", option="model_parallel")
+    try:
+        return tuple(resolve_device(name) for name in names)
+    except AlexNetError as e:
+        raise AlexNetError(str(e), option="model_parallel") from None
 
 
 def _halves(n: int) -> list[int]:
@@ -390,13 +394,12 @@ class TwoDeviceAlexNet(nn.Module):
         super().__init__()
         if not isinstance(model, AlexNet):
             raise AlexNetError(f"model parallelism splits the paper's two towers; "
-                            f"{type(model).__name__} has none (use variant paper)")
+                            f"{type(model).__name__} has none (use variant paper)",
+                            option="variant")
         if model.towers != 2:
-            raise AlexNetError(f"model parallelism needs the paper network with towers=2, "
-                            f"got towers={model.towers}")
-        devs = parse_devices(devices)
-        if len(devs) != 2:
-            raise AlexNetError(f"TwoDeviceAlexNet needs two devices, got {devices!r}")
+            raise AlexNetError(f"--model-parallel splits the paper network's two towers; it needs "
+                            f"towers=2, got towers={model.towers}", option="towers")
+        devs = parse_devices(devices)  # exactly two
         self.devices = devs
         self.tower1 = _Tower(model, devs[0], 0)
         self.tower2 = _Tower(model, devs[1], 1)

@@ -11,7 +11,6 @@ from typing import Optional
 import torch
 
 from . import accel, parallel
-from .errors import AlexNetError
 
 
 @dataclass
@@ -26,10 +25,8 @@ class Runtime:
     def create(cls, device="auto", precision="auto", channels_last=True,
                model_parallel: Optional[str] = None) -> "Runtime":
         if model_parallel:
-            devices = parallel.parse_devices(model_parallel)  # checks that they exist
-            if len(devices) != 2:
-                raise AlexNetError(f"--model-parallel takes two devices, DEV0,DEV1; got "
-                                f"{model_parallel!r}")
+            # Exactly two devices that exist, else an error naming --model-parallel.
+            devices = parallel.parse_devices(model_parallel)
             dev = devices[0]
         else:
             devices = None

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import AlexNetError
+from ..machine import most_per_core
 from .imageset import ImageSet, drop_failed
 from .prepared import decode_batch
 
@@ -74,9 +75,8 @@ def auto_workers(device=None) -> int:
 
 
 def check_workers(workers: int | None) -> None:
-    """A worker count a machine can start: 0 .. 8 per core (at least 32). Far more only spends
-    memory and start-up time (each worker is a process), and thousands hang at start."""
-    most = max(32, 8 * (os.cpu_count() or 1))
+    """A worker count a machine can start: 0 .. 8 per core (machine.most_per_core)."""
+    most = most_per_core()
     if workers is not None and not 0 <= workers <= most:
         raise AlexNetError(f"workers must be in 0..{most} (8 per core), got {workers}",
                            option="workers")
