@@ -286,3 +286,16 @@ def test_a_directory_in_place_of_a_run_file_is_refused_before_training(tmp_path,
     err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
     assert f"{run / 'results.json'} is not a file" in err and "remove it" in err, err
     assert len(metrics(run)) == 1  # refused before epoch 2 was trained
+
+
+def test_a_bad_value_in_the_saved_config_is_the_checkpoints_not_a_flags(tmp_path, capsys):
+    """It named --lr, a flag the user never gave."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "config": {**ckpt["config"], "lr": "x"}}, run / "checkpoint.pt")
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
+    assert f"{run}/checkpoint.pt is damaged: its config's lr must be" in err, err
+    assert "(--lr)" not in err
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "0"])
+    assert err.endswith("(--epochs)\n"), err  # a flag given is still named

@@ -90,7 +90,13 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     values = {**LEGACY_OPTIONS, **saved,
               **{k: v for k, v in overrides.items() if k in may_change}}
     cfg = TrainConfig(**{**values, "out": str(run), "resume": str(run)})
-    validate(cfg)
+    try:
+        validate(cfg)
+    except AlexNetError as e:  # a value the checkpoint holds, not a flag the user gave
+        if e.option in overrides:
+            raise
+        raise AlexNetError(f"{run}/checkpoint.pt is damaged: its config's {e}",
+                           option="resume") from None
     if cfg.schedule == "cosine" and cfg.epochs != saved.get("epochs", cfg.epochs):
         # The cosine's length is the run's: another would change the lr of every step to come
         # (and of those done), so the run would no longer be the one it continues.
