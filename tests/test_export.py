@@ -139,12 +139,16 @@ def test_convert_rejects_what_is_not_torchvision_alexnet(tmp_path, capsys):
     bad["features.3.weight"] = torch.zeros(5, 64, 5, 5)
     torch.save(bad, tmp_path / "wrong_shape.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a torch file at all")
+    listed = alexnet("owt", num_classes=10).state_dict()
+    listed["features.0.weight"] = [1.0, 2.0]  # was called "no features.0.weight"
+    torch.save(listed, tmp_path / "listed.pth")
     (tmp_path / "folder").mkdir()
     from safetensors.torch import save_file
     save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     for name, message in [("resnet.pth", "not a torchvision AlexNet"),
                           ("model.safetensors", "is a safetensors file; convert takes"),
                           ("wrong_shape.pth", "features.3.weight"),
+                          ("listed.pth", "its features.0.weight is a list, not a tensor"),
                           ("junk.pth", "not a PyTorch"), ("missing.pth", "not found"),
                           ("folder", "folder is a directory, not a weights file")]:
         assert cli_main(["convert", "torchvision", str(tmp_path / name),

@@ -91,8 +91,11 @@ def torchvision_checkpoint(state_dict: dict[str, torch.Tensor], source: str = ""
     per-channel std folded into conv1 (see the module doc)."""
     state_dict = _strip_ddp(state_dict) if isinstance(state_dict, dict) else state_dict
     if not _is_torchvision_state_dict(state_dict) or "classifier.6.weight" not in state_dict:
-        raise AlexNetError(f"{source or 'input'} is not a torchvision AlexNet state_dict "
-                        "(no features.0.weight / classifier.6.weight)")
+        odd = next((k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)), None) \
+            if isinstance(state_dict, dict) else None
+        why = (f"its {odd} is a {type(state_dict[odd]).__name__}, not a tensor"
+               if odd is not None else "no features.0.weight / classifier.6.weight")
+        raise AlexNetError(f"{source or 'input'} is not a torchvision AlexNet state_dict ({why})")
     num_classes, in_channels = (state_dict["classifier.6.weight"].shape[0],
                                 state_dict["features.0.weight"].shape[1])
     if in_channels != 3:
