@@ -3,6 +3,7 @@ statistics cache, so that tests never read or write ~/.cache."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -146,3 +147,32 @@ def one_line_error(rc, err, *words):
     assert err.count("\n") == 1 and "Traceback" not in err, err
     for w in words:
         assert w in err, err
+
+
+def one_line_exit_2(capsys, argv) -> str:
+    """Run the CLI; it must fail with exit code 2 and one line on stderr, no traceback."""
+    code = cli_main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+# --- tiny training runs ---------------------------------------------------------------------------
+
+# A run in seconds: the paper recipe (dropout on) on 16 images, in fp32, without workers.
+FAST = ["--data", "shapes:16:8", "--batch-size", "8", "--workers", "0", "--eval-crops", "1",
+        "--no-progress", "--recipe", "paper", "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished 1-epoch run, shared by the tests of a module that only read it."""
+    run = tmp_path_factory.mktemp("trained") / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    return run
+
+
+def metrics(run: Path) -> list[dict]:
+    """A run's metrics.jsonl, one dict per epoch."""
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

@@ -1,15 +1,13 @@
 """Regression tests for the promises an adversarial user broke (issue 11), on the training side:
-exact resume under the DEFAULT options, a NaN guard that guards what is saved, one run per
-directory, stale temporary files swept, checkpoints written in an order a kill cannot break, and
-one line with exit code 2 (never a traceback) for bad values, paths and files.
+a NaN guard that guards what is saved, one run per directory, stale temporary files swept,
+checkpoints written in an order a kill cannot break, and one line with exit code 2 (never a
+traceback) for bad values, paths and files. Exact resume under the default options is in
+test_resume.py; damaged and crafted checkpoints in test_adversarial_checkpoint.py.
 
 Each test states the command, the exit code, and what must be on disk afterwards."""
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,158 +17,13 @@ import pytest
 import torch
 
 import alexnet.train as train_module
-from alexnet.checkpoint import load_checkpoint, save_checkpoint
+from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.config import TrainConfig
 from alexnet.errors import AlexNetError
 from alexnet.io import locked_dir
 from alexnet.parallel import DistInfo
-
-# The options a user gets without passing any (workers, precision, eval crops: defaults), only
-# the data made tiny. --recipe paper: dropout on, so dropout masks must replay exactly.
-DEFAULTS = ["--data", "shapes:32:8", "--batch-size", "8", "--seed", "0", "--recipe", "paper",
-            "--no-progress"]
-FAST = ["--data", "shapes:16:8", "--batch-size", "8", "--workers", "0", "--eval-crops", "1",
-        "--no-progress", "--recipe", "paper", "--precision", "fp32"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """One finished 1-epoch run, shared by the tests that only read it."""
-    run = tmp_path_factory.mktemp("trained") / "r"
-    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
-    return run
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
-def one_line_exit_2(capsys, argv) -> str:
-    """Run the CLI; it must fail with exit code 2 and one line on stderr, no traceback."""
-    code = cli_main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
-
-
-@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["default", "2"])
-def test_exact_resume_with_the_default_workers(tmp_path, capsys, workers):
-    # Before the fix: epoch-2 train loss 5.342 resumed against 6.049 uninterrupted, because the
-    # DataLoader drew its workers' base seed from the global generator and shifted dropout.
-    # The default is chosen by the cores (0 workers on 2); 2 workers is the case that failed.
-    assert cli_main(["train", *DEFAULTS, *workers, "--epochs", "2",
-                     "--out", str(tmp_path / "full")]) == 0
-    assert cli_main(["train", *DEFAULTS, *workers, "--epochs", "1",
-                     "--out", str(tmp_path / "cut")]) == 0
-    capsys.readouterr()
-    assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
-    assert "warning" not in capsys.readouterr().err  # the same one process: nothing to say
-    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
-    assert len(full) == len(cut) == 2
-    for a, b in zip(full, cut):
-        for key in ("train_loss", "val_loss", "val_top1_error"):
-            assert math.isclose(a[key], b[key], rel_tol=1e-6, abs_tol=1e-9), (key, a, b)
-
-
-_TIMINGS = ("img_per_s", "img_per_s_after_first_step", "seconds")  # the clock's, not the run's
-
-
-def _assert_same(a, b, where: str) -> None:
-    """a and b equal bit for bit: tensors (dtype, shape, every bit), dicts, lists and numbers."""
-    if torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape, where
-        same = torch.equal(a, b)  # (not in the assert: pytest would print both tensors)
-        assert same, f"{where}: up to {(a.double() - b.double()).abs().max().item()} apart"
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and sorted(a, key=str) == sorted(b, key=str), where
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
-
-
-def _comparable(ckpt: dict) -> dict:
-    """A checkpoint less what two runs of the same training may differ in: their directory, the
-    clock, and numpy's and Python's generators (each process's own entropy: training does not
-    draw from them; torch's, which it does draw from, is compared)."""
-    config = {k: v for k, v in ckpt["config"].items() if k not in ("out", "resume")}
-    history = [{k: v for k, v in h.items() if k not in _TIMINGS} for h in ckpt["history"]]
-    return {**ckpt, "config": config, "history": history, "rng": ckpt["rng"]["torch"]}
-
-
-@pytest.mark.slow
-def test_exact_resume_of_the_demo_recipe_after_a_kill(tmp_path):
-    """`alexnet train` (= `make demo`, the README's first command) with no option but a smaller
-    --data: the demo recipe (AdamW, cosine schedule with a warm-up of 0.3 epochs, He init), the
-    default workers, precision (bf16 on a CPU with native bf16: the optimizer's bf16 weight
-    copies), 10-crop evaluation and run directory (runs/demo). Killed (SIGKILL) in epoch 2 and
-    resumed with `alexnet train --resume runs/demo` in a new process, it must end with the same
-    weights, optimizer state and metrics, bit for bit, as the run that was never stopped.
-
-    The other exact-resume tests use --recipe paper (SGD, plateau) in one process; the cosine
-    schedule cannot be cut short by --epochs 1 (its length is the run's), so the run is killed."""
-    from dataclasses import asdict
-
-    from alexnet import accel
-    from alexnet.io import atomic_write_json
-    from alexnet.machine import cache_dir
-
-    # What "auto" means on the CPU (the precision, conv1's layout) is measured by a probe in each
-    # process and cached for the next; on a busy machine nothing is cached and each process
-    # measures again, and may pick another stem (s2d's weight gradient differs from nhwc's in its
-    # rounding, and a checkpoint does not record the stem), and then no resume is exact. Pinned
-    # here for the three processes, as an idle machine's cache pins it.
-    threads = torch.get_num_threads()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    pinned = cache_dir() / f"fastpath-{accel._probe_key(threads)}.json"
-    if not pinned.exists():
-        atomic_write_json(pinned, asdict(accel.fast_path("cpu")))
-
-    data = ["--data", "shapes:64:16"]  # 2 steps of the demo's batch 32 per epoch, 1 of warm-up
-
-    def alexnet(cwd: Path, *argv: str) -> subprocess.Popen:
-        cwd.mkdir(exist_ok=True)
-        with open(cwd / "stderr.txt", "w") as err:  # a file: a full pipe would block the run
-            return subprocess.Popen([sys.executable, "-m", "alexnet", "train", *argv], cwd=cwd,
-                                    env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-
-    def finish(cwd: Path, *argv: str) -> str:
-        proc = alexnet(cwd, *argv)
-        out, _ = proc.communicate(timeout=600)
-        err = (cwd / "stderr.txt").read_text()
-        assert proc.returncode == 0, out + err
-        return err
-
-    full, cut = tmp_path / "full", tmp_path / "cut"
-    finish(full, *data)
-    proc = alexnet(cut, *data)
-    for line in proc.stdout:  # read up to epoch 1's line: printed after its checkpoint.pt
-        if line.startswith("epoch   1/3"):
-            os.kill(proc.pid, signal.SIGKILL)  # in epoch 2 (its first step takes a second)
-            break
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, "the run was not killed in epoch 2"
-    run = cut / "runs" / "demo"
-    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
-    err = finish(cut, "--resume", "runs/demo")
-    assert "warning" not in err, err  # the same machine, precision and processes: exact
-
-    ref = full / "runs" / "demo"
-    a, b = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (ref, run))
-    assert a["config"]["recipe"] == "demo" and a["epoch"] == b["epoch"] == 3
-    assert a["config"]["workers"] is None and a["config"]["precision"] == "auto"
-    _assert_same(_comparable(a), _comparable(b), "checkpoint.pt")
-    _assert_same(torch.load(ref / "best.pt", weights_only=True)["model"],
-                 torch.load(run / "best.pt", weights_only=True)["model"], "best.pt")
-    assert json.loads((ref / "results.json").read_text()) == \
-        json.loads((run / "results.json").read_text())  # 1-crop and 10-crop, to the last bit
-
+from conftest import FAST, metrics, one_line_exit_2
 
 def _finite(path: Path) -> bool:
     return all(torch.isfinite(v).all() for v in load_checkpoint(path)["model"].values())
@@ -370,113 +223,6 @@ def test_train_out_that_is_a_file_or_unwritable(tmp_path, capsys):
     for out in (tmp_path / "file", Path("/proc/alexnet-run")):
         one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", "--out", str(out)])
 
-
-def _leave_a_mark(path: str) -> str:
-    """What a pickled object runs when it is unpickled: proof that a load ran its code."""
-    Path(path).write_text("the checkpoint's pickled code ran")
-    return "loaded"
-
-
-class _RunsOnLoad:
-    """Unpickled, calls _leave_a_mark(path) (any callable could stand there: os.system...)."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return _leave_a_mark, (self.path,)
-
-
-@pytest.mark.parametrize("command, payload", [
-    ("eval", "object"), ("eval", "function"), ("predict", "object"),
-    ("train --weights", "object"), ("train --resume", "object"), ("export", "object")])
-def test_a_checkpoint_carrying_pickled_code_is_refused_not_run(trained, tmp_path, capsys,
-                                                               command, payload):
-    """Checkpoints are read with torch.load(weights_only=True) (checkpoint.read_torch_file): a
-    valid checkpoint with one more entry, a class instance whose unpickling calls a function or a
-    bare function reference, must be refused in one line, the function never called. A plain
-    torch.load would run it and go on with the checkpoint as if nothing were there."""
-    mark = tmp_path / "MARK"
-    # best.pt's weights (a third of checkpoint.pt's bytes) where no training state is needed
-    source = "checkpoint.pt" if command == "train --resume" else "best.pt"
-    ckpt = torch.load(trained / source, weights_only=True)
-    ckpt["note"] = _RunsOnLoad(mark) if payload == "object" else _leave_a_mark
-    run = tmp_path / "run"  # a run directory whose checkpoint.pt carries it
-    run.mkdir()
-    (run / "config.json").write_bytes((trained / "config.json").read_bytes())
-    bad = run / "checkpoint.pt"
-    torch.save(ckpt, bad)
-    argv = {"eval": ["eval", str(bad), "--data", "shapes:16:8", "--workers", "0"],
-            "predict": ["predict", str(bad), str(trained / "curves.png")],
-            "train --weights": ["train", *FAST, "--epochs", "1", "--weights", str(bad),
-                                "--out", str(tmp_path / "new")],
-            "train --resume": ["train", "--resume", str(run), "--epochs", "2"],
-            "export": ["export", str(bad), "--format", "safetensors",
-                       str(tmp_path / "x.safetensors")]}[command]
-    capsys.readouterr()
-    code = cli_main(argv)
-    err = capsys.readouterr().err
-    assert not mark.exists(), f"the checkpoint's pickled code ran (exit {code})"
-    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert err.startswith(f"alexnet: error: cannot read {bad}: Weights only load failed"), err
-    assert not (tmp_path / "x.safetensors").exists() and not (run / "metrics.jsonl").exists()
-    assert not (tmp_path / "new" / "checkpoint.pt").exists()
-
-
-def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
-    run = tmp_path / "r"
-    run.mkdir()
-    ckpt = torch.load(trained / "best.pt", weights_only=True)
-    del ckpt["arch"]
-    torch.save(ckpt, tmp_path / "noarch.pt")
-    err = one_line_exit_2(capsys, ["eval", str(tmp_path / "noarch.pt"), "--data", "shapes:16:8"])
-    assert "arch" in err
-    (run / "metrics.jsonl").write_bytes(b"\xff\xfe not utf-8 \x80")  # a copy's, not trained's
-    err = one_line_exit_2(capsys, ["show", "curves", str(run), "--out", str(tmp_path / "c.png")])
-    assert "metrics.jsonl: not JSON lines" in err
-    assert not (tmp_path / "c.png").exists()
-    (tmp_path / "text.pt").write_text("hello\n")
-    (tmp_path / "cut.pt").write_bytes((trained / "best.pt").read_bytes()[:1000])
-    for name, words in (("text.pt", "text.pt: not a PyTorch file"),
-                        ("cut.pt", "cut.pt: PytorchStreamReader failed reading zip archive")):
-        err = one_line_exit_2(capsys, ["eval", str(tmp_path / name), "--data", "shapes:16:8"])
-        assert words in err and "UserWarning" not in err, err
-
-
-@pytest.mark.parametrize("change, words", [
-    ({"classes": ["a"]}, "classes"),       # fewer names than the net has classes
-    ({"crop_size": 5}, "crop_size 5"),     # an input size the net cannot take
-    ("nan", "not finite (features.conv1.weight"),  # every prediction would be nan%
-    ({"config": None}, "malformed config"),  # was an AttributeError reading the run's seed
-    ({"config": {"seed": "1"}}, "malformed config"),
-    # a bad option is the checkpoint's, not a flag's: was "… got 'foo' (--activation)"
-    ("activation", "does not describe a network this version builds: activation must be"),
-    ("unknown option", "does not describe a network this version builds"),  # was a TypeError
-    ("list weight", "malformed model"),  # was an AttributeError
-    ("nan mean", "its stats mean_image holds NaN or inf"),  # every prediction was nan%
-    ("small mean", "its stats mean_image is (100, 100, 3), not (S, S, 3)"),  # blamed --data
-])
-def test_checkpoints_whose_metadata_does_not_fit_their_network(trained, tmp_path, capsys,
-                                                               change, words):
-    ckpt = torch.load(trained / "best.pt", weights_only=True)
-    if change in ("activation", "unknown option"):
-        key, value = ("activation", "foo") if change == "activation" else ("colour", 1)
-        change = {"arch": {**ckpt["arch"], "options": {**ckpt["arch"]["options"], key: value}}}
-    if change == "list weight":
-        change = {"model": {**ckpt["model"], "features.conv1.weight": [1.0, 2.0]}}
-    if change in ("nan mean", "small mean"):
-        image = (torch.full((256, 256, 3), math.nan) if change == "nan mean"
-                 else torch.zeros(100, 100, 3))
-        change = {"stats": {**ckpt["stats"], "mean_image": image}}
-    if change == "nan":
-        change = {"model": dict(ckpt["model"])}
-        change["model"]["features.conv1.weight"] = torch.full_like(
-            ckpt["model"]["features.conv1.weight"], math.nan)
-    torch.save({**ckpt, **change}, tmp_path / "bad.pt")
-    for argv in (["predict", str(tmp_path / "bad.pt"), str(trained / "curves.png")],
-                 ["eval", str(tmp_path / "bad.pt"), "--data", "shapes:16:8"]):
-        err = one_line_exit_2(capsys, argv)
-        assert words in err and "(--" not in err, err
 
 
 def test_a_shapes_count_far_too_large_is_refused_up_front(tmp_path, capsys):

@@ -1,11 +1,17 @@
-"""Resuming a run, and the run directory a new run gets (alexnet.rundir): what may change on
---resume and what may not, one line with exit code 2 for what cannot be resumed, and the numbered
-default directory. Split from test_adversarial_train.py, whose helpers they share; exact resume
-under the default options is tested there."""
+"""Resuming a run, and the run directory a new run gets (alexnet.rundir): exact resume under the
+default options (issue 11), what may change on --resume and what may not, one line with exit code
+2 for what cannot be resumed, and the numbered default directory."""
 from __future__ import annotations
 
 import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
 import alexnet.train as train_module
@@ -13,7 +19,130 @@ from alexnet.checkpoint import load_checkpoint, save_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.io import locked_dir
 from alexnet.rundir import resume_config
-from test_adversarial_train import FAST, metrics, one_line_exit_2
+from conftest import FAST, metrics, one_line_exit_2
+
+
+# The options a user gets without passing any (workers, precision, eval crops: defaults), only
+# the data made tiny. --recipe paper: dropout on, so dropout masks must replay exactly.
+DEFAULTS = ["--data", "shapes:32:8", "--batch-size", "8", "--seed", "0", "--recipe", "paper",
+            "--no-progress"]
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["default", "2"])
+def test_exact_resume_with_the_default_workers(tmp_path, capsys, workers):
+    # Before the fix: epoch-2 train loss 5.342 resumed against 6.049 uninterrupted, because the
+    # DataLoader drew its workers' base seed from the global generator and shifted dropout.
+    # The default is chosen by the cores (0 workers on 2); 2 workers is the case that failed.
+    assert cli_main(["train", *DEFAULTS, *workers, "--epochs", "2",
+                     "--out", str(tmp_path / "full")]) == 0
+    assert cli_main(["train", *DEFAULTS, *workers, "--epochs", "1",
+                     "--out", str(tmp_path / "cut")]) == 0
+    capsys.readouterr()
+    assert cli_main(["train", "--resume", str(tmp_path / "cut"), "--epochs", "2"]) == 0
+    assert "warning" not in capsys.readouterr().err  # the same one process: nothing to say
+    full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
+    assert len(full) == len(cut) == 2
+    for a, b in zip(full, cut):
+        for key in ("train_loss", "val_loss", "val_top1_error"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-6, abs_tol=1e-9), (key, a, b)
+
+
+_TIMINGS = ("img_per_s", "img_per_s_after_first_step", "seconds")  # the clock's, not the run's
+
+
+def _assert_same(a, b, where: str) -> None:
+    """a and b equal bit for bit: tensors (dtype, shape, every bit), dicts, lists and numbers."""
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape, where
+        same = torch.equal(a, b)  # (not in the assert: pytest would print both tensors)
+        assert same, f"{where}: up to {(a.double() - b.double()).abs().max().item()} apart"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a, key=str) == sorted(b, key=str), where
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
+
+
+def _comparable(ckpt: dict) -> dict:
+    """A checkpoint less what two runs of the same training may differ in: their directory, the
+    clock, and numpy's and Python's generators (each process's own entropy: training does not
+    draw from them; torch's, which it does draw from, is compared)."""
+    config = {k: v for k, v in ckpt["config"].items() if k not in ("out", "resume")}
+    history = [{k: v for k, v in h.items() if k not in _TIMINGS} for h in ckpt["history"]]
+    return {**ckpt, "config": config, "history": history, "rng": ckpt["rng"]["torch"]}
+
+
+@pytest.mark.slow
+def test_exact_resume_of_the_demo_recipe_after_a_kill(tmp_path):
+    """`alexnet train` (= `make demo`, the README's first command) with no option but a smaller
+    --data: the demo recipe (AdamW, cosine schedule with a warm-up of 0.3 epochs, He init), the
+    default workers, precision (bf16 on a CPU with native bf16: the optimizer's bf16 weight
+    copies), 10-crop evaluation and run directory (runs/demo). Killed (SIGKILL) in epoch 2 and
+    resumed with `alexnet train --resume runs/demo` in a new process, it must end with the same
+    weights, optimizer state and metrics, bit for bit, as the run that was never stopped.
+
+    The other exact-resume tests use --recipe paper (SGD, plateau) in one process; the cosine
+    schedule cannot be cut short by --epochs 1 (its length is the run's), so the run is killed."""
+    from dataclasses import asdict
+
+    from alexnet import accel
+    from alexnet.io import atomic_write_json
+    from alexnet.machine import cache_dir
+
+    # What "auto" means on the CPU (the precision, conv1's layout) is measured by a probe in each
+    # process and cached for the next; on a busy machine nothing is cached and each process
+    # measures again, and may pick another stem (s2d's weight gradient differs from nhwc's in its
+    # rounding). The resume takes its checkpoint's stem, but the uninterrupted run and the cut
+    # one are two fresh processes: pinned here for all three, as an idle machine's cache pins it.
+    threads = torch.get_num_threads()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    pinned = cache_dir() / f"fastpath-{accel._probe_key(threads)}.json"
+    if not pinned.exists():
+        atomic_write_json(pinned, asdict(accel.fast_path("cpu")))
+
+    data = ["--data", "shapes:64:16"]  # 2 steps of the demo's batch 32 per epoch, 1 of warm-up
+
+    def alexnet(cwd: Path, *argv: str) -> subprocess.Popen:
+        cwd.mkdir(exist_ok=True)
+        with open(cwd / "stderr.txt", "w") as err:  # a file: a full pipe would block the run
+            return subprocess.Popen([sys.executable, "-m", "alexnet", "train", *argv], cwd=cwd,
+                                    env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+
+    def finish(cwd: Path, *argv: str) -> str:
+        proc = alexnet(cwd, *argv)
+        out, _ = proc.communicate(timeout=600)
+        err = (cwd / "stderr.txt").read_text()
+        assert proc.returncode == 0, out + err
+        return err
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    finish(full, *data)
+    proc = alexnet(cut, *data)
+    for line in proc.stdout:  # read up to epoch 1's line: printed after its checkpoint.pt
+        if line.startswith("epoch   1/3"):
+            os.kill(proc.pid, signal.SIGKILL)  # in epoch 2 (its first step takes a second)
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the run was not killed in epoch 2"
+    run = cut / "runs" / "demo"
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+    err = finish(cut, "--resume", "runs/demo")
+    assert "warning" not in err, err  # the same machine, precision and processes: exact
+
+    ref = full / "runs" / "demo"
+    a, b = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (ref, run))
+    assert a["config"]["recipe"] == "demo" and a["epoch"] == b["epoch"] == 3
+    assert a["config"]["workers"] is None and a["config"]["precision"] == "auto"
+    _assert_same(_comparable(a), _comparable(b), "checkpoint.pt")
+    _assert_same(torch.load(ref / "best.pt", weights_only=True)["model"],
+                 torch.load(run / "best.pt", weights_only=True)["model"], "best.pt")
+    assert json.loads((ref / "results.json").read_text()) == \
+        json.loads((run / "results.json").read_text())  # 1-crop and 10-crop, to the last bit
 
 
 def test_resume_of_nothing_is_an_error_not_a_fresh_run(tmp_path, capsys, monkeypatch):
@@ -228,7 +357,6 @@ def test_a_resume_runs_conv1_as_the_run_did_whatever_this_process_measures(tmp_p
     import dataclasses
 
     from alexnet import accel
-    from test_adversarial_train import _assert_same, _comparable
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(accel, "_fast_paths", {})  # this test's own measurements, none cached

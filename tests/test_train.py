@@ -18,6 +18,7 @@ from torch import nn
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.schedule import LRSchedule
+from conftest import metrics
 
 # Small and fast, but the real paper network: 24 training images, batches of 8, fp32 for exactness.
 TINY = ["--data", "shapes:24:16", "--batch-size", "8", "--precision", "fp32", "--workers", "0",
@@ -26,10 +27,6 @@ TINY = ["--data", "shapes:24:16", "--batch-size", "8", "--precision", "fp32", "-
 
 def train(tmp: Path, name: str, *extra: str) -> int:
     return cli_main(["train", *TINY, "--out", str(tmp / name), *extra])
-
-
-def metrics(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def same_metrics(a: list[dict], b: list[dict]) -> bool:
