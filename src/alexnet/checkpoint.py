@@ -63,9 +63,6 @@ def read_torch_file(path: Path, map_location="cpu") -> Any:
     # say so plainly for anything else instead of passing on torch's message about unpickling
     if not is_torch_file(path):
         raise DataError(f"cannot read {path}: not a PyTorch file (torch.save)")
-    if _is_torchscript(path):  # torch.load's words ("Cannot use weights_only=True …") hide it
-        raise DataError(f"cannot read {path}: a TorchScript module (torch.jit.load reads it; "
-                        f"give a checkpoint, a run directory or a safetensors export)")
     try:
         with warnings.catch_warnings():  # torch warns before it fails; the error says it all
             warnings.simplefilter("ignore")
@@ -74,6 +71,9 @@ def read_torch_file(path: Path, map_location="cpu") -> Any:
             with open(path, "rb") as f:
                 return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, pickled code, …
+        if _is_torchscript(path):  # torch's words ("Cannot use weights_only=True …") hide it
+            raise DataError(f"cannot read {path}: a TorchScript module (torch.jit.load reads "
+                            f"it; give a checkpoint, a run directory or a safetensors export)")
         raise DataError(f"cannot read {path}: {first_line(e).split('. ')[0]}") from None
 
 

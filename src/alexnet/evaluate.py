@@ -22,16 +22,17 @@ from .predictor import Predictor
 from .progress import Progress
 
 
-def top_k_hits(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """(B,) float64: 1 where the label is among the k most probable classes, 0 where not, and
-    for a label tied with others across the k-th place the chance that a random order of the tie
-    puts it inside. torch.topk orders ties as it happens to (bf16 logits tie often), and a dead
-    net's equal probabilities would score 0% top-1 error on whichever class came first: here they
-    score what chance does (k / classes). A NaN probability is a miss."""
+def top_k_hits(probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """(len(ks), B) float64: per k, 1 where the label is among the k most probable classes, 0
+    where not, and for a label tied with others across the k-th place the chance that a random
+    order of the tie puts it inside. torch.topk orders ties as it happens to (bf16 logits tie
+    often), and a dead net's equal probabilities would score 0% top-1 error on whichever class
+    came first: here they score what chance does (k / classes). A NaN probability is a miss."""
     p = probs.gather(1, labels[:, None])                            # (B, 1) the label's
     above = (probs > p).sum(1)                                      # classes ranked above it
     tied = (probs == p).sum(1).clamp_min(1)                         # itself and its equals
-    hits = ((k - above).double() / tied).clamp(0, 1)
+    k = torch.tensor(ks, device=probs.device)[:, None]              # (K, 1)
+    hits = ((k - above).double() / tied).clamp(0, 1)                # (K, B)
     return torch.where(p[:, 0].isnan(), 0.0, hits)
 
 
@@ -47,8 +48,8 @@ def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = Fals
             probs = predictor.probs(images, crops)
             labels = labels.to(probs.device)
             nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log()
-            sums += torch.tensor([nll.sum().item(), top_k_hits(probs, labels, 1).sum().item(),
-                                  top_k_hits(probs, labels, 5).sum().item(), len(labels)],
+            top1, top5 = top_k_hits(probs, labels).sum(1).tolist()
+            sums += torch.tensor([nll.sum().item(), top1, top5, len(labels)],
                                  dtype=torch.float64)
             bar.update()
     if info is not None:

@@ -248,12 +248,11 @@ def cached_run(out: Path, kind: str, activation: str, lr: float, seed: int, data
     that stopped short of max_steps for any other reason than the target is not enough."""
     path, settings = run_path(out, kind, activation, lr, seed), cfg.run_settings()
     pilot = kind == "pilot"
-    if path.is_file():
-        old = _cached(path, settings, log)
-        if old and _covers(old, cfg, max_steps):
-            # A longer cached run serves a shorter one: its first max_steps steps are the same.
-            old["wrong"], old["loss"] = old["wrong"][:max_steps], old["loss"][:max_steps]
-            return old
+    old = _cached(path, settings, log)  # None when there is none
+    if old and _covers(old, cfg, max_steps):
+        # A longer cached run serves a shorter one: its first max_steps steps are the same.
+        old["wrong"], old["loss"] = old["wrong"][:max_steps], old["loss"][:max_steps]
+        return old
     run = train_run(activation, lr, seed, data, cfg, max_steps, stop_at_target=pilot)
     run["settings"] = settings
     atomic_write_json(path, run)

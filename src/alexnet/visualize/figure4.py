@@ -15,6 +15,7 @@ import torch
 
 from ..data import open_dataset
 from ..errors import AlexNetError
+from ..options import check_value
 from ..predictor import Predictor, read_names
 from .common import centre, figure, save_figure, short, show_image
 
@@ -119,8 +120,7 @@ def run_neighbours(args) -> int:
     for flag, value in (("--queries", args.queries), ("--pool", args.pool), ("-k", args.k)):
         if value < 1:
             raise AlexNetError(f"{flag} must be >= 1")
-    if args.seed < 0:  # numpy's own words ("expected non-negative integer") name no flag
-        raise AlexNetError(f"seed must be >= 0, got {args.seed}", option="seed")
+    check_value("seed", args.seed, int, {"low": 0})  # numpy's own words name no flag
     if args.queries > MAX_IMAGES:
         raise AlexNetError(f"--queries: at most {MAX_IMAGES}")
     seen = Predictor.from_file(args.checkpoint, args.device, args.precision)
