@@ -271,10 +271,15 @@ def test_bad_input_size_is_one_line(capsys):
 
 @pytest.mark.parametrize("flags, option", [(["--input-size", "0"], "--input-size"),
                                            (["--input-size", "300"], "--input-size"),
-                                           (["--num-classes", "0"], "--num-classes")])
+                                           (["--num-classes", "0"], "--num-classes"),
+                                           # past int64: a TypeError from torch.zeros/nn.Linear
+                                           (["--input-size", "9" * 23], "--input-size"),
+                                           (["--num-classes", "9" * 23], "--num-classes"),
+                                           # fits int64, but fc8's byte count does not
+                                           (["--num-classes", str(2**63 - 1)], "--num-classes")])
 def test_bad_sizes_name_their_option(capsys, flags, option):
     code, _, err = run_summary(capsys, *flags)
-    assert code == 2 and err.strip().endswith(f"({option})")
+    assert code == 2 and err.strip().endswith(f"({option})") and len(err.splitlines()) == 1
     assert "224" not in err or flags[1] != "300"  # the 224 hint is for sizes below 227 only
 
 

@@ -362,9 +362,14 @@ def scaled(channels: int, width: float, towers: int) -> int:
     return max(towers, towers * math.floor(channels * width / towers + 0.5))
 
 
+MAX_SIZE = 2**31 - 1  # the most classes, or the widest input side, that we build or trace
+
+
 def _check_shape(num_classes, in_channels, input_scale: float = 1.0) -> None:
     """What the data sets rather than the user: the class and channel counts, the input scale."""
-    check_value("num_classes", num_classes, int, {"low": 1})
+    # The cap is no dataset's limit: far above it, fc8's byte count overflows int64 and torch
+    # fails with a traceback (a TypeError past int64, a RuntimeError below).
+    check_value("num_classes", num_classes, int, {"low": 1, "high": MAX_SIZE})
     check_value("in_channels", in_channels, int, {"low": 1})
     check_value("input_scale", input_scale, float, {"low": 0.0, "low_open": True})
 

@@ -47,7 +47,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from .errors import AlexNetError
-from .model import VARIANTS, alexnet
+from .model import MAX_SIZE, VARIANTS, alexnet
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -258,6 +258,8 @@ def layer_table(model: nn.Module, input_size: int | None = None) -> dict:
     input_size = model.input_size if input_size is None else input_size
     if input_size < 1:
         raise ValueError(f"input size must be a positive integer, got {input_size}")
+    if input_size > MAX_SIZE:  # past int64, torch.zeros fails with a TypeError, not a RuntimeError
+        raise ValueError(f"input size {input_size} is too large: at most {MAX_SIZE}")
     try:
         records = _trace(model, input_size)
     except _Mismatch as e:
