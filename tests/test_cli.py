@@ -61,6 +61,23 @@ def test_user_error_is_one_line_and_exit_2(capsys):
     assert out == "" and err == "alexnet: error: num_classes must be >= 1, got 0 (--num-classes)\n"
 
 
+@pytest.mark.parametrize("flag", ["--batch-size", "--gemm-size", "--inference-batch-sizes"])
+def test_a_number_past_int64_is_one_line(capsys, flag):
+    # torch says "Overflow when unpacking long long" as a TypeError (with C++ frames) for a size
+    # that fits no C integer; found by fuzzing every option with odd values
+    argv = ["bench", "model", "--steps", "1", "--warmup", "0", "--configs", "c", flag, "9" * 23]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("alexnet: error: a number too large (past int64): ")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_type_error_that_is_not_an_overflow_stays_a_traceback(monkeypatch):
+    monkeypatch.setattr("alexnet.summary.run", lambda args: None + 1)  # a bug of ours
+    with pytest.raises(TypeError):
+        main(["summary"])
+
+
 def test_summary_help(capsys):
     code = main(["summary", "--help"])
     assert code == 0

@@ -1,7 +1,8 @@
 """The `alexnet` command. Each subcommand lives in its own module, imported only when it runs.
 
 A command module provides `add_arguments(parser)` and `run(args) -> int`. Bad input (an AlexNetError or
-other ValueError, an OSError, an unknown option) prints one line on stderr and exits with code 2.
+other ValueError, an OSError, an unknown option, a size too large to allocate or past int64) prints
+one line on stderr and exits with code 2.
 """
 from __future__ import annotations
 
@@ -124,15 +125,29 @@ def main(argv: list[str] | None = None) -> int:
         if _debug():
             raise
         return fail(describe_error(e))
-    except RuntimeError as e:  # torch reports an allocation it cannot make as a RuntimeError
-        if _debug() or not _out_of_memory(e):
+    except (RuntimeError, TypeError, OverflowError) as e:
+        # torch reports an allocation it cannot make as a RuntimeError, and a size past int64
+        # (`--batch-size 99999999999999999999`) as a TypeError or RuntimeError; others are bugs
+        if _debug() or not (_out_of_memory(e) or _overflow(e)):
             raise
+        if _overflow(e):
+            what = first_line(e, 300).split(" with error")[0]  # torch's words: an unpaired quote
+            return fail(describe_error(ValueError(f"a number too large (past int64): {what}")))
         return fail(describe_error(MemoryError(first_line(e, 300))))
 
 
-def _out_of_memory(e: RuntimeError) -> bool:
+def _out_of_memory(e: Exception) -> bool:
     text = str(e)
-    return "can't allocate memory" in text or "out of memory" in text.lower()
+    return isinstance(e, RuntimeError) and ("can't allocate memory" in text
+                                            or "out of memory" in text.lower())
+
+
+def _overflow(e: Exception) -> bool:
+    """A size that fits no C integer: torch's "Overflow when unpacking long long" (TypeError) or
+    "Storage size calculation overflowed" (RuntimeError), or Python's OverflowError."""
+    text = str(e)
+    return (isinstance(e, OverflowError) or "Overflow when unpacking long" in text
+            or "size calculation overflowed" in text)
 
 
 def _debug() -> bool:
