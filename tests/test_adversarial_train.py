@@ -225,6 +225,20 @@ def test_train_out_that_is_a_file_or_unwritable(tmp_path, capsys):
 
 
 
+@pytest.mark.parametrize("flags, says, option", [
+    # The forward pass overflows before any update: the lr cannot be at fault.
+    (["--init-std", "1e23"], "the training loss became nan at the first step, before any update, "
+     "so not through the learning rate: the initialisation (--init-std 1e+23)", "--init-std"),
+    # Step 1 is finite, step 2 not: the lr and the init together, and the user moved the init.
+    (["--bias-init", "1e10"], "the learning rate is probably too high, or the initialisation is "
+     "too large (--bias-init 1e+10) (epoch 1, step 2)", "--lr"),
+])
+def test_a_blown_up_init_is_named_not_only_the_lr(tmp_path, capsys, flags, says, option):
+    err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", *flags,
+                                   "--out", str(tmp_path / "r")])
+    assert says in err and err.rstrip().endswith(f"({option})"), err
+
+
 def test_a_shapes_count_far_too_large_is_refused_up_front(tmp_path, capsys):
     err = one_line_exit_2(capsys, ["train", *FAST[2:], "--data", "shapes:100000000000:8",
                                    "--epochs", "1", "--out", str(tmp_path / "huge")])

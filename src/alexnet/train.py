@@ -83,8 +83,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
                                      autocast=rt.autocast, label_smoothing=cfg.label_smoothing,
                                      masters=t.masters)
             except Diverged as e:
-                raise Diverged(f"{e} (epoch {epoch + 1}, step {i + 1}); {_kept(epoch)}",
-                               option="lr") from None
+                raise _diverged(e, cfg, epoch, i) from None
             loss_sum += loss * len(labels)
             seen += len(labels)
             now = time.perf_counter()  # the step has synchronised (train_step reads the loss)
@@ -344,6 +343,34 @@ def _check_finite(t: Training, val: dict, epoch: int) -> None:
                                                               f"{val['loss']}"
         raise Diverged(f"{what} in epoch {epoch + 1}; nothing of it was saved ({_kept(epoch)}); "
                        f"the learning rate is probably too high", option="lr")
+
+
+def _diverged(e: Diverged, cfg: TrainConfig, epoch: int, step: int) -> Diverged:
+    """A non-finite training loss, with where it happened and what the run directory keeps, and
+    the initialisation named where the user moved it from the paper's (--init-std 10 blows up
+    at step 2 whatever the lr). At a run's very first step the learning rate has not acted yet
+    (the loss is computed before the update): the weights it started from are at fault."""
+    init = _init_given(cfg)
+    if epoch or step:
+        also = f", or the initialisation is too large ({init})" if init else ""
+        return Diverged(f"{e}{also} (epoch {epoch + 1}, step {step + 1}); {_kept(epoch)}",
+                        option="lr")
+    loss = str(e).split(";")[0]  # "the training loss became nan"
+    start = (f"the weights of --weights {cfg.weights}" if cfg.weights else
+             f"the initialisation ({init or f'--init {cfg.init}'})")
+    return Diverged(f"{loss} at the first step, before any update, so not through the learning "
+                    f"rate: {start} or the input makes the forward pass overflow; "
+                    f"{_kept(epoch)}", option="weights" if cfg.weights else "init_std"
+                    if cfg.init == "paper" else "init")
+
+
+def _init_given(cfg: TrainConfig) -> str:
+    """The paper-init flags set away from their defaults ("--init-std 10"), or ""."""
+    if cfg.weights or cfg.init != "paper":
+        return ""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k):g}"
+                     for k in ("init_std", "bias_init") if getattr(cfg, k) != defaults[k])
 
 
 def _kept(epoch: int) -> str:
