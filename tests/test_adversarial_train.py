@@ -140,7 +140,7 @@ def test_eval_of_a_run_without_best_says_so(tmp_path, capsys):
     ("--batch-size", "0", "batch_size must be >= 1"),
     ("--workers", "-1", "workers must be >= 0"),
     ("--workers", "99999", "workers must be in 0.."),  # thousands of processes hang at start
-    ("--data", "", "the dataset is an empty string"),
+    ("--data", "", "data is an empty string; expected shapes | fashion-mnist"),
     ("--width", "1000", "width must be <= 16.0"),  # it asked for 1.2 TB, and a traceback
 ])
 def test_every_numeric_train_option_is_validated(tmp_path, capsys, flag, value, words):

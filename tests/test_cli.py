@@ -78,6 +78,27 @@ def test_a_type_error_that_is_not_an_overflow_stays_a_traceback(monkeypatch):
         main(["summary"])
 
 
+@pytest.mark.parametrize("argv", [
+    # `--out "$DIR"` with DIR unset: the current directory, or "not given", before
+    ["train", "--out", ""], ["train", "--weights", " "], ["train", "--model-parallel", ""],
+    ["ablate", "--budget", "1000", "--out", ""], ["figure1", "--out", ""],
+    ["prepare", "SRC", ""], ["prepare", "SRC", "OUT", "--val-labels", ""],
+    ["eval", "RUN", "--weights", ""], ["eval", "RUN", "--data", ""],
+    ["predict", "RUN", "IMG", "--names", ""], ["predict", "RUN", ""],
+    ["show", "filters", "RUN", "--out", ""], ["show", "curves", ""],
+    ["export", "--format", "safetensors", "RUN", ""], ["convert", "torchvision", "", "x.pt"],
+    ["features", "RUN", "x.npy", "--data", ""], ["bench", "data", ""],
+])
+def test_a_blank_path_is_refused_and_writes_nothing(tmp_path, capsys, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)  # where a blank output directory used to write
+    argv = [{"SRC": str(tmp_path / "src"), "OUT": str(tmp_path / "out"), "RUN": "run",
+             "IMG": "a.png"}.get(a, a) for a in argv]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1 and "an empty string" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_summary_help(capsys):
     code = main(["summary", "--help"])
     assert code == 0

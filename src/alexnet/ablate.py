@@ -74,7 +74,7 @@ from .config import TrainConfig, add_dataclass_arguments, resolve_train_config
 from .data import open_dataset
 from .errors import AlexNetError, Diverged, at_least, first_line
 from .io import atomic_write_json, read_cache, read_json
-from .options import arms as option_arms
+from .options import arms as option_arms, check_value
 from .studies import (ACTIVATIONS, RunningError, activation_study, note,  # noqa: F401
                       overfit_run, study_one)
 from .visualize.ablation import (crossing, format_arms_table, format_pilot, pilot, read_run,
@@ -392,6 +392,8 @@ def run(args) -> int:
     given = {k: v for k, v in vars(args).items() if k not in STUDY_OPTIONS}
     defaults = {f.name: f.default for f in dataclasses.fields(RECIPE)}
     shared = {**{k: defaults[k] for k in ("seed", "epochs", "eval_crops", "out")}, **given}
+    # checked here: each arm's own config holds OUT/<arm>/seedN, never blank
+    check_value("out", shared["out"], str, {"help": "the output directory"})
     out = Path(shared.pop("out"))
     arms = [] if args.arms.strip() == "none" else [
         a for a in ARMS if a == "baseline" or a in _names(args.arms, ARMS, "--arms")]

@@ -38,7 +38,7 @@ from .data import open_dataset
 from .errors import AlexNetError, WriteError
 from .io import atomic_path, atomic_write, atomic_write_bytes, check_not_same
 from .lrn import LocalResponseNorm
-from .options import check_value
+from .options import check_value, path_arg
 from .pool import MaxPool2d
 from .predictor import Predictor
 from .progress import Progress
@@ -234,9 +234,9 @@ def _save_npy(path: Path, array) -> None:
 # --- the commands --------------------------------------------------------------------------------
 
 def add_arguments_export(parser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint, run directory or weights file")
+    parser.add_argument("checkpoint", type=path_arg, help="checkpoint, run directory or weights file")
     parser.add_argument("--format", required=True, choices=FORMATS)
-    parser.add_argument("out", help="output file")
+    parser.add_argument("out", type=path_arg, help="output file")
 
 
 def run_export(args) -> int:
@@ -250,8 +250,8 @@ def run_export(args) -> int:
 
 def add_arguments_convert(parser) -> None:
     parser.add_argument("source", choices=("torchvision",), help="where the weights come from")
-    parser.add_argument("file", help="torchvision AlexNet state_dict (torch.save of .state_dict())")
-    parser.add_argument("out", help="output checkpoint (.pt)")
+    parser.add_argument("file", type=path_arg, help="torchvision AlexNet state_dict (torch.save of .state_dict())")
+    parser.add_argument("out", type=path_arg, help="output checkpoint (.pt)")
 
 
 def run_convert(args) -> int:
@@ -264,12 +264,12 @@ def run_convert(args) -> int:
 
 
 def add_arguments_features(parser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint, run directory or weights file")
-    parser.add_argument("out", help="output .npy (labels go to OUT.labels.npy)")
-    parser.add_argument("--data", default=None, help="dataset spec (as for train/eval; "
+    parser.add_argument("checkpoint", type=path_arg, help="checkpoint, run directory or weights file")
+    parser.add_argument("out", type=path_arg, help="output .npy (labels go to OUT.labels.npy)")
+    parser.add_argument("--data", type=path_arg, default=None, help="dataset spec (as for train/eval; "
                         "default: the one the model trained on, else shapes)")
     parser.add_argument("--split", default="val", choices=("train", "val"))
-    parser.add_argument("--val-labels", default=None, help="ILSVRC-2012 ground-truth file")
+    parser.add_argument("--val-labels", type=path_arg, default=None, help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--layer", default="fc7", help="conv1 … conv5, pool5, fc6, fc7, fc8 …")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")

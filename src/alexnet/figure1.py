@@ -55,6 +55,7 @@ from .data.fashion import DEFAULT_ROOT, FILES, read_idx
 from .errors import AlexNetError, DataError, Diverged
 from .io import atomic_write_json, atomic_write_text, locked_dir, read_cache
 from .machine import most_per_core
+from .options import path_arg
 from .step import train_step
 from .visualize.figure1 import format_table, verdict_line, write_report
 
@@ -403,7 +404,7 @@ def run_study(cfg: Figure1Config, out: Path, data=None, log=print) -> dict:
 
 def add_arguments(parser) -> None:
     d = Figure1Config()
-    parser.add_argument("--data", default=d.data, help="directory of the Fashion-MNIST IDX files")
+    parser.add_argument("--data", type=path_arg, default=d.data, help="directory of the Fashion-MNIST IDX files")
     parser.add_argument("--seeds", type=int, default=d.seeds, help="measured seeds 1..N")
     parser.add_argument("--pilot-seed", type=int, default=d.pilot_seed, help="the sweep's seed")
     parser.add_argument("--lrs", default=",".join(f"{x:g}" for x in d.lrs),
@@ -417,7 +418,7 @@ def add_arguments(parser) -> None:
                         help="running training error over this many images")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch CPU threads (default: the cores this process may use)")
-    parser.add_argument("--out", default="figure1", help="output directory (runs are cached "
+    parser.add_argument("--out", type=path_arg, default="figure1", help="output directory (runs are cached "
                         "there, so a killed study resumes)")
 
 

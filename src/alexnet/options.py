@@ -16,6 +16,7 @@ Metadata a field may carry (all optional):
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 from dataclasses import field
@@ -52,6 +53,9 @@ def check_value(name: str, value: Any, tp, meta) -> None:
                str: lambda v: isinstance(v, str)}.get(tp, lambda v: True)
     if not ok_type(value):
         raise AlexNetError(f"{name} must be of type {tp.__name__}, got {value!r}", option=name)
+    if tp is str and not value.strip():  # `--out "$DIR"`, DIR unset: not the current directory
+        raise AlexNetError(f"{name} is an empty string; expected {meta.get('help') or 'a value'}",
+                           option=name)
     if tp is float and not math.isfinite(value):
         raise AlexNetError(f"{name} must be a finite number, got {value!r}", option=name)
     choices = meta.get("choices")
@@ -65,6 +69,15 @@ def check_value(name: str, value: Any, tp, meta) -> None:
     if high is not None and (value > high or (meta.get("high_open") and value == high)):
         raise AlexNetError(f"{name} must be {'<' if meta.get('high_open') else '<='} {high}, "
                            f"got {value!r}", option=name)
+
+
+def path_arg(text: str) -> str:
+    """The argparse type of a file or directory argument. A blank one (`--out "$DIR"` with DIR
+    unset) is refused: read as given it would be the current directory, and as not given a
+    default the user did not ask for (--weights "" would train from scratch)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty string; give a path")
+    return text
 
 
 def check(obj) -> None:
@@ -89,4 +102,4 @@ def arms(cls) -> dict[str, tuple[dict, str, str]]:
     return out
 
 
-__all__ = ["option", "check", "check_value", "names", "arms", "base_type", "Optional"]
+__all__ = ["option", "check", "check_value", "path_arg", "names", "arms", "base_type", "Optional"]

@@ -45,6 +45,7 @@ from ..data.prepare import prepare
 from ..data.shapes import Shapes
 from ..errors import AlexNetError
 from ..model import alexnet
+from ..options import path_arg
 from ..parallel import resolve_device
 from ..step import train_step
 
@@ -52,7 +53,7 @@ PREPARED_SIZE = 256  # the images are prepared at 256², as for training (crops 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("src", metavar="SRC", nargs="?",
+    parser.add_argument("src", type=path_arg, metavar="SRC", nargs="?",
                         help="an ImageFolder tree (default: generated photo-sized JPEGs)")
     parser.add_argument("--images", type=int, default=768, help="images to use (default 768)")
     parser.add_argument("--workers", type=int, default=2, help="loader processes, both sides")

@@ -51,6 +51,7 @@ from PIL import Image
 from ..errors import AlexNetError, DataError
 from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomic_write_text,
                   locked_dir)
+from ..options import path_arg
 from . import SPLITS, open_dataset
 from .imageset import StatsAccumulator, drop_failed, save_stats
 from .loader import check_workers
@@ -61,9 +62,9 @@ READ_BATCH = 32  # images read at a time inside a shard
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("src", metavar="SRC", help="an ImageFolder tree (train/<class>/*, "
+    parser.add_argument("src", type=path_arg, metavar="SRC", help="an ImageFolder tree (train/<class>/*, "
                         "val/<class>/*), shapes[:TRAIN_N[:VAL_N]] or fashion-mnist[:DIR]")
-    parser.add_argument("out", metavar="OUT", help="output directory (created; resumed if "
+    parser.add_argument("out", type=path_arg, metavar="OUT", help="output directory (created; resumed if "
                         "an earlier run with the same options was interrupted)")
     parser.add_argument("--size", type=int, default=256, help="image side (default 256)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -73,7 +74,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     parser.add_argument("--shard-size", type=int, default=1024, help="images per shard")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shapes dataset")
-    parser.add_argument("--val-labels", metavar="FILE",
+    parser.add_argument("--val-labels", type=path_arg, metavar="FILE",
                         help="label file of a flat ILSVRC-2012 val folder")
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from ..accel import PRECISIONS
 from ..data.folder import probe_image
 from ..io import check_not_same
+from ..options import path_arg
 from ..predict import add_names_option
 from . import activations, common, curves, figure4, filters
 from .curves import plot_curves
@@ -28,9 +29,9 @@ __all__ = ["plot_curves", "add_arguments", "run"]
 
 def _common(p, name: str, checkpoint: bool = True) -> None:
     if checkpoint:
-        p.add_argument("checkpoint", help="checkpoint, run directory (takes best.pt), safetensors "
+        p.add_argument("checkpoint", type=path_arg, help="checkpoint, run directory (takes best.pt), safetensors "
                        "export or torchvision weights file")
-    p.add_argument("--out", default=f"{name}.png",
+    p.add_argument("--out", type=path_arg, default=f"{name}.png",
                    help=f"picture to write, .png, .jpg, .pdf or .svg (default: {name}.png)")
     if checkpoint and name != "filters":
         p.add_argument("--device", default="auto")
@@ -44,7 +45,7 @@ def add_arguments(parser) -> None:
 
     p = sub.add_parser("predictions", help="images with their top-5 classes (Figure 4 left)")
     _common(p, "predictions")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", type=path_arg, nargs="+", help="image files")
     p.add_argument("--topk", type=int, default=5, choices=range(1, 11), metavar="1..10")
     p.add_argument("--crops", type=int, choices=(1, 10), default=1,
                    help="the centre crop or the paper's 10 views, averaged (as `alexnet predict`)")
@@ -53,7 +54,7 @@ def add_arguments(parser) -> None:
     p = sub.add_parser("neighbours", help="val images and their nearest training images by "
                        "Euclidean distance of fc7 features (Figure 4 right)")
     _common(p, "neighbours")
-    p.add_argument("--data", required=True, help="dataset (as for `alexnet train --data`)")
+    p.add_argument("--data", type=path_arg, required=True, help="dataset (as for `alexnet train --data`)")
     p.add_argument("--queries", type=int, default=5, help="val images to query (default 5)")
     p.add_argument("--pool", type=int, default=1000,
                    help="training images searched, drawn at random (default 1000)")
@@ -65,11 +66,11 @@ def add_arguments(parser) -> None:
 
     p = sub.add_parser("curves", help="loss and error per epoch, several runs on one plot")
     _common(p, "curves", checkpoint=False)
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
+    p.add_argument("runs", type=path_arg, nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
 
     p = sub.add_parser("activations", help="feature maps per layer and their sparsity")
     _common(p, "activations")
-    p.add_argument("image", help="an image file")
+    p.add_argument("image", type=path_arg, help="an image file")
     p.add_argument("--channels", type=int, default=8,
                    help="feature maps shown per conv layer, the most active (default 8)")
 
