@@ -239,6 +239,13 @@ def test_a_blown_up_init_is_named_not_only_the_lr(tmp_path, capsys, flags, says,
     assert says in err and err.rstrip().endswith(f"({option})"), err
 
 
+def test_a_run_that_fails_at_once_leaves_no_directory(tmp_path, capsys, monkeypatch):
+    # the default --out is runs/demo: its parent runs/ was left behind, empty, before
+    monkeypatch.chdir(tmp_path)
+    one_line_exit_2(capsys, ["train", "--data", "shapes:16:8", "--weights", "missing.pt"])
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_shapes_count_far_too_large_is_refused_up_front(tmp_path, capsys):
     err = one_line_exit_2(capsys, ["train", *FAST[2:], "--data", "shapes:100000000000:8",
                                    "--epochs", "1", "--out", str(tmp_path / "huge")])

@@ -196,7 +196,7 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
 
     flock(2) locks die with their process, so a SIGKILLed run leaves no stale lock behind."""
     directory = Path(directory)
-    created = not directory.exists()
+    made = [p for p in (directory, *directory.parents) if not p.exists()]  # runs/demo, runs
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -216,11 +216,15 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
         sweep_temp(directory)
         yield directory
     except BaseException:
-        if created and locked and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
+        if made and locked and [p.name for p in directory.iterdir()] == [LOCK_NAME]:
             # a run that failed before writing anything leaves no directory it made (still
-            # holding the lock, so no other process is using it)
+            # holding the lock, so no other process is using it), nor the parents it made
             (directory / LOCK_NAME).unlink()
-            directory.rmdir()
+            for parent in made:
+                try:
+                    parent.rmdir()
+                except OSError:  # another process wrote there since: it stays
+                    break
         raise
     finally:
         os.close(fd)  # releases the lock
