@@ -288,11 +288,31 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, capsys, monkey
         Path(f).write_bytes(b"half")
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
     monkeypatch.setattr(torch, "save", full)
-    monkeypatch.setattr(io_module, "_disk_full", lambda directory: True)
+    monkeypatch.setattr(io_module, "_disk_full", lambda directory, chunk=0: True)
     monkeypatch.setattr("alexnet.visualize.run", lambda args: atomic_torch_save(target, {}))
     err = one_line_exit_2(capsys, ["show", "curves", str(tmp_path)])
     assert err.strip() == f"alexnet: error: cannot write {target}: no space left on device"
     assert target.read_bytes() == before and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_full_disk_is_seen_with_a_tensor_s_worth_still_free(tmp_path, monkeypatch):
+    # torch.save writes each storage at once: on a full disk the write of fc6's 151 MB fails
+    # with up to that much still free (an ablation filled a real disk so, and got a traceback)
+    import shutil
+    from collections import namedtuple
+    from alexnet.errors import WriteError
+    from alexnet.io import atomic_torch_save
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda d: usage(1 << 40, 1 << 40, 70 << 20))
+
+    def full(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 9 vs 8")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(WriteError, match="no space left on device"):
+        atomic_torch_save(tmp_path / "m.pt", {"model": {"w": torch.zeros(2 << 20)}})  # 8 MiB
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # 70 MiB free: not full for 1 MiB
+        atomic_torch_save(tmp_path / "m.pt", {"model": {"w": torch.zeros(1 << 18)}})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_atomic_write_blames_the_output_only_for_its_own_errors(tmp_path, monkeypatch):
@@ -305,7 +325,7 @@ def test_an_atomic_write_blames_the_output_only_for_its_own_errors(tmp_path, mon
         with atomic_path(tmp_path / "out.npy"):
             open(tmp_path / "missing-input")
     assert not isinstance(e.value, WriteError) and "missing-input" in str(e.value)
-    monkeypatch.setattr(io_module, "_disk_full", lambda directory: True)
+    monkeypatch.setattr(io_module, "_disk_full", lambda directory, chunk=0: True)
     with pytest.raises(TypeError, match="a bug"):
         with atomic_path(tmp_path / "out.npy"):
             raise TypeError("a bug")

@@ -20,8 +20,9 @@ from .errors import AlexNetError, Busy, WriteError, first_line
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, chunk: int = 0) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it over `path`, else delete it.
+    `chunk`: the most bytes the writer asks for at once (see the full-disk check below).
 
     A symbolic link is followed (the file it points to is replaced, the link stays); a path that
     is a device, a pipe or a socket is refused: renaming over it would replace, say, /dev/null."""
@@ -59,7 +60,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # input, a bug) passes on as it is. (safetensors is written as bytes by Python, since its
         # own writer's error left no sign of the full disk: weights.save_safetensors.)
         if getattr(e, "errno", None) == errno.ENOSPC or (isinstance(e, RuntimeError)
-                                                          and _disk_full(path.parent)):
+                                                          and _disk_full(path.parent, chunk)):
             raise WriteError(f"cannot write {path}: no space left on device") from None
         if isinstance(e, OSError) and e.filename is not None and Path(e.filename) == tmp:
             raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
@@ -69,17 +70,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def _disk_full(directory: Path, margin: int = 1 << 20) -> bool:
-    """Whether the file system holding `directory` has less than `margin` bytes left."""
+def _disk_full(directory: Path, chunk: int = 0) -> bool:
+    """Whether the file system holding `directory` has too little left for one more write of
+    `chunk` bytes plus 64 MiB. A writer that failed for want of space may leave up to one
+    write's worth free (torch.save writes fc6's 151 MB at once), and ext4 shows free a reserve
+    (up to some 16 MiB, and root's 5%) that a write may not get."""
     try:
-        return shutil.disk_usage(directory).free < margin
+        return shutil.disk_usage(directory).free < chunk + (64 << 20)
     except OSError:
         return False
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], chunk: int = 0) -> None:
     """Call `write(tmp_path)` and publish the result at `path` atomically."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, chunk) as tmp:
         write(tmp)
 
 
@@ -158,7 +162,19 @@ def read_cache(path: Path, fields: dict[str, type | tuple], log=print,
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    atomic_write(path, lambda p: torch.save(obj, p))
+    atomic_write(path, lambda p: torch.save(obj, p), chunk=_largest_tensor(obj))
+
+
+def _largest_tensor(obj: Any) -> int:
+    """The bytes of the largest tensor storage in nested dicts, lists and tuples: torch.save
+    writes each storage at once."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.untyped_storage().nbytes()
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (list, tuple)) \
+        else ()
+    return max((_largest_tensor(v) for v in values), default=0)
 
 
 # --- one writer per directory --------------------------------------------------------------------
