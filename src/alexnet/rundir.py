@@ -1,4 +1,5 @@
-"""The run directory: what it holds, a fresh one for a new run, and the config of a run to resume.
+"""The run directory: what it holds, a fresh one for a new run, the config of a run to resume,
+and what a run that diverged says it kept.
 
 A run directory (rank 0 holds an exclusive lock on it while training: one run per directory):
     config.json      the resolved configuration
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from .checkpoint import TRAINING_STATE, load_checkpoint
 from .config import TrainConfig, absolute_paths, validate
-from .errors import AlexNetError
+from .errors import AlexNetError, Diverged
 from .io import LOCK_NAME, is_temp_name
 from .model import LEGACY_OPTIONS
 from .options import names
@@ -183,3 +184,41 @@ def holds_a_run(out: Path) -> bool:
                            f"{', …' if len(others) > 3 else ''}); choose an empty or new "
                            f"directory", option="out")
     return (out / "checkpoint.pt").exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run that diverged says and leaves
+
+def diverged(e: Diverged, cfg: TrainConfig, epoch: int, step: int) -> Diverged:
+    """A non-finite training loss, with where it happened and what the run directory keeps, and
+    the initialisation named where the user moved it from the paper's (--init-std 10 blows up
+    at step 2 whatever the lr). At a run's very first step the learning rate has not acted yet
+    (the loss is computed before the update): the weights it started from are at fault."""
+    init = _init_given(cfg)
+    if epoch or step:
+        also = f", or the initialisation is too large ({init})" if init else ""
+        return Diverged(f"{e}{also} (epoch {epoch + 1}, step {step + 1}); {kept(epoch)}",
+                        option="lr")
+    loss = str(e).split(";")[0]  # "the training loss became nan"
+    start = (f"the weights of --weights {cfg.weights}" if cfg.weights else
+             f"the initialisation ({init or f'--init {cfg.init}'})")
+    return Diverged(f"{loss} at the first step, before any update, so not through the learning "
+                    f"rate: {start} or the input makes the forward pass overflow; "
+                    f"{kept(epoch)}", option="weights" if cfg.weights else "init_std"
+                    if cfg.init == "paper" else "init")
+
+
+def _init_given(cfg: TrainConfig) -> str:
+    """The paper-init flags set away from their defaults ("--init-std 10"), or ""."""
+    if cfg.weights or cfg.init != "paper":
+        return ""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k):g}"
+                     for k in ("init_std", "bias_init") if getattr(cfg, k) != defaults[k])
+
+
+def kept(epoch: int) -> str:
+    """What the run directory still holds when epoch `epoch` + 1 (0-based `epoch`) diverged."""
+    # An exact --resume would replay the same steps, and --lr cannot change on resume.
+    return (f"checkpoint.pt still holds epoch {epoch}: a new run can start from its weights with "
+            f"--weights and a lower --lr" if epoch else "no epoch had finished")

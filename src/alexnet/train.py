@@ -31,7 +31,7 @@ from .masters import MasterWeights
 from .model import alexnet
 from .predictor import Predictor
 from .progress import Progress
-from .rundir import check_run_files, fresh_run_dir, resume_config
+from .rundir import check_run_files, diverged, fresh_run_dir, kept, resume_config
 from .runtime import Runtime
 from .schedule import LRSchedule
 from .step import train_step
@@ -83,7 +83,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
                                      autocast=rt.autocast, label_smoothing=cfg.label_smoothing,
                                      masters=t.masters)
             except Diverged as e:
-                raise _diverged(e, cfg, epoch, i) from None
+                raise diverged(e, cfg, epoch, i) from None
             loss_sum += loss * len(labels)
             seen += len(labels)
             now = time.perf_counter()  # the step has synchronised (train_step reads the loss)
@@ -341,43 +341,8 @@ def _check_finite(t: Training, val: dict, epoch: int) -> None:
     if bad or not math.isfinite(val["loss"]):
         what = f"{bad} weights became non-finite" if bad else f"the validation loss became " \
                                                               f"{val['loss']}"
-        raise Diverged(f"{what} in epoch {epoch + 1}; nothing of it was saved ({_kept(epoch)}); "
+        raise Diverged(f"{what} in epoch {epoch + 1}; nothing of it was saved ({kept(epoch)}); "
                        f"the learning rate is probably too high", option="lr")
-
-
-def _diverged(e: Diverged, cfg: TrainConfig, epoch: int, step: int) -> Diverged:
-    """A non-finite training loss, with where it happened and what the run directory keeps, and
-    the initialisation named where the user moved it from the paper's (--init-std 10 blows up
-    at step 2 whatever the lr). At a run's very first step the learning rate has not acted yet
-    (the loss is computed before the update): the weights it started from are at fault."""
-    init = _init_given(cfg)
-    if epoch or step:
-        also = f", or the initialisation is too large ({init})" if init else ""
-        return Diverged(f"{e}{also} (epoch {epoch + 1}, step {step + 1}); {_kept(epoch)}",
-                        option="lr")
-    loss = str(e).split(";")[0]  # "the training loss became nan"
-    start = (f"the weights of --weights {cfg.weights}" if cfg.weights else
-             f"the initialisation ({init or f'--init {cfg.init}'})")
-    return Diverged(f"{loss} at the first step, before any update, so not through the learning "
-                    f"rate: {start} or the input makes the forward pass overflow; "
-                    f"{_kept(epoch)}", option="weights" if cfg.weights else "init_std"
-                    if cfg.init == "paper" else "init")
-
-
-def _init_given(cfg: TrainConfig) -> str:
-    """The paper-init flags set away from their defaults ("--init-std 10"), or ""."""
-    if cfg.weights or cfg.init != "paper":
-        return ""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k):g}"
-                     for k in ("init_std", "bias_init") if getattr(cfg, k) != defaults[k])
-
-
-def _kept(epoch: int) -> str:
-    """What the run directory still holds when epoch `epoch` + 1 (0-based `epoch`) diverged."""
-    # An exact --resume would replay the same steps, and --lr cannot change on resume.
-    return (f"checkpoint.pt still holds epoch {epoch}: a new run can start from its weights with "
-            f"--weights and a lower --lr" if epoch else "no epoch had finished")
 
 
 def _per_rank_batch(batch_size: int, world_size: int) -> int:
