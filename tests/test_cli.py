@@ -72,6 +72,13 @@ def test_a_number_past_int64_is_one_line(capsys, flag):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+def test_pythons_overflow_error_is_one_line_without_a_guess_at_its_kind(capsys, monkeypatch):
+    import math
+    monkeypatch.setattr("alexnet.summary.run", lambda args: math.exp(1e6))  # a float's range
+    assert main(["summary"]) == 2
+    assert capsys.readouterr().err == "alexnet: error: a number too large: math range error\n"
+
+
 def test_a_type_error_that_is_not_an_overflow_stays_a_traceback(monkeypatch):
     monkeypatch.setattr("alexnet.summary.run", lambda args: None + 1)  # a bug of ours
     with pytest.raises(TypeError):

@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if _overflow(e):
             what = first_line(e, 300).split(" with error")[0]  # torch's words: an unpaired quote
-            return fail(describe_error(ValueError(f"a number too large (past int64): {what}")))
+            past = "" if isinstance(e, OverflowError) else " (past int64)"  # Python's: any kind
+            return fail(describe_error(ValueError(f"a number too large{past}: {what}")))
         return fail(describe_error(MemoryError(first_line(e, 300))))
 
 
