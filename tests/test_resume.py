@@ -427,3 +427,14 @@ def test_a_bad_value_in_the_saved_config_is_the_checkpoints_not_a_flags(tmp_path
     assert "(--lr)" not in err
     err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "0"])
     assert err.endswith("(--epochs)\n"), err  # a flag given is still named
+
+
+def test_a_run_saved_with_a_blank_weights_resumes(tmp_path, capsys):
+    """--weights "" meant "not given" before blank paths were refused; such a run resumed as
+    'checkpoint.pt is damaged' after."""
+    run = tmp_path / "r"
+    assert cli_main(["train", *FAST, "--epochs", "1", "--out", str(run)]) == 0
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**ckpt, "config": {**ckpt["config"], "weights": ""}}, run / "checkpoint.pt")
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 0
+    assert len(metrics(run)) == 2

@@ -61,6 +61,9 @@ def _check_training_state(ckpt: dict, run: Path) -> None:
                            option="resume")
 
 
+_NONE_BY_DEFAULT = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
+
+
 def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
     """The config and checkpoint of the run in `run`, with the options that may change on resume
     (those declared resumable: epochs, workers, device, progress) taken from `overrides`."""
@@ -77,6 +80,9 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
                            f"{', '.join(missing)}); --weights starts a new run from it",
                            option="resume")
     _check_training_state(ckpt, run)
+    # Before blank paths were refused, --weights "" (or --val-labels, --model-parallel) meant
+    # "not given", and a run saved it so: read it as the None it meant.
+    saved = {k: None if v == "" and k in _NONE_BY_DEFAULT else v for k, v in saved.items()}
     may_change = set(names(TrainConfig, resumable=True))
     if "epochs" not in overrides and saved.get("schedule") != "cosine":
         asked = _epochs_asked(run, saved, may_change)
