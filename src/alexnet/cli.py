@@ -128,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, TypeError, OverflowError) as e:
         # torch reports an allocation it cannot make as a RuntimeError, and a size past int64
         # (`--batch-size 99999999999999999999`) as a TypeError or RuntimeError; others are bugs
-        if _debug() or not (_out_of_memory(e) or _overflow(e)):
+        overflow = _overflow(e)
+        if _debug() or not (overflow or _out_of_memory(e)):
             raise
-        if _overflow(e):
+        if overflow:
             what = first_line(e, 300).split(" with error")[0]  # torch's words: an unpaired quote
             past = "" if isinstance(e, OverflowError) else " (past int64)"  # Python's: any kind
             return fail(describe_error(ValueError(f"a number too large{past}: {what}")))

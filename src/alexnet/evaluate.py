@@ -81,12 +81,15 @@ def format_results_table(results: dict) -> str:
 # --- the `alexnet eval` command -------------------------------------------------------------------
 
 def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", type=path_arg, nargs="?", help="checkpoint, run directory (takes "
+    parser.add_argument("checkpoint", type=path_arg, nargs="?",
+                        help="checkpoint, run directory (takes "
                         "best.pt), safetensors export or torchvision weights file")
     parser.add_argument("--weights", type=path_arg, default=None, help="the same, as an option")
-    parser.add_argument("--data", type=path_arg, default=None, help="dataset; its val split is evaluated "
+    parser.add_argument("--data", type=path_arg, default=None,
+                        help="dataset; its val split is evaluated "
                         "(default: the one the model trained on, else shapes)")
-    parser.add_argument("--val-labels", type=path_arg, default=None, help="ILSVRC-2012 ground-truth file")
+    parser.add_argument("--val-labels", type=path_arg, default=None,
+                        help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--crops", type=int, choices=(1, 10), default=10)
     parser.add_argument("--batch-size", type=int, default=64,
                         help="images per batch (per process under torchrun)")

@@ -234,7 +234,8 @@ def _save_npy(path: Path, array) -> None:
 # --- the commands --------------------------------------------------------------------------------
 
 def add_arguments_export(parser) -> None:
-    parser.add_argument("checkpoint", type=path_arg, help="checkpoint, run directory or weights file")
+    parser.add_argument("checkpoint", type=path_arg,
+                        help="checkpoint, run directory or weights file")
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("out", type=path_arg, help="output file")
 
@@ -250,7 +251,8 @@ def run_export(args) -> int:
 
 def add_arguments_convert(parser) -> None:
     parser.add_argument("source", choices=("torchvision",), help="where the weights come from")
-    parser.add_argument("file", type=path_arg, help="torchvision AlexNet state_dict (torch.save of .state_dict())")
+    parser.add_argument("file", type=path_arg,
+                        help="torchvision AlexNet state_dict (torch.save of .state_dict())")
     parser.add_argument("out", type=path_arg, help="output checkpoint (.pt)")
 
 
@@ -264,12 +266,15 @@ def run_convert(args) -> int:
 
 
 def add_arguments_features(parser) -> None:
-    parser.add_argument("checkpoint", type=path_arg, help="checkpoint, run directory or weights file")
+    parser.add_argument("checkpoint", type=path_arg,
+                        help="checkpoint, run directory or weights file")
     parser.add_argument("out", type=path_arg, help="output .npy (labels go to OUT.labels.npy)")
-    parser.add_argument("--data", type=path_arg, default=None, help="dataset spec (as for train/eval; "
+    parser.add_argument("--data", type=path_arg, default=None,
+                        help="dataset spec (as for train/eval; "
                         "default: the one the model trained on, else shapes)")
     parser.add_argument("--split", default="val", choices=("train", "val"))
-    parser.add_argument("--val-labels", type=path_arg, default=None, help="ILSVRC-2012 ground-truth file")
+    parser.add_argument("--val-labels", type=path_arg, default=None,
+                        help="ILSVRC-2012 ground-truth file")
     parser.add_argument("--layer", default="fc7", help="conv1 … conv5, pool5, fc6, fc7, fc8 …")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")

@@ -404,7 +404,8 @@ def run_study(cfg: Figure1Config, out: Path, data=None, log=print) -> dict:
 
 def add_arguments(parser) -> None:
     d = Figure1Config()
-    parser.add_argument("--data", type=path_arg, default=d.data, help="directory of the Fashion-MNIST IDX files")
+    parser.add_argument("--data", type=path_arg, default=d.data,
+                        help="directory of the Fashion-MNIST IDX files")
     parser.add_argument("--seeds", type=int, default=d.seeds, help="measured seeds 1..N")
     parser.add_argument("--pilot-seed", type=int, default=d.pilot_seed, help="the sweep's seed")
     parser.add_argument("--lrs", default=",".join(f"{x:g}" for x in d.lrs),
@@ -418,7 +419,8 @@ def add_arguments(parser) -> None:
                         help="running training error over this many images")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch CPU threads (default: the cores this process may use)")
-    parser.add_argument("--out", type=path_arg, default="figure1", help="output directory (runs are cached "
+    parser.add_argument("--out", type=path_arg, default="figure1",
+                        help="output directory (runs are cached "
                         "there, so a killed study resumes)")
 
 

@@ -22,10 +22,12 @@ BATCH = 32  # images per forward pass: with --crops 10, 320 views (about 0.6 MB 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("checkpoint", type=path_arg, nargs="?", help="checkpoint, run directory (takes best.pt), "
+    parser.add_argument("checkpoint", type=path_arg, nargs="?",
+                        help="checkpoint, run directory (takes best.pt), "
                         "safetensors export or torchvision weights file; omit it with --weights")
     parser.add_argument("images", type=path_arg, nargs="*", help="image files")
-    parser.add_argument("--weights", type=path_arg, default=None, help="weights file (any of the above)")
+    parser.add_argument("--weights", type=path_arg, default=None,
+                        help="weights file (any of the above)")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--crops", type=int, choices=(1, 10), default=1)
     parser.add_argument("--device", default="auto")
@@ -36,7 +38,8 @@ def add_arguments(parser) -> None:
 
 def add_names_option(parser) -> None:
     """--names, for every command that shows class names (predict, show predictions/neighbours)."""
-    parser.add_argument("--names", type=path_arg, default=None, metavar="FILE", help="readable class names: "
+    parser.add_argument("--names", type=path_arg, default=None, metavar="FILE",
+                        help="readable class names: "
                         "lines '<class> <name>', as ImageNet's LOC_synset_mapping.txt")
 
 

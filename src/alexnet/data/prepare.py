@@ -62,9 +62,11 @@ READ_BATCH = 32  # images read at a time inside a shard
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("src", type=path_arg, metavar="SRC", help="an ImageFolder tree (train/<class>/*, "
+    parser.add_argument("src", type=path_arg, metavar="SRC",
+                        help="an ImageFolder tree (train/<class>/*, "
                         "val/<class>/*), shapes[:TRAIN_N[:VAL_N]] or fashion-mnist[:DIR]")
-    parser.add_argument("out", type=path_arg, metavar="OUT", help="output directory (created; resumed if "
+    parser.add_argument("out", type=path_arg, metavar="OUT",
+                        help="output directory (created; resumed if "
                         "an earlier run with the same options was interrupted)")
     parser.add_argument("--size", type=int, default=256, help="image side (default 256)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,

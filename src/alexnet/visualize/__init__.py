@@ -29,7 +29,8 @@ __all__ = ["plot_curves", "add_arguments", "run"]
 
 def _common(p, name: str, checkpoint: bool = True) -> None:
     if checkpoint:
-        p.add_argument("checkpoint", type=path_arg, help="checkpoint, run directory (takes best.pt), safetensors "
+        p.add_argument("checkpoint", type=path_arg,
+                       help="checkpoint, run directory (takes best.pt), safetensors "
                        "export or torchvision weights file")
     p.add_argument("--out", type=path_arg, default=f"{name}.png",
                    help=f"picture to write, .png, .jpg, .pdf or .svg (default: {name}.png)")
@@ -54,7 +55,8 @@ def add_arguments(parser) -> None:
     p = sub.add_parser("neighbours", help="val images and their nearest training images by "
                        "Euclidean distance of fc7 features (Figure 4 right)")
     _common(p, "neighbours")
-    p.add_argument("--data", type=path_arg, required=True, help="dataset (as for `alexnet train --data`)")
+    p.add_argument("--data", type=path_arg, required=True,
+                   help="dataset (as for `alexnet train --data`)")
     p.add_argument("--queries", type=int, default=5, help="val images to query (default 5)")
     p.add_argument("--pool", type=int, default=1000,
                    help="training images searched, drawn at random (default 1000)")
@@ -66,7 +68,8 @@ def add_arguments(parser) -> None:
 
     p = sub.add_parser("curves", help="loss and error per epoch, several runs on one plot")
     _common(p, "curves", checkpoint=False)
-    p.add_argument("runs", type=path_arg, nargs="+", metavar="RUN", help="run directories (with metrics.jsonl)")
+    p.add_argument("runs", type=path_arg, nargs="+", metavar="RUN",
+                   help="run directories (with metrics.jsonl)")
 
     p = sub.add_parser("activations", help="feature maps per layer and their sparsity")
     _common(p, "activations")
