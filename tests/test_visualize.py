@@ -304,3 +304,20 @@ def test_predictions_and_neighbours_draw_names_that_are_not_utf8(files, tmp_path
     run = write_run(tmp_path / os.fsdecode(b"r\xe9sum\xe9"), [2.0, 1.5])  # curves: run names
     code, _, err = show(capsys, "curves", run, "--out", tmp_path / "c.png")
     assert code == 0, err
+
+
+def test_an_unreadable_image_is_a_one_line_warning(files, tmp_path, capsys):
+    """neighbours draws black in place of an unreadable image and says so: in one line, as
+    `alexnet: warning: …`, not Python's form with our file, line number and source line."""
+    data = tmp_path / "tree"
+    for split in ("train", "val"):
+        for c in open_dataset(DATA, "train").classes:
+            (data / split / c).mkdir(parents=True)
+            shutil.copy(files / "a.png", data / split / c / "a.png")
+    (data / "train" / "circle" / "bad.png").write_text("not an image")
+    code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", data, "--queries", 2,
+                        "--pool", 11, "-k", 2, "--out", tmp_path / "n.png")
+    lines = err.strip().splitlines()
+    assert code == 0 and len(lines) == 1, err
+    assert lines[0].startswith("alexnet: warning: unreadable image(s) replaced by black ones, "
+                               f"e.g. {data / 'train' / 'circle' / 'bad.png'}"), err

@@ -12,6 +12,7 @@ import importlib
 import os
 import signal
 import sys
+import warnings
 
 from . import __version__
 from .errors import AlexNetError, first_line
@@ -74,6 +75,26 @@ def _sigterm_raises():
             signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _own_warnings_on_one_line():
+    """While a command runs, a warning raised in alexnet's own code prints as one line,
+    `alexnet: warning: …` (as train's notes do): Python's form adds our file, line number and
+    source line, which tell the user nothing. Warnings from other libraries keep Python's form."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not os.path.abspath(filename).startswith(package):
+            return previous(message, category, filename, lineno, file, line)
+        print(f"alexnet: warning: {message}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
 def fail(message: str) -> int:
     print(f"alexnet: error: {message}", file=sys.stderr)
     return 2
@@ -110,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a one-line usage error (2), already printed
         return int(e.code or 0)
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(), _own_warnings_on_one_line():
             return int(run(args) or 0)
     except Terminated:
         fail("terminated")
