@@ -276,3 +276,20 @@ def test_the_two_device_split_predicts_but_names_no_layers(ckpt_path):
     for call in (lambda: p.extract(images(), ["conv1"]), lambda: p.check_layer("conv1")):
         with pytest.raises(AlexNetError, match="not the two-device split"):
             call()
+
+
+def test_predict_prints_a_name_that_is_not_utf8_as_its_bytes(ckpt_path, tmp_path, monkeypatch):
+    """Under a UTF-8 locale other than C, Python's stdout refuses the surrogates that stand for a
+    file name's non-UTF-8 bytes: predict stopped after its first lines with an encoding error.
+    The name now goes out as its own bytes, as `ls` prints it."""
+    import io
+    import os
+    from PIL import Image
+    image = tmp_path / os.fsdecode(b"caf\xe9.png")
+    Image.new("RGB", (300, 250), (20, 120, 200)).save(image)
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")  # errors="strict", as in en_US.UTF-8
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert cli_main(["predict", str(ckpt_path), str(image), "--device", "cpu"]) == 0
+    stdout.flush()
+    assert stdout.buffer.getvalue().startswith(os.fsencode(image) + b"\n")
+    assert stdout.errors == "strict"  # put back after the command

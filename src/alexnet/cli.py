@@ -95,6 +95,25 @@ def _own_warnings_on_one_line():
         warnings.showwarning = previous
 
 
+@contextlib.contextmanager
+def _names_print_as_they_are():
+    """While a command runs, a file or class name that is not UTF-8 (Python holds its bytes as
+    surrogates) goes to stdout as its own bytes, as `ls` or `find` print it. Python's default under
+    a UTF-8 locale other than C is errors="strict": `predict` stopped halfway through its table.
+    A stdout that is not UTF-8 shows what it cannot encode as backslash escapes instead."""
+    stream = sys.stdout
+    errors = getattr(stream, "errors", None)
+    if errors is None or not hasattr(stream, "reconfigure"):  # not a text stream: leave it
+        yield
+        return
+    utf8 = (stream.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
+    stream.reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
+    try:
+        yield
+    finally:
+        stream.reconfigure(errors=errors)
+
+
 def fail(message: str) -> int:
     print(f"alexnet: error: {message}", file=sys.stderr)
     return 2
@@ -131,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a one-line usage error (2), already printed
         return int(e.code or 0)
     try:
-        with _sigterm_raises(), _own_warnings_on_one_line():
+        with _sigterm_raises(), _own_warnings_on_one_line(), _names_print_as_they_are():
             return int(run(args) or 0)
     except Terminated:
         fail("terminated")
