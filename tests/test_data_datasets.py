@@ -11,7 +11,7 @@ from PIL import Image
 from alexnet.data import open_dataset
 from alexnet.data.folder import load_image
 from alexnet.data.imageset import StatsAccumulator
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, DataError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -83,6 +83,20 @@ def test_fashion_mnist_truncated(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(3))
     with pytest.raises(AlexNetError, match="do not match"):
+        open_dataset(f"fashion-mnist:{tmp_path}")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda raw: (gz := gzip.compress(raw))[:10] + b"\xff" + gz[11:], "invalid block type"),
+    (lambda raw: gzip.compress(raw[:6]), "header names 3 dimensions"),
+])
+def test_fashion_mnist_damaged_file_is_a_data_error(tmp_path, damage, message):
+    """A damaged .gz (zlib.error) or a header cut short (numpy's ValueError) was a traceback."""
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(2))
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    images.write_bytes(damage(gzip.decompress(images.read_bytes())))
+    with pytest.raises(DataError, match=message):
         open_dataset(f"fashion-mnist:{tmp_path}")
 
 

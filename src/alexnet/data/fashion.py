@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,15 +69,17 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: a damaged .gz stream
         raise DataError(f"cannot read {path}: {e}") from None
     # Header: two zero bytes, a type code (0x08 = unsigned byte), the number of dimensions, then
     # one big-endian int32 per dimension.
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08:
         raise DataError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is truncated: its header names {ndim} dimensions")
     dims = np.frombuffer(data, ">i4", count=ndim, offset=4).tolist()
     body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
+    if min(dims, default=0) < 0 or body.size != int(np.prod(dims)):
         raise DataError(f"{path} is truncated: {body.size} bytes for shape {tuple(dims)}")
     return body.reshape(dims)
