@@ -116,6 +116,22 @@ def test_prepare_procedural_sources_and_the_cli(tmp_path, capsys):
     assert len(open_dataset(tmp_path / "j", "val")) == 3
 
 
+def test_a_prepared_source_at_another_size_names_its_size(tmp_path, capsys):
+    """A source prepared at 64 gave numpy's broadcast error under the default --size 256, and
+    left OUT/prepare.json behind, so the rerun with --size 64 was refused too."""
+    assert main(["prepare", "shapes:6:3", str(tmp_path / "s"), "--size", "64",
+                 "--workers", "0"]) == 0
+    capsys.readouterr()
+    argv = ["prepare", str(tmp_path / "s"), str(tmp_path / "j"), "--format", "jpeg",
+            "--workers", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("is prepared at 64×64: give --size 64 to re-prepare it (--size)\n"), err
+    assert not (tmp_path / "j").exists()
+    assert main([*argv, "--size", "64"]) == 0
+    assert open_dataset(tmp_path / "j", "val").get_batch([0]).shape == (1, 64, 64, 3)
+
+
 def test_a_source_without_val(image_folder, tmp_path, capsys):
     for f in (image_folder / "val").rglob("*.jpg"):
         f.unlink()

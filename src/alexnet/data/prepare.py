@@ -119,6 +119,9 @@ def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str =
                   "size": size}
         sets = _open_splits(source)
         first = sets["train"]
+        if first.image_size != size:  # a prepared source: its images are at its own size
+            raise AlexNetError(f"{src} is prepared at {first.image_size}×{first.image_size}: give "
+                               f"--size {first.image_size} to re-prepare it", option="size")
         config = {"format": FORMAT, "version": VERSION, **source, "encoding": encoding,
                   "quality": quality, "shard_size": shard_size, "classes": first.classes,
                   "channels": first.channels, "counts": {k: len(v) for k, v in sets.items()}}
