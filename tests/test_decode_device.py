@@ -82,9 +82,13 @@ def test_loader_hands_over_bytes(jpeg_shards, workers):
         assert torch.equal(labels, torch.from_numpy(data.labels[idx]))
 
 
-def test_encoded_needs_jpeg_and_no_transform(jpeg_shards):
+def test_encoded_needs_jpeg_and_no_transform(jpeg_shards, tmp_path):
     with pytest.raises(ValueError, match="encoded=True"):
         Loader(open_dataset("shapes:8:8", "train"), 4, shuffle=False, encoded=True)
+    # raw shards have encoded() too (it returns None): their batches were None, failing later
+    prep.prepare("shapes:4:4", tmp_path / "raw", workers=0, progress=False)
+    with pytest.raises(ValueError, match="encoded=True"):
+        Loader(open_dataset(tmp_path / "raw", "train"), 4, shuffle=False, encoded=True)
     with pytest.raises(ValueError, match="encoded=True"):
         Loader(open_dataset(jpeg_shards, "train"), 4, shuffle=False, encoded=True,
                transform=lambda x, generator: x)

@@ -95,8 +95,11 @@ class Loader:
         self.imageset, self.batch_size = imageset, batch_size
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.drop_last, self.transform, self.even = drop_last, transform, even
-        if encoded and (transform is not None or getattr(imageset, "encoded", None) is None):
-            raise ValueError("encoded=True needs a set with encoded() and no transform")
+        # Prepared raw shards have encoded() too, which returns None: no bytes to decode.
+        if encoded and (transform is not None or getattr(imageset, "encoded", None) is None
+                        or getattr(imageset, "encoding", "jpeg") != "jpeg"):
+            raise ValueError("encoded=True needs a set with JPEG bytes (encoded()) and no "
+                             "transform")
         self.encoded = encoded
         # Where the batches go (to_device), and what sets the default worker count.
         self.device = None if device is None else torch.device(device)
