@@ -81,6 +81,32 @@ def test_rerunning_prepare_redoes_a_broken_shard(prepared, image_folder, capsys,
     assert rc == 0 and "already prepared" in stdout, err  # whole again: nothing redone
 
 
+def test_one_rerun_mends_a_damaged_manifest_and_a_missing_shard(prepared, image_folder, capsys):
+    """The manifest could not say which shards to check, so the rerun rebuilt it from the
+    sidecars and called the directory whole, with a shard file still missing: it took two."""
+    out = prepared["raw"]
+    expected = open_dataset(out, "train").get_batch(range(9))
+    (out / "manifest.json").write_text("{")
+    (out / "train-00001.u8").unlink()
+    rc, stdout, err = cli(capsys, "prepare", image_folder, out, "--size", 32, "--shard-size", 4,
+                          "--workers", 1)
+    assert rc == 0 and "prepared 9 train, 6 val images" in stdout, err
+    assert torch.equal(open_dataset(out, "train").get_batch(range(9)), expected)
+    rc, stdout, err = cli(capsys, "prepare", image_folder, out, "--size", 32, "--shard-size", 4)
+    assert rc == 0 and "already prepared" in stdout, err
+
+
+def test_shards_that_fail_their_check_when_new_stop_the_run(image_folder, tmp_path,
+                                                           monkeypatch):
+    """Shards are checked again after they are written; ones that fail it twice (a bad disk)
+    end the run with an error instead of a loop."""
+    monkeypatch.setattr(prep, "shard_fault", lambda *args, **kw: "unreadable")
+    with pytest.raises(DataError, match="fail their check"):
+        prep.prepare(image_folder, tmp_path / "p", size=32, shard_size=4, workers=1,
+                     progress=False)
+    assert not (tmp_path / "p" / "manifest.json").exists()
+
+
 def test_a_missing_shard_is_one_line_that_names_the_command(prepared, tmp_path, capsys):
     (prepared["raw"] / "train-00001.u8").unlink()
     rc, _, err = cli(capsys, "prepare", prepared["raw"], tmp_path / "again", "--format", "jpeg")

@@ -126,15 +126,25 @@ def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str =
                   "quality": quality, "shard_size": shard_size, "classes": first.classes,
                   "channels": first.channels, "counts": {k: len(v) for k, v in sets.items()}}
         _check_config(out, config)
-        manifest = _finished(out)
-        if manifest is not None:
-            return manifest, 0
-        tasks = [(split, k) for split, s in sets.items()
-                 for k in range(_num_shards(len(s), shard_size))
-                 if not (out / _sidecar(split, k)).exists()]
-        todo = sum(min(shard_size, len(sets[s]) - k * shard_size) for s, k in tasks)
-        _run_tasks([(config, str(out), split, k) for split, k in tasks], todo, workers, progress)
-        return _finish(out, config), todo
+        manifest, done = _finished(out), 0
+        # A second pass only where a damaged manifest hid the state of the shards: the new one
+        # is checked like any other, and what is broken is redone.
+        for _ in range(2):
+            if manifest is not None:
+                return manifest, done
+            tasks = [(split, k) for split, s in sets.items()
+                     for k in range(_num_shards(len(s), shard_size))
+                     if not (out / _sidecar(split, k)).exists()]
+            todo = sum(min(shard_size, len(sets[s]) - k * shard_size) for s, k in tasks)
+            _run_tasks([(config, str(out), split, k) for split, k in tasks], todo, workers,
+                       progress)
+            done += todo
+            _finish(out, config)
+            manifest = _finished(out)
+        if manifest is None:
+            raise DataError(f"the shards this run wrote into {out} fail their check: is the disk "
+                            "sound?")
+        return manifest, done
 
 
 MAX_SIZE = 4096
