@@ -15,6 +15,7 @@ from alexnet import alexnet
 from alexnet.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.errors import AlexNetError
+from alexnet import export
 from alexnet.export import PortableLRN, portable
 from alexnet.predictor import Predictor
 from alexnet.weights import load_any, load_torchvision_weights
@@ -287,6 +288,15 @@ def test_torchscript_export_reloads_and_matches(paper, tmp_path):
         got, expected = scripted(x), model(x)
     assert rel_err(got, expected) < 1e-5 and same_top5(got, expected)
     assert json.loads(json.loads(extra["alexnet.json"])["arch"])["variant"] == "paper"
+
+
+def test_export_metadata_names_the_image_size_the_data_was_prepared_at(paper):
+    """The input description said 256x256 whatever `prepare --size` the model was trained at."""
+    ckpt = torch.load(paper[0], weights_only=True)
+    assert export._metadata(ckpt)["image_size"] == "256"
+    ckpt["stats"] = {**ckpt["stats"], "mean_image": torch.zeros(240, 240, 3)}
+    meta = export._metadata(ckpt)
+    assert meta["image_size"] == "240" and "centre crop of a 240x240 image" in meta["input"]
 
 
 def test_safetensors_export_reloads_with_alexnet_load(paper, tmp_path):

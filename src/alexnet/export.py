@@ -6,10 +6,10 @@
 
 CKPT is anything Predictor.from_file reads (checkpoint, run directory, safetensors export,
 torchvision state_dict). The ONNX and TorchScript graphs take what the model takes: float32 (N, C,
-crop, crop), the centre crop of a 256×256 image on the 0..255 scale minus the training mean image;
-they return the logits. Their metadata (ONNX metadata_props, TorchScript extra file "alexnet.json")
-carries arch, classes, crop_size and the per-channel mean; the safetensors export carries the mean
-image.
+crop, crop), the centre crop of a 256×256 image (or the size the data was prepared at) on the 0..255
+scale minus the training mean image; they return the logits. Their metadata (ONNX metadata_props,
+TorchScript extra file "alexnet.json") carries arch, classes, crop_size, image_size and the
+per-channel mean; the safetensors export carries the mean image.
 
 Exported graphs use `PortableLRN`, the paper's formula written with ops every exporter knows (pad,
 slice, add, pow), in place of alexnet.lrn.LocalResponseNorm, whose forward may dispatch to a fast
@@ -90,13 +90,15 @@ def portable(model: nn.Module) -> nn.Module:
 
 
 def _metadata(ckpt: dict) -> dict[str, str]:
-    """What a deployment needs besides the graph, as strings (ONNX and TorchScript take those)."""
+    """What a deployment needs besides the graph, as strings (ONNX and TorchScript take those).
+    The mean image itself (a 256×256×3 float array) is in the safetensors export."""
+    size = int(torch.as_tensor(ckpt["stats"]["mean_image"]).shape[0])  # prepare --size
     return {"format": "alexnet-export/1", "arch": json.dumps(ckpt["arch"]),
             "classes": json.dumps(list(ckpt.get("classes") or [])),
-            "crop_size": str(int(ckpt["crop_size"])),
+            "crop_size": str(int(ckpt["crop_size"])), "image_size": str(size),
             "mean": json.dumps(torch.as_tensor(ckpt["stats"]["mean"]).float().tolist()),
-            "input": "float32 (N, C, crop, crop): centre crop of a 256x256 image, 0..255, "
-                     "minus the training mean image"}
+            "input": f"float32 (N, C, crop, crop): centre crop of a {size}x{size} image, 0..255, "
+                     "minus the training mean image (in the safetensors export)"}
 
 
 def _example_input(ckpt: dict, batch: int = 2) -> torch.Tensor:
