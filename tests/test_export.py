@@ -441,6 +441,27 @@ def test_a_torchscript_export_given_as_weights_says_what_it_is(paper, tmp_path, 
         assert err.count("\n") == 1 and "weights_only" not in err
 
 
+def test_a_torchvision_reference_script_checkpoint_converts_and_predicts(tmp_path, capsys):
+    """The reference script saves {"model", "optimizer", "lr_scheduler", "epoch", "args"}, with
+    args an argparse.Namespace that weights_only refused: 'Weights only load failed'."""
+    import argparse
+    state = lively(alexnet("owt", num_classes=10)).state_dict()
+    torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 89,
+                "args": argparse.Namespace(model="alexnet", lr=0.01, epochs=90)},
+               tmp_path / "ref.pth")
+    torch.save(state, tmp_path / "plain.pth")
+    converted = {}
+    for name in ("ref", "plain"):
+        source, out = tmp_path / f"{name}.pth", tmp_path / f"{name}.pt"
+        assert cli_main(["convert", "torchvision", str(source), str(out)]) == 0, \
+            capsys.readouterr().err
+        converted[name] = torch.load(out, weights_only=True)["model"]
+    ref, plain = converted["ref"], converted["plain"]
+    assert ref.keys() == plain.keys() and all(torch.equal(ref[k], plain[k]) for k in ref)
+    # what predict, eval and train --weights read it with
+    assert load_any(tmp_path / "ref.pth")["arch"]["variant"] == "owt"
+
+
 def test_convert_refuses_our_own_checkpoint_and_non_finite_weights(paper, tmp_path, capsys):
     """Our checkpoint was unwrapped as a torchvision reference-script file ({"model": …}) and
     written again with the std folded in a second time, ImageNet's statistics and crop, exit 0;

@@ -13,6 +13,8 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts:
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
 import random
 import warnings
@@ -68,13 +70,24 @@ def read_torch_file(path: Path, map_location="cpu") -> Any:
             warnings.simplefilter("ignore")
             # a file object: given a path ending in .safetensors, torch.load (2.14) reads it
             # as safetensors whatever it holds; we decide the format by content
-            with open(path, "rb") as f:
+            with open(path, "rb") as f, _reference_script_args_allowed():
                 return torch.load(f, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, pickled code, …
         if _is_torchscript(path):  # torch's words ("Cannot use weights_only=True …") hide it
             raise DataError(f"cannot read {path}: a TorchScript module (torch.jit.load reads "
                             f"it; give a checkpoint, a run directory or a safetensors export)")
         raise DataError(f"cannot read {path}: {first_line(e).split('. ')[0]}") from None
+
+
+def _reference_script_args_allowed():
+    """torchvision's reference training script saves its argparse.Namespace ("args") beside the
+    weights, which weights_only refuses by default. A Namespace is only a __dict__ of what the
+    weights-only unpickler checks anyway, so it is allowed while we read."""
+    allow = getattr(torch.serialization, "safe_globals", None)
+    if allow is None:  # torch 2.4 has only the process-wide list
+        torch.serialization.add_safe_globals([argparse.Namespace])
+        return contextlib.nullcontext()
+    return allow([argparse.Namespace])
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
