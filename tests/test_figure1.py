@@ -146,7 +146,9 @@ def test_summary_censors_tanh_and_refuses_without_relu():
 @pytest.mark.parametrize("flags, option", [
     (["--target", "1.5"], "target"), (["--lrs", "0.1,x"], "lrs"), (["--lrs", "-1"], "lrs"),
     (["--pilot-seed", "1"], "pilot-seed"), (["--pilot-seed", "-1"], "pilot-seed"),
-    (["--epochs", "0.01"], "epochs"), (["--window", "0"], "window"), (["--seeds", "0"], "seeds")])
+    (["--epochs", "0.01"], "epochs"), (["--window", "0"], "window"), (["--seeds", "0"], "seeds"),
+    # infinity trained every run to divergence and failed in the plot; NaN failed unnamed
+    (["--lrs", "inf"], "lrs"), (["--lrs", "0.1,1e400"], "lrs"), (["--epochs", "nan"], "epochs")])
 def test_bad_options_are_one_line_errors(fake_fashion, tmp_path, capsys, flags, option):
     code = main(["figure1", "--data", str(fake_fashion), "--out", str(tmp_path), *TINY, *flags])
     err = capsys.readouterr().err.strip()

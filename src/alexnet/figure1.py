@@ -106,14 +106,18 @@ def check_config(cfg: Figure1Config) -> None:
         if getattr(cfg, name) < least:
             raise AlexNetError(f"{name} must be at least {least}, got {getattr(cfg, name)}",
                                option=name)
+    for name in ("epochs", "momentum"):  # NaN passes every comparison below
+        if not math.isfinite(getattr(cfg, name)) or getattr(cfg, name) < 0:
+            raise AlexNetError(f"{name} must be a finite number >= 0, got {getattr(cfg, name)}",
+                               option=name)
     if cfg.train_images < cfg.batch_size:
         raise AlexNetError(f"train_images {cfg.train_images} is less than one batch of "
                            f"{cfg.batch_size}", option="train_images")
     if cfg.steps < cfg.window_steps:
         raise AlexNetError(f"a budget of {cfg.budget} images is shorter than the error window of "
                            f"{cfg.window} images", option="epochs")
-    if not cfg.lrs or any(not lr > 0 for lr in cfg.lrs):
-        raise AlexNetError(f"learning rates must be positive: {cfg.lrs}", option="lrs")
+    if not cfg.lrs or any(not 0 < lr < math.inf for lr in cfg.lrs):
+        raise AlexNetError(f"learning rates must be positive and finite: {cfg.lrs}", option="lrs")
     if cfg.pilot_seed in range(1, cfg.seeds + 1):
         raise AlexNetError(f"the pilot seed {cfg.pilot_seed} must not be one of the measured "
                            f"seeds 1..{cfg.seeds} (its lr was chosen on it)", option="pilot_seed")
