@@ -297,6 +297,7 @@ def test_dropout_study_reports_the_sizes_it_measured(tmp_path, capsys, monkeypat
     assert (run["train_images"], run["val_images"]) == (16, 8)
     md = (out / "results.md").read_text()
     assert "over 16 training images per run" in md and "on 8 val images" in md
+    assert "train_images=4," in md  # the budget's, as the arms train; it said the default 0
 
 
 # --- the runner -----------------------------------------------------------------------------------

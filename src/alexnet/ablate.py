@@ -408,6 +408,8 @@ def run(args) -> int:
     base = resolve_train_config(arm_given(shared, "baseline", out, shared["seed"]))
     shared["batch_size"] = base.batch_size  # the recipe's, should the recipe set it
     plan, classes = _plan(args, shared, base, studies)
+    # again, with the budget's epochs and train_images: the report shows the baseline's recipe
+    base = resolve_train_config(arm_given(shared, "baseline", out, shared["seed"]))
     print(f"ablate: {plan}", flush=True)
     settings = settings_of(shared, args)
     out.mkdir(parents=True, exist_ok=True)
