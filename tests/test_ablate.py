@@ -445,6 +445,12 @@ def test_damaged_study_caches_are_computed_again(tmp_path, capsys, monkeypatch):
         assert f"{path} is damaged" in stdout and "computed again" in stdout
         assert isinstance(json.loads(path.read_text())["curve"], list)  # rewritten
     assert png_ok(out / "activation.png") and png_ok(out / "dropout.png")
+    relu = out / "activation" / "relu.json"
+    relu.write_text(json.dumps({k: v for k, v in json.loads(relu.read_text()).items()
+                                if k != "final_error"}))  # the report reads it: a KeyError
+    code, stdout, _ = ablate_cli(capsys, out, "--arms", "none", "--study", "relu,dropout",
+                                 "--seeds", 1, "--overfit-images", 4, "--overfit-epochs", 1)
+    assert code == 0 and f"{relu} is damaged (no valid final_error)" in stdout
 
 
 @pytest.mark.slow

@@ -72,7 +72,8 @@ NUMBER, NONE = (int, float), type(None)
 ACTIVATION_FIELDS = {"batch_size": int, "window": int, "threshold": NUMBER, "steps": int,
                      "seconds": NUMBER, "curve": list, "reached": (dict, NONE),
                      "diverged": (int, NONE), "grad_norms": dict, "sparsity_init": dict,
-                     "sparsity_trained": dict}
+                     "sparsity_trained": dict, "final_error": (*NUMBER, NONE),
+                     "probe_images": int}
 
 
 def note(message: str) -> None:
