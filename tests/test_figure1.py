@@ -15,7 +15,7 @@ import torch
 from alexnet import figure1, stats
 from alexnet.cli import main
 from alexnet.figure1 import Figure1Config
-from alexnet.visualize.figure1 import format_ladder
+from alexnet.visualize.figure1 import format_ladder, verdict_line
 from conftest import one_line_error
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -141,6 +141,26 @@ def test_summary_censors_tanh_and_refuses_without_relu():
     assert "lower bounds" in summ["note"]
     none = figure1.summarize([row(1, None, 400), row(2, 200, 300)], cfg)
     assert none["ratio"] is None and none["verdict"] == "cannot tell"
+    assert "raise --epochs" in none["note"]
+    diverged = row(1, None, 400)
+    diverged["relu"]["diverged"] = True  # more epochs would not help it: a lower lr would
+    assert "lower --lrs" in figure1.summarize([diverged, row(2, 200, 300)], cfg)["note"]
+
+
+def test_a_lower_bound_below_the_papers_factor_cannot_hold_it_false():
+    """With tanh censored, the interval is a lower bound: the paper's 6× above it was reported
+    as 'not held', though the true ratio may be larger."""
+    summ = {"ratio": {"estimate": 4.5, "low": 3.8, "high": 5.9, "method": "t", "n": 3},
+            "verdict": "held", "paper_ratio": 6.0, "paper": "above", "tanh_censored": 1,
+            "note": "tanh did not reach the target with 1 seed(s)"}
+    line = verdict_line({"config": {"target": 0.25}, "summary": summ})
+    assert "cannot tell, as the interval is only a lower bound" in line and "not held" not in line
+    summ = {**summ, "paper": "below", "ratio": {**summ["ratio"], "low": 6.5, "high": 9.0}}
+    line = verdict_line({"config": {"target": 0.25}, "summary": summ})
+    assert "a larger speed-up than the paper's" in line  # a lower bound above 6 still says so
+    line = verdict_line({"config": {"target": 0.25}, "summary": {**summ, "tanh_censored": 0,
+                                                                  "paper": "above"}})
+    assert "**not held**" in line  # uncensored: the interval is the ratio's
 
 
 @pytest.mark.parametrize("flags, option", [

@@ -349,7 +349,9 @@ def summarize(rows: list[dict], cfg: Figure1Config) -> dict:
     if any(r["relu"]["censored"] for r in rows):
         summary["ratio"] = None             # no lower or upper bound can be put on it
         summary["verdict"] = "cannot tell"
-        summary["note"] = "relu did not reach the target with every seed: raise --epochs"
+        summary["note"] = ("relu diverged at its chosen lr with some seed: lower --lrs"
+                           if any(r["relu"]["diverged"] for r in rows) else
+                           "relu did not reach the target with every seed: raise --epochs")
         return summary
     budget = cfg.budget
     relu = [r["relu"]["images"] for r in rows]
