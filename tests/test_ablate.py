@@ -358,6 +358,19 @@ def test_a_diverging_arm_is_recorded_and_the_others_go_on(tmp_path, capsys, monk
     assert code == 0 and "sigmoid/seed0 is finished, skipped" in stdout  # not trained again
 
 
+def test_a_flag_spelt_out_at_its_default_is_no_change_of_settings(tmp_path):
+    """ablate.json holds the flags as typed: adding `--dropout 0.5` (the default) to the same
+    command was refused as other settings."""
+    shared = {"data": "shapes:16:8", "batch_size": 4, "epochs": 1, "train_images": 4,
+              "precision": "fp32", "seed": 0}
+    settings = {"shared": shared, "budget": 4}
+    ablate.check_settings(tmp_path, settings)
+    ablate.check_settings(tmp_path, {**settings, "shared": {**shared, "dropout": 0.5,
+                                                            "recipe": "auto"}})
+    with pytest.raises(AlexNetError, match=r"other settings \(--dropout\)"):
+        ablate.check_settings(tmp_path, {**settings, "shared": {**shared, "dropout": 0.3}})
+
+
 def test_other_settings_in_the_same_directory_are_refused(tmp_path, capsys):
     out = tmp_path / "abl"
     out.mkdir()

@@ -164,13 +164,24 @@ def check_settings(out: Path, settings: dict) -> None:
                                f"these settings, else use another --out")
         diff = sorted(k for k in set(before) | set(settings)
                       if k != "shared" and before.get(k) != settings.get(k))
-        diff += sorted(f"--{k.replace('_', '-')}" for k in set(before.get("shared", {}))
-                       | set(settings["shared"])
-                       if before.get("shared", {}).get(k) != settings["shared"].get(k))
+        diff += _shared_diff(before.get("shared", {}), settings["shared"])
         if diff:
             raise AlexNetError(f"{out} holds an ablation with other settings ({', '.join(diff)}); "
                                f"use another --out", option="out")
     atomic_write_json(path, settings)
+
+
+def _shared_diff(before: dict, now: dict) -> list[str]:
+    """The flags whose values differ between two ablations, as the baseline resolves them: a
+    flag spelt out at the value it takes anyway (`--dropout 0.5`) is no change."""
+    try:
+        before, now = (dataclasses.asdict(resolve_train_config({**PAPER_IDEAS, **flags,
+                                                                "out": "-"}))
+                       for flags in (before, now))
+    except AlexNetError:  # flags this version cannot resolve: compare them as written
+        pass
+    return sorted(f"--{k.replace('_', '-')}" for k in set(before) | set(now)
+                  if k not in RUN_ONLY and before.get(k) != now.get(k))
 
 
 # --- the files a previous call wrote -------------------------------------------------------------
