@@ -309,6 +309,15 @@ def test_no_arguments_means_the_demo_recipe():
     assert (paper.optimizer, paper.init, paper.lr, paper.batch_size) == ("sgd", "paper", 0.01, 128)
 
 
+def test_a_folder_called_shapes_is_the_users_data_with_the_papers_recipe(tmp_path, monkeypatch):
+    """open_dataset reads ./shapes when it exists; auto still chose the demo recipe for it."""
+    from alexnet.config import resolve_train_config
+    monkeypatch.chdir(tmp_path)
+    assert resolve_train_config({"data": "shapes"}).recipe == "demo"  # the built-in set
+    (tmp_path / "shapes" / "train").mkdir(parents=True)
+    assert resolve_train_config({"data": "shapes"}).recipe == "paper"
+
+
 def test_demo_options_train_resume_and_evaluate(tmp_path, capsys):
     """AdamW, He init and std-scaled inputs: the scale is saved with the model, so eval rebuilds
     the same function; resuming restores AdamW's state exactly."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Optional, get_type_hints
 
 from .accel import PRECISIONS
+from .data import builtin
 from .errors import AlexNetError
 from .model import VARIANTS, ModelOptions
 from .options import base_type, check, option
@@ -168,7 +169,7 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
         raise AlexNetError(f"unknown option(s): {', '.join(sorted(unknown))}")
     recipe = given.get("recipe", "auto")
     if recipe == "auto":
-        recipe = "demo" if str(given.get("data", "shapes")).split(":")[0] == "shapes" else "paper"
+        recipe = "demo" if builtin(str(given.get("data", "shapes"))) == "shapes" else "paper"
     if recipe not in RECIPES:
         raise AlexNetError(f"recipe must be one of {', '.join(RECIPES)} or auto; got {recipe!r}",
                            option="recipe")

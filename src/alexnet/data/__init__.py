@@ -46,12 +46,12 @@ def open_dataset(spec: str, split: str = "train", *, seed: int = 0, val_labels=N
                            option="data")
     if val_labels is not None:
         _check_val_labels(spec, val_labels)
-    name = spec.split(":", 1)[0]
-    if name == "shapes" and not Path(spec).exists():
+    name = builtin(spec)
+    if name == "shapes":
         train_n, val_n = parse_spec(spec)
         sizes = {k: v for k, v in (("train", train_n), ("val", val_n)) if v is not None}
         return Shapes(split, seed=seed, image_size=image_size, sizes=sizes)
-    if name == "fashion-mnist" and not Path(spec).exists():
+    if name == "fashion-mnist":
         root = spec.split(":", 1)[1] if ":" in spec else None
         return FashionMNIST(split, root=root, image_size=image_size)
     path = Path(spec).expanduser()
@@ -66,6 +66,13 @@ def open_dataset(spec: str, split: str = "train", *, seed: int = 0, val_labels=N
         raise AlexNetError(f"{spec} is an unfinished `alexnet prepare` output (no manifest.json): "
                            "rerun the same prepare command to finish it")
     return ImageFolder(path, split, val_labels=val_labels, image_size=image_size)
+
+
+def builtin(spec: str) -> str | None:
+    """"shapes" or "fashion-mnist" when `spec` names that built-in set, else None: a path that
+    exists (a folder called shapes) is the user's data, not ours."""
+    name = spec.split(":", 1)[0]
+    return name if name in ("shapes", "fashion-mnist") and not Path(spec).exists() else None
 
 
 def _check_val_labels(spec: str, val_labels) -> None:
