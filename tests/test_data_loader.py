@@ -1,4 +1,6 @@
 """The loader: disjoint rank shares, per-epoch reshuffles, equal batch counts, worker processes."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -156,3 +158,29 @@ def test_batches_are_pinned_where_they_go_to_a_gpu():
                   device="cuda").pin_memory is False
     assert Loader(Numbers(4), 2, shuffle=False, workers=0, device="cuda",
                   pin_memory=False).pin_memory is False
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task"), reason="needs Linux /proc")
+def test_loader_workers_do_not_hold_the_run_directorys_lock(tmp_path):
+    """flock locks belong to the open file, which fork shares: the workers of a SIGKILLed run
+    held its lock for seconds after, and an immediate --resume was refused ('in use')."""
+    from alexnet.io import LOCK_NAME, locked_dir
+    with locked_dir(tmp_path / "run"):
+        loader = Loader(Numbers(8), 2, shuffle=False, workers=2)
+        assert len(list(loader)) == 4  # both workers have started (persistent: they stay)
+        workers = _children(os.getpid())
+        assert len(workers) >= 2
+        for pid in workers:
+            fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            assert not any(f.endswith(LOCK_NAME) for f in fds), (pid, fds)
+        del loader
+    with locked_dir(tmp_path / "run"):  # the parent's lock was released as before
+        pass

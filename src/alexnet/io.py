@@ -204,13 +204,30 @@ def sweep_temp(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+_held_locks: set[int] = set()  # the descriptors of the locks this process holds
+
+
+def close_inherited_locks() -> None:
+    """In a forked child that only helps its parent (a data loader worker): close the lock
+    descriptors it inherited. flock(2) locks belong to the open file, which a fork shares, so the
+    workers of a SIGKILLed run held its lock until they noticed and exited, seconds later, and an
+    immediate --resume was refused. Closing (not unlocking) leaves the parent's lock as it is."""
+    for fd in _held_locks:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_locks.clear()
+
+
 @contextmanager
 def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterator[Path]:
     """Hold an exclusive lock on `directory` (created if missing) for the duration, then sweep
     the temporary files a killed writer left in it. A second process asking for the same lock
     gets Busy at once rather than waiting (two runs writing one directory would mix their files).
 
-    flock(2) locks die with their process, so a SIGKILLed run leaves no stale lock behind."""
+    flock(2) locks die with their process, so a SIGKILLed run leaves no stale lock behind (its
+    loader workers close their copy: close_inherited_locks)."""
     directory = Path(directory)
     made = [p for p in (directory, *directory.parents) if not p.exists()]  # runs/demo, runs
     try:
@@ -227,6 +244,7 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
             raise Busy(f"{directory} is in use by another process (pid {holder}); wait for it "
                        f"or choose another {what}") from None
         locked = True
+        _held_locks.add(fd)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         sweep_temp(directory)
@@ -243,4 +261,5 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
                     break
         raise
     finally:
+        _held_locks.discard(fd)
         os.close(fd)  # releases the lock

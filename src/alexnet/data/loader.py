@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import AlexNetError
+from ..io import close_inherited_locks
 from ..machine import most_per_core
 from .imageset import ImageSet, drop_failed
 from .prepared import decode_batch
@@ -202,12 +203,17 @@ class Loader:
                 _ReadBatch(self), batch_size=None, sampler=self._sampler,
                 num_workers=self.workers, prefetch_factor=self.prefetch,
                 persistent_workers=True, pin_memory=self.pin_memory,
+                worker_init_fn=_worker_started,
                 # The workers' base seed is drawn from this generator, not from torch's global
                 # one: drawing from the global one would shift the dropout masks of a resumed
                 # run, whose first epoch creates the workers at another point of the sequence.
                 generator=torch.Generator().manual_seed(self.seed))
         self._sampler.tasks = tasks
         yield from self._loader
+
+
+def _worker_started(worker_id: int) -> None:
+    close_inherited_locks()  # the run directory's lock stays the main process's alone
 
 
 class _Tasks(torch.utils.data.Sampler):
