@@ -25,6 +25,24 @@ def _equal(a, b) -> bool:
     return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
 
 
+def test_another_ranks_non_finite_loss_stops_this_rank_before_the_update_too():
+    """Under DDP a rank whose own loss was finite stepped on (with the NaN gradients the
+    all-reduce had given it) and then waited for the rank that had stopped: a gloo traceback,
+    or an NCCL hang. With the loss summed over the ranks, every rank stops at the same step."""
+    torch.manual_seed(0)
+    model = alexnet("paper", num_classes=3, dropout=0.0)
+    opt = accel.make_sgd(model.parameters(), 0.1, 0.9, 5e-4, "cpu")
+    scaler = accel.grad_scaler(torch.device("cpu"), "fp32")
+    x, y = torch.randn(2, 3, 227, 227), torch.tensor([0, 2])
+    sums = []
+    loss, _ = train_step(model, opt, scaler, x, y, all_ranks=lambda v: sums.append(v) or v * 2)
+    assert len(sums) == 1 and sums[0].item() == pytest.approx(loss)  # finite everywhere: a step
+    before = _state(model, opt)
+    with pytest.raises(Diverged, match="loss became nan on another rank"):
+        train_step(model, opt, scaler, x, y, all_ranks=lambda v: v + float("nan"))
+    assert _equal(_state(model, opt), before)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: on the weights' bf16 copies
 def test_non_finite_loss_raises_before_the_update_and_leaves_no_trace(precision):
     torch.manual_seed(0)

@@ -19,13 +19,17 @@ from .errors import Diverged
 
 
 def train_step(model, optimizer, scaler, x: torch.Tensor, labels: torch.Tensor, *,
-               autocast=contextlib.nullcontext, label_smoothing: float = 0.0, masters=None):
+               autocast=contextlib.nullcontext, label_smoothing: float = 0.0, masters=None,
+               all_ranks=None):
     """One SGD (or AdamW) step on a prepared batch; returns (loss as a float, detached logits).
 
     The loss is computed in float32 whatever the autocast precision (a bf16 log-softmax over
     1000 classes loses digits). A non-finite loss raises Diverged *before* the update, so the
     weights stay as they were. `scaler` is a GradScaler, enabled only for fp16. `masters`
-    (a MasterWeights of this model and optimizer, or None) stands in for both, without autocast."""
+    (a MasterWeights of this model and optimizer, or None) stands in for both, without autocast.
+    `all_ranks` (under DDP: a tensor's sum over the ranks) makes every rank see a non-finite loss
+    of any rank: one that stepped on waited in the next all-reduce for a rank that had stopped
+    (a traceback with gloo, a hang with NCCL)."""
     if masters is not None:
         model, optimizer, autocast = masters, masters, contextlib.nullcontext
     with autocast():
@@ -40,8 +44,10 @@ def train_step(model, optimizer, scaler, x: torch.Tensor, labels: torch.Tensor, 
     # forward, it left a GPU idle while the host queued the whole backward. A non-finite loss
     # still raises before the update (its gradients are dropped at the next zero_grad).
     value = loss.item()
-    if not math.isfinite(value):
-        raise Diverged(f"the training loss became {value}; the learning rate is probably too "
+    total = value if all_ranks is None else all_ranks(loss.detach().double().reshape(1)).item()
+    if not math.isfinite(total):
+        became = value if not math.isfinite(value) else f"{total} on another rank"
+        raise Diverged(f"the training loss became {became}; the learning rate is probably too "
                        f"high", option="lr")
     scaler.step(optimizer)
     scaler.update()

@@ -65,6 +65,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # dropout masks, reproducibly per epoch
     step0 = epoch * len(t.train_loader)
     loss_sum, seen = 0.0, 0
+    all_ranks = (lambda v: parallel.all_reduce_sum(v, info)) if info.world_size > 1 else None
     with Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
                   enabled=cfg.progress and info.is_main) as bar:
         start = time.perf_counter()
@@ -81,7 +82,7 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
             try:
                 loss, _ = train_step(t.model, t.optimizer, t.scaler, x, labels,
                                      autocast=rt.autocast, label_smoothing=cfg.label_smoothing,
-                                     masters=t.masters)
+                                     masters=t.masters, all_ranks=all_ranks)
             except Diverged as e:
                 raise diverged(e, cfg, epoch, i) from None
             loss_sum += loss * len(labels)
