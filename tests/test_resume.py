@@ -207,6 +207,26 @@ def test_a_resume_with_nothing_left_to_train_restores_the_last_epochs_outputs(tm
     assert (run / "metrics.jsonl").read_text() == lines and (run / "curves.png").is_file()
 
 
+def test_a_kill_after_the_checkpoint_leaves_the_epoch_in_tensorboard(tmp_path, monkeypatch):
+    """The scalars were written after checkpoint.pt: killed in between, the resume started after
+    that epoch and TensorBoard never got it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    run = tmp_path / "r"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "_history_outputs", killed)  # right after checkpoint.pt
+        assert cli_main(["train", *FAST, "--epochs", "2", "--out", str(run)]) == 130
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+    assert cli_main(["train", "--resume", str(run)]) == 0
+    events = EventAccumulator(str(run))
+    events.Reload()
+    steps = sorted({e.step for e in events.Scalars("train_loss")})
+    assert steps == [1, 2]
+
+
 def test_the_default_run_directory_is_numbered_with_the_same_checks(tmp_path, capsys,
                                                                     monkeypatch):
     # Training with no --out (as `make demo` does; FAST's paper recipe writes runs/alexnet) where

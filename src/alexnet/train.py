@@ -315,15 +315,18 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
         best = min(best, val["top1_error"])
         skipped = unreadable([t.train_loader, t.val_loader], info)  # every rank takes part
         if info.is_main:
+            # TensorBoard's scalars are appended, never rewritten: before the checkpoint, so
+            # that a kill in between leaves the epoch in them (a resume redoes it exactly and
+            # writes the same values again), never out of them for good.
+            _tensorboard_epoch(writer, history[-1])
             _save_epoch(t, run, history, best, improved)
-            _history_outputs(run, history, writer)
+            _history_outputs(run, history)
             _report_skipped(run, skipped)
             print(_epoch_line(history[-1], cfg.epochs, dropped), flush=True)
     if info.is_main and history and start_epoch >= cfg.epochs:
         # Nothing left to train: write what a kill between the last checkpoint.pt and its
-        # outputs may have left out (both rewritten whole from the history; TensorBoard's
-        # scalars are appended, so not again).
-        _history_outputs(run, history, None)
+        # outputs may have left out (both rewritten whole from the history).
+        _history_outputs(run, history)
     predictor = Predictor.snapshot(t.model, t.meta, t.rt)
     results = {f"{crops}-crop": evaluate(predictor, t.val_loader, crops=crops, info=info)
                for crops in sorted({1, cfg.eval_crops})}
@@ -447,14 +450,16 @@ def _epoch_line(h: dict, epochs: int, dropped: bool) -> str:
             f"{h['seconds']:.0f} s")
 
 
-def _history_outputs(run: Path, history: list[dict], writer) -> None:
+def _history_outputs(run: Path, history: list[dict]) -> None:
     atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+    plot_curves({run.name: history}, run / "curves.png")
+
+
+def _tensorboard_epoch(writer, h: dict) -> None:
     if writer is not None:
-        h = history[-1]
         for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s"):
             writer.add_scalar(key, h[key], h["epoch"])
         writer.flush()
-    plot_curves({run.name: history}, run / "curves.png")
 
 
 def _tensorboard(run: Path):
