@@ -142,6 +142,12 @@ def test_eval_of_a_run_without_best_says_so(tmp_path, capsys):
     ("--workers", "99999", "workers must be in 0.."),  # thousands of processes hang at start
     ("--data", "", "data is an empty string; expected shapes | fashion-mnist"),
     ("--width", "1000", "width must be <= 16.0"),  # it asked for 1.2 TB, and a traceback
+    # past int64: it trained (README: such a number is bad input)
+    ("--epochs", "99999999999999999999", "epochs is a number too large (past int64)"),
+    # it said "cannot convert float infinity to integer", naming no flag
+    ("--warmup-epochs", "1e308", "a warm-up of 1e+308 epochs is longer than the run's"),
+    ("--lr-scaling", "linear", "a warm-up of 5 epochs (Goyal's, which --lr-scaling linear sets) "
+                               "is longer than the run's 1: give a shorter --warmup-epochs"),
 ])
 def test_every_numeric_train_option_is_validated(tmp_path, capsys, flag, value, words):
     err = one_line_exit_2(capsys, ["train", *FAST, "--epochs", "1", flag, value,

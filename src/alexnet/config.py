@@ -200,6 +200,11 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     """Every field against its declaration, then the rules that tie fields together."""
     check(cfg)
+    if cfg.warmup_epochs > cfg.epochs:  # the lr would never reach the rate asked for
+        why = " (Goyal's, which --lr-scaling linear sets)" if cfg.lr_scaling == "linear" else ""
+        raise AlexNetError(f"a warm-up of {cfg.warmup_epochs:g} epochs{why} is longer than the "
+                           f"run's {cfg.epochs}: give a shorter --warmup-epochs",
+                           option="warmup_epochs")
     if cfg.variant != "paper" and (cfg.init, cfg.input_norm) != ("paper", "mean"):
         why = (" (the demo recipe, the default on shapes data, sets init kaiming and input_norm "
                "mean-std: add --recipe paper)" if cfg.recipe == "demo" else "")

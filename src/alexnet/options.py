@@ -56,6 +56,8 @@ def check_value(name: str, value: Any, tp, meta) -> None:
     if tp is str and not value.strip():  # `--out "$DIR"`, DIR unset: not the current directory
         raise AlexNetError(f"{name} is an empty string; expected {meta.get('help') or 'a value'}",
                            option=name)
+    if tp is int and not -2**63 <= value < 2**63:  # torch, numpy and JSON readers stop there
+        raise AlexNetError(f"{name} is a number too large (past int64): {value}", option=name)
     if tp is float and not math.isfinite(value):
         raise AlexNetError(f"{name} must be a finite number, got {value!r}", option=name)
     choices = meta.get("choices")
