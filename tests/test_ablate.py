@@ -187,6 +187,22 @@ def test_one_seed_has_no_interval_and_cannot_tell():
     assert "one seed: no interval" in ablate.format_arms_table([row])
 
 
+def test_one_seeds_report_is_strict_json(tmp_path):
+    """One seed has no sd and no interval: results.json held NaN and -Infinity, which Python
+    reads but jq and browsers refuse."""
+    numbers = dict.fromkeys(RUN_NUMBERS, 0.0)
+    base = ablate.summarise("baseline", {0: {"val_top1_error": 0.5, **numbers}}, None,
+                            ablate.about("baseline"))
+    arm = ablate.summarise("no-lrn", {0: {"val_top1_error": 0.9, **numbers}},
+                           {0: {"val_top1_error": 0.5, **numbers}}, ablate.about("no-lrn"))
+    assert math.isnan(base["val_top1_sd"]) and math.isinf(arm["difference"]["high"])
+    cfg = resolve_train_config({"data": "shapes:16:8"})
+    ablate.write_report(tmp_path, cfg, {}, "plan", [base, arm], {}, {}, None)
+    saved = json.loads((tmp_path / "results.json").read_text(), parse_constant=pytest.fail)
+    baseline, no_lrn = saved["arms"]
+    assert baseline["val_top1_sd"] is None and no_lrn["difference"]["high"] is None
+
+
 def test_the_report_shows_the_numbers(fake_ablation):
     out, rows = fake_ablation
     cfg = resolve_train_config({"data": "shapes:16:8"})
