@@ -81,6 +81,15 @@ def test_study_end_to_end(fake_fashion, tmp_path, capsys):
     assert f"{cfg['target']:.0%}" in (out / "results.md").read_text()
 
 
+def test_one_seeds_results_json_is_strict_json(fake_fashion, tmp_path):
+    """One seed's interval reaches +infinity: results.json held Infinity, which is not JSON."""
+    out = tmp_path / "fig1"
+    assert main(["figure1", "--data", str(fake_fashion), "--out", str(out), *TINY,
+                 "--seeds", "1"]) == 0
+    result = json.loads((out / "results.json").read_text(), parse_constant=pytest.fail)
+    assert result["summary"]["ratio"] is None or result["summary"]["ratio"]["high"] is None
+
+
 def test_resume_trains_nothing_again(fake_fashion, tmp_path, monkeypatch):
     out = tmp_path / "fig1"
     args = ["figure1", "--data", str(fake_fashion), "--out", str(out), *TINY]

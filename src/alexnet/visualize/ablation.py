@@ -18,7 +18,7 @@ import torch
 from .. import stats
 from ..accel import resolve_precision
 from ..config import TrainConfig
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, strict_json
 from ..machine import describe
 from ..model import RELU_LAYERS
 from ..parallel import resolve_device
@@ -309,19 +309,6 @@ def write_report(out: Path, cfg: TrainConfig, settings: dict, plan: str, rows: l
     atomic_write_json(out / "results.json", strict_json({
         "settings": settings, "machine": machine(), "arms": rows, "pilot": spread,
         "dropout_study": drop, "activation_study": study}))
-
-
-def strict_json(obj):
-    """`obj` with null for NaN and ±infinity (one seed has no sd and no interval): Python writes
-    and reads those, but they are not JSON, and jq or a browser refuse the file. For files we
-    do not read back."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: strict_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [strict_json(v) for v in obj]
-    return obj
 
 
 # --- the pictures -------------------------------------------------------------------------------

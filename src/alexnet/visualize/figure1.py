@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, strict_json
 from .common import figure, save_figure
 
 MAGNITUDE = {"above": "a speed-up as large as the paper's is **not held** here",
@@ -195,6 +195,6 @@ def results_markdown(result: dict, command: str) -> str:
 
 
 def write_report(result: dict, out: Path, command: str) -> None:
-    atomic_write_json(out / "results.json", result)
+    atomic_write_json(out / "results.json", strict_json(result))  # one seed: high = inf
     atomic_write_text(out / "results.md", results_markdown(result, command))
     plot_figure1(result, out / "figure1.png")
