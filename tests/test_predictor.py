@@ -293,3 +293,21 @@ def test_predict_prints_a_name_that_is_not_utf8_as_its_bytes(ckpt_path, tmp_path
     stdout.flush()
     assert stdout.buffer.getvalue().startswith(os.fsencode(image) + b"\n")
     assert stdout.errors == "strict"  # put back after the command
+
+
+def test_predict_keeps_a_class_name_with_a_newline_on_its_row(ckpt_path, tmp_path, capsys):
+    """Class names come from folder names, which may hold a tab or newline: printed as they
+    were, a name broke its row of the table in two."""
+    from PIL import Image
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    odd = ["a\nb", "tab\tc", "c2", "c3", "c4"]
+    save_checkpoint(tmp_path / "odd.pt", {**ckpt, "classes": odd})
+    image = tmp_path / "x.png"
+    Image.new("RGB", (300, 250), (20, 120, 200)).save(image)
+    assert cli_main(["predict", str(tmp_path / "odd.pt"), str(image), "--topk", "5"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert len(rows) == 6 and {r.split("%  ", 1)[1] for r in rows[1:]} == {
+        "a\\nb", "tab\\tc", "c2", "c3", "c4"}
+    assert cli_main(["predict", str(tmp_path / "odd.pt"), str(image), "--json"]) == 0
+    top = json.loads(capsys.readouterr().out)["predictions"][0]["top"]
+    assert {t["class"] for t in top} <= set(odd)  # JSON keeps the names as they are

@@ -11,6 +11,7 @@ many are given (`predict CKPT photos/*.jpg`), and the text output appears as eac
 from __future__ import annotations
 
 import json
+import unicodedata
 
 from .accel import PRECISIONS
 from .data.folder import probe_image
@@ -34,6 +35,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     add_names_option(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def one_line(name) -> str:
+    """A class or file name as one row of the table: a tab, newline or other control character
+    in it (folder names may hold them) as its escape, e.g. \\n, instead of breaking the row."""
+    name = str(name)
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in name)
 
 
 def add_names_option(parser) -> None:
@@ -67,9 +75,10 @@ def run(args) -> int:
                     {"class": c, "probability": p, **({"name": names[c]} if c in names else {})}
                     for c, p in top]})
                 continue
-            print(path)
+            print(one_line(path))
             for c, p in top:
-                print(f"  {p:7.2%}  {c}" + (f"  {names[c]}" if c in names else ""), flush=True)
+                print(f"  {p:7.2%}  {one_line(c)}" + (f"  {names[c]}" if c in names else ""),
+                      flush=True)
     if args.json:
         print(json.dumps({"predictions": predictions}))
     return 0
