@@ -47,3 +47,19 @@ def test_bench_data_device_mode_on_the_cpu(capsys):
     assert main(["bench", "data", "--images", "16", "--batch-size", "8", "--rounds", "1",
                  "--workers", "0", "--model-steps", "0", "--device", "cpu"]) == 0
     assert "decoded on the device" in capsys.readouterr().out
+
+
+def test_bench_data_refuses_what_cannot_fit_on_the_disk_before_writing(capsys, tmp_path,
+                                                                        monkeypatch):
+    """--images 1e23 wrote photos until the disk was full."""
+    import shutil
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10**7))
+    assert main(["bench", "data", "--images", "64", "--batch-size", "8", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "64 images need more than 0.0126 GB" in err and "(--images)" in err and "\n" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert main(["bench", "data", "--images", "99999999999999999999999"]) == 2
+    assert "(--images)" in capsys.readouterr().err

@@ -83,6 +83,7 @@ def run(args) -> int:
     if args.images < args.batch_size * 2:
         raise AlexNetError(f"images must be >= 2 × batch_size = {2 * args.batch_size} (each rate "
                            f"is timed after the first batch), got {args.images}", option="images")
+    _check_disk(args.images)
     work = Path(tempfile.mkdtemp(prefix="alexnet-bench-data-"))
     try:
         result = measure(args, work)
@@ -135,6 +136,18 @@ def measure(args, work: Path) -> dict:
         result["model_train_img_s"] = model_train_rate(args.model_steps,
                                                         device=args.device or "cpu")
     return result
+
+
+def _check_disk(images: int) -> None:
+    """Refuse at once what cannot fit: the raw shards alone take images × 256² × 3 bytes in the
+    temporary directory (the originals and JPEG shards come on top). `--images 1e23` wrote
+    photos until the disk was full."""
+    need = images * PREPARED_SIZE * PREPARED_SIZE * 3
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    if need > free:
+        raise AlexNetError(f"{images} images need more than {need / 1e9:.3g} GB in "
+                           f"{tempfile.gettempdir()} (raw shards alone), which has "
+                           f"{free / 1e9:.3g} GB free", option="images")
 
 
 def _enough(n: int, batch_size: int, source: str, kind: str = "") -> None:
