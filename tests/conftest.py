@@ -176,3 +176,23 @@ def trained(tmp_path_factory) -> Path:
 def metrics(run: Path) -> list[dict]:
     """A run's metrics.jsonl, one dict per epoch."""
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- tiny ablations ------------------------------------------------------------------------------
+
+# The real paper network on 8 images of the built-in data, batches of 4, fp32 for exactness.
+ABLATE_TINY = ["--data", "shapes:16:8", "--budget", "4", "--batch-size", "4", "--epochs",
+               "1", "--precision", "fp32", "--workers", "0", "--no-progress", "--window",
+               "4"]
+
+
+def ablate_cli(capsys, out, *extra) -> tuple[int, str, str]:
+    code = cli_main(["ablate", *ABLATE_TINY, "--out", str(out), *map(str, extra)])
+    stdout, err = capsys.readouterr()
+    return code, stdout, err
+
+
+def png_ok(path) -> bool:
+    with Image.open(path) as img:
+        img.load()
+        return img.format == "PNG" and img.size[0] > 100
