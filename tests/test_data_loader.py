@@ -169,12 +169,16 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/task"), reason="needs Linux /proc")
-def test_loader_workers_do_not_hold_the_run_directorys_lock(tmp_path):
+def test_loader_workers_do_not_hold_the_run_directorys_lock(tmp_path, monkeypatch):
     """flock locks belong to the open file, which fork shares: the workers of a SIGKILLed run
-    held its lock for seconds after, and an immediate --resume was refused ('in use')."""
+    held its lock for seconds after, and an immediate --resume was refused ('in use'). With the
+    default worker count of a CPU of more than 2 cores (2 workers), as train makes its loaders."""
+    from alexnet.data import loader as loader_module
     from alexnet.io import LOCK_NAME, locked_dir
+    monkeypatch.setattr(loader_module.os, "cpu_count", lambda: 16)
     with locked_dir(tmp_path / "run"):
-        loader = Loader(Numbers(8), 2, shuffle=False, workers=2)
+        loader = Loader(Numbers(8), 2, shuffle=False, device="cpu")  # workers: the default
+        assert loader.workers == 2
         assert len(list(loader)) == 4  # both workers have started (persistent: they stay)
         workers = _children(os.getpid())
         assert len(workers) >= 2
