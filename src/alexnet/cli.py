@@ -7,6 +7,7 @@ one line on stderr and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import importlib
 import os
@@ -106,7 +107,7 @@ def _names_print_as_they_are():
     if errors is None or not hasattr(stream, "reconfigure"):  # not a text stream: leave it
         yield
         return
-    utf8 = (stream.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
+    utf8 = codecs.lookup(stream.encoding or "ascii").name == "utf-8"
     stream.reconfigure(errors="surrogateescape" if utf8 else "backslashreplace")
     try:
         yield

@@ -162,6 +162,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, type=tp, help=help_, default=argparse.SUPPRESS)
 
 
+DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}  # every option's, before any recipe
+
+
 def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
     """paper defaults <- recipe preset <- explicitly given options; then validate."""
     unknown = set(given) - {f.name for f in fields(TrainConfig)}
@@ -178,7 +181,7 @@ def resolve_train_config(given: dict[str, Any]) -> TrainConfig:
     if values.get("lr_scaling") == "linear" and "warmup_epochs" not in values:
         values["warmup_epochs"] = GOYAL_WARMUP_EPOCHS
     # Options of the paper's init, given while another init runs, would be silently ignored.
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    defaults = DEFAULTS
     ignored = [k for k in ("init_std", "bias_init") if given.get(k, defaults[k]) != defaults[k]]
     if ignored and values.get("init", "paper") != "paper":
         why = " (the demo recipe's; --recipe paper or --init paper)" if recipe == "demo" else ""

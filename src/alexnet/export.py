@@ -91,7 +91,7 @@ def portable(model: nn.Module) -> nn.Module:
 
 def _metadata(ckpt: dict) -> dict[str, str]:
     """What a deployment needs besides the graph, as strings (ONNX and TorchScript take those).
-    The mean image itself (a 256×256×3 float array) is in the safetensors export."""
+    The mean image itself (image_size² × C floats) is in the safetensors export."""
     size = int(torch.as_tensor(ckpt["stats"]["mean_image"]).shape[0])  # prepare --size
     return {"format": "alexnet-export/1", "arch": json.dumps(ckpt["arch"]),
             "classes": json.dumps(list(ckpt.get("classes") or [])),

@@ -55,7 +55,7 @@ from .data.fashion import DEFAULT_ROOT, FILES, read_idx
 from .errors import AlexNetError, DataError, Diverged
 from .io import atomic_write_json, atomic_write_text, locked_dir, read_cache
 from .machine import most_per_core
-from .options import path_arg
+from .options import check_value, path_arg
 from .step import train_step
 from .visualize.figure1 import format_table, verdict_line, write_report
 
@@ -107,9 +107,7 @@ def check_config(cfg: Figure1Config) -> None:
             raise AlexNetError(f"{name} must be at least {least}, got {getattr(cfg, name)}",
                                option=name)
     for name in ("epochs", "momentum"):  # NaN passes every comparison below
-        if not math.isfinite(getattr(cfg, name)) or getattr(cfg, name) < 0:
-            raise AlexNetError(f"{name} must be a finite number >= 0, got {getattr(cfg, name)}",
-                               option=name)
+        check_value(name, getattr(cfg, name), float, {"low": 0.0})
     if cfg.train_images < cfg.batch_size:
         raise AlexNetError(f"train_images {cfg.train_images} is less than one batch of "
                            f"{cfg.batch_size}", option="train_images")

@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .checkpoint import TRAINING_STATE, load_checkpoint
-from .config import TrainConfig, absolute_paths, validate
+from .config import DEFAULTS, TrainConfig, absolute_paths, validate
 from .errors import AlexNetError, Diverged
 from .io import LOCK_NAME, is_temp_name
 from .model import LEGACY_OPTIONS
@@ -61,7 +61,7 @@ def _check_training_state(ckpt: dict, run: Path) -> None:
                            option="resume")
 
 
-_NONE_BY_DEFAULT = {f.name for f in dataclasses.fields(TrainConfig) if f.default is None}
+_NONE_BY_DEFAULT = {k for k, v in DEFAULTS.items() if v is None}
 
 
 def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
@@ -218,9 +218,8 @@ def _init_given(cfg: TrainConfig) -> str:
     """The paper-init flags set away from their defaults ("--init-std 10"), or ""."""
     if cfg.weights or cfg.init != "paper":
         return ""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     return ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k):g}"
-                     for k in ("init_std", "bias_init") if getattr(cfg, k) != defaults[k])
+                     for k in ("init_std", "bias_init") if getattr(cfg, k) != DEFAULTS[k])
 
 
 def kept(epoch: int) -> str:
