@@ -18,7 +18,7 @@
 set -u
 OUT=${OUT:-/tmp/cuda-check/out}
 WORK=${WORK:-/tmp/cuda-check}
-STEPS=${STEPS:-grad tests bench sweep sweep-compile data photos train-raw train-jpeg}
+STEPS=${STEPS:-grad tests bench sweep sweep-compile photos data train-raw train-jpeg}
 SWEEP=${SWEEP:---images 28000 --seeds 0,1}
 PHOTOS=${PHOTOS:-8192}
 W=${W:-$(( $(nproc) - 2 ))}  # loader workers: the CPU only feeds the GPU
@@ -49,25 +49,29 @@ T="python3 -m pytest -v -rA -p no:cacheprovider --durations=10"
 # Issue 14's target: the paper's two-device split gives the grouped network's gradients. With it,
 # the Triton LRN compiled for sm_90 by the machine's own triton (older than CI's): a failure
 # there shows in seconds, before the tests that launch it.
-step 45 grad $T tests/test_cuda.py::test_two_device_split_on_one_gpu_equals_grouped \
+step 40 grad $T tests/test_cuda.py::test_two_device_split_on_one_gpu_equals_grouped \
   tests/test_lrn_triton.py::test_kernels_compile_for_h100
 # Only the tests that need a GPU (CI runs the rest, the Triton kernels in the interpreter too).
 # The Triton kernels compile on first use per dtype/layout/tile: about 30 variants, ~1 s each.
-step 120 tests $T tests/test_decode_device.py::test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read \
+step 80 tests $T tests/test_decode_device.py::test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read \
   tests/test_lrn.py::test_cuda_autocast tests/test_accel.py::test_cuda_path tests/test_cuda.py
-step 40 bench $A bench model --device cuda --batch-size 128 --steps 30 --warmup 5
-step 55 sweep $A bench model --device cuda --configs cd --steps 15 --warmup 3 \
+step 30 bench $A bench model --device cuda --batch-size 128 --steps 30 --warmup 5
+step 35 sweep $A bench model --device cuda --configs cd --steps 15 --warmup 3 \
   --batch-sweep 128,256,512,1024
-step 75 sweep-compile $A bench model --device cuda --configs cd --steps 15 --warmup 3 --compile \
-  --batch-sweep 128,512
-step 35 data $A bench data --device cuda --images 2048 --batch-size 128 --workers "$W" \
-  --rounds 2 --model-steps 10
+# Each configuration and batch compiles anew (about 20 s each on the H200, torch 2.11): 75 s
+# did not reach the end of four (session 27).
+step 120 sweep-compile $A bench model --device cuda --configs cd --steps 15 --warmup 3 --compile \
+  --batch-sweep 128,1024
 # $PHOTOS photo-sized JPEGs and 512 for val, prepared as raw and as JPEG shards (from scratch, so
 # that a rerun on a warm machine starts clean).
 step 45 photos bash -c "rm -rf /tmp/photos /tmp/p-raw /tmp/p-jpeg \
   && python3 scripts/photos.py /tmp/photos $PHOTOS 512 \
   && $A prepare /tmp/photos /tmp/p-raw --workers $W \
   && $A prepare /tmp/photos /tmp/p-jpeg --format jpeg --workers $W"
+# The data benchmark reads a sample of those photos: making and preparing its own (in one
+# process) and timing four pipelines twice did not end in 35 s on the H200 (session 27).
+step 70 data $A bench data /tmp/photos --device cuda --images 2048 --batch-size 128 --workers "$W" \
+  --rounds 2 --model-steps 10
 # Three epochs: metrics.jsonl's last img_per_s_after_first_step is the figure set against
 # `bench model` at batch 128. Runs in $WORK, checkpoints included (they stay on the machine).
 step 40 train-raw $A train --data /tmp/p-raw --epochs 3 --batch-size 128 --device cuda \

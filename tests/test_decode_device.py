@@ -40,14 +40,26 @@ def test_batched_decode_matches_pillow(jpeg_shards):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read(jpeg_shards):
-    """nvJPEG against Pillow, each decode started while the training stream still has queued
-    work that reads blocks freed just before: blocks of the decoded images' size, which the
-    caching allocator would hand to a decode on that stream, and which nvJPEG's hardware path
-    writes without waiting for the stream (pytorch/vision#9606). The queued sums must come out
-    as computed beforehand."""
+    """Each decode is started while the training stream still has queued work that reads blocks
+    freed just before: blocks of the decoded images' size, which the caching allocator would hand
+    to a decode on that stream, and which nvJPEG's hardware path writes without waiting for the
+    stream (pytorch/vision#9606). The queued sums must come out as computed beforehand, and the
+    images exactly as a decode on an idle GPU gives them.
+
+    Against Pillow, nvJPEG is held only to the same images: it upsamples the 4:2:0 chroma
+    otherwise than libjpeg's smoothing filter, so at sharp colour edges a channel differed by up to
+    43 grey levels on the H200 (session 27); a simulation of nearest-neighbour chroma on the CPU
+    moves the mean by up to 1.1. A mix-up of images or memory would move it by tens."""
     data = open_dataset(jpeg_shards, "train")
     idx = [7, 0, 13, 21, 4]
     pillow = data.get_batch(idx)
+    torch.cuda.synchronize()
+    quiet = decode_batch(data.encoded(idx), data.channels, "cuda").cpu()
+    assert quiet.shape == pillow.shape
+    mean_diff = (quiet.float() - pillow.float()).abs().flatten(1).mean(1)
+    print(f"nvJPEG vs Pillow, mean |difference| per image: {mean_diff.tolist()}, "
+          f"max {(quiet.int() - pillow.int()).abs().max().item()}")
+    assert mean_diff.max().item() < 4  # other images, or garbage, differ by tens
     g = torch.Generator().manual_seed(0)
     host = [torch.randint(0, 256, pillow.shape[1:], dtype=torch.uint8, generator=g)
             for _ in range(8)]
@@ -60,8 +72,7 @@ def test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read(jpeg_
         del blocks  # freed while the sums that read them are still queued
         ours = decode_batch(data.encoded(idx), data.channels, "cuda")
         assert torch.equal(sums.cpu(), expected)
-        assert ours.is_cuda and ours.shape == pillow.shape
-        assert (ours.cpu().int() - pillow.int()).abs().max() <= 2
+        assert ours.is_cuda and torch.equal(ours.cpu(), quiet)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
