@@ -36,6 +36,31 @@ def test_tiny_run_prints_one_json_object(capsys):
     assert lrn["speedup"] == pytest.approx(lrn["torch_ms"] / lrn["ours_ms"])
 
 
+def test_fp32_roofline_on_cuda_is_the_tf32_gemm(monkeypatch, capsys):
+    """cuDNN runs fp32 convolutions as TF32 by default, so the fp32 rows' roofline is the TF32
+    GEMM: against a real fp32 GEMM torchvision's fp32 net came to 128% of it on the H200."""
+    from alexnet.benchmarks import common
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    assert common.tf32_convolutions(torch.device("cuda"))
+    assert not common.tf32_convolutions(torch.device("cpu"))
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert not common.tf32_convolutions(torch.device("cuda"))
+    # the probe's product runs with TF32 matmuls on, and leaves the flag as it found it
+    seen, mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: seen.append(
+        torch.backends.cuda.matmul.allow_tf32) or mm(a, b))
+    monkeypatch.setattr(common, "tf32_convolutions", lambda device: True)
+    before = torch.backends.cuda.matmul.allow_tf32
+    assert common.gemm_probe(torch.device("cpu"), torch.float32, 8)() > 0
+    assert seen == [True, True] and torch.backends.cuda.matmul.allow_tf32 == before
+    seen.clear()
+    common.gemm_probe(torch.device("cpu"), torch.bfloat16, 8)()
+    assert seen == [before, before]  # bf16 has no TF32
+    monkeypatch.setattr(bench, "tf32_convolutions", lambda device: True)
+    assert main([a for a in TINY if a != "--json"] + ["--configs", "c"]) == 0
+    assert "fp32 (as TF32, as cuDNN runs fp32 convolutions)" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_tiny_run_all_configs_table(capsys):
     assert main([a for a in TINY if a != "--json"]) == 0

@@ -30,16 +30,37 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def tf32_convolutions(device: torch.device) -> bool:
+    """Whether fp32 convolutions on `device` run as TF32 (10-bit mantissa): cuDNN's default
+    (`torch.backends.cudnn.allow_tf32`). Then the fp32 configurations' roofline is the TF32 GEMM
+    rate; against a real fp32 GEMM torchvision's fp32 net came to 128% of "the roofline" on the
+    H200 (session 27)."""
+    return device.type == "cuda" and bool(torch.backends.cudnn.allow_tf32)
+
+
 def gemm_probe(device: torch.device, dtype: torch.dtype, n: int = 4096) -> Callable[[], float]:
     """A callable that times one n x n x n matrix product and returns its FLOP/s: the machine's
-    roofline for this dtype."""
+    roofline for this dtype (fp32 on CUDA: as TF32 where the convolutions run so)."""
     a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    torch.mm(a, b)  # warm-up
+    tf32 = dtype == torch.float32 and tf32_convolutions(device)
+
+    def product() -> None:
+        if not tf32:
+            torch.mm(a, b)
+            return
+        saved = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            torch.mm(a, b)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved
+
+    product()  # warm-up
 
     def probe() -> float:
         sync(device)
         start = time.perf_counter()
-        torch.mm(a, b)
+        product()
         sync(device)
         return 2.0 * n ** 3 / (time.perf_counter() - start)
     return probe

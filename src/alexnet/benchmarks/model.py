@@ -40,7 +40,8 @@ from ..masters import MasterWeights
 from ..model import alexnet
 from ..parallel import resolve_device
 from ..step import train_step
-from .common import add_step_arguments, gemm_probe, machine, step_header, sync
+from .common import (add_step_arguments, gemm_probe, machine, step_header, sync,
+                     tf32_convolutions)
 from .update import measure_weight_update
 
 CONFIGS = {
@@ -320,6 +321,7 @@ def measure(args) -> dict:
         # machine does not dilute (it includes OpenMP's short spin-waits)
         "ratios_cpu_time": {r: cpu[r[2]] / cpu[r[0]] for r in ratios},
         "gemm_gflops": gemm, "gemm_size": args.gemm_size,
+        "fp32_as_tf32": tf32_convolutions(device),  # the fp32 GEMM and convolutions run as TF32
     }
     if "c" in train:
         result["roofline_share_c"] = train["c"]["roofline_share"]
@@ -359,7 +361,9 @@ def format_report(r: dict) -> str:
                   if name in r["targets"] else "")
         lines.append(f"{name} = {value:.2f}  ({target}by CPU time "
                      f"{r['ratios_cpu_time'][name]:.2f})")
-    gemm = ", ".join(f"{p} {v:.0f}" for p, v in r["gemm_gflops"].items())
+    tf32 = " (as TF32, as cuDNN runs fp32 convolutions)" if r.get("fp32_as_tf32") else ""
+    gemm = ", ".join(f"{p}{tf32 if p == 'fp32' else ''} {v:.0f}"
+                     for p, v in r["gemm_gflops"].items())
     lines.append(f"GEMM {r['gemm_size']}^3 GFLOP/s (median, one per round): {gemm}")
     if "roofline_share_c" in r:
         met = "met" if r["roofline_share_c"] >= ROOFLINE_TARGET else "NOT met"
