@@ -28,14 +28,15 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
 
 
 def _case(shape, dtype="fp32", channels_last=False, groups=1, seed=0, grad_layout=None,
-          via="kernel", **params):
-    """Inputs for one run. via="kernel": lrn_triton.forward/backward; via="op": the CUDA bodies of
-    the custom ops in lrn.py (layout handling, float64), on CPU tensors."""
+          via="kernel", tile=None, **params):
+    """Inputs for one run. via="kernel": lrn_triton.forward/backward (with `tile`, if given);
+    via="op": the CUDA bodies of the custom ops in lrn.py (layout handling, float64), on CPU
+    tensors."""
     x = activations(shape, seed=seed, channels_last=channels_last).to(DTYPES[dtype])
     g = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 1)).to(x.dtype)
     if grad_layout is not None:
         g = g.contiguous(memory_format=grad_layout)
-    return dict(x=x, g=g, via=via, params=dict(PAPER, groups=groups, **params))
+    return dict(x=x, g=g, via=via, tile=tile, params=dict(PAPER, groups=groups, **params))
 
 
 def _cases() -> dict:
@@ -84,6 +85,12 @@ def _cases() -> dict:
         fused["x"][0, :3, 0, :2] = 0.0
         fused["x"][1, 5:9, 2, 3] = -0.0
         cases[f"relu-{dt}-{'cl' if cl else 'nchw'}"] = fused
+    # Other tiles (values per program, warps), as scripts/lrn_tiles.py times them on a GPU: fewer
+    # pixels a program than the rows have, and more than the image has.
+    for tile, cl in (((128, 2), True), ((256, 2), False), ((4096, 8), True)):
+        case = _case((2, 96, 7, 5), "bf16", cl, groups=2, tile=tile, relu=True)
+        case["x"] = case["x"] - 20
+        cases[f"tile-{tile[0]}x{tile[1]}-{'cl' if cl else 'nchw'}"] = case
     return cases
 
 
@@ -98,8 +105,9 @@ run = {"kernel": (lrn_triton.forward, lrn_triton.backward),
 out = {}
 for name, case in torch.load(sys.argv[1]).items():
     forward, backward = run[case["via"]]
-    out[name] = (forward(case["x"], **case["params"]),
-                 backward(case["g"], case["x"], **case["params"]))
+    tile = dict(tile=case["tile"]) if case["tile"] else {}
+    out[name] = (forward(case["x"], **case["params"], **tile),
+                 backward(case["g"], case["x"], **case["params"], **tile))
 torch.save(out, sys.argv[2])
 """
 
@@ -170,6 +178,15 @@ def test_alpha_times_mean_does_not_match(interpreted):
     torch.testing.assert_close(y[:, 50:94].double(), no_towers[:, 50:94], rtol=1e-5, atol=1e-7)
 
 
+def test_a_tile_that_is_not_a_power_of_two_is_refused():
+    x = activations((1, 4, 3, 3))
+    for tile in ((1000, 4), (1024, 3), (0, 4)):
+        with pytest.raises(ValueError, match="powers of 2"):
+            lrn_triton.forward(x, tile=tile)
+        with pytest.raises(ValueError, match="powers of 2"):
+            lrn_triton.backward(x, x, tile=tile)
+
+
 def test_layout_that_does_not_flatten_is_refused():
     x = activations((1, 4, 3, 5)).permute(0, 1, 3, 2)  # (h, w) transposed: no one pixel stride
     with pytest.raises(ValueError, match="flatten"):
@@ -178,37 +195,46 @@ def test_layout_that_does_not_flatten_is_refused():
         lrn_triton.forward(activations((1, 4, 3, 3)).double())
 
 
-def _compile_for_h100(kernel, dtype: str, channels_last: bool, relu: bool = False):
-    """Compile to cubin for sm_90 without a GPU, with the specialisation a launch gets (the unit
-    stride of the contiguous axis is a constant, which is what lets the loads coalesce)."""
-    from triton.backends.compiler import GPUTarget
-    unit = "_c" if channels_last else "_p"
-    signature, constants = {}, dict(SIZE=5, RELU=relu, BLOCK_C=32 if channels_last else 16,
-                                    BLOCK_P=32 if channels_last else 64)
-    for name in kernel.arg_names:
-        if name in constants:
-            signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = "*" + dtype
-        elif name in ("alpha", "beta", "k"):
-            signature[name] = "fp32"
-        elif name.startswith("s") and name.endswith(unit):
-            signature[name], constants[name] = "constexpr", 1
-        else:
-            signature[name] = "i32"
-    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32))
-
-
 def test_kernels_compile_for_h100(tmp_path, monkeypatch):
     if "nvidia" not in getattr(triton.backends, "backends", {}):
         pytest.skip("this triton has no NVIDIA backend")
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel):
         for dtype, channels_last, relu in (("bf16", True, True), ("fp32", False, False)):
-            compiled = _compile_for_h100(kernel, dtype, channels_last, relu)
+            compiled = lrn_triton.compile_for_hopper(kernel, dtype, channels_last, relu,
+                                                     *((32, 32) if channels_last else (16, 64)))
             assert "ld.global" in compiled.asm["ptx"] and compiled.asm["cubin"]
             order = "order = [0, 1]" if channels_last else "order = [1, 0]"
             assert order in compiled.asm["ttgir"]  # threads run along the contiguous axis
             if dtype == "bf16":  # stored rounded to nearest even, as torch rounds (not truncated)
                 assert "cvt.rn.bf16.f32" in compiled.asm["ptx"]
+
+
+def test_the_tile_script_counts_registers_for_sm90(tmp_path):
+    """`scripts/lrn_tiles.py --registers`: each kernel compiled for sm_90 here (no GPU), its
+    registers and spills read from the cubin (BENCHMARKS.md's table of them)."""
+    if "nvidia" not in getattr(triton.backends, "backends", {}):
+        pytest.skip("this triton has no NVIDIA backend")
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "scripts/lrn_tiles.py", "--registers", "--tiles",
+                           "1024x4"], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 1024")]
+    assert [r[1] for r in rows] == ["forward", "backward"]
+    assert all(int(r[2]) > 0 for r in rows)
+
+
+def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
+    """scripts/lrn_tiles.py (a GPU's step in scripts/cuda_check.sh) runs each tile on both layers
+    and checks each against the first tile's outputs; here on CPU tensors, in Triton's
+    interpreter."""
+    env = dict(os.environ, TRITON_INTERPRET="1", TRITON_CACHE_DIR=str(tmp_path))
+    args = [sys.executable, "scripts/lrn_tiles.py", "--device", "cpu", "--batch", "1", "--reps",
+            "1", "--small", "--tiles", "1024x4,2048x8"]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1024x4", "| 2048x8"]

@@ -144,19 +144,55 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
         raise TypeError(f"LRN kernel takes {DTYPES}, got {x.dtype}")
 
 
-def _blocks(x: torch.Tensor) -> tuple[int, int]:
-    """(BLOCK_C, BLOCK_P): 1024 values, long along the contiguous axis so loads coalesce."""
+# (values per program, warps): what each kernel launches with unless told otherwise. The backward
+# holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167 registers a
+# thread for sm_90 (95 with 8 warps; no spills either way; session 27, cuobjdump). Which runs
+# faster is for a GPU to say: scripts/lrn_tiles.py times the options there.
+TILE = {"forward": (1024, 4), "backward": (1024, 4)}
+
+
+def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
+                       block_p: int, warps: int = 4):
+    """`kernel` compiled for sm_90 (H100/H200) without a GPU, specialised as a launch would be
+    (the contiguous axis's unit stride is a constant: that is what lets the loads coalesce).
+    dtype: Triton's name ("bf16", "fp32", "fp16"). For the tests, and for counting registers
+    (scripts/lrn_tiles.py --registers)."""
+    from triton.backends.compiler import GPUTarget
+    unit = "_c" if channels_last else "_p"
+    signature, constants = {}, dict(SIZE=5, RELU=relu, BLOCK_C=block_c, BLOCK_P=block_p)
+    for name in kernel.arg_names:
+        if name in constants:
+            signature[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            signature[name] = "*" + dtype
+        elif name in ("alpha", "beta", "k"):
+            signature[name] = "fp32"
+        elif name.startswith("s") and name.endswith(unit):
+            signature[name], constants[name] = "constexpr", 1
+        else:
+            signature[name] = "i32"
+    source = triton.compiler.ASTSource(fn=kernel, signature=signature, constexprs=constants)
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+
+
+def _blocks(x: torch.Tensor, values: int) -> tuple[int, int]:
+    """(BLOCK_C, BLOCK_P): `values` per program, long along the contiguous axis so loads
+    coalesce."""
     c = x.shape[1]
     if x.stride(1) == 1 and c > 1:  # channels_last: a pixel's channels are adjacent
         block_c = min(32, triton.next_power_of_2(c))
     else:
         block_c = min(16, triton.next_power_of_2(c))
-    return block_c, 1024 // block_c
+    return block_c, max(1, values // block_c)
 
 
-def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu) -> None:
+def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu,
+            tile: tuple[int, int]) -> None:
+    values, warps = tile
+    if values < 1 or values & (values - 1) or warps < 1 or warps & (warps - 1):
+        raise ValueError(f"LRN kernel tile: values and warps must be powers of 2, got {tile}")
     n, c, h, w = x.shape
-    block_c, block_p = _blocks(x)
+    block_c, block_p = _blocks(x, values)
     n_pblocks = triton.cdiv(h * w, block_p)
     strides = [s for t in tensors for s in _strides(t)]
     # Triton launches on the current CUDA device: make it x's (the two-device split uses cuda:1)
@@ -165,31 +201,35 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu
         kernel[(n * n_pblocks, triton.cdiv(c, block_c))](
             *tensors, c, h * w, c // groups, n_pblocks, *strides, float(alpha), float(beta),
             float(k), SIZE=size, RELU=bool(relu), BLOCK_C=block_c, BLOCK_P=block_p,
-            num_warps=4)
+            num_warps=warps)
 
 
 def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-            k: float = 2.0, groups: int = 1, relu: bool = False) -> torch.Tensor:
+            k: float = 2.0, groups: int = 1, relu: bool = False,
+            tile: tuple[int, int] | None = None) -> torch.Tensor:
     """The LRN of x (of ReLU(x) with relu: one pass, no ReLU output in memory), in x's dtype and
-    layout (empty_like keeps a dense x's strides)."""
+    layout (empty_like keeps a dense x's strides). tile: (values per program, warps), default
+    TILE["forward"]."""
     _check(x, size, groups)
     y = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_fwd_kernel, x, (x, y), size, alpha, beta, k, groups, relu)
+        _launch(_lrn_fwd_kernel, x, (x, y), size, alpha, beta, k, groups, relu,
+                tile or TILE["forward"])
     return y
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
              beta: float = 0.75, k: float = 2.0, groups: int = 1,
-             relu: bool = False) -> torch.Tensor:
+             relu: bool = False, tile: tuple[int, int] | None = None) -> torch.Tensor:
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
-    forward."""
+    forward. tile: (values per program, warps), default TILE["backward"]."""
     _check(x, size, groups)
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
     _check(grad, size, groups)
     dx = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_bwd_kernel, x, (x, grad, dx), size, alpha, beta, k, groups, relu)
+        _launch(_lrn_bwd_kernel, x, (x, grad, dx), size, alpha, beta, k, groups, relu,
+                tile or TILE["backward"])
     return dx
