@@ -76,7 +76,7 @@ from .errors import AlexNetError, Diverged, at_least, first_line
 from .io import atomic_write_json, read_cache, read_json
 from .options import arms as option_arms, check_value
 from .studies import (ACTIVATIONS, RunningError, activation_study, note,  # noqa: F401
-                      overfit_run, study_one)
+                      overfit_run, records_of, study_one)
 from .visualize.ablation import (crossing, format_arms_table, format_pilot, pilot, read_run,
                                  summarise, summarise_dropout, write_report)
 
@@ -187,7 +187,9 @@ def _shared_diff(before: dict, now: dict) -> list[str]:
 # --- the files a previous call wrote -------------------------------------------------------------
 
 # What a cached dropout-study result must hold (key: type) to be used: what the report reads.
-DROPOUT_FIELDS = {"curve": list, "diverged": (str, type(None))}
+DROPOUT_FIELDS = {"curve": records_of("epoch", "train_error", "val_error", "train_loss",
+                                     "val_loss"),
+                   "diverged": (str, type(None))}
 
 
 RUN_FILES = ("metrics.jsonl", "results.json", "config.json")  # what read_run reads

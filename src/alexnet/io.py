@@ -154,23 +154,29 @@ def read_json(path: Path, lines: bool = False) -> tuple[Any, str | None]:
         return None, "not UTF-8 text"
 
 
-def read_cache(path: Path, fields: dict[str, type | tuple], log=print,
+def read_cache(path: Path, fields: dict[str, type | tuple | Callable[[Any], bool]], log=print,
                then: str = "computed again") -> dict | None:
     """The result cached at `path`, or None when there is none or it is damaged (not JSON, or
-    short of one of `fields`, key: type, what its reader reads of it): a cache holds nothing
-    that cannot be computed again, so a damaged one is, and overwritten, after a note."""
+    short of one of `fields`, key: type or a predicate for what lies deeper, what its reader
+    reads of it): a cache holds nothing that cannot be computed again, so a damaged one is, and
+    overwritten, after a note."""
     if not path.is_file():
         return None
     got, why = read_json(path)
     if why is None and not isinstance(got, dict):
         why = f"a JSON {type(got).__name__}, not an object"
     elif why is None:
-        bad = [k for k, kind in fields.items() if not isinstance(got.get(k, ...), kind)]
+        bad = [k for k, kind in fields.items() if k not in got or not _valid(got[k], kind)]
         why = f"no valid {', '.join(bad)}" if bad else None
     if why is None:
         return got
     log(f"{path} is damaged ({why}), {then}")
     return None
+
+
+def _valid(value: Any, kind) -> bool:
+    """isinstance(value, kind) for a type or a tuple of types; else kind is a predicate."""
+    return isinstance(value, kind) if isinstance(kind, (type, tuple)) else bool(kind(value))
 
 
 def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:

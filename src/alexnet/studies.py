@@ -68,12 +68,33 @@ def overfit_run(cfg: TrainConfig, images: int) -> dict:
 # --- the activation study -------------------------------------------------------------------------
 
 NUMBER, NONE = (int, float), type(None)
-# What a cached result must hold (key: type) to be used: what the report reads of it.
+
+
+def rows_of(width: int):
+    """A predicate: a list of rows of `width` numbers (the activation study's curve)."""
+    return lambda v: isinstance(v, list) and all(
+        isinstance(r, list) and len(r) == width and all(isinstance(x, NUMBER) for x in r)
+        for r in v)
+
+
+def records_of(*keys: str):
+    """A predicate: a list of objects, each with a number at every one of `keys`."""
+    return lambda v: isinstance(v, list) and all(
+        isinstance(r, dict) and all(isinstance(r.get(k), NUMBER) for k in keys) for r in v)
+
+
+def _by_layer(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, NUMBER) for x in v.values())
+
+
+# What a cached result must hold (key: type, or a predicate for what lies deeper) to be used:
+# what the report and the plots read of it.
 ACTIVATION_FIELDS = {"batch_size": int, "window": int, "threshold": NUMBER, "steps": int,
-                     "seconds": NUMBER, "curve": list, "reached": (dict, NONE),
-                     "diverged": (int, NONE), "grad_norms": dict, "sparsity_init": dict,
-                     "sparsity_trained": dict, "final_error": (*NUMBER, NONE),
-                     "probe_images": int}
+                     "seconds": NUMBER, "curve": rows_of(4),
+                     "reached": lambda v: v is None or records_of("steps")([v]),
+                     "diverged": (int, NONE), "grad_norms": _by_layer,
+                     "sparsity_init": _by_layer, "sparsity_trained": _by_layer,
+                     "final_error": (*NUMBER, NONE), "probe_images": int}
 
 
 def note(message: str) -> None:
