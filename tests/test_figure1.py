@@ -253,8 +253,11 @@ def test_idx_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys, shape, 
     lambda settings: "[1]", lambda settings: "{",
     lambda settings: json.dumps({"settings": settings}),
     lambda settings: json.dumps({"settings": settings, "stopped": "budget", "max_steps": 9,
-                                 "wrong": 5, "loss": [], "diverged": False, "seconds": 1})],
-    ids=["list", "not-json", "no-fields", "wrong-type"])
+                                 "wrong": 5, "loss": [], "diverged": False, "seconds": 1}),
+    lambda settings: json.dumps({"settings": settings, "stopped": "budget", "max_steps": 9,
+                                 "wrong": [1, "x"], "loss": [], "diverged": False,
+                                 "seconds": 1})],
+    ids=["list", "not-json", "no-fields", "wrong-type", "wrong-entries"])
 def test_a_damaged_cached_run_is_trained_again(fake_fashion, tmp_path, damage):
     """A run cache holds nothing that cannot be trained again: a damaged one is, with a note
     naming it, and rewritten."""

@@ -279,8 +279,9 @@ def _covers(old: dict, cfg: Figure1Config, max_steps: int) -> bool:
 
 NUMBER = (int, float)
 # What a cached run must hold (key: type) to be used: what the study reads of it.
-RUN_FIELDS = {"stopped": str, "max_steps": int, "wrong": list, "loss": list, "diverged": bool,
-              "seconds": NUMBER}
+RUN_FIELDS = {"stopped": str, "max_steps": int, "loss": list, "diverged": bool, "seconds": NUMBER,
+              # steps_to_target adds them up
+              "wrong": lambda v: isinstance(v, list) and all(isinstance(w, int) for w in v)}
 
 
 def _cached(path: Path, settings: dict, log=print) -> dict | None:
@@ -288,9 +289,6 @@ def _cached(path: Path, settings: dict, log=print) -> dict | None:
     JSON, or short of one of RUN_FIELDS) is trained again and overwritten, after a note."""
     old = read_cache(path, {**RUN_FIELDS, "settings": dict}, log, then="trained again")
     if old is None or old["settings"] != settings:  # other settings: trained again, silently
-        return None
-    if not all(isinstance(w, int) for w in old["wrong"]):  # steps_to_target adds them up
-        log(f"{path} is damaged (no valid wrong), trained again")
         return None
     return old
 
