@@ -1,5 +1,8 @@
 """`alexnet prepare`: shards, statistics, the skipped-files report, resume, manifest-last."""
 import json
+import multiprocessing.pool
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -163,3 +166,40 @@ def test_zero_copy_views_augment_like_batches(tmp_path):
     plain = list(Loader(data, 4, shuffle=True, workers=0))
     for (x, y), (images, labels) in zip(with_views, plain):
         assert torch.equal(y, labels) and x.shape == (len(images), 3, 227, 227)
+
+
+def _sigterm_is_default_after(init) -> bool:
+    """In a process forked while a command runs (cli's SIGTERM handler installed), whether
+    `init` leaves SIGTERM to its default action."""
+    from alexnet.cli import _sigterm_raises
+    with _sigterm_raises():
+        pid = os.fork()
+        if pid == 0:  # the child: report by exit code, never return into pytest
+            try:
+                init()
+                os._exit(0 if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def test_forked_workers_end_on_sigterm_at_once():
+    """A worker keeping the command's Python-level SIGTERM handler acts on a SIGTERM only between
+    bytecodes: one that came just before a blocking call (a pool worker waiting for its next
+    task) was noted and never acted on, and its parent waited for it forever. So prepare's pool
+    workers and the loader's workers put SIGTERM back to its default."""
+    from alexnet.data import loader
+    assert _sigterm_is_default_after(prep._worker_init)
+    assert _sigterm_is_default_after(lambda: loader._worker_started(0))
+
+
+def test_a_finished_prepare_lets_its_workers_exit_rather_than_terminating_them(tmp_path,
+                                                                                monkeypatch):
+    """`with Pool()` ends with terminate(): SIGTERM to every worker, even when all went well."""
+    terminated = []
+    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate",
+                        lambda self: terminated.append(self))
+    prep.prepare("shapes:24:8", tmp_path / "p", shard_size=5, workers=2, progress=False)
+    assert terminated == []
+    assert len(open_dataset(tmp_path / "p", "train")) == 24

@@ -121,12 +121,16 @@ def measure(args, work: Path) -> dict:
                "raw": _our_loader(work / "raw", args), "jpeg": _our_loader(work / "jpeg", args)}
     if args.device is not None:
         result["device"] = str(args.device)
-        loaders["baseline"] = _to_device(loaders["baseline"], args.device)
+        loaders["baseline"] = _Copied(loaders["baseline"], args.device)
         loaders["jpeg-device"] = _our_loader(work / "jpeg", args, encoded=True)
     rates = {name: [] for name in loaders}
-    for _ in range(args.rounds):
-        for name, loader in loaders.items():
-            rates[name].append(_rate(loader))
+    try:
+        for _ in range(args.rounds):
+            for name, loader in loaders.items():
+                rates[name].append(_rate(loader))
+    finally:
+        for loader in loaders.values():
+            _close(loader)
     for name, r in rates.items():
         result[f"{name}_img_s"] = max(r)
         result[f"{name}_rounds"] = [round(x, 1) for x in r]
@@ -174,13 +178,48 @@ def _sync(images: torch.Tensor) -> None:
         torch.cuda.synchronize(images.device)
 
 
-def _to_device(batches, device):
+# The loaders are closed when measured (_close): the workers of a loader left to the garbage
+# collector outlived `measure`, and its shutdown of them waited 5 s a worker, so `bench data
+# --device cuda` printed its table and did not exit in 70 s on the H200 (4 loaders x 14 workers;
+# session 27). They were not freed on return: the wrappers were classes made inside functions (a
+# class lives in a reference cycle), and importing torchvision.datasets keeps the frames on the
+# stack at that moment, the one holding the loaders among them.
+
+
+class _Copied:
     """Each (images, labels) of `batches` with the images copied to `device`."""
-    class Copied:
-        def __iter__(self):
-            for images, labels in batches:
-                yield images.to(device, non_blocking=True), labels
-    return Copied()
+
+    def __init__(self, batches, device):
+        self.batches, self.device = batches, device
+
+    def close(self) -> None:
+        _close(self.batches)
+
+    def __iter__(self):
+        for images, labels in self.batches:
+            yield images.to(self.device, non_blocking=True), labels
+
+
+class _OnDevice:
+    """A Loader's batches augmented on its device as in training: the crops drawn on the CPU from
+    the loader's generator."""
+
+    def __init__(self, loader: Loader, augment: Augment):
+        self.loader, self.augment = loader, augment
+
+    def close(self) -> None:
+        self.loader.close()
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield self.augment.train(self.loader.to_device(images),
+                                     generator=self.loader.generator()), labels
+
+
+def _close(loader) -> None:
+    """Stop a measured loader's workers (torchvision's DataLoader here has none between epochs)."""
+    if hasattr(loader, "close"):
+        loader.close()
 
 
 def _torchvision_loader(root: Path, args):
@@ -192,9 +231,10 @@ def _torchvision_loader(root: Path, args):
         transforms.ToTensor(),
         transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
     dataset = _Readable(datasets.ImageFolder(root / "train", transform=t))
+    # Workers started per epoch, and stopped at its end: each rate is timed after the first
+    # batch, so their start is not counted (and no DataLoader is left with workers to close).
     return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                                       num_workers=args.workers, collate_fn=_collate_readable,
-                                       persistent_workers=args.workers > 0)
+                                       num_workers=args.workers, collate_fn=_collate_readable)
 
 
 class _Readable(torch.utils.data.Dataset):
@@ -232,12 +272,7 @@ def _our_loader(prepared: Path, args, encoded: bool = False):
     augment = Augment(data.stats(), crop_size=args.crop, device=device)
     loader = Loader(data, args.batch_size, shuffle=True, workers=args.workers, encoded=encoded,
                     device=device)  # pinned on CUDA unless encoded, as in training
-
-    class OnDevice:  # augmented as in training: drawn on the CPU, the loader's generator
-        def __iter__(self):
-            for images, labels in loader:
-                yield augment.train(loader.to_device(images), generator=loader.generator()), labels
-    return OnDevice()
+    return _OnDevice(loader, augment)
 
 
 def model_train_rate(steps: int, batch: int = 64, device="cpu") -> float:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import AlexNetError
-from ..io import close_inherited_locks
+from ..io import worker_started
 from ..machine import most_per_core
 from .imageset import ImageSet, drop_failed
 from .prepared import decode_batch
@@ -190,8 +190,13 @@ class Loader:
     def _stop(self, results) -> None:
         """Shut the workers down now, before raising: the exception's traceback holds this frame
         (a reference cycle), and DataLoader's shutdown run later by the garbage collector was
-        measured to wait 5 s per worker. A later iteration starts new workers."""
+        measured to wait 5 s per worker."""
         results.close()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers now, not when the garbage collector frees this loader (its shutdown
+        of them then waits 5 s a worker). A later iteration starts new workers."""
         self._loader = None  # the last reference to the DataLoader: it stops its workers
 
     def _dataloader(self, tasks):
@@ -213,7 +218,7 @@ class Loader:
 
 
 def _worker_started(worker_id: int) -> None:
-    close_inherited_locks()  # the run directory's lock stays the main process's alone
+    worker_started()  # the run directory's lock stays the main process's alone; SIGTERM ends it
 
 
 class _Tasks(torch.utils.data.Sampler):

@@ -50,7 +50,7 @@ from PIL import Image
 
 from ..errors import AlexNetError, DataError
 from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomic_write_text,
-                  locked_dir)
+                  locked_dir, worker_started)
 from ..options import path_arg
 from . import SPLITS, open_dataset
 from .imageset import StatsAccumulator, drop_failed, save_stats
@@ -272,14 +272,22 @@ def _run_tasks(tasks: list, todo: int, workers: int, progress: bool | None) -> N
             for task in tasks:
                 bar.update(prepare_shard(task))
             return
-        with mp.get_context("fork").Pool(min(workers, len(tasks)), _worker_init) as pool:
+        pool = mp.get_context("fork").Pool(min(workers, len(tasks)), _worker_init)
+        try:
             for n in pool.imap_unordered(prepare_shard, tasks):
                 bar.update(n)
+            pool.close()  # done: the workers take their end-of-work message and exit
+        except BaseException:
+            pool.terminate()  # an error or Ctrl-C: SIGTERM the workers (what `with Pool` does
+            raise             # always, racing a worker that is taking its next task)
+        finally:
+            pool.join()
     finally:
         bar.close()
 
 
 def _worker_init() -> None:
+    worker_started()
     torch.set_num_threads(1)  # the parallelism is across processes
 
 
