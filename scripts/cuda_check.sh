@@ -56,7 +56,7 @@ step 30 grad $T tests/test_cuda.py::test_two_device_split_on_one_gpu_equals_grou
 step 30 lrn-tiles python3 scripts/lrn_tiles.py
 # Only the tests that need a GPU (CI runs the rest, the Triton kernels in the interpreter too).
 # The Triton kernels compile on first use per dtype/layout/tile: about 30 variants, ~1 s each.
-step 80 tests $T tests/test_decode_device.py::test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read \
+step 85 tests $T tests/test_decode_device.py::test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read \
   tests/test_lrn.py::test_cuda_autocast tests/test_accel.py::test_cuda_path tests/test_cuda.py
 step 25 bench $A bench model --device cuda --batch-size 128 --steps 30 --warmup 5
 step 35 sweep $A bench model --device cuda --configs cd --steps 15 --warmup 3 \
@@ -71,15 +71,17 @@ step 45 photos bash -c "rm -rf /tmp/photos /tmp/p-raw /tmp/p-jpeg \
   && python3 scripts/photos.py /tmp/photos $PHOTOS 512 \
   && $A prepare /tmp/photos /tmp/p-raw --workers $W \
   && $A prepare /tmp/photos /tmp/p-jpeg --format jpeg --workers $W"
-# The data benchmark reads a sample of those photos: making and preparing its own (in one
-# process) and timing four pipelines twice did not end in 35 s on the H200 (session 27).
-step 60 data $A bench data /tmp/photos --device cuda --images 2048 --batch-size 128 --workers "$W" \
+# The data benchmark reads a sample of those photos. On the H200 (session 27) it was cut off at
+# 35 s while timing when it made its own photos; reading these, it printed its table but had not
+# exited at 70 s. Its loaders' workers were left to the garbage collector, or to a SIGTERM they
+# could miss; both are mended since (Loader.close, io.worker_started).
+step 70 data $A bench data /tmp/photos --device cuda --images 2048 --batch-size 128 --workers "$W" \
   --rounds 2 --model-steps 10
 # Three epochs: metrics.jsonl's last img_per_s_after_first_step is the figure set against
 # `bench model` at batch 128. Runs in $WORK, checkpoints included (they stay on the machine).
-step 40 train-raw $A train --data /tmp/p-raw --epochs 3 --batch-size 128 --device cuda \
+step 35 train-raw $A train --data /tmp/p-raw --epochs 3 --batch-size 128 --device cuda \
   --workers "$W" --no-progress --eval-crops 1 --out "$WORK/run-raw"
-step 40 train-jpeg $A train --data /tmp/p-jpeg --epochs 3 --batch-size 128 \
+step 35 train-jpeg $A train --data /tmp/p-jpeg --epochs 3 --batch-size 128 \
   --device cuda --workers "$W" --no-progress --eval-crops 1 --out "$WORK/run-jpeg"
 # shellcheck disable=SC2086
 step 300 recipe python3 experiments/recipe_probe.py --device cuda --workers 14 --deadline 220 \

@@ -3,13 +3,14 @@ LRN layers, for a lent GPU (scripts/cuda_check.sh, step lrn-tiles; BENCHMARKS.md
 
 On the H200 the LRN backward took 18% of c's step (session 27), far from what its memory traffic
 needs; its default tile compiles to 167 registers a thread. This measures whether another tile
-does better, and checks that each gives the default tile's outputs bit for bit (the arithmetic
-of each value does not depend on the tile). Each layer runs as in c's step: bf16, channels_last,
+does better, and checks that each gives the first tile's outputs bit for bit (the arithmetic of
+each value does not depend on the tile). Each layer runs as in c's step: bf16, channels_last,
 ReLU fused, groups=2.
 
     python3 scripts/lrn_tiles.py [--batch 128] [--reps 20] [--tiles 1024x4,1024x8,...]
     python3 scripts/lrn_tiles.py --registers   # no GPU needed: each tile's registers for sm_90
-    TRITON_INTERPRET=1 python3 scripts/lrn_tiles.py --device cpu --batch 1 --reps 1 --small  # a smoke test
+    TRITON_INTERPRET=1 python3 scripts/lrn_tiles.py --device cpu --batch 1 --reps 1 --small
+        # a smoke test, on the CPU
 """
 import argparse
 import os
@@ -52,13 +53,16 @@ def registers(tiles) -> None:
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
+    if tool is None:
+        raise SystemExit("lrn_tiles.py --registers needs cuobjdump (triton's, or CUDA's on PATH)")
+    like = torch.empty(1, 96, 1, 2).contiguous(memory_format=torch.channels_last)  # conv1's C
     print("| tile | kernel | registers | local bytes (spills) |\n|---|---|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for values, warps in tiles:
             for name, kernel in (("forward", lrn_triton._lrn_fwd_kernel),
                                  ("backward", lrn_triton._lrn_bwd_kernel)):
-                compiled = lrn_triton.compile_for_hopper(kernel, "bf16", True, True, 32,
-                                                         max(1, values // 32), warps)
+                compiled = lrn_triton.compile_for_hopper(
+                    kernel, "bf16", True, True, *lrn_triton._blocks(like, values), warps)
                 cubin = os.path.join(tmp, "k.cubin")
                 with open(cubin, "wb") as f:
                     f.write(compiled.asm["cubin"])

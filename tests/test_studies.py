@@ -132,10 +132,11 @@ def test_damaged_study_caches_are_computed_again(tmp_path, capsys, monkeypatch):
     assert code == 0 and f"{relu} is damaged (no valid final_error)" in stdout
     # damage deeper in: what the report and the plots read inside the curves and the norms
     relu_run, drop = json.loads(relu.read_text()), out / "dropout" / "p0.5-seed0.json"
-    relu.write_text(json.dumps({**relu_run, "curve": [[1, 0.5]], "grad_norms": {"conv1": "x"}}))
+    relu.write_text(json.dumps({**relu_run, "curve": [[1, 0.5]], "grad_norms": {"conv1": "x"},
+                                "sparsity_init": {}}))  # the tables read each layer's
     drop.write_text(json.dumps({**json.loads(drop.read_text()), "curve": [{"epoch": 1}]}))
     code, stdout, _ = ablate_cli(capsys, out, "--arms", "none", "--study", "relu,dropout",
                                  "--seeds", 1, "--overfit-images", 4, "--overfit-epochs", 1)
-    assert code == 0 and f"{relu} is damaged (no valid curve, grad_norms)" in stdout
+    assert code == 0 and f"{relu} is damaged (no valid curve, grad_norms, sparsity_init)" in stdout
     assert f"{drop} is damaged (no valid curve)" in stdout
     assert len(json.loads(relu.read_text())["curve"][0]) == 4  # computed again

@@ -146,7 +146,8 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
 
 # (values per program, warps): what each kernel launches with unless told otherwise. The backward
 # holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167 registers a
-# thread for sm_90 (95 with 8 warps; no spills either way; session 27, cuobjdump). Which runs
+# thread for sm_90 (95 with 8 warps; no spills either way; compiled by triton 3.8 without a GPU,
+# counted by cuobjdump: scripts/lrn_tiles.py --registers, session 27). Which runs
 # faster is for a GPU to say: scripts/lrn_tiles.py times the options there.
 TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 

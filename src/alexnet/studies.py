@@ -83,8 +83,10 @@ def records_of(*keys: str):
         isinstance(r, dict) and all(isinstance(r.get(k), NUMBER) for k in keys) for r in v)
 
 
-def _by_layer(v) -> bool:
-    return isinstance(v, dict) and all(isinstance(x, NUMBER) for x in v.values())
+def by_layer(*layers: str):
+    """A predicate: an object with a number for each of `layers` (the report's tables index every
+    study's result by the layers)."""
+    return lambda v: isinstance(v, dict) and all(isinstance(v.get(k), NUMBER) for k in layers)
 
 
 # What a cached result must hold (key: type, or a predicate for what lies deeper) to be used:
@@ -92,8 +94,9 @@ def _by_layer(v) -> bool:
 ACTIVATION_FIELDS = {"batch_size": int, "window": int, "threshold": NUMBER, "steps": int,
                      "seconds": NUMBER, "curve": rows_of(4),
                      "reached": lambda v: v is None or records_of("steps")([v]),
-                     "diverged": (int, NONE), "grad_norms": _by_layer,
-                     "sparsity_init": _by_layer, "sparsity_trained": _by_layer,
+                     "diverged": (int, NONE), "grad_norms": by_layer(*RELU_LAYERS, "fc8"),
+                     "sparsity_init": by_layer(*RELU_LAYERS),
+                     "sparsity_trained": by_layer(*RELU_LAYERS),
                      "final_error": (*NUMBER, NONE), "probe_images": int}
 
 

@@ -32,9 +32,10 @@ def sync(device: torch.device) -> None:
 
 def tf32_convolutions(device: torch.device) -> bool:
     """Whether fp32 convolutions on `device` run as TF32 (10-bit mantissa): cuDNN's default
-    (`torch.backends.cudnn.allow_tf32`). Then the fp32 configurations' roofline is the TF32 GEMM
-    rate; against a real fp32 GEMM torchvision's fp32 net came to 128% of "the roofline" on the
-    H200 (session 27)."""
+    (`torch.backends.cudnn.allow_tf32`). Their convolutions being most of the FLOPs, the fp32
+    configurations' roofline is then the TF32 GEMM rate (it overstates them a little: the fc
+    layers' products stay fp32). Against a real fp32 GEMM torchvision's fp32 net came to 128% of
+    "the roofline" on the H200 (session 27)."""
     return device.type == "cuda" and bool(torch.backends.cudnn.allow_tf32)
 
 

@@ -321,7 +321,9 @@ def measure(args) -> dict:
         # machine does not dilute (it includes OpenMP's short spin-waits)
         "ratios_cpu_time": {r: cpu[r[2]] / cpu[r[0]] for r in ratios},
         "gemm_gflops": gemm, "gemm_size": args.gemm_size,
-        "fp32_as_tf32": tf32_convolutions(device),  # the fp32 GEMM and convolutions run as TF32
+        # the fp32 roofline GEMM as TF32, as cuDNN runs the fp32 rows' convolutions (their fc
+        # layers' matrix products stay fp32: torch's default for matmul)
+        "fp32_as_tf32": tf32_convolutions(device),
     }
     if "c" in train:
         result["roofline_share_c"] = train["c"]["roofline_share"]
