@@ -100,23 +100,37 @@ def main() -> None:
         grad = torch.randn(args.batch, c, h, w, generator=g).to(device, torch.bfloat16)
         inputs[name] = (x.contiguous(memory_format=torch.channels_last),
                         grad.contiguous(memory_format=torch.channels_last))
+    totals = {}  # tile: (forward ms, backward ms), both layers
     for tile in tiles:
-        cells, moved, bwd_ms = [], 0, 0.0
-        for name, (x, grad) in inputs.items():
-            y = lrn_triton.forward(x, **PAPER, tile=tile)
-            dx = lrn_triton.backward(grad, x, **PAPER, tile=tile)
-            if name not in reference:
-                reference[name] = (y, dx)
-            elif not (torch.equal(y, reference[name][0]) and torch.equal(dx, reference[name][1])):
-                raise SystemExit(f"tile {tile} gives other outputs than tile {tiles[0]} ({name})")
-            fwd = _time(lambda: lrn_triton.forward(x, **PAPER, tile=tile), device, args.reps)
-            bwd = _time(lambda: lrn_triton.backward(grad, x, **PAPER, tile=tile), device, args.reps)
-            cells += [f"{fwd:.3f}", f"{bwd:.3f}"]
-            moved, bwd_ms = moved + 3 * x.numel() * x.element_size(), bwd_ms + bwd
+        cells, totals[tile] = _one_tile(tile, inputs, reference, tiles[0], device, args.reps)
+        moved = sum(3 * x.numel() * x.element_size() for x, _ in inputs.values())
         print(f"| {tile[0]}x{tile[1]} | " + " | ".join(cells)
-              + f" | {moved / bwd_ms / 1e6:.0f} |")
+              + f" | {moved / totals[tile][1] / 1e6:.0f} |")
     print(f"\n(the default: {lrn_triton.TILE}; bwd GB/s counts x, grad and dx once each)")
+    for k, kind in enumerate(("forward", "backward")):  # what lrn_triton.TILE could become
+        best, default = min(totals, key=lambda t: totals[t][k]), lrn_triton.TILE[kind]
+        than = (f" (the default {default[0]}x{default[1]}: {totals[default][k]:.3f} ms)"
+                if default in totals else "")
+        print(f"fastest {kind}: {best[0]}x{best[1]}, {totals[best][k]:.3f} ms for both "
+              f"layers{than}")
 
+
+def _one_tile(tile, inputs, reference, first, device, reps):
+    """Each layer's forward and backward ms at `tile` (as table cells), and their sums; the
+    outputs checked against the first tile's."""
+    cells, fwd_ms, bwd_ms = [], 0.0, 0.0
+    for name, (x, grad) in inputs.items():
+        y = lrn_triton.forward(x, **PAPER, tile=tile)
+        dx = lrn_triton.backward(grad, x, **PAPER, tile=tile)
+        if name not in reference:
+            reference[name] = (y, dx)
+        elif not (torch.equal(y, reference[name][0]) and torch.equal(dx, reference[name][1])):
+            raise SystemExit(f"tile {tile} gives other outputs than tile {first} ({name})")
+        fwd = _time(lambda: lrn_triton.forward(x, **PAPER, tile=tile), device, reps)
+        bwd = _time(lambda: lrn_triton.backward(grad, x, **PAPER, tile=tile), device, reps)
+        cells += [f"{fwd:.3f}", f"{bwd:.3f}"]
+        fwd_ms, bwd_ms = fwd_ms + fwd, bwd_ms + bwd
+    return cells, (fwd_ms, bwd_ms)
 
 if __name__ == "__main__":
     main()

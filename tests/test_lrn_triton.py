@@ -238,3 +238,4 @@ def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1024x4", "| 2048x8"]
+    assert "fastest forward: " in done.stdout and "fastest backward: " in done.stdout
