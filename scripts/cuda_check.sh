@@ -74,7 +74,7 @@ step 45 photos bash -c "rm -rf /tmp/photos /tmp/p-raw /tmp/p-jpeg \
 # The data benchmark reads a sample of those photos. On the H200 (session 27) it was cut off at
 # 35 s while timing when it made its own photos; reading these, it printed its table but had not
 # exited at 70 s. Its loaders' workers were left to the garbage collector, or to a SIGTERM they
-# could miss; both are mended since (Loader.close, io.worker_started).
+# could miss; both are mended since (Loader.close, cli._forked_child_ends_on_sigterm).
 step 70 data $A bench data /tmp/photos --device cuda --images 2048 --batch-size 128 --workers "$W" \
   --rounds 2 --model-steps 10
 # Three epochs: metrics.jsonl's last img_per_s_after_first_step is the figure set against

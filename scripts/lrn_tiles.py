@@ -132,5 +132,6 @@ def _one_tile(tile, inputs, reference, first, device, reps):
         fwd_ms, bwd_ms = fwd_ms + fwd, bwd_ms + bwd
     return cells, (fwd_ms, bwd_ms)
 
+
 if __name__ == "__main__":
     main()

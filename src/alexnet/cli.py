@@ -50,23 +50,32 @@ class Terminated(KeyboardInterrupt):
     new one stays, and no half-written temporary is left beside it."""
 
 
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _forked_child_ends_on_sigterm() -> None:
+    """After every fork: a process forked while a command runs (a loader or prepare worker) ends
+    on SIGTERM at once, as SIGTERM would end it. Our handler, inherited, runs only between
+    bytecodes: a SIGTERM that came just before a blocking call (a pool worker waiting for its next
+    task) was noted and never acted on, and the parent waited for that worker forever (once in 12
+    `bench data` runs here, session 27)."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_forked_child_ends_on_sigterm)
+
+
 @contextlib.contextmanager
 def _sigterm_raises():
     """While a command runs, SIGTERM raises Terminated in this process (unless someone else, e.g.
-    a test runner, handles SIGTERM already); the previous handler is put back after."""
-    main_pid = os.getpid()
-
-    def on_sigterm(signum, frame):
-        if os.getpid() != main_pid:  # a forked worker (prepare's pool): end as SIGTERM would
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise Terminated()
-
+    a test runner, handles SIGTERM already); the previous handler is put back after. Processes
+    it forks meanwhile end on SIGTERM (_forked_child_ends_on_sigterm)."""
     try:
         previous = signal.getsignal(signal.SIGTERM)
         if previous is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, on_sigterm)
+            signal.signal(signal.SIGTERM, _on_sigterm)
     except ValueError:  # not the main thread (main() called from a thread): leave it
         previous = None
     try:

@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -239,16 +238,6 @@ def close_inherited_locks() -> None:
         except OSError:
             pass
     _held_locks.clear()
-
-
-def worker_started() -> None:
-    """What a forked helper process (a loader worker, a prepare worker) does first: close the lock
-    descriptors it inherited, and let SIGTERM end it at once. It inherited the command's Python
-    handler (cli.py), which runs only between bytecodes: a SIGTERM that came just before a
-    blocking call (a pool worker waiting for its next task) was noted and never acted on, and the
-    parent waited for that worker forever (`bench data` hung once in four runs here, session 27)."""
-    close_inherited_locks()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from ..errors import AlexNetError
-from ..io import worker_started
+from ..io import close_inherited_locks
 from ..machine import most_per_core
 from .imageset import ImageSet, drop_failed
 from .prepared import decode_batch
@@ -218,7 +218,7 @@ class Loader:
 
 
 def _worker_started(worker_id: int) -> None:
-    worker_started()  # the run directory's lock stays the main process's alone; SIGTERM ends it
+    close_inherited_locks()  # the run directory's lock stays the main process's alone
 
 
 class _Tasks(torch.utils.data.Sampler):

@@ -50,7 +50,7 @@ from PIL import Image
 
 from ..errors import AlexNetError, DataError
 from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomic_write_text,
-                  locked_dir, worker_started)
+                  locked_dir)
 from ..options import path_arg
 from . import SPLITS, open_dataset
 from .imageset import StatsAccumulator, drop_failed, save_stats
@@ -287,7 +287,6 @@ def _run_tasks(tasks: list, todo: int, workers: int, progress: bool | None) -> N
 
 
 def _worker_init() -> None:
-    worker_started()
     torch.set_num_threads(1)  # the parallelism is across processes
 
 
