@@ -2,13 +2,14 @@
 LRN layers, for a lent GPU (scripts/cuda_check.sh, step lrn-tiles; BENCHMARKS.md, "On a GPU").
 
 On the H200 the LRN backward took 18% of c's step (session 27), far from what its memory traffic
-needs; its default tile compiles to 167 registers a thread. This measures whether another tile
-does better, and checks that each gives the first tile's outputs bit for bit (the arithmetic of
-each value does not depend on the tile). Each layer runs as in c's step: bf16, channels_last,
-ReLU fused, groups=2.
+needs; that fused kernel compiles to 167 registers a thread at the default tile. This times each
+tile, and both backward strategies (lrn_triton.BACKWARD: "two-pass", the default since session 28,
+and "fused"), and checks that each tile gives the first tile's outputs bit for bit (the
+arithmetic of each value does not depend on the tile) and that the strategies agree to bf16's
+rounding. Each layer runs as in c's step: bf16, channels_last, ReLU fused, groups=2.
 
     python3 scripts/lrn_tiles.py [--batch 128] [--reps 20] [--tiles 1024x4,1024x8,...]
-    python3 scripts/lrn_tiles.py --registers   # no GPU needed: each tile's registers for sm_90
+    python3 scripts/lrn_tiles.py --registers   # no GPU needed: registers, instructions for sm_90
     TRITON_INTERPRET=1 python3 scripts/lrn_tiles.py --device cpu --batch 1 --reps 1 --small
         # a smoke test, on the CPU
 """
@@ -47,29 +48,43 @@ def _time(fn, device, reps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+KERNELS = {"forward": "_lrn_fwd_kernel", "backward (fused)": "_lrn_bwd_kernel",
+           "backward pass 1": "_lrn_bwd_terms_kernel", "backward pass 2": "_lrn_bwd_dx_kernel"}
+
+
 def registers(tiles) -> None:
-    """Each tile's registers and local memory (spills) a thread, as Triton compiles the kernels
-    for sm_90 (bf16, channels_last, ReLU fused), read from the cubin by cuobjdump."""
+    """Each kernel's registers and local memory (spills) a thread at each tile, and its SASS
+    instructions (all, and MUFU: the special-function unit's log2, exp2 and reciprocals), as
+    Triton compiles it for sm_90 (bf16, channels_last, ReLU fused), read from the cubin by
+    cuobjdump. The instructions are counted in the code, not as run: each runs once per
+    program's value per thread, so per value they are the count over values a thread."""
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
     if tool is None:
         raise SystemExit("lrn_tiles.py --registers needs cuobjdump (triton's, or CUDA's on PATH)")
     like = torch.empty(1, 96, 1, 2).contiguous(memory_format=torch.channels_last)  # conv1's C
-    print("| tile | kernel | registers | local bytes (spills) |\n|---|---|---:|---:|")
+    print("| tile | kernel | registers | local bytes (spills) | SASS instructions | MUFU | "
+          "values a thread |\n|---|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for values, warps in tiles:
-            for name, kernel in (("forward", lrn_triton._lrn_fwd_kernel),
-                                 ("backward", lrn_triton._lrn_bwd_kernel)):
+            for name, kernel in KERNELS.items():
                 compiled = lrn_triton.compile_for_hopper(
-                    kernel, "bf16", True, True, *lrn_triton._blocks(like, values), warps)
+                    getattr(lrn_triton, kernel), "bf16", True, True,
+                    *lrn_triton._blocks(like, values), warps)
                 cubin = os.path.join(tmp, "k.cubin")
                 with open(cubin, "wb") as f:
                     f.write(compiled.asm["cubin"])
-                usage = subprocess.run([tool, "--dump-resource-usage", cubin], check=True,
-                                       capture_output=True, text=True).stdout
+                usage, sass = (subprocess.run([tool, flag, cubin], check=True,
+                                              capture_output=True, text=True).stdout
+                               for flag in ("--dump-resource-usage", "-sass"))
                 reg, local = re.search(r"REG:(\d+).*LOCAL:(\d+)", usage).groups()
-                print(f"| {values}x{warps} | {name} | {reg} | {local} |")
+                ops = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)",
+                                 sass)
+                ops = [op for op in ops if op != "NOP"]
+                mufu = sum(op.startswith("MUFU") for op in ops)
+                print(f"| {values}x{warps} | {name} | {reg} | {local} | {len(ops)} | {mufu} | "
+                      f"{values // (32 * warps)} |")
 
 
 def main() -> None:
@@ -92,45 +107,57 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     print(f"LRN kernels on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
           f", batch {args.batch}, bf16 channels_last, ReLU fused, groups 2; median of {args.reps}")
-    print("\n| tile | " + " | ".join(f"{n} fwd ms | {n} bwd ms" for n in layers)
-          + " | bwd GB/s (both) |\n|---|" + "---:|" * (2 * len(layers) + 1))
+    print("\n| tile | " + " | ".join(f"{n} fwd ms | {n} bwd ms | {n} fused bwd ms" for n in layers)
+          + " |\n|---|" + "---:|" * (3 * len(layers)))
     inputs, reference = {}, {}
     for name, (c, (h, w)) in layers.items():
         x = (torch.randn(args.batch, c, h, w, generator=g) * 30).to(device, torch.bfloat16)
         grad = torch.randn(args.batch, c, h, w, generator=g).to(device, torch.bfloat16)
         inputs[name] = (x.contiguous(memory_format=torch.channels_last),
                         grad.contiguous(memory_format=torch.channels_last))
-    totals = {}  # tile: (forward ms, backward ms), both layers
+    totals = {}  # (tile, what): ms for both layers; what: forward, two-pass, fused
     for tile in tiles:
-        cells, totals[tile] = _one_tile(tile, inputs, reference, tiles[0], device, args.reps)
-        moved = sum(3 * x.numel() * x.element_size() for x, _ in inputs.values())
-        print(f"| {tile[0]}x{tile[1]} | " + " | ".join(cells)
-              + f" | {moved / totals[tile][1] / 1e6:.0f} |")
-    print(f"\n(the default: {lrn_triton.TILE}; bwd GB/s counts x, grad and dx once each)")
-    for k, kind in enumerate(("forward", "backward")):  # what lrn_triton.TILE could become
-        best, default = min(totals, key=lambda t: totals[t][k]), lrn_triton.TILE[kind]
-        than = (f" (the default {default[0]}x{default[1]}: {totals[default][k]:.3f} ms)"
-                if default in totals else "")
-        print(f"fastest {kind}: {best[0]}x{best[1]}, {totals[best][k]:.3f} ms for both "
-              f"layers{than}")
+        cells, ms = _one_tile(tile, inputs, reference, tiles[0], device, args.reps)
+        totals.update({(tile, what): v for what, v in ms.items()})
+        print(f"| {tile[0]}x{tile[1]} | " + " | ".join(cells) + " |")
+    print(f"\n(the defaults: tiles {lrn_triton.TILE}, backward {lrn_triton.BACKWARD!r})")
+    default = {"forward": [(lrn_triton.TILE["forward"], "forward")],
+               "backward": [(lrn_triton.TILE["backward"], lrn_triton.BACKWARD)]}
+    for kind, whats in (("forward", ("forward",)), ("backward", ("two-pass", "fused"))):
+        mine = {key: v for key, v in totals.items() if key[1] in whats}
+        best = min(mine, key=mine.get)
+        than = "".join(f" (the default {t[0]}x{t[1]} {w}: {totals[(t, w)]:.3f} ms)"
+                       for t, w in default[kind] if (t, w) in totals)
+        print(f"fastest {kind}: {best[0][0]}x{best[0][1]} {best[1]}, {mine[best]:.3f} ms for "
+              f"both layers{than}")
 
 
 def _one_tile(tile, inputs, reference, first, device, reps):
-    """Each layer's forward and backward ms at `tile` (as table cells), and their sums; the
-    outputs checked against the first tile's."""
-    cells, fwd_ms, bwd_ms = [], 0.0, 0.0
+    """Each layer's forward and backward (both strategies) ms at `tile`, as table cells, and their
+    sums over the layers; the outputs checked against the first tile's, and the strategies
+    against each other."""
+    cells, ms = [], {"forward": 0.0, "two-pass": 0.0, "fused": 0.0}
     for name, (x, grad) in inputs.items():
         y = lrn_triton.forward(x, **PAPER, tile=tile)
-        dx = lrn_triton.backward(grad, x, **PAPER, tile=tile)
+        dx = {how: lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
+              for how in ("two-pass", "fused")}
         if name not in reference:
             reference[name] = (y, dx)
-        elif not (torch.equal(y, reference[name][0]) and torch.equal(dx, reference[name][1])):
+        elif not (torch.equal(y, reference[name][0])
+                  and all(torch.equal(dx[h], reference[name][1][h]) for h in dx)):
             raise SystemExit(f"tile {tile} gives other outputs than tile {first} ({name})")
-        fwd = _time(lambda: lrn_triton.forward(x, **PAPER, tile=tile), device, reps)
-        bwd = _time(lambda: lrn_triton.backward(grad, x, **PAPER, tile=tile), device, reps)
-        cells += [f"{fwd:.3f}", f"{bwd:.3f}"]
-        fwd_ms, bwd_ms = fwd_ms + fwd, bwd_ms + bwd
-    return cells, (fwd_ms, bwd_ms)
+        # the same float32 arithmetic, which the compiler may contract otherwise: one bf16 unit
+        scale = dx["fused"].float().abs().max().item()
+        torch.testing.assert_close(dx["two-pass"].float(), dx["fused"].float(), rtol=2 ** -7,
+                                   atol=2 ** -9 * scale)
+        row = [_time(lambda: lrn_triton.forward(x, **PAPER, tile=tile), device, reps)]
+        for how in ("two-pass", "fused"):
+            row.append(_time(lambda: lrn_triton.backward(grad, x, **PAPER, tile=tile,
+                                                         strategy=how), device, reps))
+        cells += [f"{v:.3f}" for v in row]
+        for what, v in zip(ms, row):
+            ms[what] += v
+    return cells, ms
 
 
 if __name__ == "__main__":

@@ -108,6 +108,10 @@ for name, case in torch.load(sys.argv[1]).items():
     tile = dict(tile=case["tile"]) if case["tile"] else {}
     out[name] = (forward(case["x"], **case["params"], **tile),
                  backward(case["g"], case["x"], **case["params"], **tile))
+    if case["via"] == "kernel":  # the backward's other strategy than the default, for comparison
+        other = {"two-pass": "fused", "fused": "two-pass"}[lrn_triton.BACKWARD]
+        out[name] += (lrn_triton.backward(case["g"], case["x"], **case["params"], **tile,
+                                          strategy=other),)
 torch.save(out, sys.argv[2])
 """
 
@@ -149,7 +153,7 @@ def _tolerances(dtype, dx_ref):
 @pytest.mark.parametrize("name", list(CASES))
 def test_kernel_matches_float64_formula(interpreted, name):
     case = CASES[name]
-    y, dx = interpreted[name]
+    y, dx = interpreted[name][:2]
     x = case["x"]
     assert y.dtype == dx.dtype == x.dtype and y.shape == dx.shape == x.shape
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -163,11 +167,26 @@ def test_kernel_matches_float64_formula(interpreted, name):
     torch.testing.assert_close(dx.double(), dx_ref, **tol_dx)
 
 
+@pytest.mark.parametrize("name", [n for n in CASES if CASES[n]["via"] == "kernel"])
+def test_both_backward_strategies_give_the_same_values(interpreted, name):
+    """The two-pass backward (t to a float32 scratch, then summed) and the fused one compute each
+    value with the same float32 operations in the same order: equal bit for bit here, where the
+    interpreter runs them as numpy does (on a GPU the compiler may contract them differently)."""
+    _, dx, dx_other = interpreted[name]
+    assert torch.equal(dx, dx_other)
+
+
+def test_an_unknown_backward_strategy_is_refused():
+    x = activations((1, 4, 3, 3))
+    with pytest.raises(ValueError, match="two-pass"):
+        lrn_triton.backward(x, x, strategy="fast")
+
+
 def test_alpha_times_mean_does_not_match(interpreted):
     # Negative control: torch's and Caffe's convention (alpha / n) normalises five times too weakly
     # and must be far outside the tolerance the kernel meets; so must a window that ignores groups.
     case = CASES["fp32-nchw-g2"]
-    y, _ = interpreted["fp32-nchw-g2"]
+    y = interpreted["fp32-nchw-g2"][0]
     x = case["x"].double()
     mean_convention = lrn_reference(x, **dict(PAPER, alpha=PAPER["alpha"] / PAPER["size"]),
                                     groups=2)
@@ -199,14 +218,16 @@ def test_kernels_compile_for_h100(tmp_path, monkeypatch):
     if "nvidia" not in getattr(triton.backends, "backends", {}):
         pytest.skip("this triton has no NVIDIA backend")
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel):
+    for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel,
+                   lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel):
         for dtype, channels_last, relu in (("bf16", True, True), ("fp32", False, False)):
             compiled = lrn_triton.compile_for_hopper(kernel, dtype, channels_last, relu,
                                                      *((32, 32) if channels_last else (16, 64)))
             assert "ld.global" in compiled.asm["ptx"] and compiled.asm["cubin"]
             order = "order = [0, 1]" if channels_last else "order = [1, 0]"
             assert order in compiled.asm["ttgir"]  # threads run along the contiguous axis
-            if dtype == "bf16":  # stored rounded to nearest even, as torch rounds (not truncated)
+            stores_dtype = kernel is not lrn_triton._lrn_bwd_terms_kernel  # (t is float32)
+            if dtype == "bf16" and stores_dtype:  # rounded to nearest even, as torch rounds
                 assert "cvt.rn.bf16.f32" in compiled.asm["ptx"]
 
 
@@ -222,8 +243,11 @@ def test_the_tile_script_counts_registers_for_sm90(tmp_path):
                           cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 1024")]
-    assert [r[1] for r in rows] == ["forward", "backward"]
-    assert all(int(r[2]) > 0 for r in rows)
+    assert [r[1] for r in rows] == ["forward", "backward (fused)", "backward pass 1",
+                                    "backward pass 2"]
+    assert all(int(r[2]) > 0 and int(r[4]) > 0 for r in rows)  # registers, instructions
+    mufu = {r[1]: int(r[5]) for r in rows}  # the fused backward's five powers a value show
+    assert mufu["backward (fused)"] > 2 * (mufu["backward pass 1"] + mufu["backward pass 2"])
 
 
 def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):

@@ -16,9 +16,11 @@ the axis that is contiguous in memory (pixels in NCHW, channels in channels_last
 window is read as `size` shifted tiles (neighbouring rows, mostly served by L1/L2), each masked to
 its row's group, so the sum is computed directly: no running sum whose subtractions would lose
 precision when one channel is much larger than its neighbours, and any C, groups and tile size
-work. The backward needs s at the `size` channels whose window holds m, i.e. the inputs up to
-size-1 channels either side of m: it loads those 2*size-1 shifted tiles once, and `size` shifted
-gradient tiles. Storage is float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are
+work. The backward needs s at the `size` channels whose window holds m. By default (BACKWARD =
+"two-pass") a first kernel writes each channel's own terms, t = g a s^(-beta-1) and w = g s^-beta,
+to float32 scratch, and a second sums `size` shifted tiles of t; the "fused" kernel instead
+recomputes s at those channels from 2*size-1 shifted input tiles. Storage is float32, bfloat16 or
+float16; arithmetic is float32. Pixels (h, w) are
 addressed through one stride, so NCHW and channels_last (and views whose rows flatten that way) run
 in place, without a copy.
 
@@ -122,6 +124,50 @@ def _lrn_bwd_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p
     tl.store(dx_ptr + n * sd_n + c * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sg_n", "st_n"))
+def _lrn_bwd_terms_kernel(x_ptr, g_ptr, t_ptr, w_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p,
+                          sg_n, sg_c, sg_p, st_n, st_c, st_p, sw_n, sw_c, sw_p, alpha, beta, k,
+                          SIZE: tl.constexpr, RELU: tl.constexpr, BLOCK_C: tl.constexpr,
+                          BLOCK_P: tl.constexpr):
+    """Two-pass backward, pass 1: t[i] = g[i] a[i] s[i]^(-beta-1) and w[i] = g[i] s[i]^-beta, in
+    float32 (scratch)."""
+    n, c, p, lo, hi, p_ok = _tile(C, HW, CG, n_pblocks, BLOCK_C, BLOCK_P)
+    total = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    a = total
+    for d in tl.static_range(SIZE):  # i's window, left to right, as the fused kernel sums it
+        v = _load(x_ptr, n, c, p, lo, hi, p_ok, d - SIZE // 2, sx_n, sx_c, sx_p, RELU)
+        total += v * v
+        if d == SIZE // 2:
+            a = v
+    s = k + alpha * total
+    pw = _neg_pow(s, beta)
+    g = _load(g_ptr, n, c, p, lo, hi, p_ok, 0, sg_n, sg_c, sg_p, False)
+    ok = (c < hi) & p_ok
+    tl.store(t_ptr + n * st_n + c * st_c + p * st_p, g * a * pw / s, mask=ok)
+    tl.store(w_ptr + n * sw_n + c * sw_c + p * sw_p, g * pw, mask=ok)
+
+
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "st_n", "sw_n", "sd_n"))
+def _lrn_bwd_dx_kernel(x_ptr, t_ptr, w_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, st_n,
+                       st_c, st_p, sw_n, sw_c, sw_p, sd_n, sd_c, sd_p, alpha, beta, k,
+                       SIZE: tl.constexpr, RELU: tl.constexpr, BLOCK_C: tl.constexpr,
+                       BLOCK_P: tl.constexpr):
+    """Two-pass backward, pass 2: da[m] = w[m] - 2 alpha beta a[m] sum t[i] over the i whose
+    window holds m (t of another group loads as 0)."""
+    n, c, p, lo, hi, p_ok = _tile(C, HW, CG, n_pblocks, BLOCK_C, BLOCK_P)
+    AFTER: tl.constexpr = (SIZE - 1) // 2
+    u = tl.zeros([BLOCK_C, BLOCK_P], tl.float32)
+    for e in tl.static_range(SIZE):  # i = m + e - AFTER, in the fused kernel's order
+        u += _load(t_ptr, n, c, p, lo, hi, p_ok, e - AFTER, st_n, st_c, st_p, False)
+    a = _load(x_ptr, n, c, p, lo, hi, p_ok, 0, sx_n, sx_c, sx_p, RELU)
+    w = _load(w_ptr, n, c, p, lo, hi, p_ok, 0, sw_n, sw_c, sw_p, False)
+    dx = w - 2.0 * alpha * beta * a * u
+    if RELU:
+        dx = tl.where(a == 0.0, 0.0, dx)
+    ok = (c < hi) & p_ok
+    tl.store(dx_ptr + n * sd_n + c * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty), mask=ok)
+
+
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     """(image, channel, pixel) strides, where pixel p = h * W + w. Holds for NCHW and channels_last
     (and any view whose rows flatten so); anything else is refused rather than copied silently."""
@@ -144,12 +190,23 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
         raise TypeError(f"LRN kernel takes {DTYPES}, got {x.dtype}")
 
 
-# (values per program, warps): what each kernel launches with unless told otherwise. The backward
-# holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167 registers a
-# thread for sm_90 (95 with 8 warps; no spills either way; compiled by triton 3.8 without a GPU,
-# counted by cuobjdump: scripts/lrn_tiles.py --registers, session 27). Which runs
+# (values per program, warps): what each kernel launches with unless told otherwise. The fused
+# backward holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167
+# registers a thread for sm_90 (95 with 8 warps; no spills either way; compiled by triton 3.8
+# without a GPU, counted by cuobjdump: scripts/lrn_tiles.py --registers, session 27). Which runs
 # faster is for a GPU to say: scripts/lrn_tiles.py times the options there.
 TILE = {"forward": (1024, 4), "backward": (1024, 4)}
+# How the backward runs. "fused": one kernel; each program recomputes s at the `size` channels
+# whose window holds its own (2*size-1 input tiles, `size` powers a value); it took 0.9 ms of c's
+# 4.9 ms step at batch 64 on the H200 (session 27), twenty times what its memory traffic needs.
+# "two-pass": pass 1 writes t = g a s^(-beta-1) and w = g s^-beta in float32, pass 2 sums `size`
+# shifted tiles of t. For sm_90 at the default tile (scripts/lrn_tiles.py --registers, session
+# 28) the two passes compile to 0.46x the fused kernel's instructions, 0.24x its special-function
+# ops (log2, exp2, reciprocal), and 72 and 64 registers a thread against 167; they move 24 bytes a
+# bf16 value against 6 (the scratch written and read back). The default by that count: the
+# fused kernel is bound by its arithmetic, not by memory. Not yet timed on a GPU: the device
+# script's lrn-tiles step times both, and the next lent GPU decides.
+BACKWARD = "two-pass"
 
 
 def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
@@ -164,8 +221,8 @@ def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, bloc
     for name in kernel.arg_names:
         if name in constants:
             signature[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            signature[name] = "*" + dtype
+        elif name.endswith("_ptr"):  # t and w, the two-pass backward's scratch, are float32
+            signature[name] = "*fp32" if name in ("t_ptr", "w_ptr") else "*" + dtype
         elif name in ("alpha", "beta", "k"):
             signature[name] = "fp32"
         elif name.startswith("s") and name.endswith(unit):
@@ -221,16 +278,27 @@ def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0
 
 def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
              beta: float = 0.75, k: float = 2.0, groups: int = 1,
-             relu: bool = False, tile: tuple[int, int] | None = None) -> torch.Tensor:
+             relu: bool = False, tile: tuple[int, int] | None = None,
+             strategy: str | None = None) -> torch.Tensor:
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
-    forward. tile: (values per program, warps), default TILE["backward"]."""
+    forward. tile: (values per program, warps), default TILE["backward"]. strategy: "two-pass"
+    or "fused" (see BACKWARD), default BACKWARD; both give the same values."""
     _check(x, size, groups)
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
     _check(grad, size, groups)
+    strategy = strategy or BACKWARD
+    if strategy not in ("two-pass", "fused"):
+        raise ValueError(f"LRN backward strategy: 'two-pass' or 'fused', got {strategy!r}")
     dx = torch.empty_like(x)
-    if x.numel():
-        _launch(_lrn_bwd_kernel, x, (x, grad, dx), size, alpha, beta, k, groups, relu,
-                tile or TILE["backward"])
+    if not x.numel():
+        return dx
+    params = (size, alpha, beta, k, groups, relu, tile or TILE["backward"])
+    if strategy == "fused":
+        _launch(_lrn_bwd_kernel, x, (x, grad, dx), *params)
+    else:  # t in float32 whatever x's dtype: the fused kernel keeps it in fp32 registers too
+        t, w = (torch.empty_like(x, dtype=torch.float32) for _ in range(2))
+        _launch(_lrn_bwd_terms_kernel, x, (x, grad, t, w), *params)
+        _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params)
     return dx
