@@ -4,9 +4,10 @@
 # over a batch sweep (eager and compiled), `alexnet bench data --device cuda` (raw, Pillow JPEG
 # and nvJPEG batches delivered augmented on the GPU), and short end-to-end training runs on
 # photo-sized data made and prepared on the machine, from raw shards and from JPEG shards (decoded
-# by Pillow in the workers, the default, which delivered 1.9x nvJPEG's rate on the H200), and the
-# Triton LRN's tiles. Each step has its own time limit (together 8½ minutes), so one that hangs
-# leaves the others their time.
+# by Pillow in the workers, the default, which delivered 1.9x nvJPEG's rate on the H200; nvJPEG in
+# the step train-jpeg-device, not a default), and the Triton LRN's tiles and backward strategies.
+# Each step has its own time limit (together 8½ minutes), so one that hangs leaves the others
+# their time.
 #
 # The device tool brings back at most 8 files from $OUT: so the logs and runs stay in $WORK, and
 # after every step $OUT gets summary.txt (each step's exit and the end of its log) and check.tgz
@@ -52,11 +53,13 @@ T="python3 -m pytest -v -rA -p no:cacheprovider --durations=10"
 # there shows in seconds, before the tests that launch it.
 step 30 grad $T tests/test_cuda.py::test_two_device_split_on_one_gpu_equals_grouped \
   tests/test_lrn_triton.py::test_kernels_compile_for_h100
-# The LRN kernels at other tiles (the backward took 18% of c's step on the H200, session 27).
-step 30 lrn-tiles python3 scripts/lrn_tiles.py
+# The LRN kernels at other tiles, and the backward's two strategies (the fused backward took 18%
+# of c's step on the H200, session 27): 4 tiles x 4 kernels, each compiled on first use.
+step 40 lrn-tiles python3 scripts/lrn_tiles.py
 # Only the tests that need a GPU (CI runs the rest, the Triton kernels in the interpreter too).
 # The Triton kernels compile on first use per dtype/layout/tile: about 30 variants, ~1 s each.
 step 85 tests $T tests/test_decode_device.py::test_nvjpeg_neither_misdecodes_nor_writes_into_memory_still_being_read \
+  tests/test_data_ahead.py::test_on_cuda_the_caller_reads_each_batch_whole \
   tests/test_lrn.py::test_cuda_autocast tests/test_accel.py::test_cuda_path tests/test_cuda.py
 step 25 bench $A bench model --device cuda --batch-size 128 --steps 30 --warmup 5
 step 35 sweep $A bench model --device cuda --configs cd --steps 15 --warmup 3 \
@@ -79,10 +82,16 @@ step 70 data $A bench data /tmp/photos --device cuda --images 2048 --batch-size 
   --rounds 2 --model-steps 10
 # Three epochs: metrics.jsonl's last img_per_s_after_first_step is the figure set against
 # `bench model` at batch 128. Runs in $WORK, checkpoints included (they stay on the machine).
-step 35 train-raw $A train --data /tmp/p-raw --epochs 3 --batch-size 128 --device cuda \
+# (Session 27: each took under 20 s.)
+step 30 train-raw $A train --data /tmp/p-raw --epochs 3 --batch-size 128 --device cuda \
   --workers "$W" --no-progress --eval-crops 1 --out "$WORK/run-raw"
-step 35 train-jpeg $A train --data /tmp/p-jpeg --epochs 3 --batch-size 128 \
+step 30 train-jpeg $A train --data /tmp/p-jpeg --epochs 3 --batch-size 128 \
   --device cuda --workers "$W" --no-progress --eval-crops 1 --out "$WORK/run-jpeg"
+# Not a default step: the JPEGs decoded by nvJPEG, on the thread of data/ahead.py since session
+# 28 (in session 27, before it, decode and step ran one after the other: 57-65%).
+step 30 train-jpeg-device $A train --data /tmp/p-jpeg --epochs 3 --batch-size 128 \
+  --device cuda --decode device --workers "$W" --no-progress --eval-crops 1 \
+  --out "$WORK/run-jpeg-device"
 # shellcheck disable=SC2086
 step 300 recipe python3 experiments/recipe_probe.py --device cuda --workers 14 --deadline 220 \
   $SWEEP --json "$WORK/sweep.json"

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from . import train
 from .config import TrainConfig
 from .data import Loader
+from .data.ahead import augmented
 from .errors import Diverged
 from .evaluate import evaluate
 from .io import atomic_write_json, read_cache
@@ -178,12 +179,9 @@ def _batches(loader, augment, rt, seed: int, steps: int):
         # Kept below 2**63 for any allowed seed (torch refuses larger ones); the same stream as
         # before for the seeds the recorded studies used.
         torch.manual_seed((seed * 1_000_003 + epoch + 500_009) % 2 ** 63)  # dropout masks
-        for images, labels in loader:
+        for images, labels in augmented(loader, augment):  # (as training has them)
             if step == steps:
                 return
-            if loader.transform is None:  # else the loader has augmented them (on the CPU)
-                # decoded or copied there, augmented with the loader's generator for the batch
-                images = augment.train(loader.to_device(images), generator=loader.generator())
             x = rt.to_input(images)
             yield step, x, labels.to(rt.device)
             step += 1

@@ -23,6 +23,7 @@ from .checkpoint import check_compatible, not_finite, rng_state, save_checkpoint
 from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_options,
                      base_lr, resolve_train_config)
 from .data import Loader, open_dataset
+from .data.ahead import augmented
 from .data.augment import Augment
 from .errors import AlexNetError, Busy, Diverged, first_line
 from .evaluate import evaluate, format_results_table, unreadable
@@ -66,17 +67,16 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     step0 = epoch * len(t.train_loader)
     loss_sum, seen = 0.0, 0
     all_ranks = (lambda v: parallel.all_reduce_sum(v, info)) if info.world_size > 1 else None
+    # On an accelerator the batches are augmented there, batched, with the generator the loader's
+    # transform would have used, the next batch while this one steps (data/ahead.py); closed at
+    # once on an error, so that its thread stops with the step.
     with Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
-                  enabled=cfg.progress and info.is_main) as bar:
+                  enabled=cfg.progress and info.is_main) as bar, \
+            contextlib.closing(augmented(t.train_loader, t.augment)) as batches:
         start = time.perf_counter()
         after_first = start, 0  # (time, images) when the first step has ended
-        for i, (images, labels) in enumerate(t.train_loader):
+        for i, (images, labels) in enumerate(batches):
             lr = t.schedule.apply(t.optimizer, step0 + i)
-            if t.train_loader.transform is None:  # on an accelerator: augment there, batched,
-                # with the generator the loader's transform would have used (a seed draws the
-                # same crops, flips and colours on every device; drawn on the CPU, Augment.sample)
-                images = t.augment.train(t.train_loader.to_device(images),
-                                         generator=t.train_loader.generator())
             x = rt.to_input(images)
             labels = labels.to(rt.output_device, non_blocking=True)
             try:

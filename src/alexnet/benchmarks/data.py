@@ -39,6 +39,7 @@ import torch
 
 from .. import accel
 from ..data import Loader, open_dataset
+from ..data.ahead import augmented
 from ..data.augment import Augment
 from ..data.folder import ImageFolder
 from ..data.prepare import prepare
@@ -211,9 +212,7 @@ class _OnDevice:
         self.loader.close()
 
     def __iter__(self):
-        for images, labels in self.loader:
-            yield self.augment.train(self.loader.to_device(images),
-                                     generator=self.loader.generator()), labels
+        return augmented(self.loader, self.augment)
 
 
 def _close(loader) -> None:

@@ -1,0 +1,121 @@
+"""A loader's batches augmented where the model runs, the next one prepared while the caller steps.
+
+Where the loader augments (its transform, in the CPU workers) its batches pass through. Otherwise
+(training on a GPU) each batch is moved to the device, copied or decoded there from JPEG bytes
+(Loader.to_device), and augmented there with the loader's generator for that batch
+(Augment.train): the same crops, flips and colours as the workers would draw.
+
+Why a thread, one batch ahead. Done in the training loop, that work ran between one step's
+`loss.item()` and the next step's first kernel, with the GPU idle: the copy of a batch (25 MB of
+uint8 at batch 128) sat in the training stream's queue, and torchvision's GPU decode waits on the
+host until its batch is decoded. On the H200 (session 27) training from prepared shards ran at
+74-88% of `bench model`'s rate from raw shards, and at the rate of decoding and stepping one after
+the other from JPEG shards. Here a thread prepares batch k+1 on a CUDA stream of its own while
+the caller steps on batch k; the caller's stream waits only for an event recorded after the
+batch's last kernel. Torch's ops, `.item()` and the loader's queue release the GIL, so the
+thread's Python runs while the caller waits for its step.
+
+The first batch is read and prepared in the caller's thread, so that a loader's worker processes
+are forked from it as before; the generator is taken in the thread that read the batch (it is
+the one of the batch last read), and batches are prepared in order. An error in the thread (a
+JPEG that does not decode) is raised in the caller, as itself; a caller that stops early (or
+raises) stops the thread before going on. At most `ahead` batches wait prepared: each holds its
+augmented images in the device's memory.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+
+import torch
+
+_END = object()
+
+
+def augmented(loader, augment, ahead: int = 1):
+    """Yields (images, labels) for each batch of `loader`: augmented by `augment` on its device
+    unless the loader has done it (its transform); `ahead` batches prepared in advance on a thread
+    (0: none, each prepared when asked for)."""
+    if loader.transform is not None:
+        yield from loader
+        return
+
+    def prepare(images, labels, generator):
+        return augment.train(loader.to_device(images), generator=generator), labels
+
+    batches = iter(loader)
+    try:
+        if ahead < 1:
+            for images, labels in batches:
+                yield prepare(images, labels, loader.generator())
+            return
+        first = next(batches, None)
+        if first is None:
+            return
+        first = prepare(*first, loader.generator())  # before the thread reads the second
+        with _Ahead(batches, lambda images, labels: prepare(images, labels, loader.generator()),
+                    ahead, loader.device) as rest:
+            yield first
+            yield from rest
+    finally:
+        batches.close()  # after the thread has stopped: it may have been reading from it
+
+
+class _Ahead:
+    """Iterating over it yields prepare(*item) for each item of `items`, computed by a thread (on
+    a CUDA stream of its own where `device` is CUDA) at most `depth` items ahead of the caller."""
+
+    def __init__(self, items, prepare, depth: int, device):
+        self.items, self.prepare = items, prepare
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+        # A new thread starts on CUDA device 0: it is told the caller's (DDP's rank's) device.
+        self.device = torch.device(device) if device is not None else None
+        if self.cuda and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.done = queue.SimpleQueue()           # prepared items, then _END or an exception
+        self.room = threading.Semaphore(depth)    # taken by a batch prepared, freed as it is taken
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="alexnet-ahead", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()  # it sees the stop within 0.1 s, or once its current batch is read
+
+    def __iter__(self):
+        while True:
+            item = self.done.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            self.room.release()
+            (images, labels), event = item
+            if self.cuda:  # the caller's stream waits for the batch, its memory for that stream
+                stream = torch.cuda.current_stream(self.device)
+                stream.wait_event(event)
+                images.record_stream(stream)
+            yield images, labels
+
+    def _run(self) -> None:
+        try:
+            stream = None
+            if self.cuda:
+                torch.cuda.set_device(self.device)
+                stream = torch.cuda.Stream(self.device)
+            with torch.cuda.stream(stream):  # (a no-op for None)
+                for item in self.items:
+                    while not self.room.acquire(timeout=0.1):
+                        if self.stop.is_set():
+                            return
+                    if self.stop.is_set():
+                        return
+                    done = self.prepare(*item)
+                    self.done.put((done, stream.record_event() if self.cuda else None))
+        except BaseException as e:  # raised in the caller's thread, as itself
+            self.done.put(e)
+            return
+        self.done.put(_END)
