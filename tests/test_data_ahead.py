@@ -152,3 +152,26 @@ def test_on_cuda_the_caller_reads_each_batch_whole(tmp_path, encoding):
     for a, b in zip(sums[1], sums[0]):
         assert torch.equal(a, b)
     loader.close()
+    # One stream a device for the thread, kept; never the decode stream, however many streams
+    # torch's pool (32 a device, handed out in turn) gives out to others meanwhile.
+    from alexnet.data import ahead, prepared
+    here = torch.device("cuda", torch.cuda.current_device())  # as _Ahead names it
+    decode = prepared._decode_stream(cuda)
+    drawn = [torch.cuda.Stream(cuda) for _ in range(70)] + [ahead._stream(here)]
+    assert ahead._stream(here) is ahead._stream(here)
+    assert all(s.cuda_stream != decode.cuda_stream for s in drawn)
+
+
+def test_no_thread_where_the_device_is_not_cuda_or_cpu(raw_shards):
+    # MPS (two threads running its ops at once have crashed inside Metal), and any other device:
+    # each batch prepared when asked. The meta device stands in for them here.
+    data = open_dataset(raw_shards, "train")
+    meta = torch.device("meta")
+    loader = Loader(data, 4, shuffle=True, seed=3, device=meta, workers=0)
+    counting = _Counting(Augment(data.stats(), crop_size=224, device=meta))
+    batches = augmented(loader, counting)
+    x, _ = next(batches)
+    assert x.device.type == "meta" and x.shape == (4, 3, 224, 224)
+    time.sleep(0.2)
+    assert counting.prepared == 1 and not _threads()
+    assert len(list(batches)) == 4

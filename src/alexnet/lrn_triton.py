@@ -124,7 +124,7 @@ def _lrn_bwd_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p
     tl.store(dx_ptr + n * sd_n + c * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sg_n", "st_n"))
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sg_n", "st_n", "sw_n"))
 def _lrn_bwd_terms_kernel(x_ptr, g_ptr, t_ptr, w_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p,
                           sg_n, sg_c, sg_p, st_n, st_c, st_p, sw_n, sw_c, sw_p, alpha, beta, k,
                           SIZE: tl.constexpr, RELU: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -204,7 +204,8 @@ TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 # 28) the two passes compile to 0.46x the fused kernel's instructions, 0.24x its special-function
 # ops (log2, exp2, reciprocal), and 72 and 64 registers a thread against 167; they move 24 bytes a
 # bf16 value against 6 (the scratch written and read back). The default by that count: the
-# fused kernel is bound by its arithmetic, not by memory. Not yet timed on a GPU: the device
+# fused kernel is bound by its arithmetic, not by memory. The scratch is 8 bytes a value for the
+# backward's time (300 MB for conv1's LRN at batch 128). Not yet timed on a GPU: the device
 # script's lrn-tiles step times both, and the next lent GPU decides.
 BACKWARD = "two-pass"
 
@@ -283,7 +284,9 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
     forward. tile: (values per program, warps), default TILE["backward"]. strategy: "two-pass"
-    or "fused" (see BACKWARD), default BACKWARD; both give the same values."""
+    or "fused" (see BACKWARD), default BACKWARD: the same float32 operations in the same order
+    (equal bit for bit in the interpreter; compiled, the fused kernel may contract a multiply and
+    a subtraction into one FMA that the two passes round apart)."""
     _check(x, size, groups)
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")

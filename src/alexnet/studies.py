@@ -3,7 +3,9 @@ error per step, gradient norms at initialisation, sparsity: the paper's Figure 1
 the overfitting runs of the dropout study (train and val error in eval mode over epochs)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import itertools
 import math
 import time
 from collections import deque
@@ -179,12 +181,11 @@ def _batches(loader, augment, rt, seed: int, steps: int):
         # Kept below 2**63 for any allowed seed (torch refuses larger ones); the same stream as
         # before for the seeds the recorded studies used.
         torch.manual_seed((seed * 1_000_003 + epoch + 500_009) % 2 ** 63)  # dropout masks
-        for images, labels in augmented(loader, augment):  # (as training has them)
-            if step == steps:
-                return
-            x = rt.to_input(images)
-            yield step, x, labels.to(rt.device)
-            step += 1
+        # as training has them; no batch read (or prepared ahead) past the last step
+        with contextlib.closing(augmented(loader, augment)) as batches:
+            for images, labels in itertools.islice(batches, steps - step):
+                yield step, rt.to_input(images), labels.to(rt.device)
+                step += 1
 
 
 def study_one(cfg: TrainConfig, steps: int, threshold: float, window: int,

@@ -165,13 +165,17 @@ def _enough(n: int, batch_size: int, source: str, kind: str = "") -> None:
 def _rate(batches) -> float:
     """Images per second of one epoch after its first batch (which pays for starting workers)."""
     it = iter(batches)
-    images, _ = next(it)
-    _sync(images)
-    start, n = time.perf_counter(), 0
-    for images, _ in it:
-        n += len(images)
-    _sync(images)
-    return n / (time.perf_counter() - start)
+    try:
+        images, _ = next(it)
+        _sync(images)
+        start, n = time.perf_counter(), 0
+        for images, _ in it:
+            n += len(images)
+        _sync(images)
+        return n / (time.perf_counter() - start)
+    finally:  # a generator (data/ahead.py's thread among them) ends now, even on an error
+        if hasattr(it, "close"):
+            it.close()
 
 
 def _sync(images: torch.Tensor) -> None:

@@ -30,12 +30,15 @@ import threading
 import torch
 
 _END = object()
+# The devices whose batches a thread prepares: CUDA, and the CPU (`--decode device` there; what
+# the tests run). Not MPS: two threads running MPS ops at once have crashed inside Metal.
+THREADED = ("cuda", "cpu")
 
 
 def augmented(loader, augment, ahead: int = 1):
     """Yields (images, labels) for each batch of `loader`: augmented by `augment` on its device
     unless the loader has done it (its transform); `ahead` batches prepared in advance on a thread
-    (0: none, each prepared when asked for)."""
+    (0, or a device not in THREADED: none, each prepared when asked for)."""
     if loader.transform is not None:
         yield from loader
         return
@@ -43,9 +46,9 @@ def augmented(loader, augment, ahead: int = 1):
     def prepare(images, labels, generator):
         return augment.train(loader.to_device(images), generator=generator), labels
 
-    batches = iter(loader)
+    batches, handed = iter(loader), False
     try:
-        if ahead < 1:
+        if ahead < 1 or loader.device is None or loader.device.type not in THREADED:
             for images, labels in batches:
                 yield prepare(images, labels, loader.generator())
             return
@@ -53,17 +56,32 @@ def augmented(loader, augment, ahead: int = 1):
         if first is None:
             return
         first = prepare(*first, loader.generator())  # before the thread reads the second
-        with _Ahead(batches, lambda images, labels: prepare(images, labels, loader.generator()),
-                    ahead, loader.device) as rest:
-            yield first
-            yield from rest
+        handed = True
     finally:
-        batches.close()  # after the thread has stopped: it may have been reading from it
+        if not handed:  # else the thread reads on from here, and closes it when it ends
+            batches.close()
+    with _Ahead(batches, lambda images, labels: prepare(images, labels, loader.generator()),
+                ahead, loader.device) as rest:
+        yield first
+        yield from rest
+
+
+_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+
+
+def _stream(device: torch.device):
+    """The stream batches are prepared on, one per device, kept: one drawn from torch's pool each
+    epoch would be handed out again (32 a device, in turn), and the caching allocator keeps each
+    stream's freed memory for that stream alone."""
+    if device not in _STREAMS:
+        _STREAMS[device] = torch.cuda.Stream(device)
+    return _STREAMS[device]
 
 
 class _Ahead:
-    """Iterating over it yields prepare(*item) for each item of `items`, computed by a thread (on
-    a CUDA stream of its own where `device` is CUDA) at most `depth` items ahead of the caller."""
+    """Iterating over it yields prepare(*item) for each item of `items` (an iterator it closes when
+    done), computed by a thread (on a CUDA stream of its own where `device` is CUDA) at most
+    `depth` items ahead of the caller."""
 
     def __init__(self, items, prepare, depth: int, device):
         self.items, self.prepare = items, prepare
@@ -83,7 +101,7 @@ class _Ahead:
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join()  # it sees the stop within 0.1 s, or once its current batch is read
+        self.thread.join()  # it sees the stop within 0.1 s, or once its current batch is ready
 
     def __iter__(self):
         while True:
@@ -105,17 +123,23 @@ class _Ahead:
             stream = None
             if self.cuda:
                 torch.cuda.set_device(self.device)
-                stream = torch.cuda.Stream(self.device)
+                stream = _stream(self.device)
             with torch.cuda.stream(stream):  # (a no-op for None)
-                for item in self.items:
-                    while not self.room.acquire(timeout=0.1):
-                        if self.stop.is_set():
-                            return
-                    if self.stop.is_set():
-                        return
+                while self._room():  # before reading: a caller that stops waits for no read
+                    item = next(self.items, _END)
+                    if item is _END:
+                        break
                     done = self.prepare(*item)
                     self.done.put((done, stream.record_event() if self.cuda else None))
+            self.done.put(_END)
         except BaseException as e:  # raised in the caller's thread, as itself
             self.done.put(e)
-            return
-        self.done.put(_END)
+        finally:  # here, not by the caller: this thread may be inside it until now
+            self.items.close()
+
+    def _room(self) -> bool:
+        """Wait for room for one more prepared item; False once told to stop."""
+        while not self.room.acquire(timeout=0.1):
+            if self.stop.is_set():
+                return False
+        return not self.stop.is_set()

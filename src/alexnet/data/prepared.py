@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,9 +260,7 @@ def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device)
     has.
 
     torchvision 0.29 marks its image decoders deprecated in favour of TorchCodec (not a dependency
-    here); they still work, and its warning is silenced here rather than printed every epoch."""
-    import warnings
-
+    here); they still work, and its warning is silenced (_QUIET) rather than printed every epoch."""
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_jpeg as tv_decode_jpeg  # torchvision: slow to import
 
@@ -271,8 +270,7 @@ def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device)
         encoded = encoded.files()
     side = _decode_stream(device)
     try:
-        with warnings.catch_warnings(), torch.cuda.stream(side):  # (a no-op for None)
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with torch.cuda.stream(side):  # (a no-op for None)
             batch = torch.stack(tv_decode_jpeg(encoded, mode=mode, device=device))
     except RuntimeError as e:
         raise DataError(f"a JPEG of this batch does not decode on {device}: "
@@ -289,15 +287,24 @@ def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device)
     return batch.permute(0, 2, 3, 1)
 
 
+# The decoders' deprecation warning, silenced once for the process by its message: a
+# warnings.catch_warnings() around each call would swap the process's filters, which another
+# thread (data/ahead.py decodes on one) may be reading or changing meanwhile.
+_QUIET = "The image decoding and encoding capabilities of TorchVision are deprecated"
+warnings.filterwarnings("ignore", message=_QUIET, category=DeprecationWarning)
+
 _DECODE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
 
 
 def _decode_stream(device: torch.device):
-    """The CUDA stream JPEG batches decode on, one per device; None off CUDA."""
+    """The CUDA stream JPEG batches decode on, one per device; None off CUDA. Taken from torch's
+    pool of high-priority streams, which nothing else here draws from: a stream of the ordinary
+    pool (32 per device, handed out in turn) would one day be handed to another user too, whose
+    frees nvJPEG could then write into."""
     if device.type != "cuda":
         return None
     device = torch.device("cuda", torch.cuda.current_device() if device.index is None
                           else device.index)
     if device not in _DECODE_STREAMS:
-        _DECODE_STREAMS[device] = torch.cuda.Stream(device)
+        _DECODE_STREAMS[device] = torch.cuda.Stream(device, priority=-1)
     return _DECODE_STREAMS[device]
