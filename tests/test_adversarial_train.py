@@ -142,6 +142,7 @@ def test_eval_of_a_run_without_best_says_so(tmp_path, capsys):
     ("--workers", "99999", "workers must be in 0.."),  # thousands of processes hang at start
     ("--data", "", "data is an empty string; expected shapes | fashion-mnist"),
     ("--width", "1000", "width must be <= 16.0"),  # it asked for 1.2 TB, and a traceback
+    ("--lighting-std", "1e23", "lighting_std must be <= 10.0"),  # it trained on noise
     # past int64: it trained (README: such a number is bad input)
     ("--epochs", "99999999999999999999", "epochs is a number too large (past int64)"),
     # it said "cannot convert float infinity to integer", naming no flag
