@@ -149,3 +149,16 @@ def test_train_with_decode_device_on_the_cpu_draws_what_the_loader_would(jpeg_sh
     for a, b in zip(on_cpu, on_device):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(on_cpu[0]["alphas"], on_cpu[1]["alphas"])  # batches differ
+
+
+def test_a_run_that_diverges_leaves_no_thread_behind(jpeg_shards, tmp_path, capsys):
+    """--decode device prepares batches on a thread (data/ahead.py); a run that stops on an error
+    in the step (here a diverged loss, with the default workers) stops that thread too."""
+    import threading
+
+    code = cli_main(["train", "--data", str(jpeg_shards), "--decode", "device", "--epochs", "1",
+                     "--batch-size", "4", "--lr", "1e30", "--precision", "fp32",
+                     "--no-progress", "--out", str(tmp_path / "nan")])
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became" in err
+    assert not [t for t in threading.enumerate() if t.name == "alexnet-ahead"]
