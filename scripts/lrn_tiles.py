@@ -90,7 +90,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=20, help="calls timed on the CPU; on a GPU "
+                        "the milliseconds of calls do_bench times (at least 20)")
     parser.add_argument("--tiles", default=TILES, help="VALUESxWARPS, comma-separated; the first "
                         "is the reference the others must equal")
     parser.add_argument("--small", action="store_true", help="7x5 images (the interpreter's size)")
@@ -104,8 +105,10 @@ def main() -> None:
     hw = (7, 5) if args.small else None
     layers = {"conv1": (96, hw or (55, 55)), "conv2": (256, hw or (27, 27))}
     g = torch.Generator().manual_seed(0)
+    how = (f"do_bench's median over {max(args.reps, 20)} ms of calls" if device.type == "cuda"
+           else f"median of {args.reps} calls")
     print(f"LRN kernels on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
-          f", batch {args.batch}, bf16 channels_last, ReLU fused, groups 2; median of {args.reps}")
+          f", batch {args.batch}, bf16 channels_last, ReLU fused, groups 2; {how}")
     print("\n| tile | " + " | ".join(f"{n} fwd ms | {n} bwd ms | {n} fused bwd ms" for n in layers)
           + " |\n|---|" + "---:|" * (3 * len(layers)))
     inputs, reference = {}, {}

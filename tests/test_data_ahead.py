@@ -1,7 +1,9 @@
 """data/ahead.py: the batches augmented where the model runs, the next one prepared on a thread
-while the caller steps. On the CPU here (the stream and event handling runs in test_cuda.py and
+while the caller steps. The thread runs only for CUDA; here the CPU stands in for it (the
+`threaded_cpu` fixture), and the stream and event handling runs in the CUDA test at the end (in
 scripts/cuda_check.sh): the same values as preparing each batch when asked, the thread really
-ahead, errors raised in the caller as themselves, and no thread left behind."""
+ahead, errors raised in the caller as themselves, and no thread left behind. By default the CPU
+and other devices prepare each batch when asked."""
 from __future__ import annotations
 
 import threading
@@ -12,6 +14,8 @@ import torch
 
 from alexnet.data import Loader, open_dataset
 from alexnet.data import prepare as prep
+from alexnet.data import prepared
+from alexnet.data import ahead as ahead_module
 from alexnet.data.ahead import augmented
 from alexnet.data.augment import Augment
 from alexnet.errors import DataError
@@ -22,6 +26,12 @@ def raw_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("ahead") / "raw"
     prep.prepare("shapes:20:4", out, shard_size=8, workers=0, progress=False)
     return out
+
+
+@pytest.fixture
+def threaded_cpu(monkeypatch):
+    """The thread on the CPU too, as it runs for CUDA."""
+    monkeypatch.setattr(ahead_module, "THREADED", ("cuda", "cpu"))
 
 
 def _loader(raw_shards, **kw):
@@ -35,7 +45,7 @@ def _threads():
     return [t for t in threading.enumerate() if t.name == "alexnet-ahead"]
 
 
-def test_ahead_gives_what_each_batch_prepared_when_asked_gives(raw_shards):
+def test_ahead_gives_what_each_batch_prepared_when_asked_gives(threaded_cpu, raw_shards):
     # With the loader's default worker count; and what the loader's own transform (the CPU path,
     # in its workers) gives: the same generator for each batch.
     loader, augment = _loader(raw_shards)
@@ -77,7 +87,8 @@ def _wait_for(condition, seconds=5.0) -> bool:
 
 
 @pytest.mark.parametrize("ahead", [1, 0])
-def test_the_next_batch_is_prepared_while_the_caller_holds_this_one(raw_shards, ahead):
+def test_the_next_batch_is_prepared_while_the_caller_holds_this_one(threaded_cpu, raw_shards,
+                                                                    ahead):
     loader, augment = _loader(raw_shards, workers=0)
     counting = _Counting(augment)
     batches = augmented(loader, counting, ahead=ahead)
@@ -92,7 +103,8 @@ def test_the_next_batch_is_prepared_while_the_caller_holds_this_one(raw_shards, 
     assert not _threads()
 
 
-def test_an_error_in_the_thread_is_raised_in_the_caller_as_itself(raw_shards, monkeypatch):
+def test_an_error_in_the_thread_is_raised_in_the_caller_as_itself(threaded_cpu, raw_shards,
+                                                                  monkeypatch):
     loader, augment = _loader(raw_shards, workers=0)
     copy = Loader.to_device
     calls = []
@@ -113,7 +125,7 @@ def test_an_error_in_the_thread_is_raised_in_the_caller_as_itself(raw_shards, mo
     assert len(list(augmented(loader, augment))) == 5  # the loader reads on, next time
 
 
-def test_a_caller_that_stops_early_stops_the_thread(raw_shards):
+def test_a_caller_that_stops_early_stops_the_thread(threaded_cpu, raw_shards):
     loader, augment = _loader(raw_shards)  # default workers
     for _, _ in augmented(loader, augment):
         break  # the generator is closed here (its last reference goes)
@@ -129,13 +141,29 @@ def test_a_loader_that_augments_passes_its_batches_through(raw_shards):
     assert len(list(batches)) == 5 and not _threads()
 
 
+class _Slow:
+    """An Augment that first keeps the stream it runs on busy (tens of millions of GPU cycles,
+    about 10 ms): the thread's, when it prepares batches."""
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def train(self, images, generator=None):
+        torch.cuda._sleep(20_000_000)
+        return self.augment.train(images, generator=generator)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("encoding", ["raw", "jpeg"])
 def test_on_cuda_the_caller_reads_each_batch_whole(tmp_path, encoding):
     """On a GPU the thread copies (raw) or decodes (JPEG, nvJPEG) and augments on a stream of its
-    own. The caller's stream must wait for each batch, and a batch's memory must not be reused
-    while the caller's queued work still reads it: the caller queues tens of ms of work before
-    reading each batch, and gets what preparing each batch when asked gives, bit for bit."""
+    own. Two hazards, each provoked by work kept queued, and the sums read back only at the end:
+    - the thread's stream still busy when the caller reads (its stream must wait for the event);
+    - the caller's step still queued when it drops a batch, which the thread's next one must not
+      overwrite (record_stream).
+    Each gives what preparing each batch when asked (on the caller's stream) gives, bit for bit.
+    And the thread's stream is never nvJPEG's, however many streams torch's pool (32 a device,
+    in turn) hands out to others."""
     out = tmp_path / encoding
     prep.prepare("shapes:40:4", out, shard_size=8, encoding=encoding, workers=0, progress=False)
     data = open_dataset(out, "train")
@@ -143,35 +171,37 @@ def test_on_cuda_the_caller_reads_each_batch_whole(tmp_path, encoding):
     augment = Augment(data.stats(), crop_size=224, device=cuda)
     loader = Loader(data, 4, shuffle=True, seed=3, device=cuda, encoded=encoding == "jpeg")
     sums = {}
-    for ahead in (1, 0):
-        sums[ahead] = []
-        for x, _ in augmented(loader, augment, ahead=ahead):
-            torch.cuda._sleep(20_000_000)  # the caller's step, still queued when it reads x
-            sums[ahead].append(x.double().sum(dim=(1, 2, 3)).cpu())
-    assert len(sums[1]) == 10
-    for a, b in zip(sums[1], sums[0]):
-        assert torch.equal(a, b)
+    for ahead, hazard in ((0, None), (1, "thread busy"), (1, "caller busy")):
+        kept = []
+        for x, _ in augmented(loader, _Slow(augment) if hazard == "thread busy" else augment,
+                              ahead=ahead):
+            if hazard == "caller busy":
+                torch.cuda._sleep(20_000_000)  # the caller's step, queued before it reads x
+            kept.append(x.double().sum(dim=(1, 2, 3)))
+        sums[hazard] = torch.stack(kept).cpu()
     loader.close()
-    # One stream a device for the thread, kept; never the decode stream, however many streams
-    # torch's pool (32 a device, handed out in turn) gives out to others meanwhile.
-    from alexnet.data import ahead, prepared
-    here = torch.device("cuda", torch.cuda.current_device())  # as _Ahead names it
+    assert sums[None].shape == (10, 4)
+    assert torch.equal(sums["thread busy"], sums[None])
+    assert torch.equal(sums["caller busy"], sums[None])
+    here = torch.device("cuda", torch.cuda.current_device())
     decode = prepared._decode_stream(cuda)
-    drawn = [torch.cuda.Stream(cuda) for _ in range(70)] + [ahead._stream(here)]
-    assert ahead._stream(here) is ahead._stream(here)
+    drawn = [torch.cuda.Stream(cuda) for _ in range(70)] + [prepared.kept_stream(here)]
+    assert prepared.kept_stream(cuda) is prepared.kept_stream(here)
     assert all(s.cuda_stream != decode.cuda_stream for s in drawn)
 
 
-def test_no_thread_where_the_device_is_not_cuda_or_cpu(raw_shards):
-    # MPS (two threads running its ops at once have crashed inside Metal), and any other device:
-    # each batch prepared when asked. The meta device stands in for them here.
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_by_default_no_thread_off_cuda(raw_shards, device):
+    # The CPU (no faster with it: the thread shares the step's cores), MPS (two threads running
+    # its ops at once have crashed inside Metal) and any other device, which meta stands in for:
+    # each batch prepared when asked, with the loader's default workers.
     data = open_dataset(raw_shards, "train")
-    meta = torch.device("meta")
-    loader = Loader(data, 4, shuffle=True, seed=3, device=meta, workers=0)
-    counting = _Counting(Augment(data.stats(), crop_size=224, device=meta))
+    loader = Loader(data, 4, shuffle=True, seed=3, device=device)
+    counting = _Counting(Augment(data.stats(), crop_size=224, device=torch.device(device)))
     batches = augmented(loader, counting)
     x, _ = next(batches)
-    assert x.device.type == "meta" and x.shape == (4, 3, 224, 224)
+    assert x.device.type == device and x.shape == (4, 3, 224, 224)
     time.sleep(0.2)
     assert counting.prepared == 1 and not _threads()
     assert len(list(batches)) == 4
+    loader.close()

@@ -151,14 +151,28 @@ def test_train_with_decode_device_on_the_cpu_draws_what_the_loader_would(jpeg_sh
     assert not torch.equal(on_cpu[0]["alphas"], on_cpu[1]["alphas"])  # batches differ
 
 
-def test_a_run_that_diverges_leaves_no_thread_behind(jpeg_shards, tmp_path, capsys):
-    """--decode device prepares batches on a thread (data/ahead.py); a run that stops on an error
-    in the step (here a diverged loss, with the default workers) stops that thread too."""
+def test_a_run_that_diverges_leaves_no_thread_behind(jpeg_shards, tmp_path, capsys,
+                                                     monkeypatch):
+    """On CUDA, --decode device prepares batches on a thread (data/ahead.py; the CPU stands in
+    for it here): a run that stops on an error in the step (a diverged loss, with the default
+    workers) stops that thread too."""
     import threading
 
+    from alexnet.data import ahead
+
+    monkeypatch.setattr(ahead, "THREADED", ("cuda", "cpu"))
+    started = []
+    thread_init = threading.Thread.__init__
+
+    def spy(self, *args, **kwargs):
+        thread_init(self, *args, **kwargs)
+        started.append(self.name)
+
+    monkeypatch.setattr(threading.Thread, "__init__", spy)
     code = cli_main(["train", "--data", str(jpeg_shards), "--decode", "device", "--epochs", "1",
                      "--batch-size", "4", "--lr", "1e30", "--precision", "fp32",
                      "--no-progress", "--out", str(tmp_path / "nan")])
     err = capsys.readouterr().err
     assert code == 2 and "loss became" in err
+    assert "alexnet-ahead" in started  # there was one
     assert not [t for t in threading.enumerate() if t.name == "alexnet-ahead"]

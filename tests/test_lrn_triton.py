@@ -263,3 +263,17 @@ def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1024x4", "| 2048x8"]
     assert "fastest forward: " in done.stdout and "fastest backward: " in done.stdout
+
+
+def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
+    """The bit-for-bit comparison of the two strategies means something only if each runs its own
+    kernels: the launches, recorded (nothing runs)."""
+    launched = []
+    monkeypatch.setattr(lrn_triton, "_launch", lambda kernel, *a, **k: launched.append(kernel))
+    x = activations((1, 4, 3, 3))
+    lrn_triton.backward(x, x, strategy="fused")
+    assert launched == [lrn_triton._lrn_bwd_kernel]
+    launched.clear()
+    lrn_triton.backward(x, x)  # the default, BACKWARD
+    assert lrn_triton.BACKWARD == "two-pass"
+    assert launched == [lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel]

@@ -70,9 +70,10 @@ class TrainConfig(ModelOptions):
                                     high_open=True)
     # --- augmentation (paper §4.1) ---------------------------------------------------------------
     flip: bool = option(True, "random horizontal flips")
-    # high: at 10 (100x the paper's) one std of alpha shifts the first colour component by 556
-    # grey levels on `shapes` (its lambda_1 is 14,168; data/augment.py), twice the pixels' range;
-    # past it the images are noise (1e23 trained to the end, its inputs flattened by the LRN).
+    # high: at 10 (100x the paper's) one std of alpha shifts the first colour component by about
+    # 530 grey levels on `shapes` (its lambda_1 is about 13,600; data/augment.py), twice the
+    # pixels' range; past it the images are noise (1e23 trained to the end, its inputs flattened
+    # by the LRN).
     lighting_std: float = option(0.1, "PCA colour noise std (0 = off)", low=0.0, high=10.0, arms={
         "no-lighting": (0.0, "no PCA lighting", "lighting: top-1 −1% (§4.1)")})
     train_images: int = option(0, "use only the first N training images per epoch (0 = all)",

@@ -197,16 +197,15 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
 # faster is for a GPU to say: scripts/lrn_tiles.py times the options there.
 TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 # How the backward runs. "fused": one kernel; each program recomputes s at the `size` channels
-# whose window holds its own (2*size-1 input tiles, `size` powers a value); it took 0.9 ms of c's
-# 4.9 ms step at batch 64 on the H200 (session 27), twenty times what its memory traffic needs.
+# whose window holds its own (2*size-1 input tiles, `size` powers a value); on the H200 it took
+# 0.9 ms of c's 4.9 ms step at batch 64, twenty times what its memory traffic needs (session 27).
 # "two-pass": pass 1 writes t = g a s^(-beta-1) and w = g s^-beta in float32, pass 2 sums `size`
-# shifted tiles of t. For sm_90 at the default tile (scripts/lrn_tiles.py --registers, session
-# 28) the two passes compile to 0.46x the fused kernel's instructions, 0.24x its special-function
-# ops (log2, exp2, reciprocal), and 72 and 64 registers a thread against 167; they move 24 bytes a
-# bf16 value against 6 (the scratch written and read back). The default by that count: the
-# fused kernel is bound by its arithmetic, not by memory. The scratch is 8 bytes a value for the
-# backward's time (300 MB for conv1's LRN at batch 128). Not yet timed on a GPU: the device
-# script's lrn-tiles step times both, and the next lent GPU decides.
+# shifted tiles of t: each value's power is computed once, each kernel holds a third of the
+# tiles, for four times the memory traffic (BENCHMARKS.md, session 28: its instructions and
+# registers compiled for sm_90). The default by that count, on the inference that the fused
+# kernel is bound by its arithmetic and its few warps rather than by memory; NOT yet timed on a
+# GPU: the device script's lrn-tiles step times both. The scratch is 8 bytes a value while the
+# backward runs: 300 MB for conv1's LRN at batch 128, 2.4 GB at 1024 ("fused" needs none).
 BACKWARD = "two-pass"
 
 

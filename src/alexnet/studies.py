@@ -181,7 +181,8 @@ def _batches(loader, augment, rt, seed: int, steps: int):
         # Kept below 2**63 for any allowed seed (torch refuses larger ones); the same stream as
         # before for the seeds the recorded studies used.
         torch.manual_seed((seed * 1_000_003 + epoch + 500_009) % 2 ** 63)  # dropout masks
-        # as training has them; no batch read (or prepared ahead) past the last step
+        # as training has them; none asked for past the last step (on CUDA the thread of
+        # data/ahead.py still prepares one ahead)
         with contextlib.closing(augmented(loader, augment)) as batches:
             for images, labels in itertools.islice(batches, steps - step):
                 yield step, rt.to_input(images), labels.to(rt.device)

@@ -68,8 +68,8 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     loss_sum, seen = 0.0, 0
     all_ranks = (lambda v: parallel.all_reduce_sum(v, info)) if info.world_size > 1 else None
     # On an accelerator the batches are augmented there, batched, with the generator the loader's
-    # transform would have used, the next batch while this one steps (data/ahead.py); closed at
-    # once on an error, so that its thread stops with the step.
+    # transform would have used; on CUDA the next batch while this one steps (data/ahead.py,
+    # a thread). Closed at once on an error, so that the thread stops with the step.
     with Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
                   enabled=cfg.progress and info.is_main) as bar, \
             contextlib.closing(augmented(t.train_loader, t.augment)) as batches:

@@ -29,10 +29,14 @@ import threading
 
 import torch
 
+from .prepared import kept_stream
+
 _END = object()
-# The devices whose batches a thread prepares: CUDA, and the CPU (`--decode device` there; what
-# the tests run). Not MPS: two threads running MPS ops at once have crashed inside Metal.
-THREADED = ("cuda", "cpu")
+# The devices whose batches a thread prepares. Not the CPU (`--decode device` there): the thread
+# would share the step's cores, and it measured no faster, 0.926-1.019x over seven alternating
+# rounds on 2 cores (BENCHMARKS.md, session 28; the tests run it there by adding "cpu"). Not
+# MPS: two threads running MPS ops at once have crashed inside Metal.
+THREADED = ("cuda",)
 
 
 def augmented(loader, augment, ahead: int = 1):
@@ -64,18 +68,6 @@ def augmented(loader, augment, ahead: int = 1):
                 ahead, loader.device) as rest:
         yield first
         yield from rest
-
-
-_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
-
-
-def _stream(device: torch.device):
-    """The stream batches are prepared on, one per device, kept: one drawn from torch's pool each
-    epoch would be handed out again (32 a device, in turn), and the caching allocator keeps each
-    stream's freed memory for that stream alone."""
-    if device not in _STREAMS:
-        _STREAMS[device] = torch.cuda.Stream(device)
-    return _STREAMS[device]
 
 
 class _Ahead:
@@ -123,7 +115,7 @@ class _Ahead:
             stream = None
             if self.cuda:
                 torch.cuda.set_device(self.device)
-                stream = _stream(self.device)
+                stream = kept_stream(self.device)
             with torch.cuda.stream(stream):  # (a no-op for None)
                 while self._room():  # before reading: a caller that stops waits for no read
                     item = next(self.items, _END)

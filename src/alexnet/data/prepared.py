@@ -293,18 +293,27 @@ def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device)
 _QUIET = "The image decoding and encoding capabilities of TorchVision are deprecated"
 warnings.filterwarnings("ignore", message=_QUIET, category=DeprecationWarning)
 
-_DECODE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+_STREAMS: dict[tuple[torch.device, int], "torch.cuda.Stream"] = {}
 
 
-def _decode_stream(device: torch.device):
-    """The CUDA stream JPEG batches decode on, one per device; None off CUDA. Taken from torch's
-    pool of high-priority streams, which nothing else here draws from: a stream of the ordinary
-    pool (32 per device, handed out in turn) would one day be handed to another user too, whose
-    frees nvJPEG could then write into."""
+def kept_stream(device, priority: int = 0):
+    """A CUDA stream of `device` (index None: the current one) and `priority`, the same one each
+    call; None off CUDA. Its users here each have a priority of their own: the JPEG decode -1
+    (high), the thread that prepares batches (data/ahead.py) 0. A stream drawn from torch's pool
+    at each use would be handed out again (32 a device and priority, in turn), to another user;
+    and the caching allocator keeps each stream's freed memory for that stream alone."""
+    device = torch.device(device)
     if device.type != "cuda":
         return None
     device = torch.device("cuda", torch.cuda.current_device() if device.index is None
                           else device.index)
-    if device not in _DECODE_STREAMS:
-        _DECODE_STREAMS[device] = torch.cuda.Stream(device, priority=-1)
-    return _DECODE_STREAMS[device]
+    if (device, priority) not in _STREAMS:
+        _STREAMS[device, priority] = torch.cuda.Stream(device, priority=priority)
+    return _STREAMS[device, priority]
+
+
+def _decode_stream(device: torch.device):
+    """The CUDA stream JPEG batches decode on, one per device; None off CUDA. High priority, a
+    pool of streams nothing else here draws from: nvJPEG writes into memory its stream's frees
+    return, so no other user's frees may reach it."""
+    return kept_stream(device, priority=-1)
