@@ -77,9 +77,9 @@ class _Ahead:
 
     def __init__(self, items, prepare, depth: int, device):
         self.items, self.prepare = items, prepare
-        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         # A new thread starts on CUDA device 0: it is told the caller's (DDP's rank's) device.
-        self.device = torch.device(device) if device is not None else None
         if self.cuda and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.done = queue.SimpleQueue()           # prepared items, then _END or an exception
