@@ -81,7 +81,9 @@ step 45 photos bash -c "rm -rf /tmp/photos /tmp/p-raw /tmp/p-jpeg \
 step 70 data $A bench data /tmp/photos --device cuda --images 2048 --batch-size 128 --workers "$W" \
   --rounds 2 --model-steps 10
 # Three epochs: metrics.jsonl's last img_per_s_after_first_step is the figure set against
-# `bench model` at batch 128. Runs in $WORK, checkpoints included (they stay on the machine).
+# `bench model` at batch 128. Its wait_share, the share of that time spent between steps waiting
+# for a batch (the GPU runs only the update then), says whether the data or the step makes up the
+# difference. Runs in $WORK, checkpoints included (they stay on the machine).
 # (Session 27: each took under 20 s.)
 step 30 train-raw $A train --data /tmp/p-raw --epochs 3 --batch-size 128 --device cuda \
   --workers "$W" --no-progress --eval-crops 1 --out "$WORK/run-raw"

@@ -47,7 +47,7 @@ def test_exact_resume_with_the_default_workers(tmp_path, capsys, workers):
             assert math.isclose(a[key], b[key], rel_tol=1e-6, abs_tol=1e-9), (key, a, b)
 
 
-_TIMINGS = ("img_per_s", "img_per_s_after_first_step", "seconds")  # the clock's, not the run's
+_TIMINGS = ("img_per_s", "img_per_s_after_first_step", "wait_share", "seconds")  # the clock's, not the run's
 
 
 def _assert_same(a, b, where: str) -> None:

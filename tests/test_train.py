@@ -376,6 +376,43 @@ def test_options_the_owt_variant_does_not_take_are_refused(tmp_path, capsys, fla
     assert (cfg.variant, cfg.dropout) == ("owt", 0.2)
 
 
+@pytest.mark.parametrize("slow", ["data", "step"])
+def test_the_wait_share_is_the_time_spent_between_steps(tmp_path, monkeypatch, capsys, slow):
+    """metrics.jsonl's wait_share splits the steady rate's time: between the steps (waiting for a
+    batch) and inside them. On a GPU it says whether the data or the model sets the pace. Here a
+    sleep of D seconds before batches 2 and 3 (or in steps 2 and 3) bounds it from below (above),
+    whatever the load: the steady time T is 16 images over the steady rate."""
+    import alexnet.train as train_module
+    d = 0.6
+    real_batches, real_step = train_module.augmented, train_module.train_step
+
+    def slow_batches(loader, augment):
+        for k, batch in enumerate(real_batches(loader, augment)):
+            time.sleep(d if k else 0.0)
+            yield batch
+
+    calls = []
+
+    def slow_step(*args, **kwargs):
+        calls.append(1)
+        time.sleep(d if len(calls) > 1 else 0.0)
+        return real_step(*args, **kwargs)
+    if slow == "data":
+        monkeypatch.setattr(train_module, "augmented", slow_batches)
+    else:
+        monkeypatch.setattr(train_module, "train_step", slow_step)
+    assert train(tmp_path, "wait", "--epochs", "1") == 0
+    row = metrics(tmp_path / "wait")[0]
+    steady_seconds = 16 / row["img_per_s_after_first_step"]
+    assert steady_seconds > 2 * d
+    out = capsys.readouterr().out
+    if slow == "data":
+        assert 2 * d / steady_seconds * (1 - 1e-6) <= row["wait_share"] <= 1
+        assert f"({row['wait_share']:.0%} of it waiting for batches)" in out
+    else:
+        assert 0 <= row["wait_share"] <= 1 - 2 * d / steady_seconds * (1 - 1e-6)
+
+
 def test_the_rate_after_the_first_step_leaves_its_wait_out(tmp_path, monkeypatch):
     """metrics.jsonl's img_per_s_after_first_step (the rate to set against `bench model`) does
     not count the first step, where a GPU run waits for the first batch and warms up."""

@@ -49,7 +49,7 @@ def overfit_run(cfg: TrainConfig, images: int) -> dict:
     for epoch in range(cfg.epochs):
         t.train_loader.set_epoch(epoch)
         try:
-            augmented_loss, _, _ = train.train_one_epoch(t, epoch)
+            augmented_loss, _ = train.train_one_epoch(t, epoch)
         except Diverged as e:
             run["diverged"] = str(e)
             break

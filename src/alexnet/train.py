@@ -57,15 +57,26 @@ class Training:
     masters: MasterWeights | None = None  # bf16 on the CPU: the weights' bf16 copies (masters.py)
 
 
-def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
-    """One pass over this rank's share of the training data; returns (mean loss, img/s, img/s
-    after the first step). The second rate leaves out the first batch's wait and the warm-up
-    (cuDNN's algorithm search, compiling): it is the one to set against `bench model`."""
+@dataclass
+class EpochRates:
+    """What `train_one_epoch` measured, besides the loss."""
+    img_s: float       # over the whole epoch
+    steady: float      # after the first step: the rate to set against `bench model`
+    wait_share: float  # of the time after the first step, the share spent between steps
+
+
+def train_one_epoch(t: Training, epoch: int) -> tuple[float, EpochRates]:
+    """One pass over this rank's share of the training data; returns the mean loss and the rates.
+
+    The steady rate leaves out the first batch's wait and the warm-up (cuDNN's algorithm search,
+    compiling). Its time splits in two: inside the steps, and between them (waiting for the next
+    batch, mostly). Each step reads its loss before its update, so a GPU has only the update to
+    run between steps: a wait_share well above 0 says the data, not the model, sets the pace."""
     cfg, rt, info = t.cfg, t.rt, t.info
     t.model.train()
     torch.manual_seed(_seed(cfg.seed, epoch, info.rank, 2))  # dropout masks, reproducibly per epoch
     step0 = epoch * len(t.train_loader)
-    loss_sum, seen = 0.0, 0
+    loss_sum, seen, between = 0.0, 0, 0.0
     all_ranks = (lambda v: parallel.all_reduce_sum(v, info)) if info.world_size > 1 else None
     # On an accelerator the batches are augmented there, batched, with the generator the loader's
     # transform would have used; on CUDA the next batch while this one steps (data/ahead.py,
@@ -73,9 +84,12 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     with Progress(len(t.train_loader), f"epoch {epoch + 1}/{cfg.epochs}",
                   enabled=cfg.progress and info.is_main) as bar, \
             contextlib.closing(augmented(t.train_loader, t.augment)) as batches:
-        start = time.perf_counter()
+        start = now = time.perf_counter()
         after_first = start, 0  # (time, images) when the first step has ended
         for i, (images, labels) in enumerate(batches):
+            begin = time.perf_counter()
+            if i > 0:
+                between += begin - now
             lr = t.schedule.apply(t.optimizer, step0 + i)
             x = rt.to_input(images)
             labels = labels.to(rt.output_device, non_blocking=True)
@@ -98,9 +112,11 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, float, float]:
     rate = total[1].item() / (end - start)
     if seen > after_first[1]:
         steady = (seen - after_first[1]) * info.world_size / (end - after_first[0])
+        # the last gap too: the loader's end and the thread's stop
+        wait_share = (between + end - now) / (end - after_first[0])
     else:
-        steady = rate  # one step: nothing after it
-    return (total[0] / max(total[1], 1)).item(), rate, steady
+        steady, wait_share = rate, 0.0  # one step: nothing after it
+    return (total[0] / max(total[1], 1)).item(), EpochRates(rate, steady, wait_share)
 
 
 def _seed(seed: int, epoch: int, rank: int, stream: int) -> int:
@@ -301,15 +317,16 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         t.train_loader.set_epoch(epoch)
-        train_loss, img_s, steady = train_one_epoch(t, epoch)
+        train_loss, rates = train_one_epoch(t, epoch)
         val = evaluate(Predictor.snapshot(t.model, t.meta, t.rt), t.val_loader, crops=1,
                        info=info)
         lr = t.optimizer.param_groups[0]["lr"]
         dropped = t.schedule.end_epoch(val["top1_error"])
         history.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val["loss"],
                         "val_top1_error": val["top1_error"], "val_top5_error": val["top5_error"],
-                        "lr": lr, "img_per_s": img_s,
-                        "img_per_s_after_first_step": steady, "seconds": time.perf_counter() - t0})
+                        "lr": lr, "img_per_s": rates.img_s,
+                        "img_per_s_after_first_step": rates.steady,
+                        "wait_share": rates.wait_share, "seconds": time.perf_counter() - t0})
         _check_finite(t, val, epoch)
         improved = val["top1_error"] < best
         best = min(best, val["top1_error"])
@@ -444,9 +461,11 @@ def _report_skipped(run: Path, skipped: list[str]) -> None:
 
 
 def _epoch_line(h: dict, epochs: int, dropped: bool) -> str:
+    # said when the data held the steps back for a tenth of the time or more
+    wait = f" ({h['wait_share']:.0%} of it waiting for batches)" if h["wait_share"] >= 0.1 else ""
     return (f"epoch {h['epoch']:3d}/{epochs}  train loss {h['train_loss']:.4f}  val top-1 err "
             f"{h['val_top1_error']:6.2%}  top-5 err {h['val_top5_error']:6.2%}  lr {h['lr']:.2e}"
-            f"{' (divided by 10)' if dropped else ''}  {h['img_per_s']:.0f} img/s  "
+            f"{' (divided by 10)' if dropped else ''}  {h['img_per_s']:.0f} img/s{wait}  "
             f"{h['seconds']:.0f} s")
 
 
@@ -457,7 +476,8 @@ def _history_outputs(run: Path, history: list[dict]) -> None:
 
 def _tensorboard_epoch(writer, h: dict) -> None:
     if writer is not None:
-        for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s"):
+        for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s",
+                    "wait_share"):
             writer.add_scalar(key, h[key], h["epoch"])
         writer.flush()
 
