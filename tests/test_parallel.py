@@ -17,7 +17,8 @@ import torch.nn.functional as F
 
 from alexnet import accel, parallel, train
 from alexnet.config import TrainConfig
-from alexnet.errors import AlexNetError, Busy, DataError
+from alexnet.cli import main as cli_main
+from alexnet.errors import AlexNetError, Busy, DataError, quiet_here
 from alexnet.io import locked_dir
 from alexnet.model import AlexNet, OWTAlexNet
 from alexnet.parallel import (DistInfo, TwoDeviceAlexNet, all_reduce_sum,
@@ -228,6 +229,33 @@ def test_incomplete_torchrun_environment_is_a_user_error(monkeypatch):
         init_distributed("cpu")
 
 
+def test_under_torchrun_a_usage_error_is_said_once_a_machine(monkeypatch, capsys, tmp_path):
+    """Every torchrun process reads the same command line: a wrong option was printed once per
+    process. Local rank 0 alone says it now. An error that may be one process's own (here the
+    torchrun environment, incomplete) is still said by each."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for local, says in (("1", False), ("0", True)):
+        monkeypatch.setenv("LOCAL_RANK", local)
+        for argv in (["train", "--lr", "-1"], ["train", "--epocs", "1"]):  # ours, argparse's
+            assert cli_main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == int(says) and ("error" in err) == says, (local, err)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert cli_main(["train", "--data", "shapes:8:8", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "incomplete torch.distributed environment" in err, err
+
+
+def test_torchrun_prints_a_wrong_option_once(tmp_path):
+    """The default launch, two processes: one line from us (torchrun adds its own report)."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", "--monitor-interval=0.1", "-m", "alexnet",
+                           "train", "--lr", "-1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.count("alexnet: error: lr must be > 0.0") == 1, proc.stderr[-3000:]
+
+
 def test_ddp_on_two_processes_equals_one_process_on_the_combined_batches(tmp_path):
     """2 CPU ranks (gloo, launched by torchrun), each on its half of every batch, with different
     initial weights (DDP must broadcast rank 0's) -> the same weights as one process on the whole
@@ -348,6 +376,8 @@ def test_rank0_decides_for_every_rank_and_its_error_stops_them_all(monkeypatch):
         with pytest.raises(DataError, match="not a run's") as raised:
             decided_by_rank0(decide, info)
         assert raised.value.option == "out"  # the CLI names --out on every rank
+        # rank 0 prints it, the others do not print it again (cli.main, errors.quiet_here)
+        assert quiet_here(raised.value) == (info is RANK1)
 
     def unreadable():  # what Path.iterdir raises for a directory the user may not read
         raise PermissionError(13, "Permission denied", "runs/x")

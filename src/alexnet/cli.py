@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import AlexNetError, first_line
+from .errors import AlexNetError, first_line, quiet_here
 from .machine import env_flag
 
 # command -> (module, one-line help)
@@ -41,7 +41,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but errors are one line and exit 2 (argparse's own also exits 2, with usage)."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, None if quiet_here() else f"{self.prog}: error: {message}\n")
 
 
 class Terminated(KeyboardInterrupt):
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, MemoryError) as e:  # AlexNetError is a ValueError
         if _debug():
             raise
-        return fail(describe_error(e))
+        return 2 if quiet_here(e) else fail(describe_error(e))
     except (RuntimeError, TypeError, OverflowError) as e:
         # torch reports an allocation it cannot make as a RuntimeError, and a size past int64
         # (`--batch-size 99999999999999999999`) as a TypeError or RuntimeError; others are bugs

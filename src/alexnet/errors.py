@@ -1,5 +1,6 @@
 """The errors the library raises, in its own words. `alexnet.cli` prints any of them (and any
 ValueError or OSError) as one line on stderr with exit code 2, naming the flag when it knows it."""
+import os
 
 
 def first_line(e: BaseException, limit: int = 200) -> str:
@@ -25,6 +26,23 @@ class AlexNetError(ValueError):
     def __init__(self, message: str, option: str | None = None):
         super().__init__(message)
         self.option = option
+
+
+class UsageError(AlexNetError):
+    """An option wrong whatever the machine, found from the command line alone. Every torchrun
+    process finds the same one, so only local rank 0 says it (one line a machine, not one a
+    process). `said_by_rank0` on any AlexNetError: rank 0 raised it and says it, the other ranks
+    raise its copy (parallel.decided_by_rank0) and stay quiet."""
+
+
+def quiet_here(e: BaseException | None = None) -> bool:
+    """Whether this process leaves error `e` (None: a command-line usage error) to another one to
+    print: under torchrun (LOCAL_RANK and WORLD_SIZE set), one that another rank also raises."""
+    if getattr(e, "said_by_rank0", False):
+        return True
+    local = os.environ.get("LOCAL_RANK")
+    torchrun = local is not None and "WORLD_SIZE" in os.environ
+    return torchrun and local.strip() != "0" and (e is None or isinstance(e, UsageError))
 
 
 class DataError(AlexNetError):

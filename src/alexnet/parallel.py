@@ -218,6 +218,7 @@ def decided_by_rank0(decide, info: DistInfo):
     if not info.is_main:
         outcome = broadcast_object(None, info)
         if isinstance(outcome, _Refused):
+            outcome.error.said_by_rank0 = True  # rank 0 prints it; the CLI here stays quiet
             raise outcome.error
         return outcome
     try:

@@ -25,7 +25,7 @@ from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_
 from .data import Loader, open_dataset
 from .data.ahead import augmented
 from .data.augment import Augment
-from .errors import AlexNetError, Busy, Diverged, first_line
+from .errors import AlexNetError, Busy, Diverged, UsageError, first_line
 from .evaluate import evaluate, format_results_table, unreadable
 from .io import atomic_write_json, atomic_write_text, locked_dir
 from .masters import MasterWeights
@@ -500,5 +500,9 @@ def run(args) -> int:
         cfg, ckpt = resume_config(given["resume"], given)
         main(cfg, ckpt)
     else:
-        main(absolute_paths(resolve_train_config(given)), number_if_taken="out" not in given)
+        try:
+            cfg = resolve_train_config(given)  # from the command line alone: the same on each rank
+        except AlexNetError as e:
+            raise UsageError(str(e), option=e.option) from None
+        main(absolute_paths(cfg), number_if_taken="out" not in given)
     return 0
