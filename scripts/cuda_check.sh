@@ -95,8 +95,9 @@ step 30 train-jpeg-device $A train --data /tmp/p-jpeg --epochs 3 --batch-size 12
   --device cuda --decode device --workers "$W" --no-progress --eval-crops 1 \
   --out "$WORK/run-jpeg-device"
 # Not a default step: the built-in data, where issue 14 began (the H100's second epoch of
-# shapes:4000:500 ran at a fifth of the step rate). Epoch 1 renders the images into the cache
-# (ALEXNET_CACHE), epochs 2 and 3 read them back: their wait_share says whether that keeps up.
+# shapes:4000:500 ran at a fifth of the step rate, before images were cached). The statistics
+# pass before epoch 1 renders every training image into the cache (ALEXNET_CACHE; 4,000 is under
+# the 4,096 it samples), so all three epochs read them back: wait_share says whether that keeps up.
 step 60 train-shapes $A train --data shapes:4000:500 --epochs 3 --batch-size 128 --device cuda \
   --workers "$W" --no-progress --eval-crops 1 --out "$WORK/run-shapes"
 # shellcheck disable=SC2086

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from alexnet import accel, parallel, train
+from alexnet import accel, cli, parallel, train
 from alexnet.config import TrainConfig
 from alexnet.cli import main as cli_main
 from alexnet.errors import AlexNetError, Busy, DataError, quiet_here
@@ -232,7 +232,10 @@ def test_incomplete_torchrun_environment_is_a_user_error(monkeypatch):
 def test_under_torchrun_a_usage_error_is_said_once_a_machine(monkeypatch, capsys, tmp_path):
     """Every torchrun process reads the same command line: a wrong option was printed once per
     process. Local rank 0 alone says it now. An error that may be one process's own (here the
-    torchrun environment, incomplete) is still said by each."""
+    torchrun environment, incomplete) is still said by each. (The quiet ones wait for torchrun to
+    end them, see the next test: not here.)"""
+    monkeypatch.setattr(cli, "QUIET_WAIT_S", 0.0)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     monkeypatch.setenv("WORLD_SIZE", "2")
     for local, says in (("1", False), ("0", True)):
         monkeypatch.setenv("LOCAL_RANK", local)
@@ -247,13 +250,17 @@ def test_under_torchrun_a_usage_error_is_said_once_a_machine(monkeypatch, capsys
 
 
 def test_torchrun_prints_a_wrong_option_once(tmp_path):
-    """The default launch, two processes: one line from us (torchrun adds its own report)."""
+    """The default launch, two processes: one line from us (torchrun adds its own report). The
+    quiet rank waits to be ended: had it failed first, torchrun would have ended local rank 0
+    before it printed (a review found the race)."""
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node=2", "--monitor-interval=0.1", "-m", "alexnet",
                            "train", "--lr", "-1"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.count("alexnet: error: lr must be > 0.0") == 1, proc.stderr[-3000:]
+    root_cause = proc.stderr.split("Root Cause")[-1]
+    assert "local_rank: 0" in root_cause and "exitcode  : 2" in root_cause, root_cause
 
 
 def test_ddp_on_two_processes_equals_one_process_on_the_combined_batches(tmp_path):
@@ -319,6 +326,8 @@ def test_alexnet_train_and_eval_under_torchrun_with_unreadable_images(tmp_path):
                            "paper", "--no-progress", "--out", str(run)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert 0 <= row["wait_share"] <= 1  # the largest of the two ranks'
     listed = (run / "skipped.txt").read_text().splitlines()
     assert len(listed) == 2 and all("cat_1.jpg" in line for line in listed), listed
     assert "/train/" in listed[0] and "/val/" in listed[1]  # train first, then val
@@ -376,8 +385,11 @@ def test_rank0_decides_for_every_rank_and_its_error_stops_them_all(monkeypatch):
         with pytest.raises(DataError, match="not a run's") as raised:
             decided_by_rank0(decide, info)
         assert raised.value.option == "out"  # the CLI names --out on every rank
-        # rank 0 prints it, the others do not print it again (cli.main, errors.quiet_here)
+        # rank 0 prints it, the others do not print it again under torchrun (errors.quiet_here)
+        assert not quiet_here(raised.value)
+        monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
         assert quiet_here(raised.value) == (info is RANK1)
+        monkeypatch.delenv("TORCHELASTIC_RUN_ID")
 
     def unreadable():  # what Path.iterdir raises for a directory the user may not read
         raise PermissionError(13, "Permission denied", "runs/x")

@@ -408,7 +408,8 @@ def test_the_wait_share_is_the_time_spent_between_steps(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     if slow == "data":
         assert 2 * d / steady_seconds * (1 - 1e-6) <= row["wait_share"] <= 1
-        assert f"({row['wait_share']:.0%} of it waiting for batches)" in out
+        said = f"({row['wait_share']:.0%} of it waiting for batches)" in out
+        assert said == (row["wait_share"] >= 0.1)  # (it is, unless the machine is very busy)
     else:
         assert 0 <= row["wait_share"] <= 1 - 2 * d / steady_seconds * (1 - 1e-6)
 

@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import time
 import warnings
 
 from . import __version__
@@ -41,7 +42,24 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but errors are one line and exit 2 (argparse's own also exits 2, with usage)."""
 
     def error(self, message):
-        self.exit(2, None if quiet_here() else f"{self.prog}: error: {message}\n")
+        if quiet_here():
+            self.exit(quiet_exit())
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+QUIET_WAIT_S = 30.0
+
+
+def quiet_exit() -> int:
+    """Exit code 2 without a word, leaving the message to another rank (errors.quiet_here), but
+    not before it: torchrun ends every process as soon as one fails, the one that would have
+    printed among them. So this one waits to be ended (outside a command SIGTERM ends it at once),
+    at most QUIET_WAIT_S."""
+    try:
+        time.sleep(QUIET_WAIT_S)
+    except KeyboardInterrupt:  # Ctrl-C, forwarded by torchrun: no traceback
+        pass
+    return 2
 
 
 class Terminated(KeyboardInterrupt):
@@ -174,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, MemoryError) as e:  # AlexNetError is a ValueError
         if _debug():
             raise
-        return 2 if quiet_here(e) else fail(describe_error(e))
+        return quiet_exit() if quiet_here(e) else fail(describe_error(e))
     except (RuntimeError, TypeError, OverflowError) as e:
         # torch reports an allocation it cannot make as a RuntimeError, and a size past int64
         # (`--batch-size 99999999999999999999`) as a TypeError or RuntimeError; others are bugs

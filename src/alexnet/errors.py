@@ -37,12 +37,15 @@ class UsageError(AlexNetError):
 
 def quiet_here(e: BaseException | None = None) -> bool:
     """Whether this process leaves error `e` (None: a command-line usage error) to another one to
-    print: under torchrun (LOCAL_RANK and WORLD_SIZE set), one that another rank also raises."""
+    print. Only under torchrun's agent (TORCHELASTIC_RUN_ID set), which ends every process once
+    one fails: there a UsageError is said by local rank 0, and rank 0's decisions by rank 0.
+    Under other launchers every process says its own."""
+    if not os.environ.get("TORCHELASTIC_RUN_ID"):
+        return False
     if getattr(e, "said_by_rank0", False):
         return True
-    local = os.environ.get("LOCAL_RANK")
-    torchrun = local is not None and "WORLD_SIZE" in os.environ
-    return torchrun and local.strip() != "0" and (e is None or isinstance(e, UsageError))
+    local = os.environ.get("LOCAL_RANK", "0").strip()
+    return local != "0" and (e is None or isinstance(e, UsageError))
 
 
 class DataError(AlexNetError):

@@ -63,6 +63,7 @@ class EpochRates:
     img_s: float       # over the whole epoch
     steady: float      # after the first step: the rate to set against `bench model`
     wait_share: float  # of the time after the first step, the share spent between steps
+    #                    (under DDP the largest of the ranks')
 
 
 def train_one_epoch(t: Training, epoch: int) -> tuple[float, EpochRates]:
@@ -107,16 +108,20 @@ def train_one_epoch(t: Training, epoch: int) -> tuple[float, EpochRates]:
             rate = seen * info.world_size / (now - start)
             bar.update(loss=f"{loss:.3f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
     end = time.perf_counter()
-    total = parallel.all_reduce_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64),
-                                    info)
+    wait = 0.0
+    if seen > after_first[1]:  # the last gap too: the loader's end, the thread's stop
+        wait = (between + end - now) / (end - after_first[0])
+    # Summed over the ranks: the loss, the images, and each rank's wait share in a slot of its
+    # own. The largest is reported: under DDP a rank that waits for data holds every rank's
+    # step back (in the gradients' all-reduce), where it counts as the others' step time.
+    sums = torch.zeros(2 + info.world_size, dtype=torch.float64)
+    sums[0], sums[1], sums[2 + info.rank] = loss_sum, seen, wait
+    total = parallel.all_reduce_sum(sums, info)
     rate = total[1].item() / (end - start)
+    steady = rate  # one step: nothing after it
     if seen > after_first[1]:
         steady = (seen - after_first[1]) * info.world_size / (end - after_first[0])
-        # the last gap too: the loader's end and the thread's stop
-        wait_share = (between + end - now) / (end - after_first[0])
-    else:
-        steady, wait_share = rate, 0.0  # one step: nothing after it
-    return (total[0] / max(total[1], 1)).item(), EpochRates(rate, steady, wait_share)
+    return (total[0] / max(total[1], 1)).item(), EpochRates(rate, steady, total[2:].max().item())
 
 
 def _seed(seed: int, epoch: int, rank: int, stream: int) -> int:
