@@ -53,8 +53,9 @@ T="python3 -m pytest -v -rA -p no:cacheprovider --durations=10"
 # there shows in seconds, before the tests that launch it.
 step 30 grad $T tests/test_cuda.py::test_two_device_split_on_one_gpu_equals_grouped \
   tests/test_lrn_triton.py::test_kernels_compile_for_h100
-# The LRN kernels at other tiles, and the backward's two strategies (the fused backward took 18%
-# of c's step on the H200, session 27): 4 tiles x 4 kernels, each compiled on first use.
+# The LRN kernels at other tiles, and the backward's three strategies (the fused backward took
+# 18% of c's step on the H200, session 27): 4 tiles x 4 kernels and the sweep at 4 and 8 warps,
+# each compiled on first use.
 step 40 lrn-tiles python3 scripts/lrn_tiles.py
 # Only the tests that need a GPU (CI runs the rest, the Triton kernels in the interpreter too).
 # The Triton kernels compile on first use per dtype/layout/tile: about 30 variants, ~1 s each.

@@ -3,10 +3,11 @@ LRN layers, for a lent GPU (scripts/cuda_check.sh, step lrn-tiles; BENCHMARKS.md
 
 On the H200 the LRN backward took 18% of c's step (session 27), far from what its memory traffic
 needs; that fused kernel compiles to 167 registers a thread at the default tile. This times each
-tile, and both backward strategies (lrn_triton.BACKWARD: "two-pass", the default since session 28,
-and "fused"), and checks that each tile gives the first tile's outputs bit for bit (the
-arithmetic of each value does not depend on the tile) and that the strategies agree to bf16's
-rounding. Each layer runs as in c's step: bf16, channels_last, ReLU fused, groups=2.
+tile, and each backward strategy (lrn_triton.STRATEGIES: "two-pass", the default since session 28,
+"fused", and "sweep", since session 29; "sweep" takes a pixel a thread, 32 x warps pixels a
+program, whatever the tile's values), and checks that each tile gives the first tile's outputs bit
+for bit (the arithmetic of each value does not depend on the tile) and that the strategies agree
+to bf16's rounding. Each layer runs as in c's step: bf16, channels_last, ReLU fused, groups=2.
 
     python3 scripts/lrn_tiles.py [--batch 128] [--reps 20] [--tiles 1024x4,1024x8,...]
     python3 scripts/lrn_tiles.py --registers   # no GPU needed: registers, instructions for sm_90
@@ -48,7 +49,8 @@ def _time(fn, device, reps: int) -> float:
 
 
 KERNELS = {"forward": "_lrn_fwd_kernel", "backward (fused)": "_lrn_bwd_kernel",
-           "backward pass 1": "_lrn_bwd_terms_kernel", "backward pass 2": "_lrn_bwd_dx_kernel"}
+           "backward pass 1": "_lrn_bwd_terms_kernel", "backward pass 2": "_lrn_bwd_dx_kernel",
+           "backward (sweep)": "_lrn_bwd_sweep_kernel"}
 
 
 def registers(tiles) -> None:
@@ -68,9 +70,11 @@ def registers(tiles) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for values, warps in tiles:
             for name, kernel in KERNELS.items():
+                blocks = lrn_triton._blocks(like, values)
+                if kernel == "_lrn_bwd_sweep_kernel":  # a pixel a thread, all its channels
+                    blocks = (1, 32 * warps)
                 compiled = lrn_triton.compile_for_hopper(
-                    getattr(lrn_triton, kernel), "bf16", True, True,
-                    *lrn_triton._blocks(like, values), warps)
+                    getattr(lrn_triton, kernel), "bf16", True, True, *blocks, warps)
                 cubin = os.path.join(tmp, "k.cubin")
                 with open(cubin, "wb") as f:
                     f.write(compiled.asm["cubin"])
@@ -83,7 +87,7 @@ def registers(tiles) -> None:
                 ops = [op for op in ops if op != "NOP"]
                 mufu = sum(op.startswith("MUFU") for op in ops)
                 print(f"| {values}x{warps} | {name} | {reg} | {local} | {len(ops)} | {mufu} | "
-                      f"{values // (32 * warps)} |")
+                      f"{blocks[0] * blocks[1] // (32 * warps)} |")
 
 
 def main() -> None:
@@ -109,15 +113,16 @@ def main() -> None:
            else f"median of {args.reps} calls")
     print(f"LRN kernels on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
           f", batch {args.batch}, bf16 channels_last, ReLU fused, groups 2; {how}")
-    print("\n| tile | " + " | ".join(f"{n} fwd ms | {n} bwd ms | {n} fused bwd ms" for n in layers)
-          + " |\n|---|" + "---:|" * (3 * len(layers)))
+    print("\n| tile | " + " | ".join(f"{n} fwd ms | " + " | ".join(
+        f"{n} {how} bwd ms" for how in lrn_triton.STRATEGIES) for n in layers)
+          + " |\n|---|" + "---:|" * ((1 + len(lrn_triton.STRATEGIES)) * len(layers)))
     inputs, reference = {}, {}
     for name, (c, (h, w)) in layers.items():
         x = (torch.randn(args.batch, c, h, w, generator=g) * 30).to(device, torch.bfloat16)
         grad = torch.randn(args.batch, c, h, w, generator=g).to(device, torch.bfloat16)
         inputs[name] = (x.contiguous(memory_format=torch.channels_last),
                         grad.contiguous(memory_format=torch.channels_last))
-    totals = {}  # (tile, what): ms for both layers; what: forward, two-pass, fused
+    totals = {}  # (tile, what): ms for both layers; what: forward, or a backward strategy
     for tile in tiles:
         cells, ms = _one_tile(tile, inputs, reference, tiles[0], device, args.reps)
         totals.update({(tile, what): v for what, v in ms.items()})
@@ -125,7 +130,7 @@ def main() -> None:
     print(f"\n(the defaults: tiles {lrn_triton.TILE}, backward {lrn_triton.BACKWARD!r})")
     default = {"forward": [(lrn_triton.TILE["forward"], "forward")],
                "backward": [(lrn_triton.TILE["backward"], lrn_triton.BACKWARD)]}
-    for kind, whats in (("forward", ("forward",)), ("backward", ("two-pass", "fused"))):
+    for kind, whats in (("forward", ("forward",)), ("backward", lrn_triton.STRATEGIES)):
         mine = {key: v for key, v in totals.items() if key[1] in whats}
         best = min(mine, key=mine.get)
         than = "".join(f" (the default {t[0]}x{t[1]} {w}: {totals[(t, w)]:.3f} ms)"
@@ -135,14 +140,14 @@ def main() -> None:
 
 
 def _one_tile(tile, inputs, reference, first, device, reps):
-    """Each layer's forward and backward (both strategies) ms at `tile`, as table cells, and their
+    """Each layer's forward and backward (each strategy) ms at `tile`, as table cells, and their
     sums over the layers; the outputs checked against the first tile's, and the strategies
     against each other."""
-    cells, ms = [], {"forward": 0.0, "two-pass": 0.0, "fused": 0.0}
+    cells, ms = [], dict.fromkeys(("forward",) + lrn_triton.STRATEGIES, 0.0)
     for name, (x, grad) in inputs.items():
         y = lrn_triton.forward(x, **PAPER, tile=tile)
         dx = {how: lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
-              for how in ("two-pass", "fused")}
+              for how in lrn_triton.STRATEGIES}
         if name not in reference:
             reference[name] = (y, dx)
         elif not (torch.equal(y, reference[name][0])
@@ -150,10 +155,11 @@ def _one_tile(tile, inputs, reference, first, device, reps):
             raise SystemExit(f"tile {tile} gives other outputs than tile {first} ({name})")
         # the same float32 arithmetic, which the compiler may contract otherwise: one bf16 unit
         scale = dx["fused"].float().abs().max().item()
-        torch.testing.assert_close(dx["two-pass"].float(), dx["fused"].float(), rtol=2 ** -7,
-                                   atol=2 ** -9 * scale)
+        for how in lrn_triton.STRATEGIES:
+            torch.testing.assert_close(dx[how].float(), dx["fused"].float(), rtol=2 ** -7,
+                                       atol=2 ** -9 * scale)
         row = [_time(lambda: lrn_triton.forward(x, **PAPER, tile=tile), device, reps)]
-        for how in ("two-pass", "fused"):
+        for how in lrn_triton.STRATEGIES:
             row.append(_time(lambda: lrn_triton.backward(grad, x, **PAPER, tile=tile,
                                                          strategy=how), device, reps))
         cells += [f"{v:.3f}" for v in row]

@@ -63,7 +63,7 @@ def test_lrn_backend_on_cuda(monkeypatch):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("shape,groups", [((4, 96, 27, 27), 2), ((3, 7, 65, 3), 1),
                                           ((2, 256, 13, 13), 1), ((2, 12, 3, 3), 4)])
-@pytest.mark.parametrize("strategy", ["two-pass", "fused"])
+@pytest.mark.parametrize("strategy", ["two-pass", "fused", "sweep"])
 def test_triton_matches_float64(dtype, channels_last, shape, groups, strategy, monkeypatch):
     # Forward against the formula written out (test_lrn.formula), backward (each strategy of
     # lrn_triton.BACKWARD) against autograd through it and against the analytic gradient, both in

@@ -108,10 +108,10 @@ for name, case in torch.load(sys.argv[1]).items():
     tile = dict(tile=case["tile"]) if case["tile"] else {}
     out[name] = (forward(case["x"], **case["params"], **tile),
                  backward(case["g"], case["x"], **case["params"], **tile))
-    if case["via"] == "kernel":  # the backward's other strategy than the default, for comparison
-        other = {"two-pass": "fused", "fused": "two-pass"}[lrn_triton.BACKWARD]
-        out[name] += (lrn_triton.backward(case["g"], case["x"], **case["params"], **tile,
-                                          strategy=other),)
+    if case["via"] == "kernel":  # the backward's other strategies than the default, to compare
+        out[name] += tuple(lrn_triton.backward(case["g"], case["x"], **case["params"], **tile,
+                                               strategy=other)
+                           for other in lrn_triton.STRATEGIES if other != lrn_triton.BACKWARD)
 torch.save(out, sys.argv[2])
 """
 
@@ -168,12 +168,15 @@ def test_kernel_matches_float64_formula(interpreted, name):
 
 
 @pytest.mark.parametrize("name", [n for n in CASES if CASES[n]["via"] == "kernel"])
-def test_both_backward_strategies_give_the_same_values(interpreted, name):
-    """The two-pass backward (t to a float32 scratch, then summed) and the fused one compute each
-    value with the same float32 operations in the same order: equal bit for bit here, where the
-    interpreter runs them as numpy does (on a GPU the compiler may contract them differently)."""
-    _, dx, dx_other = interpreted[name]
-    assert torch.equal(dx, dx_other)
+def test_every_backward_strategy_gives_the_same_values(interpreted, name):
+    """The two-pass backward (t to a float32 scratch, then summed), the fused one and the sweep
+    (a program walks the channels, the window in registers) compute each value with the same
+    float32 operations in the same order: equal bit for bit here, where the interpreter runs them
+    as numpy does (on a GPU the compiler may contract them differently)."""
+    _, dx, *others = interpreted[name]
+    assert len(others) == len(lrn_triton.STRATEGIES) - 1
+    for dx_other in others:
+        assert torch.equal(dx, dx_other)
 
 
 def test_an_unknown_backward_strategy_is_refused():
@@ -219,13 +222,15 @@ def test_kernels_compile_for_h100(tmp_path, monkeypatch):
         pytest.skip("this triton has no NVIDIA backend")
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel,
-                   lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel):
+                   lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel,
+                   lrn_triton._lrn_bwd_sweep_kernel):
+        sweep = kernel is lrn_triton._lrn_bwd_sweep_kernel  # 1-D: pixels, 32 x warps of them
         for dtype, channels_last, relu in (("bf16", True, True), ("fp32", False, False)):
-            compiled = lrn_triton.compile_for_hopper(kernel, dtype, channels_last, relu,
-                                                     *((32, 32) if channels_last else (16, 64)))
+            blocks = (1, 128) if sweep else (32, 32) if channels_last else (16, 64)
+            compiled = lrn_triton.compile_for_hopper(kernel, dtype, channels_last, relu, *blocks)
             assert "ld.global" in compiled.asm["ptx"] and compiled.asm["cubin"]
             order = "order = [0, 1]" if channels_last else "order = [1, 0]"
-            assert order in compiled.asm["ttgir"]  # threads run along the contiguous axis
+            assert sweep or order in compiled.asm["ttgir"]  # threads along the contiguous axis
             stores_dtype = kernel is not lrn_triton._lrn_bwd_terms_kernel  # (t is float32)
             if dtype == "bf16" and stores_dtype:  # rounded to nearest even, as torch rounds
                 assert "cvt.rn.bf16.f32" in compiled.asm["ptx"]
@@ -244,10 +249,13 @@ def test_the_tile_script_counts_registers_for_sm90(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 1024")]
     assert [r[1] for r in rows] == ["forward", "backward (fused)", "backward pass 1",
-                                    "backward pass 2"]
+                                    "backward pass 2", "backward (sweep)"]
     assert all(int(r[2]) > 0 and int(r[4]) > 0 for r in rows)  # registers, instructions
     mufu = {r[1]: int(r[5]) for r in rows}  # the fused backward's five powers a value show
     assert mufu["backward (fused)"] > 2 * (mufu["backward pass 1"] + mufu["backward pass 2"])
+    # the sweep: a value a thread, one power and one division each (its loop's code)
+    sweep = next(r for r in rows if r[1] == "backward (sweep)")
+    assert sweep[6].strip(" |") == "1" and int(sweep[5]) <= 4
 
 
 def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
@@ -273,6 +281,9 @@ def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
     x = activations((1, 4, 3, 3))
     lrn_triton.backward(x, x, strategy="fused")
     assert launched == [lrn_triton._lrn_bwd_kernel]
+    launched.clear()
+    lrn_triton.backward(x, x, strategy="sweep")
+    assert launched == [lrn_triton._lrn_bwd_sweep_kernel]
     launched.clear()
     lrn_triton.backward(x, x)  # the default, BACKWARD
     assert lrn_triton.BACKWARD == "two-pass"

@@ -19,8 +19,9 @@ precision when one channel is much larger than its neighbours, and any C, groups
 work. The backward needs s at the `size` channels whose window holds m. By default (BACKWARD =
 "two-pass") a first kernel writes each channel's own terms, t = g a s^(-beta-1) and w = g s^-beta,
 to float32 scratch, and a second sums `size` shifted tiles of t; the "fused" kernel instead
-recomputes s at those channels from 2*size-1 shifted input tiles. Storage is float32, bfloat16 or
-float16; arithmetic is float32. Pixels (h, w) are
+recomputes s at those channels from 2*size-1 shifted input tiles; the "sweep" kernel has each
+program walk a group's channels in order for its pixels, carrying the last `size` channels' terms
+in registers. Storage is float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are
 addressed through one stride, so NCHW and channels_last (and views whose rows flatten that way) run
 in place, without a copy.
 
@@ -168,6 +169,64 @@ def _lrn_bwd_dx_kernel(x_ptr, t_ptr, w_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, 
     tl.store(dx_ptr + n * sd_n + c * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty), mask=ok)
 
 
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sg_n", "sd_n"))
+def _lrn_bwd_sweep_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sg_n,
+                          sg_c, sg_p, sd_n, sd_c, sd_p, alpha, beta, k, SIZE: tl.constexpr,
+                          RELU: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Sweep backward: one program takes BLOCK_P pixels of one image and walks its group's
+    channels in order, carrying the last SIZE channels' a, g, s^-beta and t = g a s^(-beta-1) in
+    registers. Each value is loaded once and its power computed once, as the fused kernel's
+    arithmetic, in the same order (equal bit for bit in the interpreter). At step j it reads
+    channel j, finishes s and t of channel i = j - AFTER, and dx of channel m = j - (SIZE - 1)."""
+    pid = tl.program_id(0)
+    n = (pid // n_pblocks).to(tl.int64)
+    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_ok = p < HW
+    lo = tl.program_id(1) * CG  # the group's first channel
+    BEFORE: tl.constexpr = SIZE // 2
+    AFTER: tl.constexpr = (SIZE - 1) // 2
+    zero = tl.zeros([BLOCK_P], tl.float32)
+    # windows, oldest first: xs[d] is channel j - (SIZE-1) + d; gs, ps, ts[d] channel i - (SIZE-1)
+    # + d. Channels outside the group are 0 (masked loads), as the fused kernel's.
+    xs, gs, ps, ts = (), (), (), ()
+    for d in tl.static_range(SIZE):
+        xs, gs, ps, ts = xs + (zero,), gs + (zero,), ps + (zero,), ts + (zero,)
+    for j in range(0, CG + SIZE - 1):
+        ok = p_ok & (j < CG)
+        a = tl.load(x_ptr + n * sx_n + (lo + j) * sx_c + p * sx_p, mask=ok, other=0.0)
+        a = a.to(tl.float32)
+        if RELU:
+            a = tl.where(a <= 0.0, 0.0, a)
+        xs = _shift(xs, a)
+        i = j - AFTER  # its window, xs, is complete
+        g = tl.load(g_ptr + n * sg_n + (lo + i) * sg_c + p * sg_p,
+                    mask=p_ok & (i >= 0) & (i < CG), other=0.0).to(tl.float32)
+        total = tl.zeros([BLOCK_P], tl.float32)
+        for d in tl.static_range(SIZE):
+            total += xs[d] * xs[d]
+        s = k + alpha * total
+        pw = _neg_pow(s, beta)
+        gs, ps, ts = _shift(gs, g), _shift(ps, pw), _shift(ts, g * xs[BEFORE] * pw / s)
+        m = j - (SIZE - 1)  # the t of every i whose window holds m is in ts
+        u = tl.zeros([BLOCK_P], tl.float32)
+        for e in tl.static_range(SIZE):  # i = m + e - AFTER, in the fused kernel's order
+            u += ts[e]
+        dx = gs[AFTER] * ps[AFTER] - 2.0 * alpha * beta * xs[0] * u
+        if RELU:
+            dx = tl.where(xs[0] == 0.0, 0.0, dx)
+        tl.store(dx_ptr + n * sd_n + (lo + m) * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty),
+                 mask=p_ok & (m >= 0))
+
+
+@triton.jit
+def _shift(window, new):
+    """The window (a tuple, oldest first) moved on by one: its oldest dropped, `new` appended."""
+    out = ()
+    for d in tl.static_range(1, len(window)):
+        out = out + (window[d],)
+    return out + (new,)
+
+
 def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     """(image, channel, pixel) strides, where pixel p = h * W + w. Holds for NCHW and channels_last
     (and any view whose rows flatten so); anything else is refused rather than copied silently."""
@@ -207,6 +266,12 @@ TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 # GPU: the device script's lrn-tiles step times both. The scratch is 8 bytes a value while the
 # backward runs: 300 MB for conv1's LRN at batch 128, 2.4 GB at 1024 ("fused" needs none).
 BACKWARD = "two-pass"
+# "sweep" (session 29): a program walks a group's channels for a pixel a thread, carrying the
+# window in registers: each value loaded once, its power computed once, no scratch; the fused
+# kernel's traffic (6 bytes a bf16 value) with the two-pass's arithmetic. Its loop runs the
+# group's channels one after another (48 or 128 in c), and in channels_last a warp's loads are
+# strided by C (each sector then serves 16 channels from L1). NOT yet timed on a GPU either.
+STRATEGIES = ("two-pass", "fused", "sweep")
 
 
 def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
@@ -217,7 +282,9 @@ def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, bloc
     (scripts/lrn_tiles.py --registers)."""
     from triton.backends.compiler import GPUTarget
     unit = "_c" if channels_last else "_p"
-    signature, constants = {}, dict(SIZE=5, RELU=relu, BLOCK_C=block_c, BLOCK_P=block_p)
+    constants = dict(SIZE=5, RELU=relu, BLOCK_C=block_c, BLOCK_P=block_p)
+    constants = {name: v for name, v in constants.items() if name in kernel.arg_names}
+    signature = {}
     for name in kernel.arg_names:
         if name in constants:
             signature[name] = "constexpr"
@@ -250,16 +317,20 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu
     if values < 1 or values & (values - 1) or warps < 1 or warps & (warps - 1):
         raise ValueError(f"LRN kernel tile: values and warps must be powers of 2, got {tile}")
     n, c, h, w = x.shape
-    block_c, block_p = _blocks(x, values)
+    if kernel is _lrn_bwd_sweep_kernel:  # a pixel a thread, a program a group: values unused
+        block_c, block_p, c_programs = None, 32 * warps, groups
+    else:
+        block_c, block_p = _blocks(x, values)
+        c_programs = triton.cdiv(c, block_c)
     n_pblocks = triton.cdiv(h * w, block_p)
     strides = [s for t in tensors for s in _strides(t)]
+    blocks = dict(BLOCK_P=block_p) if block_c is None else dict(BLOCK_C=block_c, BLOCK_P=block_p)
     # Triton launches on the current CUDA device: make it x's (the two-device split uses cuda:1)
     guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with guard:
-        kernel[(n * n_pblocks, triton.cdiv(c, block_c))](
+        kernel[(n * n_pblocks, c_programs)](
             *tensors, c, h * w, c // groups, n_pblocks, *strides, float(alpha), float(beta),
-            float(k), SIZE=size, RELU=bool(relu), BLOCK_C=block_c, BLOCK_P=block_p,
-            num_warps=warps)
+            float(k), SIZE=size, RELU=bool(relu), **blocks, num_warps=warps)
 
 
 def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
@@ -282,23 +353,27 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
              strategy: str | None = None) -> torch.Tensor:
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
-    forward. tile: (values per program, warps), default TILE["backward"]. strategy: "two-pass"
-    or "fused" (see BACKWARD), default BACKWARD: the same float32 operations in the same order
-    (equal bit for bit in the interpreter; compiled, the fused kernel may contract a multiply and
-    a subtraction into one FMA that the two passes round apart)."""
+    forward. tile: (values per program, warps), default TILE["backward"] ("sweep" takes its warps
+    only). strategy: one of STRATEGIES (see BACKWARD), default BACKWARD: the same float32
+    operations in the same order
+    (equal bit for bit in the interpreter; compiled, the fused and sweep kernels may contract a
+    multiply and a subtraction into one FMA that the two passes round apart)."""
     _check(x, size, groups)
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
     _check(grad, size, groups)
     strategy = strategy or BACKWARD
-    if strategy not in ("two-pass", "fused"):
-        raise ValueError(f"LRN backward strategy: 'two-pass' or 'fused', got {strategy!r}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"LRN backward strategy: one of {', '.join(STRATEGIES)}, got "
+                         f"{strategy!r}")
     dx = torch.empty_like(x)
     if not x.numel():
         return dx
     params = (size, alpha, beta, k, groups, relu, tile or TILE["backward"])
     if strategy == "fused":
         _launch(_lrn_bwd_kernel, x, (x, grad, dx), *params)
+    elif strategy == "sweep":
+        _launch(_lrn_bwd_sweep_kernel, x, (x, grad, dx), *params)
     else:  # t in float32 whatever x's dtype: the fused kernel keeps it in fp32 registers too
         t, w = (torch.empty_like(x, dtype=torch.float32) for _ in range(2))
         _launch(_lrn_bwd_terms_kernel, x, (x, grad, t, w), *params)
