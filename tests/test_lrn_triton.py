@@ -9,6 +9,7 @@ cannot show: that the tuples, constexpr arithmetic and layouts pass Triton's com
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -271,6 +272,26 @@ def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert [r.split(" | ")[0] for r in rows[1:]] == ["| 1024x4", "| 2048x8"]
     assert "fastest forward: " in done.stdout and "fastest backward: " in done.stdout
+
+
+def test_the_tile_script_leaves_out_a_strategy_that_does_not_compile(monkeypatch, capsys):
+    """On the lent GPU's own (older) triton a strategy may fail to compile: lrn_tiles.py says so
+    and times the others, rather than losing the whole step."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("lrn_tiles",
+                                                  os.path.join(root, "scripts", "lrn_tiles.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    def backward(grad, x, strategy, **kwargs):
+        if strategy == "sweep":
+            raise RuntimeError("PassManager::run failed\n(the rest of a long message)")
+        return x
+    monkeypatch.setattr(script.lrn_triton, "backward", backward)
+    x = activations((1, 4, 3, 3))
+    assert script._compiling(x, x, (1024, 4)) == ("two-pass", "fused")
+    assert "backward 'sweep' left out, it failed here: RuntimeError: PassManager::run failed\n" \
+        == capsys.readouterr().out
 
 
 def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
