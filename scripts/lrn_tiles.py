@@ -55,10 +55,12 @@ KERNELS = {"forward": "_lrn_fwd_kernel", "backward (fused)": "_lrn_bwd_kernel",
 
 def registers(tiles) -> None:
     """Each kernel's registers and local memory (spills) a thread at each tile, and its SASS
-    instructions (all, and MUFU: the special-function unit's log2, exp2 and reciprocals), as
-    Triton compiles it for sm_90 (bf16, channels_last, ReLU fused), read from the cubin by
-    cuobjdump. The instructions are counted in the code, not as run: each runs once per
-    program's value per thread, so per value they are the count over values a thread."""
+    instructions (all, and MUFU: the special-function unit's exp2 and reciprocals; log2 compiles
+    to a polynomial), as Triton compiles it for sm_90 (bf16, channels_last, ReLU fused), read
+    from the cubin by cuobjdump. The instructions are counted in the code, not as run: in the
+    kernels without a loop each runs once for a thread's values, so per value they are the count
+    over values a thread. The sweep's loop body (a backward branch's span) runs once a channel,
+    with one value a thread: its own columns."""
     import triton
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     tool = tool if os.path.exists(tool) else shutil.which("cuobjdump")
@@ -66,7 +68,8 @@ def registers(tiles) -> None:
         raise SystemExit("lrn_tiles.py --registers needs cuobjdump (triton's, or CUDA's on PATH)")
     like = torch.empty(1, 96, 1, 2).contiguous(memory_format=torch.channels_last)  # conv1's C
     print("| tile | kernel | registers | local bytes (spills) | SASS instructions | MUFU | "
-          "values a thread |\n|---|---|---:|---:|---:|---:|---:|")
+          "values a thread | loop body: instructions | loop body: MUFU |\n"
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for values, warps in tiles:
             for name, kernel in KERNELS.items():
@@ -82,12 +85,28 @@ def registers(tiles) -> None:
                                               capture_output=True, text=True).stdout
                                for flag in ("--dump-resource-usage", "-sass"))
                 reg, local = re.search(r"REG:(\d+).*LOCAL:(\d+)", usage).groups()
-                ops = re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)",
-                                 sass)
-                ops = [op for op in ops if op != "NOP"]
-                mufu = sum(op.startswith("MUFU") for op in ops)
-                print(f"| {values}x{warps} | {name} | {reg} | {local} | {len(ops)} | {mufu} | "
-                      f"{blocks[0] * blocks[1] // (32 * warps)} |")
+                ops, loop = _sass(sass)
+                body = f"{len(loop)} | {_mufu(loop)}" if loop else "- | -"
+                print(f"| {values}x{warps} | {name} | {reg} | {local} | {len(ops)} | "
+                      f"{_mufu(ops)} | {blocks[0] * blocks[1] // (32 * warps)} | {body} |")
+
+
+def _sass(sass: str) -> tuple[list[str], list[str]]:
+    """(every instruction's opcode but NOPs, those of the loop body: from a backward branch's
+    target to the branch, or [] without one)."""
+    code = [(int(at, 16), op) for at, op in re.findall(
+        r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", sass)
+        if op != "NOP"]
+    loop = []
+    for at, target in re.findall(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?BRA 0x([0-9a-f]+)",
+                                 sass):
+        if int(target, 16) < int(at, 16):
+            loop = [op for a, op in code if int(target, 16) <= a <= int(at, 16)]
+    return [op for _, op in code], loop
+
+
+def _mufu(ops: list[str]) -> int:
+    return sum(op.startswith("MUFU") for op in ops)
 
 
 def main() -> None:
@@ -119,7 +138,9 @@ def main() -> None:
         grad = torch.randn(args.batch, c, h, w, generator=g).to(device, torch.bfloat16)
         inputs[name] = (x.contiguous(memory_format=torch.channels_last),
                         grad.contiguous(memory_format=torch.channels_last))
-    strategies = _compiling(*inputs["conv1"], tiles[0])
+    strategies = _compiling(*inputs["conv1"], tiles)
+    if not strategies:
+        raise SystemExit("no backward strategy compiles and runs here")
     print("\n| tile | " + " | ".join(f"{n} fwd ms | " + " | ".join(
         f"{n} {how} bwd ms" for how in strategies) for n in layers)
           + " |\n|---|" + "---:|" * ((1 + len(strategies)) * len(layers)))
@@ -140,18 +161,20 @@ def main() -> None:
               f"both layers{than}")
 
 
-def _compiling(x, grad, tile) -> tuple:
-    """The backward strategies this machine's triton compiles and runs: one that fails (the
-    sweep's tuples carried through a loop, on an older triton) is said and left out, so that the
-    others are still timed."""
+def _compiling(x, grad, tiles) -> tuple:
+    """The backward strategies this machine's triton compiles and runs at every tile: one that
+    fails (the sweep's tuples carried through a loop, on an older triton) is said and left out,
+    so that the others are still timed."""
     ok = []
     for how in lrn_triton.STRATEGIES:
         try:
-            lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
+            for tile in tiles:
+                lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
             ok.append(how)
         except Exception as e:  # noqa: BLE001 (any compile error: report it, time the rest)
             first = (str(e).strip().splitlines() or [""])[0][:300]
-            print(f"backward {how!r} left out, it failed here: {type(e).__name__}: {first}")
+            print(f"backward {how!r} left out, it failed here at tile {tile[0]}x{tile[1]}: "
+                  f"{type(e).__name__}: {first}")
     return tuple(ok)
 
 

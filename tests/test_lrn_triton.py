@@ -254,9 +254,11 @@ def test_the_tile_script_counts_registers_for_sm90(tmp_path):
     assert all(int(r[2]) > 0 and int(r[4]) > 0 for r in rows)  # registers, instructions
     mufu = {r[1]: int(r[5]) for r in rows}  # the fused backward's five powers a value show
     assert mufu["backward (fused)"] > 2 * (mufu["backward pass 1"] + mufu["backward pass 2"])
-    # the sweep: a value a thread, one power and one division each (its loop's code)
+    # the sweep: a value a thread, its loop's body run once a channel: one exp2 and one
+    # reciprocal (log2 is a polynomial); the other kernels have no loop
     sweep = next(r for r in rows if r[1] == "backward (sweep)")
-    assert sweep[6].strip(" |") == "1" and int(sweep[5]) <= 4
+    assert sweep[6] == "1" and 0 < int(sweep[7]) < int(sweep[4]) and sweep[8] == "2 |"
+    assert all(r[7] == "-" for r in rows if r is not sweep)
 
 
 def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
@@ -289,9 +291,25 @@ def test_the_tile_script_leaves_out_a_strategy_that_does_not_compile(monkeypatch
         return x
     monkeypatch.setattr(script.lrn_triton, "backward", backward)
     x = activations((1, 4, 3, 3))
-    assert script._compiling(x, x, (1024, 4)) == ("two-pass", "fused")
-    assert "backward 'sweep' left out, it failed here: RuntimeError: PassManager::run failed\n" \
-        == capsys.readouterr().out
+    assert script._compiling(x, x, [(1024, 4), (1024, 8)]) == ("two-pass", "fused")
+    assert capsys.readouterr().out == ("backward 'sweep' left out, it failed here at tile "
+                                       "1024x4: RuntimeError: PassManager::run failed\n")
+
+
+def test_the_sweep_launches_one_grid_axis_whatever_the_groups(monkeypatch):
+    """CUDA's second grid axis stops at 65535: the sweep, a program per group, puts its groups on
+    the first axis, so that any groups the other kernels take it takes too (the interpreter has
+    no such limit: the launch is recorded, nothing runs)."""
+    grids = []
+
+    class Kernel:
+        def __getitem__(self, grid):
+            grids.append(grid)
+            return lambda *args, **kwargs: None
+    monkeypatch.setattr(lrn_triton, "_lrn_bwd_sweep_kernel", Kernel())
+    x = torch.zeros(2, 70000, 1, 3)
+    lrn_triton.backward(x, x, groups=70000, strategy="sweep")
+    assert grids == [(2 * 1 * 70000,)]  # images x pixel blocks x groups
 
 
 def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):

@@ -178,11 +178,15 @@ def _lrn_bwd_sweep_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c
     registers. Each value is loaded once and its power computed once, as the fused kernel's
     arithmetic, in the same order (equal bit for bit in the interpreter). At step j it reads
     channel j, finishes s and t of channel i = j - AFTER, and dx of channel m = j - (SIZE - 1)."""
+    # one grid axis: (image, pixel block, group), the group fastest (CUDA's second axis stops at
+    # 65535, which `groups` may pass)
     pid = tl.program_id(0)
+    n_groups = C // CG
+    lo = (pid % n_groups) * CG  # the group's first channel
+    pid = pid // n_groups
     n = (pid // n_pblocks).to(tl.int64)
     p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_ok = p < HW
-    lo = tl.program_id(1) * CG  # the group's first channel
     BEFORE: tl.constexpr = SIZE // 2
     AFTER: tl.constexpr = (SIZE - 1) // 2
     zero = tl.zeros([BLOCK_P], tl.float32)
@@ -318,17 +322,19 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu
         raise ValueError(f"LRN kernel tile: values and warps must be powers of 2, got {tile}")
     n, c, h, w = x.shape
     if kernel is _lrn_bwd_sweep_kernel:  # a pixel a thread, a program a group: values unused
-        block_c, block_p, c_programs = None, 32 * warps, groups
+        block_p = 32 * warps
+        n_pblocks = triton.cdiv(h * w, block_p)
+        grid, blocks = (n * n_pblocks * groups,), dict(BLOCK_P=block_p)
     else:
         block_c, block_p = _blocks(x, values)
-        c_programs = triton.cdiv(c, block_c)
-    n_pblocks = triton.cdiv(h * w, block_p)
+        n_pblocks = triton.cdiv(h * w, block_p)
+        grid, blocks = (n * n_pblocks, triton.cdiv(c, block_c)), dict(BLOCK_C=block_c,
+                                                                      BLOCK_P=block_p)
     strides = [s for t in tensors for s in _strides(t)]
-    blocks = dict(BLOCK_P=block_p) if block_c is None else dict(BLOCK_C=block_c, BLOCK_P=block_p)
     # Triton launches on the current CUDA device: make it x's (the two-device split uses cuda:1)
     guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with guard:
-        kernel[(n * n_pblocks, c_programs)](
+        kernel[grid](
             *tensors, c, h * w, c // groups, n_pblocks, *strides, float(alpha), float(beta),
             float(k), SIZE=size, RELU=bool(relu), **blocks, num_warps=warps)
 
