@@ -3,11 +3,12 @@ LRN layers, for a lent GPU (scripts/cuda_check.sh, step lrn-tiles; BENCHMARKS.md
 
 On the H200 the LRN backward took 18% of c's step (session 27), far from what its memory traffic
 needs; that fused kernel compiles to 167 registers a thread at the default tile. This times each
-tile, and each backward strategy (lrn_triton.STRATEGIES: "two-pass", the default since session 28,
-"fused", and "sweep", since session 29; "sweep" takes a pixel a thread, 32 x warps pixels a
-program, whatever the tile's values), and checks that each tile gives the first tile's outputs bit
-for bit (the arithmetic of each value does not depend on the tile) and that the strategies agree
-to bf16's rounding. Each layer runs as in c's step: bf16, channels_last, ReLU fused, groups=2.
+tile, and each backward strategy (lrn_triton.STRATEGIES: "two-pass", "fused", and "sweep", since
+session 29, which takes a pixel a thread, 32 x warps pixels a program, whatever the tile's values;
+training takes the fastest at each shape, timed at first use: lrn_triton.BACKWARD = "auto"), and
+checks that each tile gives the first tile's outputs bit for bit (the arithmetic of each value does
+not depend on the tile) and that the strategies agree to bf16's rounding. Each layer runs as in c's
+step: bf16, channels_last, ReLU fused, groups=2.
 
     python3 scripts/lrn_tiles.py [--batch 128] [--reps 20] [--tiles 1024x4,1024x8,...]
     python3 scripts/lrn_tiles.py --registers   # no GPU needed: registers, instructions for sm_90

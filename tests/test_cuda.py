@@ -86,6 +86,26 @@ def test_triton_matches_float64(dtype, channels_last, shape, groups, strategy, m
 
 
 @needs_triton
+def test_auto_backward_times_on_the_gpu_and_keeps_the_fastest(tmp_path, monkeypatch):
+    """lrn_triton.BACKWARD = "auto" (the default): the strategies timed on this GPU at a shape's
+    first backward, the fastest run and kept, on disk too."""
+    triton_module = lrn_module.lrn_triton
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(triton_module, "_CHOSEN", {})
+    monkeypatch.setattr(triton_module, "_READ", set())
+    x = (activations((16, 96, 27, 27), channels_last=True) - 20).to(CUDA, torch.bfloat16)
+    grad = torch.randn(x.shape).to(CUDA, torch.bfloat16).contiguous(
+        memory_format=torch.channels_last)
+    dx = triton_module.backward(grad, x, groups=2, relu=True, strategy="auto")
+    (chosen,) = triton_module._CHOSEN.values()
+    assert chosen in triton_module.STRATEGIES
+    assert torch.equal(dx, triton_module.backward(grad, x, groups=2, relu=True, strategy=chosen))
+    (saved,) = tmp_path.glob("lrn-backward-*.json")
+    assert list(json.loads(saved.read_text()).values()) == [chosen]
+    print(f"auto chose {chosen!r} on {torch.cuda.get_device_name()}")
+
+
+@needs_triton
 @pytest.mark.parametrize("dtype,channels_last", [(torch.float32, False), (torch.bfloat16, True)])
 def test_triton_relu_fused_matches_float64(dtype, channels_last):
     # LRN(ReLU(x)) with ReLU in the kernels (as AlexNet.forward calls it), against ReLU then the

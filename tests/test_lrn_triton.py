@@ -10,6 +10,7 @@ cannot show: that the tuples, constexpr arithmetic and layouts pass Triton's com
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -109,10 +110,10 @@ for name, case in torch.load(sys.argv[1]).items():
     tile = dict(tile=case["tile"]) if case["tile"] else {}
     out[name] = (forward(case["x"], **case["params"], **tile),
                  backward(case["g"], case["x"], **case["params"], **tile))
-    if case["via"] == "kernel":  # the backward's other strategies than the default, to compare
+    if case["via"] == "kernel":  # the strategies but FALLBACK (the one run here), to compare
         out[name] += tuple(lrn_triton.backward(case["g"], case["x"], **case["params"], **tile,
                                                strategy=other)
-                           for other in lrn_triton.STRATEGIES if other != lrn_triton.BACKWARD)
+                           for other in lrn_triton.STRATEGIES if other != lrn_triton.FALLBACK)
 torch.save(out, sys.argv[2])
 """
 
@@ -324,6 +325,56 @@ def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
     lrn_triton.backward(x, x, strategy="sweep")
     assert launched == [lrn_triton._lrn_bwd_sweep_kernel]
     launched.clear()
-    lrn_triton.backward(x, x)  # the default, BACKWARD
-    assert lrn_triton.BACKWARD == "two-pass"
+    lrn_triton.backward(x, x)  # the default, BACKWARD: "auto", FALLBACK where nothing is timed
+    assert (lrn_triton.BACKWARD, lrn_triton.FALLBACK) == ("auto", "two-pass")
     assert launched == [lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel]
+
+
+def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypatch):
+    """BACKWARD = "auto" on a GPU: each strategy timed at a shape's first backward, the fastest
+    kept for the process and on disk (a resumed run takes the same); a strategy that does not
+    compile is passed over; nothing is timed while a CUDA graph is captured. The GPU is faked
+    (the timer says which strategy is fastest; no kernel runs)."""
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(lrn_triton, "_CHOSEN", {})
+    monkeypatch.setattr(lrn_triton, "_READ", set())
+    monkeypatch.setattr(lrn_triton, "_timed_here", lambda x: True)
+    monkeypatch.setattr(lrn_triton, "_gpu", lambda device: "Fake-GPU-triton3")
+    capturing = [False]
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    timed, speeds = [], {"two-pass": 3.0, "fused": 1.0, "sweep": 2.0}
+
+    def time_ms(fn, device):
+        how = lrn_triton.STRATEGIES[len(timed) % 3]
+        timed.append(how)
+        if speeds[how] is None:
+            raise RuntimeError("does not compile")
+        return speeds[how]
+    monkeypatch.setattr(lrn_triton, "_time_ms", time_ms)
+    launched = []
+    monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: launched.append(how))
+    x = activations((1, 4, 3, 3))
+    lrn_triton.backward(x, x)
+    assert timed == list(lrn_triton.STRATEGIES) and launched == ["fused"]
+    lrn_triton.backward(x, x)  # the same shape: not timed again
+    assert len(timed) == 3 and launched == ["fused", "fused"]
+    saved = json.loads((tmp_path / "cache" / "lrn-backward-Fake-GPU-triton3.json").read_text())
+    assert list(saved.values()) == ["fused"]
+    # the next process reads it (a resume takes what the run took)
+    lrn_triton._CHOSEN.clear()
+    lrn_triton._READ.clear()
+    lrn_triton.backward(x, x)
+    assert len(timed) == 3 and launched[-1] == "fused"
+    # another shape, during a CUDA graph's capture: the fallback, nothing timed or kept
+    y = activations((1, 8, 3, 3))
+    capturing[0] = True
+    lrn_triton.backward(y, y)
+    assert len(timed) == 3 and launched[-1] == lrn_triton.FALLBACK
+    # outside it: timed, the one that fails to compile passed over; none: its error
+    capturing[0] = False
+    speeds["fused"] = None
+    lrn_triton.backward(y, y)
+    assert len(timed) == 6 and launched[-1] == "sweep"
+    speeds.update({"two-pass": None, "sweep": None})
+    with pytest.raises(RuntimeError, match="does not compile"):
+        lrn_triton.backward(*(2 * (activations((1, 12, 3, 3)),)))

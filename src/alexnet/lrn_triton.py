@@ -16,14 +16,14 @@ the axis that is contiguous in memory (pixels in NCHW, channels in channels_last
 window is read as `size` shifted tiles (neighbouring rows, mostly served by L1/L2), each masked to
 its row's group, so the sum is computed directly: no running sum whose subtractions would lose
 precision when one channel is much larger than its neighbours, and any C, groups and tile size
-work. The backward needs s at the `size` channels whose window holds m. By default (BACKWARD =
-"two-pass") a first kernel writes each channel's own terms, t = g a s^(-beta-1) and w = g s^-beta,
-to float32 scratch, and a second sums `size` shifted tiles of t; the "fused" kernel instead
-recomputes s at those channels from 2*size-1 shifted input tiles; the "sweep" kernel has each
-program walk a group's channels in order for its pixels, carrying the last `size` channels' terms
-in registers. Storage is float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are
-addressed through one stride, so NCHW and channels_last (and views whose rows flatten that way) run
-in place, without a copy.
+work. The backward needs s at the `size` channels whose window holds m, three ways (STRATEGIES):
+"two-pass", a first kernel writes each channel's own terms, t = g a s^(-beta-1) and w = g s^-beta,
+to float32 scratch, and a second sums `size` shifted tiles of t; "fused" recomputes s at those
+channels from 2*size-1 shifted input tiles; "sweep" has each program walk a group's channels in
+order for its pixels, carrying the last `size` channels' terms in registers. Which one runs is
+timed on the GPU at first use (BACKWARD = "auto"). Storage is float32, bfloat16 or float16;
+arithmetic is float32. Pixels (h, w) are addressed through one stride, so NCHW and channels_last
+(and views whose rows flatten that way) run in place, without a copy.
 
 The launchers take tensors on any device Triton runs on: CUDA, or the CPU under TRITON_INTERPRET=1
 (how tests/test_lrn_triton.py checks them on a machine without a GPU).
@@ -31,10 +31,16 @@ The launchers take tensors on any device Triton runs on: CUDA, or the CPU under 
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
+
+from .io import atomic_write_json
+from .machine import cache_dir
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Arguments Triton must not specialise on (by default it compiles a variant per divisibility by 16
@@ -259,23 +265,27 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
 # without a GPU, counted by cuobjdump: scripts/lrn_tiles.py --registers, session 27). Which runs
 # faster is for a GPU to say: scripts/lrn_tiles.py times the options there.
 TILE = {"forward": (1024, 4), "backward": (1024, 4)}
-# How the backward runs. "fused": one kernel; each program recomputes s at the `size` channels
-# whose window holds its own (2*size-1 input tiles, `size` powers a value); on the H200 it took
-# 0.9 ms of c's 4.9 ms step at batch 64, twenty times what its memory traffic needs (session 27).
-# "two-pass": pass 1 writes t = g a s^(-beta-1) and w = g s^-beta in float32, pass 2 sums `size`
-# shifted tiles of t: each value's power is computed once, each kernel holds a third of the
-# tiles, for four times the memory traffic (BENCHMARKS.md, session 28: its instructions and
-# registers compiled for sm_90). The default by that count, on the inference that the fused
-# kernel is bound by its arithmetic and its few warps rather than by memory; NOT yet timed on a
-# GPU: the device script's lrn-tiles step times both. The scratch is 8 bytes a value while the
-# backward runs: 300 MB for conv1's LRN at batch 128, 2.4 GB at 1024 ("fused" needs none).
-BACKWARD = "two-pass"
-# "sweep" (session 29): a program walks a group's channels for a pixel a thread, carrying the
-# window in registers: each value loaded once, its power computed once, no scratch; the fused
-# kernel's traffic (6 bytes a bf16 value) with the two-pass's arithmetic. Its loop runs the
-# group's channels one after another (48 or 128 in c), and in channels_last a warp's loads are
-# strided by C (each sector then serves 16 channels from L1). NOT yet timed on a GPU either.
+# The backward's strategies. "fused": one kernel; each program recomputes s at the `size`
+# channels whose window holds its own (2*size-1 input tiles, `size` powers a value); on the H200 it
+# took 0.9 ms of c's 4.9 ms step at batch 64, twenty times what its memory traffic needs (session
+# 27). "two-pass": pass 1 writes t = g a s^(-beta-1) and w = g s^-beta in float32, pass 2 sums
+# `size` shifted tiles of t: each value's power is computed once, each kernel holds a third of the
+# tiles, for four times the memory traffic; the scratch is 8 bytes a value while the backward runs
+# (300 MB for conv1's LRN at batch 128, 2.4 GB at 1024). "sweep" (session 29): a program walks a
+# group's channels for a pixel a thread, carrying the window in registers: each value loaded once,
+# its power computed once, no scratch; its loop runs the group's channels one after another, and in
+# channels_last a warp's loads are strided by C. Their instructions and registers compiled for
+# sm_90: BENCHMARKS.md, sessions 28 and 29; none has been timed on a GPU yet.
 STRATEGIES = ("two-pass", "fused", "sweep")
+# Which one runs: a strategy's name, or "auto": on a GPU each strategy is timed at the first
+# backward of each shape and the fastest kept, for the process and on disk per GPU and triton
+# (so that a resumed run takes what the run took: they differ in the last bits, as the compiler
+# contracts them). Before a GPU has timed them (on the CPU, in the interpreter; while a CUDA
+# graph is captured): FALLBACK, the fewest instructions a value by the sm_90 count.
+BACKWARD = "auto"
+FALLBACK = "two-pass"
+_CHOSEN: dict[tuple[str, str], str] = {}  # (GPU, shape key): strategy
+_READ: set[str] = set()                   # GPUs whose choices on disk have been read
 
 
 def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
@@ -360,8 +370,8 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
     forward. tile: (values per program, warps), default TILE["backward"] ("sweep" takes its warps
-    only). strategy: one of STRATEGIES (see BACKWARD), default BACKWARD: the same float32
-    operations in the same order
+    only). strategy: one of STRATEGIES or "auto" (see BACKWARD), default BACKWARD; each computes
+    the same float32 operations in the same order
     (equal bit for bit in the interpreter; compiled, the fused and sweep kernels may contract a
     multiply and a subtraction into one FMA that the two passes round apart)."""
     _check(x, size, groups)
@@ -369,13 +379,20 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
     _check(grad, size, groups)
     strategy = strategy or BACKWARD
-    if strategy not in STRATEGIES:
-        raise ValueError(f"LRN backward strategy: one of {', '.join(STRATEGIES)}, got "
+    if strategy not in STRATEGIES + ("auto",):
+        raise ValueError(f"LRN backward strategy: one of {', '.join(STRATEGIES)} or auto, got "
                          f"{strategy!r}")
     dx = torch.empty_like(x)
     if not x.numel():
         return dx
     params = (size, alpha, beta, k, groups, relu, tile or TILE["backward"])
+    if strategy == "auto":
+        strategy = _auto(grad, x, dx, params)
+    _run(strategy, grad, x, dx, params)
+    return dx
+
+
+def _run(strategy: str, grad, x, dx, params) -> None:
     if strategy == "fused":
         _launch(_lrn_bwd_kernel, x, (x, grad, dx), *params)
     elif strategy == "sweep":
@@ -384,4 +401,76 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
         t, w = (torch.empty_like(x, dtype=torch.float32) for _ in range(2))
         _launch(_lrn_bwd_terms_kernel, x, (x, grad, t, w), *params)
         _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params)
-    return dx
+
+
+def _auto(grad, x, dx, params) -> str:
+    """The strategy BACKWARD = "auto" runs for this call (see there). A strategy that fails here
+    (an older triton that cannot compile it) is passed over; if all fail, the last error is
+    raised."""
+    if not _timed_here(x):
+        return FALLBACK
+    gpu = _gpu(x.device)
+    key = (gpu, f"{x.dtype}|{tuple(x.shape)}|{x.stride()}|{grad.stride()}|{params}")
+    if gpu not in _READ:
+        _READ.add(gpu)
+        _CHOSEN.update({(gpu, k): v for k, v in _read_choices(gpu).items()})
+    if key not in _CHOSEN:
+        if torch.cuda.is_current_stream_capturing():  # nothing may wait for the GPU now
+            return FALLBACK
+        times, error = {}, None
+        for how in STRATEGIES:
+            try:
+                times[how] = _time_ms(lambda how=how: _run(how, grad, x, dx, params), x.device)
+            except Exception as e:  # noqa: BLE001 (a compile error: try the others)
+                error = e
+        if not times:
+            raise error
+        _CHOSEN[key] = min(times, key=times.get)
+        _write_choices(gpu, {k: v for (g, k), v in _CHOSEN.items() if g == gpu})
+    return _CHOSEN[key]
+
+
+def _timed_here(x) -> bool:
+    return x.device.type == "cuda"
+
+
+def _time_ms(fn, device, reps: int = 5) -> float:
+    """Median milliseconds of fn on a GPU, between CUDA events, after one call that compiles it
+    and warms the caches."""
+    fn()
+    times = []
+    with torch.cuda.device(device):
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    return sorted(times)[reps // 2]
+
+
+def _gpu(device) -> str:
+    """What a choice holds for: the GPU's model and triton's version, as a file name may hold it."""
+    name = f"{torch.cuda.get_device_name(device)}-triton{triton.__version__}"
+    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
+
+
+def _choices_path(gpu: str) -> Path:
+    return cache_dir() / f"lrn-backward-{gpu}.json"
+
+
+def _read_choices(gpu: str) -> dict[str, str]:
+    try:
+        saved = json.loads(_choices_path(gpu).read_text())
+        return {k: v for k, v in saved.items() if v in STRATEGIES}
+    except (OSError, ValueError, AttributeError):  # none yet, unreadable, or not a dict
+        return {}
+
+
+def _write_choices(gpu: str, choices: dict[str, str]) -> None:
+    try:
+        _choices_path(gpu).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(_choices_path(gpu), choices)
+    except OSError:
+        pass  # a read-only cache only costs the timing in the next process
