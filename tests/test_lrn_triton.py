@@ -370,11 +370,20 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
     capturing[0] = True
     lrn_triton.backward(y, y)
     assert len(timed) == 3 and launched[-1] == lrn_triton.FALLBACK
-    # outside it: timed, the one that fails to compile passed over; none: its error
+    # outside it: timed, the one that fails to compile passed over, said; none: its error
     capturing[0] = False
     speeds["fused"] = None
-    lrn_triton.backward(y, y)
+    with pytest.warns(UserWarning, match="LRN backward 'fused' left out on this GPU: does not"):
+        lrn_triton.backward(y, y)
     assert len(timed) == 6 and launched[-1] == "sweep"
+    saved = json.loads((tmp_path / "cache" / "lrn-backward-Fake-GPU-triton3.json").read_text())
+    assert sorted(saved.values()) == ["fused", "sweep"]  # added to the file, not replacing it
     speeds.update({"two-pass": None, "sweep": None})
-    with pytest.raises(RuntimeError, match="does not compile"):
+    with pytest.raises(RuntimeError, match="does not compile"), pytest.warns(UserWarning):
         lrn_triton.backward(*(2 * (activations((1, 12, 3, 3)),)))
+    # a CUDA error is sticky: raised at once, the others not tried after it
+    speeds.update({"two-pass": 1.0, "sweep": 1.0})
+    monkeypatch.setattr(lrn_triton, "_time_ms", lambda fn, device: (_ for _ in ()).throw(
+        RuntimeError("CUDA error: an illegal memory access was encountered")))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        lrn_triton.backward(*(2 * (activations((1, 16, 3, 3)),)))

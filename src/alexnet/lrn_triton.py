@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -278,14 +280,17 @@ TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 # sm_90: BENCHMARKS.md, sessions 28 and 29; none has been timed on a GPU yet.
 STRATEGIES = ("two-pass", "fused", "sweep")
 # Which one runs: a strategy's name, or "auto": on a GPU each strategy is timed at the first
-# backward of each shape and the fastest kept, for the process and on disk per GPU and triton
-# (so that a resumed run takes what the run took: they differ in the last bits, as the compiler
-# contracts them). Before a GPU has timed them (on the CPU, in the interpreter; while a CUDA
-# graph is captured): FALLBACK, the fewest instructions a value by the sm_90 count.
+# backward of each shape and the fastest kept, for the process and on disk per GPU model and
+# triton version, so that later processes (a resumed run) usually take the same one without
+# timing again. They differ only in the last bits (the compiler contracts each otherwise), less
+# than cuDNN's own run-to-run differences on a GPU. DDP ranks time on their own and may differ.
+# Before a GPU has timed them (on the CPU, in the interpreter; while a CUDA graph is captured):
+# FALLBACK, the fewest instructions a value by the sm_90 count.
 BACKWARD = "auto"
 FALLBACK = "two-pass"
 _CHOSEN: dict[tuple[str, str], str] = {}  # (GPU, shape key): strategy
 _READ: set[str] = set()                   # GPUs whose choices on disk have been read
+_LOCK = threading.Lock()
 
 
 def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
@@ -404,30 +409,39 @@ def _run(strategy: str, grad, x, dx, params) -> None:
 
 
 def _auto(grad, x, dx, params) -> str:
-    """The strategy BACKWARD = "auto" runs for this call (see there). A strategy that fails here
-    (an older triton that cannot compile it) is passed over; if all fail, the last error is
-    raised."""
+    """The strategy BACKWARD = "auto" runs for this call (see there). A strategy that fails to
+    compile or to find memory here (an older triton; two-pass's scratch) is passed over with a
+    warning; a CUDA error is raised at once (it is sticky: the others would fail after it)."""
     if not _timed_here(x):
         return FALLBACK
     gpu = _gpu(x.device)
-    key = (gpu, f"{x.dtype}|{tuple(x.shape)}|{x.stride()}|{grad.stride()}|{params}")
-    if gpu not in _READ:
-        _READ.add(gpu)
-        _CHOSEN.update({(gpu, k): v for k, v in _read_choices(gpu).items()})
-    if key not in _CHOSEN:
-        if torch.cuda.is_current_stream_capturing():  # nothing may wait for the GPU now
-            return FALLBACK
-        times, error = {}, None
-        for how in STRATEGIES:
-            try:
-                times[how] = _time_ms(lambda how=how: _run(how, grad, x, dx, params), x.device)
-            except Exception as e:  # noqa: BLE001 (a compile error: try the others)
-                error = e
-        if not times:
-            raise error
-        _CHOSEN[key] = min(times, key=times.get)
-        _write_choices(gpu, {k: v for (g, k), v in _CHOSEN.items() if g == gpu})
-    return _CHOSEN[key]
+    key = (gpu, f"{x.dtype}|{grad.dtype}|{tuple(x.shape)}|{x.stride()}|{grad.stride()}|{params}")
+    with _LOCK:  # the two-device split's towers run their backwards on two threads
+        if gpu not in _READ:
+            _READ.add(gpu)
+            _CHOSEN.update({(gpu, k): v for k, v in _read_choices(gpu).items()})
+        if key not in _CHOSEN:
+            if torch.cuda.is_current_stream_capturing():  # nothing may wait for the GPU now
+                return FALLBACK
+            _CHOSEN[key] = _fastest(grad, x, dx, params)
+            _write_choices(gpu, key[1], _CHOSEN[key])
+        return _CHOSEN[key]
+
+
+def _fastest(grad, x, dx, params) -> str:
+    times, error = {}, None
+    for how in STRATEGIES:
+        try:
+            times[how] = _time_ms(lambda how=how: _run(how, grad, x, dx, params), x.device)
+        except Exception as e:  # noqa: BLE001 (which errors a compile raises varies by version)
+            if "CUDA error" in str(e):
+                raise
+            error = e
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            warnings.warn(f"LRN backward {how!r} left out on this GPU: {first}")
+    if not times:
+        raise error
+    return min(times, key=times.get)
 
 
 def _timed_here(x) -> bool:
@@ -435,19 +449,18 @@ def _timed_here(x) -> bool:
 
 
 def _time_ms(fn, device, reps: int = 5) -> float:
-    """Median milliseconds of fn on a GPU, between CUDA events, after one call that compiles it
-    and warms the caches."""
+    """Milliseconds a call of fn takes on the GPU: reps calls queued back to back between two
+    CUDA events (so that the host's launches hide behind the GPU's work, as in a training step),
+    after one call that compiles it and warms the caches."""
     fn()
-    times = []
     with torch.cuda.device(device):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
             fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    return sorted(times)[reps // 2]
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / reps
 
 
 def _gpu(device) -> str:
@@ -468,9 +481,11 @@ def _read_choices(gpu: str) -> dict[str, str]:
         return {}
 
 
-def _write_choices(gpu: str, choices: dict[str, str]) -> None:
+def _write_choices(gpu: str, key: str, strategy: str) -> None:
+    """Added to what the file holds now (another process, a DDP rank, may have added its own
+    since this one read it: a choice lost that way is only timed again)."""
     try:
         _choices_path(gpu).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(_choices_path(gpu), choices)
+        atomic_write_json(_choices_path(gpu), {**_read_choices(gpu), key: strategy})
     except OSError:
         pass  # a read-only cache only costs the timing in the next process
