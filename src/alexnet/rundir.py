@@ -1,5 +1,5 @@
 """The run directory: what it holds, a fresh one for a new run, the config of a run to resume,
-and what a run that diverged says it kept.
+what a run that diverged says it kept, and its TensorBoard scalars.
 
 A run directory (rank 0 holds an exclusive lock on it while training: one run per directory):
     config.json      the resolved configuration
@@ -227,3 +227,21 @@ def kept(epoch: int) -> str:
     # An exact --resume would replay the same steps, and --lr cannot change on resume.
     return (f"checkpoint.pt still holds epoch {epoch}: a new run can start from its weights with "
             f"--weights and a lower --lr" if epoch else "no epoch had finished")
+
+
+def tensorboard_writer(run: Path):
+    """A TensorBoard writer into the run directory, or None without TensorBoard."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # optional at run time; slow to import
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=str(run))
+
+
+def tensorboard_epoch(writer, h: dict) -> None:
+    """One epoch's line of metrics.jsonl as TensorBoard scalars (appended, never rewritten)."""
+    if writer is not None:
+        for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s",
+                    "wait_share"):
+            writer.add_scalar(key, h[key], h["epoch"])
+        writer.flush()

@@ -32,7 +32,8 @@ from .masters import MasterWeights
 from .model import alexnet
 from .predictor import Predictor
 from .progress import Progress
-from .rundir import check_run_files, diverged, fresh_run_dir, kept, resume_config
+from .rundir import (check_run_files, diverged, fresh_run_dir, kept, resume_config,
+                     tensorboard_epoch, tensorboard_writer)
 from .runtime import Runtime
 from .schedule import LRSchedule
 from .step import train_step
@@ -313,7 +314,7 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
         _warn_if_not_exact(ckpt, t)
     if info.is_main:
         atomic_write_json(run / "config.json", asdict(cfg))
-        writer = _tensorboard(run)
+        writer = tensorboard_writer(run)
         print(f"run {run}: {cfg.variant} AlexNet, {t.meta['arch']['num_classes']} classes, "
               f"{len(t.train_loader.imageset)} train / {len(t.val_loader.imageset)} val images "
               f"of {cfg.data}, {t.rt.describe()}"
@@ -340,7 +341,7 @@ def _train(t: Training, run: Path, ckpt: dict | None) -> dict:
             # TensorBoard's scalars are appended, never rewritten: before the checkpoint, so
             # that a kill in between leaves the epoch in them (a resume redoes it exactly and
             # writes the same values again), never out of them for good.
-            _tensorboard_epoch(writer, history[-1])
+            tensorboard_epoch(writer, history[-1])
             _save_epoch(t, run, history, best, improved)
             _history_outputs(run, history)
             _report_skipped(run, skipped)
@@ -477,22 +478,6 @@ def _epoch_line(h: dict, epochs: int, dropped: bool) -> str:
 def _history_outputs(run: Path, history: list[dict]) -> None:
     atomic_write_text(run / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
     plot_curves({run.name: history}, run / "curves.png")
-
-
-def _tensorboard_epoch(writer, h: dict) -> None:
-    if writer is not None:
-        for key in ("train_loss", "val_loss", "val_top1_error", "val_top5_error", "lr", "img_per_s",
-                    "wait_share"):
-            writer.add_scalar(key, h[key], h["epoch"])
-        writer.flush()
-
-
-def _tensorboard(run: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # optional at run time; slow to import
-    except ImportError:
-        return None
-    return SummaryWriter(log_dir=str(run))
 
 
 def add_arguments(parser) -> None:
