@@ -26,6 +26,7 @@ import time
 import torch
 
 from alexnet import lrn_triton
+from alexnet.errors import first_line
 
 # 512x2 and 256x2 compile as 1024x4 and 512x4 do, a thread's values and registers alike
 TILES = "1024x4,1024x8,512x4,2048x8"
@@ -173,9 +174,8 @@ def _compiling(x, grad, tiles) -> tuple:
                 lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
             ok.append(how)
         except Exception as e:  # noqa: BLE001 (any compile error: report it, time the rest)
-            first = (str(e).strip().splitlines() or [""])[0][:300]
             print(f"backward {how!r} left out, it failed here at tile {tile[0]}x{tile[1]}: "
-                  f"{type(e).__name__}: {first}")
+                  f"{type(e).__name__}: {first_line(e, 300)}")
     return tuple(ok)
 
 

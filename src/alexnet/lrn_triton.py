@@ -31,6 +31,7 @@ The launchers take tensors on any device Triton runs on: CUDA, or the CPU under 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import threading
@@ -41,6 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .errors import first_line
 from .io import atomic_write_json
 from .machine import cache_dir
 
@@ -416,6 +418,9 @@ def _auto(grad, x, dx, params) -> str:
         return FALLBACK
     gpu = _gpu(x.device)
     key = (gpu, f"{x.dtype}|{grad.dtype}|{tuple(x.shape)}|{x.stride()}|{grad.stride()}|{params}")
+    chosen = _CHOSEN.get(key)  # every backward after the first: no lock, no file
+    if chosen is not None:
+        return chosen
     with _LOCK:  # the two-device split's towers run their backwards on two threads
         if gpu not in _READ:
             _READ.add(gpu)
@@ -437,8 +442,7 @@ def _fastest(grad, x, dx, params) -> str:
             if "CUDA error" in str(e):
                 raise
             error = e
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            warnings.warn(f"LRN backward {how!r} left out on this GPU: {first}")
+            warnings.warn(f"LRN backward {how!r} left out on this GPU: {first_line(e)}")
     if not times:
         raise error
     return min(times, key=times.get)
@@ -463,6 +467,7 @@ def _time_ms(fn, device, reps: int = 5) -> float:
         return start.elapsed_time(end) / reps
 
 
+@functools.lru_cache(maxsize=None)  # asked at every backward
 def _gpu(device) -> str:
     """What a choice holds for: the GPU's model and triton's version, as a file name may hold it."""
     name = f"{torch.cuda.get_device_name(device)}-triton{triton.__version__}"
