@@ -230,16 +230,20 @@ def test_incomplete_torchrun_environment_is_a_user_error(monkeypatch):
 
 
 def test_under_torchrun_a_usage_error_is_said_once_a_machine(monkeypatch, capsys, tmp_path):
-    """Every torchrun process reads the same command line: a wrong option was printed once per
-    process. Local rank 0 alone says it now. An error that may be one process's own (here the
-    torchrun environment, incomplete) is still said by each. (The quiet ones wait for torchrun to
-    end them, see the next test: not here.)"""
+    """Every torchrun process reads the same command line and the checkpoint it names: a wrong
+    option or a missing checkpoint was printed once per process. Local rank 0 alone says it now.
+    An error that may be one process's own (here the torchrun environment, incomplete) is still
+    said by each. (The quiet ones wait for torchrun to end them, see the next test: not here.)"""
     monkeypatch.setattr(cli, "QUIET_WAIT_S", 0.0)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     monkeypatch.setenv("WORLD_SIZE", "2")
+    missing = str(tmp_path / "missing.pt")
+    wrong = (["train", "--lr", "-1"], ["train", "--epocs", "1"],  # ours, argparse's
+             ["train", "--resume", missing], ["eval", "--batch-size", "0", missing],
+             ["eval", missing])
     for local, says in (("1", False), ("0", True)):
         monkeypatch.setenv("LOCAL_RANK", local)
-        for argv in (["train", "--lr", "-1"], ["train", "--epocs", "1"]):  # ours, argparse's
+        for argv in wrong:
             assert cli_main(argv) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == int(says) and ("error" in err) == says, (local, err)

@@ -1,5 +1,6 @@
 """The errors the library raises, in its own words. `alexnet.cli` prints any of them (and any
 ValueError or OSError) as one line on stderr with exit code 2, naming the flag when it knows it."""
+import contextlib
 import os
 
 
@@ -28,24 +29,31 @@ class AlexNetError(ValueError):
         self.option = option
 
 
-class UsageError(AlexNetError):
-    """An option wrong whatever the machine, found from the command line alone. Every torchrun
-    process finds the same one, so only local rank 0 says it (one line a machine, not one a
-    process). `said_by_rank0` on any AlexNetError: rank 0 raised it and says it, the other ranks
-    raise its copy (parallel.decided_by_rank0) and stay quiet."""
+@contextlib.contextmanager
+def same_on_every_process():
+    """Errors raised inside are ones every process of a machine meets alike: they come from the
+    command line and the files it names (the checkpoint to resume), read before the processes
+    part ways. Under torchrun only local rank 0 says them: one line a machine, not one a process
+    (see quiet_here). The error keeps its class and message; it is marked, not wrapped."""
+    try:
+        yield
+    except Exception as e:
+        e.said_by_local_rank0 = True
+        raise
 
 
 def quiet_here(e: BaseException | None = None) -> bool:
-    """Whether this process leaves error `e` (None: a command-line usage error) to another one to
+    """Whether this process leaves error `e` (None: argparse's usage error) to another one to
     print. Only under torchrun's agent (TORCHELASTIC_RUN_ID set), which ends every process once
-    one fails: there a UsageError is said by local rank 0, and rank 0's decisions by rank 0.
+    one fails: there errors of `same_on_every_process` are said by local rank 0, and rank 0's
+    decisions (`said_by_rank0`: parallel.decided_by_rank0 raised rank 0's error here) by rank 0.
     Under other launchers every process says its own."""
     if not os.environ.get("TORCHELASTIC_RUN_ID"):
         return False
     if getattr(e, "said_by_rank0", False):
         return True
     local = os.environ.get("LOCAL_RANK", "0").strip()
-    return local != "0" and (e is None or isinstance(e, UsageError))
+    return local != "0" and (e is None or getattr(e, "said_by_local_rank0", False))
 
 
 class DataError(AlexNetError):

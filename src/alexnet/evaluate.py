@@ -16,9 +16,10 @@ import torch
 from . import parallel
 from .accel import PRECISIONS, tune_allocator
 from .data import Loader, open_dataset
-from .errors import AlexNetError
+from .errors import AlexNetError, same_on_every_process
 from .options import check_value, path_arg
 from .predictor import Predictor
+from .weights import load_any
 from .progress import Progress
 
 
@@ -101,20 +102,22 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    if args.weights and args.checkpoint and args.weights != args.checkpoint:
-        raise AlexNetError(f"two checkpoints given, {args.checkpoint} and {args.weights}; give one",
-                           option="weights")
-    path = args.weights or args.checkpoint
-    if path is None:
-        raise AlexNetError("give a checkpoint or a weights file", option="weights")
-    check_value("batch_size", args.batch_size, int, {"low": 1})
-    if args.workers is not None:
-        check_value("workers", args.workers, int, {"low": 0})
+    with same_on_every_process():  # the command line's errors: once a machine under torchrun
+        if args.weights and args.checkpoint and args.weights != args.checkpoint:
+            raise AlexNetError(f"two checkpoints given, {args.checkpoint} and {args.weights}; "
+                               "give one", option="weights")
+        path = args.weights or args.checkpoint
+        if path is None:
+            raise AlexNetError("give a checkpoint or a weights file", option="weights")
+        check_value("batch_size", args.batch_size, int, {"low": 1})
+        if args.workers is not None:
+            check_value("workers", args.workers, int, {"low": 0})
+        ckpt = load_any(path)  # read by every process alike, before they part ways
     tune_allocator()  # our own process, over a whole dataset (the library leaves it alone)
     info = parallel.init_distributed(args.device)  # under torchrun each rank takes a share
     try:
         parallel.agree_on_fast_path(info)
-        predictor = Predictor.from_file(path, info.device, args.precision)
+        predictor = Predictor.from_checkpoint(ckpt, info.device, args.precision)
         spec, val_labels = predictor.own_data(args.data, args.val_labels)
         data = open_dataset(spec, "val", seed=predictor.data_seed, val_labels=val_labels)
         predictor.check_data(data)

@@ -92,8 +92,14 @@ class Predictor:
                   compile: bool = False) -> "Predictor":
         """Our checkpoint or run directory (best.pt), a safetensors export or torchvision
         weights, ready to run on `device` at `precision` ("auto": the device's fast one)."""
+        return cls.from_checkpoint(load_any(path), device, precision, compile)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device="auto", precision: str = "auto",
+                        compile: bool = False) -> "Predictor":
+        """The same, from a checkpoint already read (`load_any`)."""
         drop = (*TRAINING_STATE, *LATER_TRAINING_STATE)  # never needed to predict
-        ckpt = {k: v for k, v in load_any(path).items() if k not in drop}
+        ckpt = {k: v for k, v in ckpt.items() if k not in drop}
         rt = Runtime.create(device, precision)
         return cls(ckpt, rt, rt.prepare_inference(model_from_checkpoint(ckpt), compile=compile))
 

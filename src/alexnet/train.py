@@ -25,7 +25,7 @@ from .config import (TrainConfig, absolute_paths, add_dataclass_arguments, arch_
 from .data import Loader, open_dataset
 from .data.ahead import augmented
 from .data.augment import Augment
-from .errors import AlexNetError, Busy, Diverged, UsageError, first_line
+from .errors import AlexNetError, Busy, Diverged, first_line, same_on_every_process
 from .evaluate import evaluate, format_results_table, unreadable
 from .io import atomic_write_json, atomic_write_text, locked_dir
 from .masters import MasterWeights
@@ -486,13 +486,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     given = vars(args).copy()
-    if given.get("resume") is not None:  # "" too: an error, not a fresh default run
-        cfg, ckpt = resume_config(given["resume"], given)
-        main(cfg, ckpt)
-    else:
-        try:
-            cfg = resolve_train_config(given)  # from the command line alone: the same on each rank
-        except AlexNetError as e:
-            raise UsageError(str(e), option=e.option) from None
-        main(absolute_paths(cfg), number_if_taken="out" not in given)
+    # What the command line and the checkpoint it names decide is decided alike by every process
+    # (and said once a machine under torchrun); from main on, each process meets its own.
+    with same_on_every_process():
+        if given.get("resume") is not None:  # "" too: an error, not a fresh default run
+            cfg, ckpt = resume_config(given["resume"], given)
+        else:
+            cfg, ckpt = absolute_paths(resolve_train_config(given)), None
+    main(cfg, ckpt, number_if_taken=ckpt is None and "out" not in given)
     return 0
