@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The CUDA checks and benchmarks in one go, for a lent GPU (BENCHMARKS.md, "On a GPU"; issue 14):
 # the two-device split's gradient check, the CUDA tests, `alexnet bench model` at batch 128 and
-# over a batch sweep (eager and compiled), `alexnet bench data --device cuda` (raw, Pillow JPEG
-# and nvJPEG batches delivered augmented on the GPU), and short end-to-end training runs on
+# over a batch sweep (eager and compiled), `alexnet bench data --device cuda` (raw, CPU-decoded
+# JPEG and nvJPEG batches delivered augmented on the GPU), and short end-to-end training runs on
 # photo-sized data made and prepared on the machine, from raw shards and from JPEG shards (decoded
-# by Pillow in the workers, the default, which delivered 1.9x nvJPEG's rate on the H200; nvJPEG in
-# the step train-jpeg-device, not a default), and the Triton LRN's tiles and backward strategies.
+# in the workers, the default, which with Pillow delivered 1.9x nvJPEG's rate on the H200, and
+# decode with torchvision's libjpeg-turbo since session 30; nvJPEG in the step train-jpeg-device,
+# not a default), and the Triton LRN's tiles and backward strategies.
 # Each step has its own time limit (together 8½ minutes), so one that hangs leaves the others
 # their time.
 #

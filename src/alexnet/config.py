@@ -34,7 +34,7 @@ class TrainConfig(ModelOptions):
     workers: Optional[int] = option(None, "loader worker processes; unset: by device and cores "
                                     "(0 on a CPU of <= 2 cores, see data.loader.auto_workers)",
                                     low=0, resumable=True)
-    decode: str = option("cpu", "prepared JPEG shards: cpu (Pillow, in the loader) | device "
+    decode: str = option("cpu", "prepared JPEG shards: cpu (in the loader's workers) | device "
                          "(one batched decode where the model runs: nvJPEG on a GPU)",
                          choices=("cpu", "device"))
     # --- model (beyond ModelOptions) ------------------------------------------------------------

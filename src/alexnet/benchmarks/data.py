@@ -10,7 +10,7 @@ processes and the same batch size, measured one after the other in one run:
   and for JPEG shards.
 
 With --device D (e.g. cuda), the pipelines deliver the augmented batch on D, as training on an
-accelerator consumes it: raw and JPEG (Pillow in the workers) batches copied (pinned on CUDA)
+accelerator consumes it: raw and JPEG (decoded in the workers) batches copied (pinned on CUDA)
 and augmented on D, and a third, "jpeg-device": the workers pass each image's JPEG bytes and the
 batch is decoded on D in one call (nvJPEG on CUDA, `alexnet train --decode device`), then
 augmented there. The baseline's tensors are copied to D too.

@@ -1,14 +1,13 @@
 """Reading a dataset made by `alexnet prepare` (the format is described in alexnet.data.prepare).
 
 Raw shards are memory-mapped: reading a batch is one copy per image out of the page cache, no
-decoding. JPEG shards are decoded with Pillow (libjpeg-turbo) batch by batch, in the loader; or,
-with `alexnet train --decode device`, the loader hands over each image's bytes (`encoded`) and
+decoding. JPEG shards are decoded by libjpeg-turbo through torchvision, image by image, in the
+loader (`decode_jpeg`); or, with `alexnet train --decode device`, the loader hands over each image's bytes (`encoded`) and
 `decode_batch` decodes the whole batch where the model runs (nvJPEG on a CUDA GPU, through
 torchvision.io.decode_jpeg), so that a GPU's loader workers only copy bytes.
 """
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..errors import AlexNetError, DataError
 from .imageset import ImageSet, load_stats, new_batch
@@ -120,8 +118,8 @@ class Prepared(ImageSet):
                 data, offsets = self._shard(k)
                 for row, j in zip(rows.tolist(), local.tolist()):
                     try:
-                        out[row] = decode_jpeg(data[offsets[j]:offsets[j + 1]], self.channels)
-                    except Exception as e:  # Pillow's decoder raises many types on bad bytes
+                        batch[row] = decode_jpeg(data[offsets[j]:offsets[j + 1]], self.channels)
+                    except Exception as e:  # as any decoder might, on bad bytes
                         raise DataError(f"shard {self.root / self.shard_files[k]} is damaged: "
                                         f"image {j} does not decode ({type(e).__name__}: {e})"
                                         ) from None
@@ -195,7 +193,9 @@ def _jpeg_shard(path: Path, count: int):
         said = f"{offsets.ravel()[-1]}" if offsets.size else "nothing"  # an empty index too
         raise DataError(f"shard {path} does not match its index {idx.name}: {size} bytes, the "
                         f"index says {said} for {count} images; {redo_advice(path.parent)}")
-    data = np.memmap(path, np.uint8, "r") if size else np.zeros(0, np.uint8)
+    # Copy-on-write, as raw shards: writable arrays, which torch.from_numpy takes without a
+    # warning (decode_jpeg); nothing writes to them.
+    data = np.memmap(path, np.uint8, "c") if size else np.zeros(0, np.uint8)
     return data, offsets
 
 
@@ -230,10 +230,20 @@ def _is_int(value, least: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
 
-def decode_jpeg(buf: np.ndarray, channels: int) -> np.ndarray:
-    with Image.open(io.BytesIO(buf.tobytes())) as img:
-        a = np.asarray(img.convert("RGB" if channels == 3 else "L"))
-    return a if channels == 3 else a[:, :, None]
+def decode_jpeg(buf: np.ndarray, channels: int) -> torch.Tensor:
+    """One JPEG file's bytes (uint8) decoded on the CPU: (S, S, C) uint8, a view of (C, S, S).
+
+    torchvision's decoder, not Pillow's (until session 30): both run libjpeg-turbo and gave the
+    same pixels, but torchvision's decoded 1.6-1.9x the images a second on one core
+    (scripts/jpeg_decoders.py; BENCHMARKS.md, "Data loader"). It reads the bytes where they lie
+    and writes one tensor, where Pillow copied the bytes, made an image, converted it and was
+    copied out. A loader worker of a GPU run does little else. Damaged bytes raise, as Pillow's
+    did (a RuntimeError: truncated, not a JPEG)."""
+    from torchvision.io import ImageReadMode
+    from torchvision.io import decode_jpeg as tv_decode_jpeg  # torchvision: slow to import
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    return tv_decode_jpeg(torch.from_numpy(buf), mode=mode).permute(1, 2, 0)
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: no == over tensors
