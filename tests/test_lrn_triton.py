@@ -335,11 +335,13 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
     kept for the process and on disk (a resumed run takes the same); a strategy that does not
     compile is passed over; nothing is timed while a CUDA graph is captured. The GPU is faked
     (the timer says which strategy is fastest; no kernel runs)."""
+    from alexnet import lrn_auto
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(lrn_triton, "_CHOSEN", {})
-    monkeypatch.setattr(lrn_triton, "_READ", set())
-    monkeypatch.setattr(lrn_triton, "_timed_here", lambda x: True)
-    monkeypatch.setattr(lrn_triton, "_gpu", lambda device: "Fake-GPU-triton3")
+    for name in ("_CHOSEN", "_USED", "_SAVED"):
+        monkeypatch.setattr(lrn_auto, name, {})
+    monkeypatch.setattr(lrn_auto, "_READ", set())
+    monkeypatch.setattr(lrn_auto, "_timed_here", lambda x: True)
+    monkeypatch.setattr(lrn_auto, "_gpu", lambda device: "Fake-GPU-triton3")
     capturing = [False]
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
     timed, speeds = [], {"two-pass": 3.0, "fused": 1.0, "sweep": 2.0}
@@ -350,7 +352,7 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
         if speeds[how] is None:
             raise RuntimeError("does not compile")
         return speeds[how]
-    monkeypatch.setattr(lrn_triton, "_time_ms", time_ms)
+    monkeypatch.setattr(lrn_auto, "_time_ms", time_ms)
     launched = []
     monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: launched.append(how))
     x = activations((1, 4, 3, 3))
@@ -359,12 +361,14 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
     lrn_triton.backward(x, x)  # the same shape: not timed again
     assert len(timed) == 3 and launched == ["fused", "fused"]
     saved = json.loads((tmp_path / "cache" / "lrn-backward-Fake-GPU-triton3.json").read_text())
-    assert list(saved.values()) == ["fused"]
-    # the next process reads it (a resume takes what the run took)
-    lrn_triton._CHOSEN.clear()
-    lrn_triton._READ.clear()
+    assert list(saved.values()) == [{"strategy": "fused", "ms": speeds}]  # every one's time
+    assert [(u["strategy"], u["ms"]) for u in lrn_auto.used()] == [("fused", speeds)]
+    # the next process reads it (a resume takes what the run took), and reports what it read
+    for kept in (lrn_auto._CHOSEN, lrn_auto._USED, lrn_auto._SAVED, lrn_auto._READ):
+        kept.clear()
     lrn_triton.backward(x, x)
     assert len(timed) == 3 and launched[-1] == "fused"
+    assert [(u["strategy"], u["ms"]) for u in lrn_auto.used()] == [("fused", speeds)]
     # another shape, during a CUDA graph's capture: the fallback, nothing timed or kept
     y = activations((1, 8, 3, 3))
     capturing[0] = True
@@ -377,13 +381,43 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
         lrn_triton.backward(y, y)
     assert len(timed) == 6 and launched[-1] == "sweep"
     saved = json.loads((tmp_path / "cache" / "lrn-backward-Fake-GPU-triton3.json").read_text())
-    assert sorted(saved.values()) == ["fused", "sweep"]  # added to the file, not replacing it
+    assert sorted(v["strategy"] for v in saved.values()) == ["fused", "sweep"]  # added to it
+    assert list(saved.values())[1]["ms"] == {"two-pass": 3.0, "sweep": 2.0}  # fused left out
     speeds.update({"two-pass": None, "sweep": None})
     with pytest.raises(RuntimeError, match="does not compile"), pytest.warns(UserWarning):
         lrn_triton.backward(*(2 * (activations((1, 12, 3, 3)),)))
     # a CUDA error is sticky: raised at once, the others not tried after it
     speeds.update({"two-pass": 1.0, "sweep": 1.0})
-    monkeypatch.setattr(lrn_triton, "_time_ms", lambda fn, device: (_ for _ in ()).throw(
+    monkeypatch.setattr(lrn_auto, "_time_ms", lambda fn, device: (_ for _ in ()).throw(
         RuntimeError("CUDA error: an illegal memory access was encountered")))
     with pytest.raises(RuntimeError, match="illegal memory access"):
         lrn_triton.backward(*(2 * (activations((1, 16, 3, 3)),)))
+
+
+def test_auto_reads_session_29s_choices_and_times_a_strategy_it_does_not_know(tmp_path,
+                                                                              monkeypatch):
+    """A choices file of session 29 held each shape's strategy by name alone: it is still read (no
+    timing, no times to report). A name this version does not run is timed again."""
+    from alexnet import lrn_auto
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    monkeypatch.setattr(lrn_auto, "_timed_here", lambda x: True)
+    monkeypatch.setattr(lrn_auto, "_gpu", lambda device: "Fake-GPU")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    timed = []
+    monkeypatch.setattr(lrn_auto, "_time_ms", lambda fn, device: timed.append(1) or len(timed))
+    launched = []
+    monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: launched.append(how))
+    x = activations((1, 4, 3, 3))
+    path = tmp_path / "lrn-backward-Fake-GPU.json"
+    for saved, runs, times in (("sweep", "sweep", 0), ("warp", "two-pass", 3)):
+        for name in ("_CHOSEN", "_USED", "_SAVED"):
+            monkeypatch.setattr(lrn_auto, name, {})
+        monkeypatch.setattr(lrn_auto, "_READ", set())
+        lrn_triton.backward(x, x)  # (the first to time: two-pass, at 1 ms)
+        (key,) = json.loads(path.read_text())
+        path.write_text(json.dumps({key: saved}))
+        for kept in (lrn_auto._CHOSEN, lrn_auto._USED, lrn_auto._SAVED, lrn_auto._READ):
+            kept.clear()
+        timed.clear()
+        lrn_triton.backward(x, x)
+        assert launched[-1] == runs and len(timed) == times, saved

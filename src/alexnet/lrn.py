@@ -128,6 +128,12 @@ def triton_error() -> str | None:
     return _triton_error
 
 
+def backward_choices() -> list[dict]:
+    """The Triton backward's strategy for each shape this process ran on a GPU, with each
+    strategy's time (lrn_auto.used); none without Triton."""
+    return lrn_triton.lrn_auto.used() if lrn_triton is not None else []
+
+
 def _layout(x: torch.Tensor) -> torch.memory_format:
     """The layout the kernel runs in: channels_last when x is (the fast case), else NCHW."""
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():

@@ -31,20 +31,12 @@ The launchers take tensors on any device Triton runs on: CUDA, or the CPU under 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import re
-import threading
-import warnings
-from pathlib import Path
 
 import torch
 import triton
 import triton.language as tl
 
-from .errors import first_line
-from .io import atomic_write_json
-from .machine import cache_dir
+from . import lrn_auto
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 # Arguments Triton must not specialise on (by default it compiles a variant per divisibility by 16
@@ -281,18 +273,15 @@ TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 # channels_last a warp's loads are strided by C. Their instructions and registers compiled for
 # sm_90: BENCHMARKS.md, sessions 28 and 29; none has been timed on a GPU yet.
 STRATEGIES = ("two-pass", "fused", "sweep")
-# Which one runs: a strategy's name, or "auto": on a GPU each strategy is timed at the first
-# backward of each shape and the fastest kept, for the process and on disk per GPU model and
-# triton version, so that later processes (a resumed run) usually take the same one without
+# Which one runs: a strategy's name, or "auto" (lrn_auto.py): on a GPU each strategy is timed at
+# the first backward of each shape and the fastest kept, for the process and on disk per GPU model
+# and triton version, so that later processes (a resumed run) usually take the same one without
 # timing again. They differ only in the last bits (the compiler contracts each otherwise), less
 # than cuDNN's own run-to-run differences on a GPU. DDP ranks time on their own and may differ.
 # Before a GPU has timed them (on the CPU, in the interpreter; while a CUDA graph is captured):
 # FALLBACK, the fewest instructions a value by the sm_90 count.
 BACKWARD = "auto"
 FALLBACK = "two-pass"
-_CHOSEN: dict[tuple[str, str], str] = {}  # (GPU, shape key): strategy
-_READ: set[str] = set()                   # GPUs whose choices on disk have been read
-_LOCK = threading.Lock()
 
 
 def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
@@ -393,8 +382,9 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     if not x.numel():
         return dx
     params = (size, alpha, beta, k, groups, relu, tile or TILE["backward"])
-    if strategy == "auto":
-        strategy = _auto(grad, x, dx, params)
+    if strategy == "auto":  # timed on a GPU at the shape's first backward (lrn_auto.py)
+        strategy = lrn_auto.choose(grad, x, params, lambda how: _run(how, grad, x, dx, params),
+                                   STRATEGIES, FALLBACK)
     _run(strategy, grad, x, dx, params)
     return dx
 
@@ -408,89 +398,3 @@ def _run(strategy: str, grad, x, dx, params) -> None:
         t, w = (torch.empty_like(x, dtype=torch.float32) for _ in range(2))
         _launch(_lrn_bwd_terms_kernel, x, (x, grad, t, w), *params)
         _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params)
-
-
-def _auto(grad, x, dx, params) -> str:
-    """The strategy BACKWARD = "auto" runs for this call (see there). A strategy that fails to
-    compile or to find memory here (an older triton; two-pass's scratch) is passed over with a
-    warning; a CUDA error is raised at once (it is sticky: the others would fail after it)."""
-    if not _timed_here(x):
-        return FALLBACK
-    gpu = _gpu(x.device)
-    key = (gpu, f"{x.dtype}|{grad.dtype}|{tuple(x.shape)}|{x.stride()}|{grad.stride()}|{params}")
-    chosen = _CHOSEN.get(key)  # every backward after the first: no lock, no file
-    if chosen is not None:
-        return chosen
-    with _LOCK:  # the two-device split's towers run their backwards on two threads
-        if gpu not in _READ:
-            _READ.add(gpu)
-            _CHOSEN.update({(gpu, k): v for k, v in _read_choices(gpu).items()})
-        if key not in _CHOSEN:
-            if torch.cuda.is_current_stream_capturing():  # nothing may wait for the GPU now
-                return FALLBACK
-            _CHOSEN[key] = _fastest(grad, x, dx, params)
-            _write_choices(gpu, key[1], _CHOSEN[key])
-        return _CHOSEN[key]
-
-
-def _fastest(grad, x, dx, params) -> str:
-    times, error = {}, None
-    for how in STRATEGIES:
-        try:
-            times[how] = _time_ms(lambda how=how: _run(how, grad, x, dx, params), x.device)
-        except Exception as e:  # noqa: BLE001 (which errors a compile raises varies by version)
-            if "CUDA error" in str(e):
-                raise
-            error = e
-            warnings.warn(f"LRN backward {how!r} left out on this GPU: {first_line(e)}")
-    if not times:
-        raise error
-    return min(times, key=times.get)
-
-
-def _timed_here(x) -> bool:
-    return x.device.type == "cuda"
-
-
-def _time_ms(fn, device, reps: int = 5) -> float:
-    """Milliseconds a call of fn takes on the GPU: reps calls queued back to back between two
-    CUDA events (so that the host's launches hide behind the GPU's work, as in a training step),
-    after one call that compiles it and warms the caches."""
-    fn()
-    with torch.cuda.device(device):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / reps
-
-
-@functools.lru_cache(maxsize=None)  # asked at every backward
-def _gpu(device) -> str:
-    """What a choice holds for: the GPU's model and triton's version, as a file name may hold it."""
-    name = f"{torch.cuda.get_device_name(device)}-triton{triton.__version__}"
-    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
-
-
-def _choices_path(gpu: str) -> Path:
-    return cache_dir() / f"lrn-backward-{gpu}.json"
-
-
-def _read_choices(gpu: str) -> dict[str, str]:
-    try:
-        saved = json.loads(_choices_path(gpu).read_text())
-        return {k: v for k, v in saved.items() if v in STRATEGIES}
-    except (OSError, ValueError, AttributeError):  # none yet, unreadable, or not a dict
-        return {}
-
-
-def _write_choices(gpu: str, key: str, strategy: str) -> None:
-    """Added to what the file holds now (another process, a DDP rank, may have added its own
-    since this one read it: a choice lost that way is only timed again)."""
-    try:
-        _choices_path(gpu).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(_choices_path(gpu), {**_read_choices(gpu), key: strategy})
-    except OSError:
-        pass  # a read-only cache only costs the timing in the next process
