@@ -31,6 +31,9 @@ export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1 ALEXNET_CACHE=/tmp/al
   ALEXNET_DEBUG=1
 A="python3 -m alexnet.cli"
 pack() {
+  # The LRN backward's choices, each strategy's time a shape, from every step that ran one
+  # (lrn_auto.py writes them to the cache at a shape's first backward: bench, sweep, train-*).
+  cp "$ALEXNET_CACHE"/lrn-backward-*.json "$WORK"/ 2>/dev/null
   { for f in "$WORK"/*.txt; do echo "=== $(basename "$f")"; tail -n 40 "$f"; done; } \
     > "$OUT/summary.txt" 2>&1
   (cd "$WORK" && tar czf "$OUT/check.tgz" ./*.txt ./*.json ./*/metrics.jsonl ./*/results.json \
@@ -48,7 +51,9 @@ step() {
   torchvision.__version__, triton.__version__, torch.cuda.get_device_name())"; nproc
   echo "open files: $(ulimit -n)"; } 2>&1 \
   | tee "$WORK/env.txt"
-T="python3 -m pytest -v -rA -p no:cacheprovider --durations=10"
+# -s: a test's own lines (the "auto chose" one) print as it passes, so a step cut off by its limit
+# keeps them; -rA's report of captured output comes only at the end.
+T="python3 -m pytest -v -s -rA -p no:cacheprovider --durations=10"
 # Issue 14's target: the paper's two-device split gives the grouped network's gradients. With it,
 # the Triton LRN compiled for sm_90 by the machine's own triton (older than CI's): a failure
 # there shows in seconds, before the tests that launch it (the sweep backward among them, whose
