@@ -45,8 +45,9 @@ def test_truncated_shards_are_one_line_data_errors(prepared, tmp_path, capsys):
         assert "\n" not in str(e.value)
     garbled = prepared["jpeg"] / "train-00000.jpg"
     garbled.write_bytes(b"\0" * 8 + garbled.read_bytes()[8:])  # same size, no JPEG header
-    with pytest.raises(DataError, match="image 0 does not decode"):
+    with pytest.raises(DataError, match="image 0 does not decode") as e:
         open_dataset(prepared["jpeg"]).get_batch([0])
+    assert ".cpp:" not in str(e.value)  # the decoder's reason, not where in its source it was
 
 
 @pytest.mark.parametrize("fmt,name,damage", [

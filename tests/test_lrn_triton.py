@@ -397,7 +397,8 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
 def test_auto_reads_session_29s_choices_and_times_a_strategy_it_does_not_know(tmp_path,
                                                                               monkeypatch):
     """A choices file of session 29 held each shape's strategy by name alone: it is still read (no
-    timing, no times to report). A name this version does not run is timed again."""
+    timing, no times to report). A name this version does not run is timed again; times that do
+    not read as numbers are left out."""
     from alexnet import lrn_auto
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     monkeypatch.setattr(lrn_auto, "_timed_here", lambda x: True)
@@ -409,7 +410,10 @@ def test_auto_reads_session_29s_choices_and_times_a_strategy_it_does_not_know(tm
     monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: launched.append(how))
     x = activations((1, 4, 3, 3))
     path = tmp_path / "lrn-backward-Fake-GPU.json"
-    for saved, runs, times in (("sweep", "sweep", 0), ("warp", "two-pass", 3)):
+    damaged = {"strategy": "fused", "ms": {"fused": "x", "sweep": 0.5, "two-pass": None}}
+    for saved, runs, times in (("sweep", "sweep", 0), ("warp", "two-pass", 3),
+                               ({"strategy": "fused", "ms": None}, "fused", 0),
+                               (damaged, "fused", 0)):
         for name in ("_CHOSEN", "_USED", "_SAVED"):
             monkeypatch.setattr(lrn_auto, name, {})
         monkeypatch.setattr(lrn_auto, "_READ", set())
@@ -421,3 +425,6 @@ def test_auto_reads_session_29s_choices_and_times_a_strategy_it_does_not_know(tm
         timed.clear()
         lrn_triton.backward(x, x)
         assert launched[-1] == runs and len(timed) == times, saved
+        if isinstance(saved, dict):
+            (used,) = lrn_auto.used()
+            assert used["ms"] == ({"sweep": 0.5} if saved is damaged else {})

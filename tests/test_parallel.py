@@ -233,8 +233,15 @@ def test_under_torchrun_a_usage_error_is_said_once_a_machine(monkeypatch, capsys
     """Every torchrun process reads the same command line and the checkpoint it names: a wrong
     option or a missing checkpoint was printed once per process. Local rank 0 alone says it now.
     An error that may be one process's own (here the torchrun environment, incomplete) is still
-    said by each. (The quiet ones wait for torchrun to end them, see the next test: not here.)"""
-    monkeypatch.setattr(cli, "QUIET_WAIT_S", 0.0)
+    said by each. The quiet ones wait for torchrun to end them (see the next test); here the wait
+    ends as a signal from torchrun would end it. One that is not ended in QUIET_WAIT_S says the
+    error after all: local rank 0 did not fail, so the error was this process's own."""
+    waits = []
+
+    def ended_by_torchrun(seconds):
+        waits.append(seconds)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli.time, "sleep", ended_by_torchrun)
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
     monkeypatch.setenv("WORLD_SIZE", "2")
     missing = str(tmp_path / "missing.pt")
@@ -247,7 +254,13 @@ def test_under_torchrun_a_usage_error_is_said_once_a_machine(monkeypatch, capsys
             assert cli_main(argv) == 2
             err = capsys.readouterr().err
             assert err.count("\n") == int(says) and ("error" in err) == says, (local, err)
+    assert waits == [cli.QUIET_WAIT_S] * len(wrong)  # local rank 1's, each
+    monkeypatch.setattr(cli.time, "sleep", lambda seconds: None)  # not ended: it says it
     monkeypatch.setenv("LOCAL_RANK", "1")
+    for argv in wrong[:2] + wrong[-1:]:
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err, (argv, err)
     assert cli_main(["train", "--data", "shapes:8:8", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "incomplete torch.distributed environment" in err, err

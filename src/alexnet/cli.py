@@ -42,23 +42,26 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse, but errors are one line and exit 2 (argparse's own also exits 2, with usage)."""
 
     def error(self, message):
+        said = f"{self.prog}: error: {message}\n"
         if quiet_here():
-            self.exit(quiet_exit())
-        self.exit(2, f"{self.prog}: error: {message}\n")
+            self.exit(quiet_exit(lambda: sys.stderr.write(said)))
+        self.exit(2, said)
 
 
 QUIET_WAIT_S = 30.0
 
 
-def quiet_exit() -> int:
+def quiet_exit(say) -> int:
     """Exit code 2 without a word, leaving the message to another rank (errors.quiet_here), but
     not before it: torchrun ends every process as soon as one fails, the one that would have
     printed among them. So this one waits to be ended (outside a command SIGTERM ends it at once),
-    at most QUIET_WAIT_S."""
+    at most QUIET_WAIT_S. Still alive then, it calls `say()`: the rank that was to say the error
+    has not failed (this process met it alone: memory, a read), so nobody else will."""
     try:
         time.sleep(QUIET_WAIT_S)
     except KeyboardInterrupt:  # Ctrl-C, forwarded by torchrun: no traceback
-        pass
+        return 2
+    say()
     return 2
 
 
@@ -192,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, MemoryError) as e:  # AlexNetError is a ValueError
         if _debug():
             raise
-        return quiet_exit() if quiet_here(e) else fail(describe_error(e))
+        if quiet_here(e):
+            return quiet_exit(lambda: fail(describe_error(e)))
+        return fail(describe_error(e))
     except (RuntimeError, TypeError, OverflowError) as e:
         # torch reports an allocation it cannot make as a RuntimeError, and a size past int64
         # (`--batch-size 99999999999999999999`) as a TypeError or RuntimeError; others are bugs

@@ -19,8 +19,8 @@ from .data import Loader, open_dataset
 from .errors import AlexNetError, same_on_every_process
 from .options import check_value, path_arg
 from .predictor import Predictor
-from .weights import load_any
 from .progress import Progress
+from .weights import load_any
 
 
 def top_k_hits(probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
@@ -118,6 +118,7 @@ def run(args) -> int:
     try:
         parallel.agree_on_fast_path(info)
         predictor = Predictor.from_checkpoint(ckpt, info.device, args.precision)
+        del ckpt  # its training state (the momentum: the weights' size again) is not needed
         spec, val_labels = predictor.own_data(args.data, args.val_labels)
         data = open_dataset(spec, "val", seed=predictor.data_seed, val_labels=val_labels)
         predictor.check_data(data)

@@ -62,7 +62,7 @@ def choose(grad, x, params, run, strategies, fallback: str) -> str:
 def used() -> list[dict]:
     """The choices this process's backwards ran, one dict a shape: gpu, key, strategy and ms
     (each strategy's milliseconds where this process or the one that chose timed them)."""
-    return [{"gpu": gpu, "key": key, **found} for (gpu, key), found in _USED.items()]
+    return [{"gpu": gpu, "key": key, **found} for (gpu, key), found in list(_USED.items())]
 
 
 def _fastest(run, strategies, device) -> dict:
@@ -114,14 +114,22 @@ def _choices_path(gpu: str) -> Path:
 
 
 def _read_choices(gpu: str) -> dict[str, dict]:
-    """{shape key: {"strategy", "ms"}}; a file of session 29 held the strategy's name alone."""
+    """{shape key: {"strategy", "ms"}}; a file of session 29 held the strategy's name alone.
+    What does not read as that (a damaged file) is left out, as if never timed."""
     try:
         saved = json.loads(_choices_path(gpu).read_text())
-        found = {k: v if isinstance(v, dict) else {"strategy": v, "ms": {}}
-                 for k, v in saved.items()}
-        return {k: v for k, v in found.items() if isinstance(v.get("strategy"), str)}
+        found = {k: v if isinstance(v, dict) else {"strategy": v} for k, v in saved.items()}
     except (OSError, ValueError, AttributeError):  # none yet, unreadable, or not a dict
         return {}
+    return {k: {"strategy": v["strategy"], "ms": _times(v.get("ms"))}
+            for k, v in found.items() if isinstance(v.get("strategy"), str)}
+
+
+def _times(ms) -> dict[str, float]:
+    if not isinstance(ms, dict):
+        return {}
+    return {str(k): float(v) for k, v in ms.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _write_choice(gpu: str, key: str, found: dict) -> None:

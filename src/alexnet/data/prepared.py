@@ -2,13 +2,15 @@
 
 Raw shards are memory-mapped: reading a batch is one copy per image out of the page cache, no
 decoding. JPEG shards are decoded by libjpeg-turbo through torchvision, image by image, in the
-loader (`decode_jpeg`); or, with `alexnet train --decode device`, the loader hands over each image's bytes (`encoded`) and
-`decode_batch` decodes the whole batch where the model runs (nvJPEG on a CUDA GPU, through
-torchvision.io.decode_jpeg), so that a GPU's loader workers only copy bytes.
+loader (`decode_jpeg`); or, with `alexnet train --decode device`, the loader hands over each
+image's bytes (`encoded`) and `decode_batch` decodes the whole batch where the model runs (nvJPEG
+on a CUDA GPU, through torchvision.io.decode_jpeg), so that a GPU's loader workers only copy
+bytes.
 """
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import AlexNetError, DataError
+from ..errors import AlexNetError, DataError, first_line
 from .imageset import ImageSet, load_stats, new_batch
 
 FORMAT, VERSION = "alexnet-prepared", 1
@@ -121,7 +123,7 @@ class Prepared(ImageSet):
                         batch[row] = decode_jpeg(data[offsets[j]:offsets[j + 1]], self.channels)
                     except Exception as e:  # as any decoder might, on bad bytes
                         raise DataError(f"shard {self.root / self.shard_files[k]} is damaged: "
-                                        f"image {j} does not decode ({type(e).__name__}: {e})"
+                                        f"image {j} does not decode ({_reason(e)})"
                                         ) from None
         return batch
 
@@ -246,6 +248,12 @@ def decode_jpeg(buf: np.ndarray, channels: int) -> torch.Tensor:
     return tv_decode_jpeg(torch.from_numpy(buf), mode=mode).permute(1, 2, 0)
 
 
+def _reason(e: Exception) -> str:
+    """A decoder's error in a few words: torchvision's start with the C++ file and line it was
+    raised at (`decode_jpeg, /__w/vision/.../decode_jpeg.cpp:171, Not a JPEG file: ...`)."""
+    return re.sub(r"^decode_jpeg, \S+:\d+, ", "", first_line(e)) or type(e).__name__
+
+
 @dataclass(frozen=True, eq=False)  # eq=False: no == over tensors
 class JpegBatch:
     """A batch of JPEG files: their bytes one after another, and each file's length. One tensor
@@ -283,8 +291,8 @@ def decode_batch(encoded: JpegBatch | list[torch.Tensor], channels: int, device)
         with torch.cuda.stream(side):  # (a no-op for None)
             batch = torch.stack(tv_decode_jpeg(encoded, mode=mode, device=device))
     except RuntimeError as e:
-        raise DataError(f"a JPEG of this batch does not decode on {device}: "
-                        f"{str(e).splitlines()[0]}") from None
+        raise DataError(f"a JPEG of this batch does not decode on {device}: {_reason(e)}"
+                        ) from None
     if side is not None:
         # nvJPEG's hardware decoder writes its outputs without waiting for the stream it is
         # given (pytorch/vision#9606): memory the training stream freed but still reads must
