@@ -31,9 +31,10 @@ export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1 ALEXNET_CACHE=/tmp/al
   ALEXNET_DEBUG=1
 A="python3 -m alexnet.cli"
 pack() {
-  # The LRN backward's choices, each strategy's time a shape, from every step that ran one
-  # (lrn_auto.py writes them to the cache at a shape's first backward: bench, sweep, train-*).
-  cp "$ALEXNET_CACHE"/lrn-backward-*.json "$WORK"/ 2>/dev/null
+  # The Triton LRN's choices (backward: strategy and tile; forward: tile), each option's time a
+  # shape, from every step that ran them (lrn_auto.py writes them to the cache at a shape's first
+  # call: bench, sweep, train-*).
+  cp "$ALEXNET_CACHE"/lrn-*.json "$WORK"/ 2>/dev/null
   { for f in "$WORK"/*.txt; do echo "=== $(basename "$f")"; tail -n 40 "$f"; done; } \
     > "$OUT/summary.txt" 2>&1
   (cd "$WORK" && tar czf "$OUT/check.tgz" ./*.txt ./*.json ./*/metrics.jsonl ./*/results.json \

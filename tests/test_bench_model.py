@@ -106,17 +106,19 @@ def test_batch_sweep_reports_each_batch_and_the_best(capsys, monkeypatch):
     assert set(r["rates"]) == {"1", "2"} and set(r["best"]) == {"c", "d"}
     for key, batch in r["best"].items():
         assert r["rates"][batch][key] == max(r["rates"][b][key] for b in r["rates"])
-    assert r["lrn_backward"] == []  # on a CPU nothing is timed (lrn_auto.py)
-    # On a GPU: each shape's LRN backward and the strategies' times (a fake choice here)
-    key = "torch.bfloat16|torch.bfloat16|(2, 96, 55, 55)|(290400, 1, 5280, 96)|..."
-    monkeypatch.setattr(bench, "backward_choices", lambda: [
-        {"gpu": "G", "key": key, "strategy": "sweep", "ms": {"two-pass": 0.5, "sweep": 0.25}},
-        {"gpu": "G", "key": key.replace("(2,", "(1,"), "strategy": "fused", "ms": {}}])
+    assert r["lrn_launch"] == []  # on a CPU nothing is timed (lrn_auto.py)
+    # On a GPU: how the LRN kernels ran each shape, and each option's time (faked here)
+    shape = {"dtype": "bfloat16", "shape": "(2, 96, 55, 55)"}
+    monkeypatch.setattr(bench, "triton_choices", lambda: [
+        {"kind": "backward", **shape, "choice": "sweep 1024x4",
+         "ms": {"two-pass 1024x4": 0.5, "sweep 1024x4": 0.25}},
+        {"kind": "forward", **shape, "choice": "512x4", "ms": {}}])
     assert main(sweep) == 0
     out = capsys.readouterr().out
     assert "| 2 |" in out and "best: c at batch" in out
-    assert "  bfloat16 (2, 96, 55, 55): sweep (two-pass 0.500, sweep 0.250)" in out
-    assert "  bfloat16 (1, 96, 55, 55): fused (an earlier run's choice)" in out
+    assert ("  backward bfloat16 (2, 96, 55, 55): sweep 1024x4 (two-pass 1024x4 0.500, "
+            "sweep 1024x4 0.250)") in out
+    assert "  forward bfloat16 (2, 96, 55, 55): 512x4 (an earlier run's choice)" in out
     assert main(sweep[:-1] + ["1,x"]) == 2
 
 

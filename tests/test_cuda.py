@@ -87,8 +87,9 @@ def test_triton_matches_float64(dtype, channels_last, shape, groups, strategy, m
 
 @needs_triton
 def test_auto_backward_times_on_the_gpu_and_keeps_the_fastest(tmp_path, monkeypatch):
-    """lrn_triton.BACKWARD = "auto" (the default): the strategies timed on this GPU at a shape's
-    first backward, the fastest run and kept, on disk too, with every strategy's time."""
+    """lrn_triton.BACKWARD and TILE = "auto" (the defaults): the strategies and tiles timed on this
+    GPU at a shape's first backward, the fastest run and kept, on disk too, with every option's
+    time; the forward's tiles likewise."""
     triton_module, auto = lrn_module.lrn_triton, lrn_module.lrn_triton.lrn_auto
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     for name in ("_CHOSEN", "_USED", "_SAVED"):
@@ -97,15 +98,23 @@ def test_auto_backward_times_on_the_gpu_and_keeps_the_fastest(tmp_path, monkeypa
     x = (activations((16, 96, 27, 27), channels_last=True) - 20).to(CUDA, torch.bfloat16)
     grad = torch.randn(x.shape).to(CUDA, torch.bfloat16).contiguous(
         memory_format=torch.channels_last)
-    dx = triton_module.backward(grad, x, groups=2, relu=True, strategy="auto")
-    (chosen,) = auto._CHOSEN.values()
-    assert chosen in triton_module.STRATEGIES
-    assert torch.equal(dx, triton_module.backward(grad, x, groups=2, relu=True, strategy=chosen))
-    (saved,) = tmp_path.glob("lrn-backward-*.json")
-    (found,) = json.loads(saved.read_text()).values()
-    assert found["strategy"] == chosen and set(found["ms"]) <= set(triton_module.STRATEGIES)
-    assert min(found["ms"], key=found["ms"].get) == chosen
-    print(f"auto chose {chosen!r} on {torch.cuda.get_device_name()}: {found['ms']} ms")
+    dx = triton_module.backward(grad, x, groups=2, relu=True)
+    y = triton_module.forward(x, groups=2, relu=True)
+    (saved,) = tmp_path.glob("lrn-*.json")
+    backward, forward = json.loads(saved.read_text()).values()
+    for found in (backward, forward):
+        assert found["choice"] in found["ms"] and len(found["ms"]) >= 2
+        assert min(found["ms"], key=found["ms"].get) == found["choice"]
+    how, tile = backward["choice"].split()
+    tile = tuple(int(v) for v in tile.split("x"))
+    assert torch.equal(dx, triton_module.backward(grad, x, groups=2, relu=True, strategy=how,
+                                                  tile=tile))
+    for name in forward["ms"]:  # the tiles compute each value alike: equal bit for bit
+        tile = tuple(int(v) for v in name.split("x"))
+        assert torch.equal(y, triton_module.forward(x, groups=2, relu=True, tile=tile)), name
+    for found in (backward, forward):
+        print(f"auto chose {found['choice']!r} on {torch.cuda.get_device_name()}: "
+              f"{found['ms']} ms")
 
 
 @needs_triton

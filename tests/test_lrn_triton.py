@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -330,13 +331,13 @@ def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
     assert launched == [lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel]
 
 
-def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypatch):
-    """BACKWARD = "auto" on a GPU: each strategy timed at a shape's first backward, the fastest
-    kept for the process and on disk (a resumed run takes the same); a strategy that does not
-    compile is passed over; nothing is timed while a CUDA graph is captured. The GPU is faked
-    (the timer says which strategy is fastest; no kernel runs)."""
+@pytest.fixture
+def fake_gpu(tmp_path, monkeypatch):
+    """lrn_auto on a faked GPU, with nothing chosen yet. Each option's run is recorded in `calls`
+    ((strategy, tile); the forward's as ("forward", tile)), nothing runs; the timer runs the
+    option and answers speeds[option] (5 ms unless set; None: it does not compile)."""
     from alexnet import lrn_auto
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     for name in ("_CHOSEN", "_USED", "_SAVED"):
         monkeypatch.setattr(lrn_auto, name, {})
     monkeypatch.setattr(lrn_auto, "_READ", set())
@@ -344,87 +345,107 @@ def test_auto_times_each_strategy_once_and_keeps_the_fastest(tmp_path, monkeypat
     monkeypatch.setattr(lrn_auto, "_gpu", lambda device: "Fake-GPU-triton3")
     capturing = [False]
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
-    timed, speeds = [], {"two-pass": 3.0, "fused": 1.0, "sweep": 2.0}
+    calls, timed, speeds = [], [], {}
+    monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: calls.append((how, args[-1])))
+    monkeypatch.setattr(lrn_triton, "_launch", lambda kernel, x, tensors, *args: calls.append(
+        ("forward", args[-1])))
 
     def time_ms(fn, device):
-        how = lrn_triton.STRATEGIES[len(timed) % 3]
-        timed.append(how)
-        if speeds[how] is None:
+        fn()
+        timed.append(calls[-1])
+        if speeds.get(calls[-1], 5.0) is None:
             raise RuntimeError("does not compile")
-        return speeds[how]
+        return speeds.get(calls[-1], 5.0)
     monkeypatch.setattr(lrn_auto, "_time_ms", time_ms)
-    launched = []
-    monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: launched.append(how))
+
+    def forget():  # as a new process starts
+        for kept in (lrn_auto._CHOSEN, lrn_auto._USED, lrn_auto._SAVED, lrn_auto._READ):
+            kept.clear()
+    return SimpleNamespace(auto=lrn_auto, calls=calls, timed=timed, speeds=speeds,
+                           capturing=capturing, forget=forget,
+                           file=tmp_path / "lrn-Fake-GPU-triton3.json")
+
+
+def test_auto_times_each_option_once_and_keeps_the_fastest(fake_gpu):
+    """BACKWARD and TILE "auto" on a GPU: each (strategy, tile) of the backward and each tile of
+    the forward timed at a shape's first call, the fastest kept for the process and on disk with
+    every option's time (a resumed run takes the same without timing, and can report them)."""
+    g = fake_gpu
     x = activations((1, 4, 3, 3))
+    g.speeds.update({("fused", (1024, 8)): 1.0, ("sweep", (1024, 4)): 2.0,
+                     ("forward", (512, 4)): 1.5})
     lrn_triton.backward(x, x)
-    assert timed == list(lrn_triton.STRATEGIES) and launched == ["fused"]
+    tiles = lrn_triton.TILES_TIMED
+    assert sorted(g.timed) == sorted([(s, t) for s in ("two-pass", "fused") for t in tiles]
+                                     + [("sweep", (1024, 4)), ("sweep", (1024, 8))])  # its warps
+    assert g.calls[-1] == ("fused", (1024, 8))
     lrn_triton.backward(x, x)  # the same shape: not timed again
-    assert len(timed) == 3 and launched == ["fused", "fused"]
-    saved = json.loads((tmp_path / "cache" / "lrn-backward-Fake-GPU-triton3.json").read_text())
-    assert list(saved.values()) == [{"strategy": "fused", "ms": speeds}]  # every one's time
-    assert [(u["strategy"], u["ms"]) for u in lrn_auto.used()] == [("fused", speeds)]
-    # the next process reads it (a resume takes what the run took), and reports what it read
-    for kept in (lrn_auto._CHOSEN, lrn_auto._USED, lrn_auto._SAVED, lrn_auto._READ):
-        kept.clear()
+    assert len(g.timed) == 8 and g.calls[-1] == ("fused", (1024, 8))
+    lrn_triton.forward(x)
+    assert g.timed[8:] == [("forward", t) for t in tiles] and g.calls[-1] == ("forward", (512, 4))
+    saved = json.loads(g.file.read_text())
+    assert [v["choice"] for v in saved.values()] == ["fused 1024x8", "512x4"]
+    assert list(saved.values())[0]["ms"]["sweep 1024x4"] == 2.0 and len(saved) == 2
+    g.forget()  # the next process reads them (a resume takes what the run took)
     lrn_triton.backward(x, x)
-    assert len(timed) == 3 and launched[-1] == "fused"
-    assert [(u["strategy"], u["ms"]) for u in lrn_auto.used()] == [("fused", speeds)]
-    # another shape, during a CUDA graph's capture: the fallback, nothing timed or kept
+    lrn_triton.forward(x)
+    assert len(g.timed) == 11 and g.calls[-2:] == [("fused", (1024, 8)), ("forward", (512, 4))]
+    used = g.auto.used()
+    assert [(u["kind"], u["dtype"], u["shape"], u["choice"]) for u in used] == [
+        ("backward", "float32", "(1, 4, 3, 3)", "fused 1024x8"),
+        ("forward", "float32", "(1, 4, 3, 3)", "512x4")]
+    assert used[0]["ms"] == list(saved.values())[0]["ms"]
+    # A strategy or tile given: only the rest is timed; both given: nothing is.
+    lrn_triton.backward(x, x, strategy="sweep")
+    assert g.timed[11:] == [("sweep", (1024, 4)), ("sweep", (1024, 8))]
+    lrn_triton.backward(x, x, tile=(512, 4))
+    assert g.timed[13:] == [(s, (512, 4)) for s in lrn_triton.STRATEGIES]
+    lrn_triton.backward(x, x, strategy="fused", tile=(512, 4))
+    assert len(g.timed) == 16 and g.calls[-1] == ("fused", (512, 4))
+
+
+def test_auto_falls_back_passes_over_and_raises_as_it_should(fake_gpu):
+    """While a CUDA graph is captured nothing is timed (the fallback runs, nothing is kept); an
+    option that does not compile is passed over, said; if none compiles, its error; a CUDA error
+    is raised at once (it is sticky: the others would fail after it)."""
+    g = fake_gpu
     y = activations((1, 8, 3, 3))
-    capturing[0] = True
+    g.capturing[0] = True
     lrn_triton.backward(y, y)
-    assert len(timed) == 3 and launched[-1] == lrn_triton.FALLBACK
-    # outside it: timed, the one that fails to compile passed over, said; none: its error
-    capturing[0] = False
-    speeds["fused"] = None
-    with pytest.warns(UserWarning, match="LRN backward 'fused' left out on this GPU: does not"):
+    lrn_triton.forward(y)
+    assert g.timed == [] and g.calls == [(lrn_triton.FALLBACK, lrn_triton.FALLBACK_TILE),
+                                         ("forward", lrn_triton.FALLBACK_TILE)]
+    g.capturing[0] = False
+    g.speeds.update({("fused", (1024, 8)): None, ("fused", (1024, 4)): 1.0})
+    with pytest.warns(UserWarning, match="LRN backward 'fused 1024x8' left out on this GPU: does"):
         lrn_triton.backward(y, y)
-    assert len(timed) == 6 and launched[-1] == "sweep"
-    saved = json.loads((tmp_path / "cache" / "lrn-backward-Fake-GPU-triton3.json").read_text())
-    assert sorted(v["strategy"] for v in saved.values()) == ["fused", "sweep"]  # added to it
-    assert list(saved.values())[1]["ms"] == {"two-pass": 3.0, "sweep": 2.0}  # fused left out
-    speeds.update({"two-pass": None, "sweep": None})
+    assert len(g.timed) == 8 and g.calls[-1] == ("fused", (1024, 4))
+    g.speeds.update({(s, (512, 4)): None for s in lrn_triton.STRATEGIES})
     with pytest.raises(RuntimeError, match="does not compile"), pytest.warns(UserWarning):
-        lrn_triton.backward(*(2 * (activations((1, 12, 3, 3)),)))
-    # a CUDA error is sticky: raised at once, the others not tried after it
-    speeds.update({"two-pass": 1.0, "sweep": 1.0})
-    monkeypatch.setattr(lrn_auto, "_time_ms", lambda fn, device: (_ for _ in ()).throw(
-        RuntimeError("CUDA error: an illegal memory access was encountered")))
+        lrn_triton.backward(y, y, tile=(512, 4))
+    g.auto._time_ms = lambda fn, device: (_ for _ in ()).throw(
+        RuntimeError("CUDA error: an illegal memory access was encountered"))
     with pytest.raises(RuntimeError, match="illegal memory access"):
         lrn_triton.backward(*(2 * (activations((1, 16, 3, 3)),)))
 
 
-def test_auto_reads_session_29s_choices_and_times_a_strategy_it_does_not_know(tmp_path,
-                                                                              monkeypatch):
-    """A choices file of session 29 held each shape's strategy by name alone: it is still read (no
-    timing, no times to report). A name this version does not run is timed again; times that do
-    not read as numbers are left out."""
-    from alexnet import lrn_auto
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
-    monkeypatch.setattr(lrn_auto, "_timed_here", lambda x: True)
-    monkeypatch.setattr(lrn_auto, "_gpu", lambda device: "Fake-GPU")
-    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
-    timed = []
-    monkeypatch.setattr(lrn_auto, "_time_ms", lambda fn, device: timed.append(1) or len(timed))
-    launched = []
-    monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: launched.append(how))
+def test_auto_leaves_out_what_it_cannot_read_in_its_file(fake_gpu):
+    """A damaged choices file: an entry that is not a choice, or names an option this version does
+    not run, is timed again; times that do not read as numbers are left out."""
+    g = fake_gpu
     x = activations((1, 4, 3, 3))
-    path = tmp_path / "lrn-backward-Fake-GPU.json"
-    damaged = {"strategy": "fused", "ms": {"fused": "x", "sweep": 0.5, "two-pass": None}}
-    for saved, runs, times in (("sweep", "sweep", 0), ("warp", "two-pass", 3),
-                               ({"strategy": "fused", "ms": None}, "fused", 0),
-                               (damaged, "fused", 0)):
-        for name in ("_CHOSEN", "_USED", "_SAVED"):
-            monkeypatch.setattr(lrn_auto, name, {})
-        monkeypatch.setattr(lrn_auto, "_READ", set())
-        lrn_triton.backward(x, x)  # (the first to time: two-pass, at 1 ms)
-        (key,) = json.loads(path.read_text())
-        path.write_text(json.dumps({key: saved}))
-        for kept in (lrn_auto._CHOSEN, lrn_auto._USED, lrn_auto._SAVED, lrn_auto._READ):
-            kept.clear()
-        timed.clear()
-        lrn_triton.backward(x, x)
-        assert launched[-1] == runs and len(timed) == times, saved
-        if isinstance(saved, dict):
-            (used,) = lrn_auto.used()
-            assert used["ms"] == ({"sweep": 0.5} if saved is damaged else {})
+    lrn_triton.backward(x, x)
+    (key,) = json.loads(g.file.read_text())
+    damaged = {"choice": "sweep 1024x8", "ms": {"fused 1024x4": "x", "sweep 1024x8": 0.5}}
+    for saved, runs, timed in (("sweep", lrn_triton.FALLBACK, 8),
+                               ({"choice": "warp 1x1", "ms": {}}, lrn_triton.FALLBACK, 8),
+                               ({"choice": "sweep 1024x8", "ms": None}, "sweep", 0),
+                               (damaged, "sweep", 0)):
+        g.file.write_text(json.dumps({key: saved}))
+        g.forget()
+        g.timed.clear()
+        lrn_triton.backward(x, x)  # all at 5 ms: the first timed, two-pass 1024x4, is kept
+        assert g.calls[-1][0] == runs and len(g.timed) == timed, saved
+        if isinstance(saved, dict) and timed == 0:
+            (used,) = g.auto.used()
+            assert used["ms"] == ({"sweep 1024x8": 0.5} if saved is damaged else {})

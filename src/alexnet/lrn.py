@@ -128,9 +128,9 @@ def triton_error() -> str | None:
     return _triton_error
 
 
-def backward_choices() -> list[dict]:
-    """The Triton backward's strategy for each shape this process ran on a GPU, with each
-    strategy's time (lrn_auto.used); none without Triton."""
+def triton_choices() -> list[dict]:
+    """The Triton kernels' launch (backward: strategy and tile; forward: tile) for each shape this
+    process ran on a GPU, with each option's time (lrn_auto.used); none without Triton."""
     return lrn_triton.lrn_auto.used() if lrn_triton is not None else []
 
 

@@ -1,13 +1,13 @@
-"""The LRN backward's strategy chosen by timing it on the GPU (lrn_triton.BACKWARD = "auto").
+"""The Triton LRN's launch chosen by timing it on the GPU: the backward's strategy and tile, the
+forward's tile (lrn_triton.BACKWARD and TILE: "auto").
 
-At the first backward of each shape (dtypes, sizes, strides, parameters) on a GPU, each of
-lrn_triton's strategies is run and timed and the fastest kept: for the process, and on disk, with
-every strategy's time, in cache_dir()/lrn-backward-<GPU>-triton<version>.json. Later processes (a
-resumed run) take the same one without timing again, and `alexnet bench model` (`used`) and
-scripts/cuda_check.sh show what was measured.
+At the first call of each shape (dtypes, sizes, strides, parameters) on a GPU, each option is run
+and timed and the fastest kept: for the process, and on disk, with every option's time, in
+cache_dir()/lrn-<GPU>-triton<version>.json. Later processes (a resumed run) take the same one
+without timing again, and `alexnet bench model` (`used`) and scripts/cuda_check.sh show what was
+measured.
 
-    strategy = choose(grad, x, params, run=lambda how: ..., strategies=STRATEGIES,
-                      fallback=FALLBACK)
+    name = choose("backward", (x, grad), params, {"sweep 1024x4": run_it, ...}, "two-pass 1024x4")
 """
 from __future__ import annotations
 
@@ -25,21 +25,24 @@ from .errors import first_line
 from .io import atomic_write_json
 from .machine import cache_dir
 
-_CHOSEN: dict[tuple[str, str], str] = {}   # (GPU, shape key): strategy; read with no lock
-_USED: dict[tuple[str, str], dict] = {}    # the same keys: {"strategy", "ms": {strategy: ms}}
+_CHOSEN: dict[tuple[str, str], str] = {}   # (GPU, call key): option's name; read with no lock
+_USED: dict[tuple[str, str], dict] = {}    # the same keys: {"choice", "ms": {option: ms}}
 _SAVED: dict[tuple[str, str], dict] = {}   # what the files of the GPUs in _READ hold
 _READ: set[str] = set()                    # GPUs whose file has been read
 _LOCK = threading.Lock()
 
 
-def choose(grad, x, params, run, strategies, fallback: str) -> str:
-    """The strategy to run for this backward. `run(strategy)` runs one (into a scratch dx);
-    params: the launch's (size, alpha, beta, k, groups, relu, tile). Off CUDA, and while a CUDA
-    graph is captured (nothing may wait for the GPU then), `fallback` without timing."""
+def choose(kind: str, tensors, params, runs: dict, fallback: str) -> str:
+    """The name of the option of `runs` to run for this call of `kind` ("forward", "backward")
+    on `tensors` (x first) with the LRN's `params`; runs[name]() runs one (into scratch outputs).
+    Off CUDA, and while a CUDA graph is captured (nothing may wait for the GPU then), `fallback`
+    without timing."""
+    x = tensors[0]
     if not _timed_here(x):
         return fallback
     gpu = _gpu(x.device)
-    key = (gpu, f"{x.dtype}|{grad.dtype}|{tuple(x.shape)}|{x.stride()}|{grad.stride()}|{params}")
+    key = (gpu, "|".join([kind, *(f"{t.dtype}|{tuple(t.shape)}|{t.stride()}" for t in tensors),
+                          str(params), ",".join(runs)]))
     chosen = _CHOSEN.get(key)  # every backward after the first: no lock, no file
     if chosen is not None:
         return chosen
@@ -49,38 +52,44 @@ def choose(grad, x, params, run, strategies, fallback: str) -> str:
                 _READ.add(gpu)
                 _SAVED.update({(gpu, k): v for k, v in _read_choices(gpu).items()})
             found = _SAVED.get(key)
-            if found is None or found["strategy"] not in strategies:  # (another version's)
+            if found is None or found["choice"] not in runs:  # (a damaged file's)
                 if torch.cuda.is_current_stream_capturing():
                     return fallback
-                found = _fastest(run, strategies, x.device)
+                found = _fastest(kind, runs, x.device)
                 _write_choice(gpu, key[1], found)
             _USED[key] = found
-            _CHOSEN[key] = found["strategy"]
+            _CHOSEN[key] = found["choice"]
         return _CHOSEN[key]
 
 
 def used() -> list[dict]:
-    """The choices this process's backwards ran, one dict a shape: gpu, key, strategy and ms
-    (each strategy's milliseconds where this process or the one that chose timed them)."""
-    return [{"gpu": gpu, "key": key, **found} for (gpu, key), found in list(_USED.items())]
+    """What this process's calls ran on the GPU, one dict a call shape: kind, dtype, shape,
+    choice, and ms (each option's milliseconds, as this process or the one that chose timed
+    them)."""
+    out = []
+    for (_, key), found in list(_USED.items()):
+        kind, dtype, shape = key.split("|")[:3]
+        out.append({"kind": kind, "dtype": dtype.removeprefix("torch."), "shape": shape,
+                    **found})
+    return out
 
 
-def _fastest(run, strategies, device) -> dict:
-    """Each strategy timed; the fastest. One that fails to compile or to find memory here (an
+def _fastest(kind: str, runs: dict, device) -> dict:
+    """Each option timed; the fastest. One that fails to compile or to find memory here (an
     older triton; two-pass's scratch) is passed over with a warning; a CUDA error is raised at
     once (it is sticky: the others would fail after it)."""
     times, error = {}, None
-    for how in strategies:
+    for name, run in runs.items():
         try:
-            times[how] = _time_ms(lambda how=how: run(how), device)
+            times[name] = _time_ms(run, device)
         except Exception as e:  # noqa: BLE001 (which errors a compile raises varies by version)
             if "CUDA error" in str(e):
                 raise
             error = e
-            warnings.warn(f"LRN backward {how!r} left out on this GPU: {first_line(e)}")
+            warnings.warn(f"LRN {kind} {name!r} left out on this GPU: {first_line(e)}")
     if not times:
         raise error
-    return {"strategy": min(times, key=times.get), "ms": times}
+    return {"choice": min(times, key=times.get), "ms": times}
 
 
 def _timed_here(x) -> bool:
@@ -110,19 +119,20 @@ def _gpu(device) -> str:
 
 
 def _choices_path(gpu: str) -> Path:
-    return cache_dir() / f"lrn-backward-{gpu}.json"
+    return cache_dir() / f"lrn-{gpu}.json"
 
 
 def _read_choices(gpu: str) -> dict[str, dict]:
-    """{shape key: {"strategy", "ms"}}; a file of session 29 held the strategy's name alone.
-    What does not read as that (a damaged file) is left out, as if never timed."""
+    """{call key: {"choice", "ms"}}. What does not read as that (a damaged file) is left out, as
+    if never timed. (Session 29's lrn-backward-*.json, the strategy alone, is not read: its
+    choices were made at one tile.)"""
     try:
         saved = json.loads(_choices_path(gpu).read_text())
-        found = {k: v if isinstance(v, dict) else {"strategy": v} for k, v in saved.items()}
+        found = {k: v for k, v in saved.items() if isinstance(v, dict)}
     except (OSError, ValueError, AttributeError):  # none yet, unreadable, or not a dict
         return {}
-    return {k: {"strategy": v["strategy"], "ms": _times(v.get("ms"))}
-            for k, v in found.items() if isinstance(v.get("strategy"), str)}
+    return {k: {"choice": v["choice"], "ms": _times(v.get("ms"))}
+            for k, v in found.items() if isinstance(v.get("choice"), str)}
 
 
 def _times(ms) -> dict[str, float]:

@@ -20,8 +20,8 @@ work. The backward needs s at the `size` channels whose window holds m, three wa
 "two-pass", a first kernel writes each channel's own terms, t = g a s^(-beta-1) and w = g s^-beta,
 to float32 scratch, and a second sums `size` shifted tiles of t; "fused" recomputes s at those
 channels from 2*size-1 shifted input tiles; "sweep" has each program walk a group's channels in
-order for its pixels, carrying the last `size` channels' terms in registers. Which one runs is
-timed on the GPU at first use (BACKWARD = "auto"). Storage is float32, bfloat16 or float16;
+order for its pixels, carrying the last `size` channels' terms in registers. Which one runs, and
+each kernel's tile, is timed on the GPU at first use (BACKWARD and TILE "auto"). Storage is float32, bfloat16 or float16;
 arithmetic is float32. Pixels (h, w) are addressed through one stride, so NCHW and channels_last
 (and views whose rows flatten that way) run in place, without a copy.
 
@@ -31,6 +31,7 @@ The launchers take tensors on any device Triton runs on: CUDA, or the CPU under 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import triton
@@ -255,12 +256,15 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
         raise TypeError(f"LRN kernel takes {DTYPES}, got {x.dtype}")
 
 
-# (values per program, warps): what each kernel launches with unless told otherwise. The fused
-# backward holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167
-# registers a thread for sm_90 (95 with 8 warps; no spills either way; compiled by triton 3.8
-# without a GPU, counted by cuobjdump: scripts/lrn_tiles.py --registers, session 27). Which runs
-# faster is for a GPU to say: scripts/lrn_tiles.py times the options there.
-TILE = {"forward": (1024, 4), "backward": (1024, 4)}
+# The tile, (values per program, warps), each kernel launches with unless told otherwise: "auto"
+# times TILES_TIMED on a GPU at a shape's first call and keeps the fastest (lrn_auto.py; for the
+# backward, each strategy at each tile); where nothing is timed, FALLBACK_TILE. The fused backward
+# holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167 registers a
+# thread for sm_90 (95 with 8 warps, as at 512 and 4; no spills; triton 3.8, counted by cuobjdump:
+# scripts/lrn_tiles.py --registers, session 27). Which runs faster is for a GPU to say.
+TILE = {"forward": "auto", "backward": "auto"}
+TILES_TIMED = ((1024, 4), (1024, 8), (512, 4))
+FALLBACK_TILE = (1024, 4)
 # The backward's strategies. "fused": one kernel; each program recomputes s at the `size`
 # channels whose window holds its own (2*size-1 input tiles, `size` powers a value); on the H200 it
 # took 0.9 ms of c's 4.9 ms step at batch 64, twenty times what its memory traffic needs (session
@@ -274,9 +278,9 @@ TILE = {"forward": (1024, 4), "backward": (1024, 4)}
 # sm_90: BENCHMARKS.md, sessions 28 and 29; none has been timed on a GPU yet.
 STRATEGIES = ("two-pass", "fused", "sweep")
 # Which one runs: a strategy's name, or "auto" (lrn_auto.py): on a GPU each strategy is timed at
-# the first backward of each shape and the fastest kept, for the process and on disk per GPU model
-# and triton version, so that later processes (a resumed run) usually take the same one without
-# timing again. They differ only in the last bits (the compiler contracts each otherwise), less
+# the first backward of each shape (at each tile of TILES_TIMED, with TILE "auto") and the fastest
+# kept, for the process and on disk per GPU model and triton version, so that later processes (a
+# resumed run) usually take the same one without timing again. They differ only in the last bits (the compiler contracts each otherwise), less
 # than cuDNN's own run-to-run differences on a GPU. DDP ranks time on their own and may differ.
 # Before a GPU has timed them (on the CPU, in the interpreter; while a CUDA graph is captured):
 # FALLBACK, the fewest instructions a value by the sm_90 count.
@@ -349,13 +353,16 @@ def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0
             k: float = 2.0, groups: int = 1, relu: bool = False,
             tile: tuple[int, int] | None = None) -> torch.Tensor:
     """The LRN of x (of ReLU(x) with relu: one pass, no ReLU output in memory), in x's dtype and
-    layout (empty_like keeps a dense x's strides). tile: (values per program, warps), default
-    TILE["forward"]."""
+    layout (empty_like keeps a dense x's strides). tile: (values per program, warps) or "auto",
+    default TILE["forward"]."""
     _check(x, size, groups)
     y = torch.empty_like(x)
     if x.numel():
-        _launch(_lrn_fwd_kernel, x, (x, y), size, alpha, beta, k, groups, relu,
-                tile or TILE["forward"])
+        params = (size, alpha, beta, k, groups, relu)
+        tiles = _tiles(tile or TILE["forward"])
+        _, tile = _choose("forward", (x,), params, [(None, t) for t in tiles],
+                          lambda _, t: _launch(_lrn_fwd_kernel, x, (x, y), *params, t))
+        _launch(_lrn_fwd_kernel, x, (x, y), *params, tile)
     return y
 
 
@@ -365,8 +372,9 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
              strategy: str | None = None) -> torch.Tensor:
     """dL/dx given dL/dy = grad (any of DTYPES, either layout: read as it is), in x's dtype and
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
-    forward. tile: (values per program, warps), default TILE["backward"] ("sweep" takes its warps
-    only). strategy: one of STRATEGIES or "auto" (see BACKWARD), default BACKWARD; each computes
+    forward. tile: (values per program, warps) or "auto", default TILE["backward"] ("sweep" takes
+    its warps only). strategy: one of STRATEGIES or "auto" (see BACKWARD), default BACKWARD; each
+    computes
     the same float32 operations in the same order
     (equal bit for bit in the interpreter; compiled, the fused and sweep kernels may contract a
     multiply and a subtraction into one FMA that the two passes round apart)."""
@@ -381,20 +389,47 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     dx = torch.empty_like(x)
     if not x.numel():
         return dx
-    params = (size, alpha, beta, k, groups, relu, tile or TILE["backward"])
-    if strategy == "auto":  # timed on a GPU at the shape's first backward (lrn_auto.py)
-        strategy = lrn_auto.choose(grad, x, params, lambda how: _run(how, grad, x, dx, params),
-                                   STRATEGIES, FALLBACK)
-    _run(strategy, grad, x, dx, params)
+    params = (size, alpha, beta, k, groups, relu)
+    options, seen = [], set()
+    for how in (STRATEGIES if strategy == "auto" else (strategy,)):
+        for t in _tiles(tile or TILE["backward"]):
+            if (how, t[1] if how == "sweep" else t) not in seen:  # sweep: the warps alone count
+                seen.add((how, t[1] if how == "sweep" else t))
+                options.append((how, t))
+    strategy, tile = _choose("backward", (x, grad), params, options,
+                             lambda how, t: _run(how, grad, x, dx, params, t))
+    _run(strategy, grad, x, dx, params, tile)
     return dx
 
 
-def _run(strategy: str, grad, x, dx, params) -> None:
+def _run(strategy: str, grad, x, dx, params, tile) -> None:
     if strategy == "fused":
-        _launch(_lrn_bwd_kernel, x, (x, grad, dx), *params)
+        _launch(_lrn_bwd_kernel, x, (x, grad, dx), *params, tile)
     elif strategy == "sweep":
-        _launch(_lrn_bwd_sweep_kernel, x, (x, grad, dx), *params)
+        _launch(_lrn_bwd_sweep_kernel, x, (x, grad, dx), *params, tile)
     else:  # t in float32 whatever x's dtype: the fused kernel keeps it in fp32 registers too
         t, w = (torch.empty_like(x, dtype=torch.float32) for _ in range(2))
-        _launch(_lrn_bwd_terms_kernel, x, (x, grad, t, w), *params)
-        _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params)
+        _launch(_lrn_bwd_terms_kernel, x, (x, grad, t, w), *params, tile)
+        _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params, tile)
+
+
+def _tiles(tile) -> tuple:
+    return TILES_TIMED if tile == "auto" else (tuple(tile),)
+
+
+def _choose(kind: str, tensors, params, options: list, run) -> tuple:
+    """The (strategy, tile) of `options` to run: the only one, or the fastest on this GPU
+    (lrn_auto.choose: timed at a shape's first call); where nothing is timed, the fallback's
+    (FALLBACK, FALLBACK_TILE), as far as the options leave them open."""
+    if len(options) == 1:
+        return options[0]
+    strategies, tiles = {o[0] for o in options}, {o[1] for o in options}
+    fallback = (FALLBACK if len(strategies) > 1 else options[0][0],
+                FALLBACK_TILE if len(tiles) > 1 else options[0][1])
+    names = {_name(*o): o for o in options}
+    runs = {name: functools.partial(run, *o) for name, o in names.items()}
+    return names.get(lrn_auto.choose(kind, tensors, params, runs, _name(*fallback)), fallback)
+
+
+def _name(strategy: str | None, tile) -> str:
+    return f"{strategy + ' ' if strategy else ''}{tile[0]}x{tile[1]}"

@@ -35,7 +35,7 @@ from torch import nn
 
 from .. import accel
 from ..errors import AlexNetError, at_least
-from ..lrn import LocalResponseNorm, backward_choices, kernel_error, lrn_backend, triton_error
+from ..lrn import LocalResponseNorm, kernel_error, lrn_backend, triton_choices, triton_error
 from ..masters import MasterWeights
 from ..model import alexnet
 from ..parallel import resolve_device
@@ -336,7 +336,7 @@ def measure(args) -> dict:
     if "e" in keys and any(t.masters for t in trainees if t.key == "c"):
         result["weight_update"] = measure_weight_update(args.num_classes)  # benchmarks/update.py
     result["busy"] = {**busy_before, "load_average_after": os.getloadavg()[0]}
-    result["lrn_backward"] = backward_choices()
+    result["lrn_launch"] = triton_choices()
     return result
 
 
@@ -389,17 +389,16 @@ def format_report(r: dict) -> str:
                   f"parameters): autocast's casts + "
                   f"fused SGD {w['autocast_ms']:.0f} ms, the bf16 copies' kernel "
                   f"{w['copies_ms']:.0f} ms: {w['ratio']:.1f}x"]
-    return "\n".join(lines + _lrn_backward_lines(r))
+    return "\n".join(lines + _lrn_launch_lines(r))
 
 
-def _lrn_backward_lines(r: dict) -> list[str]:
-    """Which LRN backward each shape ran on the GPU, and each strategy's time (lrn_auto.py)."""
+def _lrn_launch_lines(r: dict) -> list[str]:
+    """How the Triton LRN ran each shape on the GPU, and each option's time (lrn_auto.py)."""
     lines = []
-    for c in r.get("lrn_backward", []):
-        dtype, _, shape = c["key"].split("|")[:3]
+    for c in r.get("lrn_launch", []):
         times = ", ".join(f"{k} {v:.3f}" for k, v in c["ms"].items()) or "an earlier run's choice"
-        lines.append(f"  {dtype.removeprefix('torch.')} {shape}: {c['strategy']} ({times})")
-    return ["", "LRN backward, chosen by timing on this GPU (ms a call):", *lines] if lines else []
+        lines.append(f"  {c['kind']} {c['dtype']} {c['shape']}: {c['choice']} ({times})")
+    return ["", "LRN kernels, chosen by timing on this GPU (ms a call):", *lines] if lines else []
 
 
 def profile_c(args) -> dict:
@@ -469,7 +468,7 @@ def batch_sweep(args) -> dict:
     best = {k: max(fitted, key=lambda b: rates[b][k]) for k in keys} if fitted else {}
     return {"machine": machine(device), "device": device.type, "compile": args.compile,
             "steps": args.steps, "warmup": args.warmup, "rates": rates, "best": best,
-            "lrn_backward": backward_choices()}
+            "lrn_launch": triton_choices()}
 
 
 def format_sweep(r: dict) -> str:
@@ -482,7 +481,7 @@ def format_sweep(r: dict) -> str:
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
     lines += ["", "best: " + ", ".join(f"{k} at batch {b} ({r['rates'][b][k]:.0f} img/s)"
                                        for k, b in r["best"].items())]
-    return "\n".join(lines + _lrn_backward_lines(r))
+    return "\n".join(lines + _lrn_launch_lines(r))
 
 
 def run(args) -> int:
