@@ -5,7 +5,8 @@ On the H200 the LRN backward took 18% of c's step (session 27), far from what it
 needs; that fused kernel compiles to 167 registers a thread at the default tile. This times each
 tile, and each backward strategy (lrn_triton.STRATEGIES: "two-pass", "fused", and "sweep", since
 session 29, which takes a pixel a thread, 32 x warps pixels a program, whatever the tile's values;
-training takes the fastest at each shape, timed at first use: lrn_triton.BACKWARD = "auto"), and
+training takes the fastest strategy and tile at each shape, timed at first use: lrn_triton.BACKWARD
+and TILE "auto", among TILES_TIMED), and
 checks that each tile gives the first tile's outputs bit for bit (the arithmetic of each value does
 not depend on the tile) and that the strategies agree to bf16's rounding. Each layer runs as in c's
 step: bf16, channels_last, ReLU fused, groups=2.
@@ -151,14 +152,16 @@ def main() -> None:
         cells, ms = _one_tile(tile, inputs, reference, tiles[0], device, args.reps, strategies)
         totals.update({(tile, what): v for what, v in ms.items()})
         print(f"| {tile[0]}x{tile[1]} | " + " | ".join(cells) + " |")
-    print(f"\n(the defaults: tiles {lrn_triton.TILE}, backward {lrn_triton.BACKWARD!r})")
-    default = {"forward": [(lrn_triton.TILE["forward"], "forward")],
-               "backward": [(lrn_triton.TILE["backward"], lrn_triton.BACKWARD)]}
+    # Training takes the fastest itself, timed at each shape's first call (TILE and BACKWARD
+    # "auto", lrn_auto.py); the fallback runs where nothing is timed (a CUDA graph's capture).
+    fallback = {"forward": (lrn_triton.FALLBACK_TILE, "forward"),
+                "backward": (lrn_triton.FALLBACK_TILE, lrn_triton.FALLBACK)}
     for kind, whats in (("forward", ("forward",)), ("backward", strategies)):
         mine = {key: v for key, v in totals.items() if key[1] in whats}
         best = min(mine, key=mine.get)
-        than = "".join(f" (the default {t[0]}x{t[1]} {w}: {totals[(t, w)]:.3f} ms)"
-                       for t, w in default[kind] if (t, w) in totals)
+        t, w = fallback[kind]
+        than = f" (the fallback {t[0]}x{t[1]} {w}: {totals[(t, w)]:.3f} ms)" if (
+            (t, w) in totals) else ""
         print(f"fastest {kind}: {best[0][0]}x{best[0][1]} {best[1]}, {mine[best]:.3f} ms for "
               f"both layers{than}")
 

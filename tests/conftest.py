@@ -93,6 +93,21 @@ def _private_stats_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _triton_lrn_at_one_tile():
+    """On a GPU the Triton LRN's tests run at its fallback tile: with TILE "auto" every shape of
+    theirs would time, and first compile, each tile (about 200 compiles of a second each, past
+    the device script's limit). The test of "auto" itself sets it back. (On the CPU nothing is
+    timed: the fallback tile is what runs anyway.)"""
+    from alexnet import lrn
+    mp = pytest.MonkeyPatch()
+    if torch.cuda.is_available() and lrn.lrn_triton is not None:
+        tile = lrn.lrn_triton.FALLBACK_TILE
+        mp.setattr(lrn.lrn_triton, "TILE", {"forward": tile, "backward": tile})
+    yield
+    mp.undo()
+
+
 def write_image_folder(root, classes=("cat", "dog", "eel"), per_class=(3, 2),
                        size=(40, 30), seed=0, fmt="JPEG"):
     """An ImageFolder tree root/train/<class>/*, root/val/<class>/* of random RGB images.

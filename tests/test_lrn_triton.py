@@ -343,6 +343,7 @@ def fake_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(lrn_auto, "_READ", set())
     monkeypatch.setattr(lrn_auto, "_timed_here", lambda x: True)
     monkeypatch.setattr(lrn_auto, "_gpu", lambda device: "Fake-GPU-triton3")
+    monkeypatch.setattr(lrn_triton, "TILE", {"forward": "auto", "backward": "auto"})  # defaults
     capturing = [False]
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
     calls, timed, speeds = [], [], {}

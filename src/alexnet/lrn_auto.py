@@ -7,7 +7,8 @@ cache_dir()/lrn-<GPU>-triton<version>.json. Later processes (a resumed run) take
 without timing again, and `alexnet bench model` (`used`) and scripts/cuda_check.sh show what was
 measured.
 
-    name = choose("backward", (x, grad), params, {"sweep 1024x4": run_it, ...}, "two-pass 1024x4")
+    name = choose("backward", (x, grad), params, ("auto", "auto"),
+                  lambda: {"sweep 1024x4": run_it, ...}, "two-pass 1024x4")
 """
 from __future__ import annotations
 
@@ -25,29 +26,32 @@ from .errors import first_line
 from .io import atomic_write_json
 from .machine import cache_dir
 
-_CHOSEN: dict[tuple[str, str], str] = {}   # (GPU, call key): option's name; read with no lock
-_USED: dict[tuple[str, str], dict] = {}    # the same keys: {"choice", "ms": {option: ms}}
+_CHOSEN: dict[tuple, str] = {}             # a call's tensors, params, spec: option's name
+_USED: dict[tuple[str, str], dict] = {}    # (GPU, file key): {"choice", "ms": {option: ms}}
 _SAVED: dict[tuple[str, str], dict] = {}   # what the files of the GPUs in _READ hold
 _READ: set[str] = set()                    # GPUs whose file has been read
 _LOCK = threading.Lock()
 
 
-def choose(kind: str, tensors, params, runs: dict, fallback: str) -> str:
-    """The name of the option of `runs` to run for this call of `kind` ("forward", "backward")
-    on `tensors` (x first) with the LRN's `params`; runs[name]() runs one (into scratch outputs).
-    Off CUDA, and while a CUDA graph is captured (nothing may wait for the GPU then), `fallback`
-    without timing."""
+def choose(kind: str, tensors, params, spec, options, fallback: str) -> str:
+    """The name of the option to run for this call of `kind` ("forward", "backward") on
+    `tensors` (x first) with the LRN's `params` and what the caller left open (`spec`, hashable);
+    options() gives {name: run it (into scratch outputs)}, asked only when a shape is first
+    timed. Off CUDA, and while a CUDA graph is captured (nothing may wait for the GPU then),
+    `fallback` without timing."""
     x = tensors[0]
     if not _timed_here(x):
         return fallback
-    gpu = _gpu(x.device)
-    key = (gpu, "|".join([kind, *(f"{t.dtype}|{tuple(t.shape)}|{t.stride()}" for t in tensors),
-                          str(params), ",".join(runs)]))
-    chosen = _CHOSEN.get(key)  # every backward after the first: no lock, no file
+    # Every call after a shape's first: this tuple's lookup only, no lock, no file, no strings.
+    fast = (x.device, kind, *((t.dtype, t.shape, t.stride()) for t in tensors), params, spec)
+    chosen = _CHOSEN.get(fast)
     if chosen is not None:
         return chosen
     with _LOCK:  # the two-device split's towers run their backwards on two threads
-        if key not in _CHOSEN:
+        if fast not in _CHOSEN:
+            runs, gpu = options(), _gpu(x.device)
+            key = (gpu, "|".join([kind, *(f"{t.dtype}|{tuple(t.shape)}|{t.stride()}"
+                                          for t in tensors), str(params), ",".join(runs)]))
             if gpu not in _READ:
                 _READ.add(gpu)
                 _SAVED.update({(gpu, k): v for k, v in _read_choices(gpu).items()})
@@ -58,8 +62,8 @@ def choose(kind: str, tensors, params, runs: dict, fallback: str) -> str:
                 found = _fastest(kind, runs, x.device)
                 _write_choice(gpu, key[1], found)
             _USED[key] = found
-            _CHOSEN[key] = found["choice"]
-        return _CHOSEN[key]
+            _CHOSEN[fast] = found["choice"]
+        return _CHOSEN[fast]
 
 
 def used() -> list[dict]:

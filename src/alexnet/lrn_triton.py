@@ -21,9 +21,10 @@ work. The backward needs s at the `size` channels whose window holds m, three wa
 to float32 scratch, and a second sums `size` shifted tiles of t; "fused" recomputes s at those
 channels from 2*size-1 shifted input tiles; "sweep" has each program walk a group's channels in
 order for its pixels, carrying the last `size` channels' terms in registers. Which one runs, and
-each kernel's tile, is timed on the GPU at first use (BACKWARD and TILE "auto"). Storage is float32, bfloat16 or float16;
-arithmetic is float32. Pixels (h, w) are addressed through one stride, so NCHW and channels_last
-(and views whose rows flatten that way) run in place, without a copy.
+each kernel's tile, is timed on the GPU at first use (BACKWARD and TILE "auto"). Storage is
+float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are addressed through one
+stride, so NCHW and channels_last (and views whose rows flatten that way) run in place, without a
+copy.
 
 The launchers take tensors on any device Triton runs on: CUDA, or the CPU under TRITON_INTERPRET=1
 (how tests/test_lrn_triton.py checks them on a machine without a GPU).
@@ -280,10 +281,11 @@ STRATEGIES = ("two-pass", "fused", "sweep")
 # Which one runs: a strategy's name, or "auto" (lrn_auto.py): on a GPU each strategy is timed at
 # the first backward of each shape (at each tile of TILES_TIMED, with TILE "auto") and the fastest
 # kept, for the process and on disk per GPU model and triton version, so that later processes (a
-# resumed run) usually take the same one without timing again. They differ only in the last bits (the compiler contracts each otherwise), less
-# than cuDNN's own run-to-run differences on a GPU. DDP ranks time on their own and may differ.
-# Before a GPU has timed them (on the CPU, in the interpreter; while a CUDA graph is captured):
-# FALLBACK, the fewest instructions a value by the sm_90 count.
+# resumed run) usually take the same one without timing again. They differ only in the last bits
+# (the compiler contracts each otherwise), less than cuDNN's own run-to-run differences on a GPU.
+# DDP ranks time on their own and may differ. Before a GPU has timed them (on the CPU, in the
+# interpreter; while a CUDA graph is captured): FALLBACK, the fewest instructions a value by the
+# sm_90 count.
 BACKWARD = "auto"
 FALLBACK = "two-pass"
 
@@ -359,8 +361,7 @@ def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0
     y = torch.empty_like(x)
     if x.numel():
         params = (size, alpha, beta, k, groups, relu)
-        tiles = _tiles(tile or TILE["forward"])
-        _, tile = _choose("forward", (x,), params, [(None, t) for t in tiles],
+        _, tile = _choose("forward", (x,), params, None, tile or TILE["forward"],
                           lambda _, t: _launch(_lrn_fwd_kernel, x, (x, y), *params, t))
         _launch(_lrn_fwd_kernel, x, (x, y), *params, tile)
     return y
@@ -374,10 +375,9 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     layout; with relu, through ReLU's backward too. s is recomputed from x, not stored by the
     forward. tile: (values per program, warps) or "auto", default TILE["backward"] ("sweep" takes
     its warps only). strategy: one of STRATEGIES or "auto" (see BACKWARD), default BACKWARD; each
-    computes
-    the same float32 operations in the same order
-    (equal bit for bit in the interpreter; compiled, the fused and sweep kernels may contract a
-    multiply and a subtraction into one FMA that the two passes round apart)."""
+    computes the same float32 operations in the same order (equal bit for bit in the
+    interpreter; compiled, the fused and sweep kernels may contract a multiply and a subtraction
+    into one FMA that the two passes round apart)."""
     _check(x, size, groups)
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
@@ -390,13 +390,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     if not x.numel():
         return dx
     params = (size, alpha, beta, k, groups, relu)
-    options, seen = [], set()
-    for how in (STRATEGIES if strategy == "auto" else (strategy,)):
-        for t in _tiles(tile or TILE["backward"]):
-            if (how, t[1] if how == "sweep" else t) not in seen:  # sweep: the warps alone count
-                seen.add((how, t[1] if how == "sweep" else t))
-                options.append((how, t))
-    strategy, tile = _choose("backward", (x, grad), params, options,
+    strategy, tile = _choose("backward", (x, grad), params, strategy, tile or TILE["backward"],
                              lambda how, t: _run(how, grad, x, dx, params, t))
     _run(strategy, grad, x, dx, params, tile)
     return dx
@@ -413,22 +407,27 @@ def _run(strategy: str, grad, x, dx, params, tile) -> None:
         _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params, tile)
 
 
-def _tiles(tile) -> tuple:
-    return TILES_TIMED if tile == "auto" else (tuple(tile),)
+def _choose(kind: str, tensors, params, strategy: str | None, tile, run) -> tuple:
+    """(strategy, tile) to run: as given, or where either is "auto" the fastest on this GPU of
+    every strategy at every tile of TILES_TIMED (lrn_auto.choose: timed at a shape's first call;
+    the sweep's tiles count by their warps alone, its values unused). Where nothing is timed:
+    FALLBACK and FALLBACK_TILE for what is "auto". The forward has no strategy (None)."""
+    if strategy != "auto" and tile != "auto":
+        return strategy, tuple(tile)
+    fallback = (FALLBACK if strategy == "auto" else strategy,
+                FALLBACK_TILE if tile == "auto" else tuple(tile))
 
-
-def _choose(kind: str, tensors, params, options: list, run) -> tuple:
-    """The (strategy, tile) of `options` to run: the only one, or the fastest on this GPU
-    (lrn_auto.choose: timed at a shape's first call); where nothing is timed, the fallback's
-    (FALLBACK, FALLBACK_TILE), as far as the options leave them open."""
-    if len(options) == 1:
-        return options[0]
-    strategies, tiles = {o[0] for o in options}, {o[1] for o in options}
-    fallback = (FALLBACK if len(strategies) > 1 else options[0][0],
-                FALLBACK_TILE if len(tiles) > 1 else options[0][1])
-    names = {_name(*o): o for o in options}
-    runs = {name: functools.partial(run, *o) for name, o in names.items()}
-    return names.get(lrn_auto.choose(kind, tensors, params, runs, _name(*fallback)), fallback)
+    def options() -> dict:  # {name: run it}, made only when a shape is first timed
+        runs, seen = {}, set()
+        for how in (STRATEGIES if strategy == "auto" else (strategy,)):
+            for t in (TILES_TIMED if tile == "auto" else (tuple(tile),)):
+                if (how, t[1] if how == "sweep" else t) not in seen:
+                    seen.add((how, t[1] if how == "sweep" else t))
+                    runs[_name(how, t)] = functools.partial(run, how, t)
+        return runs
+    name = lrn_auto.choose(kind, tensors, params, (strategy, tile), options, _name(*fallback))
+    *how, t = name.split()
+    return (how[0] if how else None), tuple(int(v) for v in t.split("x"))
 
 
 def _name(strategy: str | None, tile) -> str:
