@@ -3,12 +3,13 @@ LRN layers, for a lent GPU (scripts/cuda_check.sh, step lrn-tiles; BENCHMARKS.md
 
 On the H200 the LRN backward took 18% of c's step (session 27), far from what its memory traffic
 needs; that fused kernel compiles to 167 registers a thread at the default tile. This times each
-tile, and each backward strategy (lrn_triton.STRATEGIES: "two-pass", "fused", and "sweep", since
-session 29, which takes a pixel a thread, 32 x warps pixels a program, whatever the tile's values;
-training takes the fastest strategy and tile at each shape, timed at first use: lrn_triton.BACKWARD
-and TILE "auto", among TILES_TIMED), and
-checks that each tile gives the first tile's outputs bit for bit (the arithmetic of each value does
-not depend on the tile) and that the strategies agree to bf16's rounding. Each layer runs as in c's
+tile, each forward strategy (lrn_triton.FORWARDS: "tile", and "sweep" since session 30) and each
+backward strategy (lrn_triton.STRATEGIES: "two-pass", "fused", and "sweep", since session 29; a
+sweep takes a pixel a thread, 32 x warps pixels a program, whatever the tile's values; training
+takes the fastest strategy and tile at each shape, timed at first use: lrn_triton.FORWARD,
+BACKWARD and TILE "auto", among TILES_TIMED). It checks that each tile gives the first tile's
+outputs bit for bit (the arithmetic of each value does not depend on the tile), that the forwards
+agree bit for bit, and that the backwards agree to bf16's rounding. Each layer runs as in c's
 step: bf16, channels_last, ReLU fused, groups=2.
 
     python3 scripts/lrn_tiles.py [--batch 128] [--reps 20] [--tiles 1024x4,1024x8,...]
@@ -51,7 +52,8 @@ def _time(fn, device, reps: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-KERNELS = {"forward": "_lrn_fwd_kernel", "backward (fused)": "_lrn_bwd_kernel",
+KERNELS = {"forward": "_lrn_fwd_kernel", "forward (sweep)": "_lrn_fwd_sweep_kernel",
+           "backward (fused)": "_lrn_bwd_kernel",
            "backward pass 1": "_lrn_bwd_terms_kernel", "backward pass 2": "_lrn_bwd_dx_kernel",
            "backward (sweep)": "_lrn_bwd_sweep_kernel"}
 
@@ -77,7 +79,7 @@ def registers(tiles) -> None:
         for values, warps in tiles:
             for name, kernel in KERNELS.items():
                 blocks = lrn_triton._blocks(like, values)
-                if kernel == "_lrn_bwd_sweep_kernel":  # a pixel a thread, all its channels
+                if "sweep" in kernel:  # a pixel a thread, all its channels
                     blocks = (1, 32 * warps)
                 compiled = lrn_triton.compile_for_hopper(
                     getattr(lrn_triton, kernel), "bf16", True, True, *blocks, warps)
@@ -142,21 +144,25 @@ def main() -> None:
         inputs[name] = (x.contiguous(memory_format=torch.channels_last),
                         grad.contiguous(memory_format=torch.channels_last))
     strategies = _compiling(*inputs["conv1"], tiles)
-    if not strategies:
-        raise SystemExit("no backward strategy compiles and runs here")
-    print("\n| tile | " + " | ".join(f"{n} fwd ms | " + " | ".join(
-        f"{n} {how} bwd ms" for how in strategies) for n in layers)
-          + " |\n|---|" + "---:|" * ((1 + len(strategies)) * len(layers)))
-    totals = {}  # (tile, what): ms for both layers; what: forward, or a backward strategy
+    forwards = _compiling(*inputs["conv1"], tiles, "forward")
+    if not strategies or not forwards:
+        raise SystemExit("no backward or no forward strategy compiles and runs here")
+    print("\n| tile | " + " | ".join(" | ".join(
+        [f"{n} {how} fwd ms" for how in forwards] + [f"{n} {how} bwd ms" for how in strategies])
+        for n in layers) + " |\n|---|" + "---:|" * ((len(forwards) + len(strategies))
+                                                       * len(layers)))
+    totals = {}  # (tile, what): ms for both layers; what: "forward <strategy>", or a backward's
     for tile in tiles:
-        cells, ms = _one_tile(tile, inputs, reference, tiles[0], device, args.reps, strategies)
+        cells, ms = _one_tile(tile, inputs, reference, tiles[0], device, args.reps, strategies,
+                              forwards)
         totals.update({(tile, what): v for what, v in ms.items()})
         print(f"| {tile[0]}x{tile[1]} | " + " | ".join(cells) + " |")
     # Training takes the fastest itself, timed at each shape's first call (TILE and BACKWARD
     # "auto", lrn_auto.py); the fallback runs where nothing is timed (a CUDA graph's capture).
-    fallback = {"forward": (lrn_triton.FALLBACK_TILE, "forward"),
+    fallback = {"forward": (lrn_triton.FALLBACK_TILE, f"forward {lrn_triton.FORWARD_FALLBACK}"),
                 "backward": (lrn_triton.FALLBACK_TILE, lrn_triton.FALLBACK)}
-    for kind, whats in (("forward", ("forward",)), ("backward", strategies)):
+    for kind, whats in (("forward", tuple(f"forward {how}" for how in forwards)),
+                        ("backward", strategies)):
         mine = {key: v for key, v in totals.items() if key[1] in whats}
         best = min(mine, key=mine.get)
         t, w = fallback[kind]
@@ -166,29 +172,33 @@ def main() -> None:
               f"both layers{than}")
 
 
-def _compiling(x, grad, tiles) -> tuple:
-    """The backward strategies this machine's triton compiles and runs at every tile: one that
-    fails (the sweep's tuples carried through a loop, on an older triton) is said and left out,
+def _compiling(x, grad, tiles, kind: str = "backward") -> tuple:
+    """The strategies of `kind` this machine's triton compiles and runs at every tile: one that
+    fails (a sweep's tuples carried through a loop, on an older triton) is said and left out,
     so that the others are still timed."""
     ok = []
-    for how in lrn_triton.STRATEGIES:
+    for how in (lrn_triton.STRATEGIES if kind == "backward" else lrn_triton.FORWARDS):
         try:
             for tile in tiles:
-                lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
+                if kind == "backward":
+                    lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
+                else:
+                    lrn_triton.forward(x, **PAPER, tile=tile, strategy=how)
             ok.append(how)
         except Exception as e:  # noqa: BLE001 (any compile error: report it, time the rest)
-            print(f"backward {how!r} left out, it failed here at tile {tile[0]}x{tile[1]}: "
+            print(f"{kind} {how!r} left out, it failed here at tile {tile[0]}x{tile[1]}: "
                   f"{type(e).__name__}: {first_line(e, 300)}")
     return tuple(ok)
 
 
-def _one_tile(tile, inputs, reference, first, device, reps, strategies):
+def _one_tile(tile, inputs, reference, first, device, reps, strategies, forwards):
     """Each layer's forward and backward (each strategy) ms at `tile`, as table cells, and their
     sums over the layers; the outputs checked against the first tile's, and the strategies
     against each other."""
-    cells, ms = [], dict.fromkeys(("forward",) + strategies, 0.0)
+    cells, ms = [], dict.fromkeys(tuple(f"forward {how}" for how in forwards) + strategies, 0.0)
     for name, (x, grad) in inputs.items():
-        y = lrn_triton.forward(x, **PAPER, tile=tile)
+        ys = {how: lrn_triton.forward(x, **PAPER, tile=tile, strategy=how) for how in forwards}
+        y = ys[forwards[0]]
         dx = {how: lrn_triton.backward(grad, x, **PAPER, tile=tile, strategy=how)
               for how in strategies}
         if name not in reference:
@@ -196,12 +206,15 @@ def _one_tile(tile, inputs, reference, first, device, reps, strategies):
         elif not (torch.equal(y, reference[name][0])
                   and all(torch.equal(dx[h], reference[name][1][h]) for h in dx)):
             raise SystemExit(f"tile {tile} gives other outputs than tile {first} ({name})")
+        if not all(torch.equal(y, other) for other in ys.values()):  # the same sums in order
+            raise SystemExit(f"the forwards differ at tile {tile} ({name})")
         # the same float32 arithmetic, which the compiler may contract otherwise: one bf16 unit
         base = dx[strategies[0]].float()
         for how in strategies:
             torch.testing.assert_close(dx[how].float(), base, rtol=2 ** -7,
                                        atol=2 ** -9 * base.abs().max().item())
-        row = [_time(lambda: lrn_triton.forward(x, **PAPER, tile=tile), device, reps)]
+        row = [_time(lambda how=how: lrn_triton.forward(x, **PAPER, tile=tile, strategy=how),
+                     device, reps) for how in forwards]
         for how in strategies:
             row.append(_time(lambda: lrn_triton.backward(grad, x, **PAPER, tile=tile,
                                                          strategy=how), device, reps))

@@ -95,15 +95,16 @@ def _private_stats_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _triton_lrn_at_one_tile():
-    """On a GPU the Triton LRN's tests run at its fallback tile: with TILE "auto" every shape of
-    theirs would time, and first compile, each tile (about 200 compiles of a second each, past
-    the device script's limit). The test of "auto" itself sets it back. (On the CPU nothing is
-    timed: the fallback tile is what runs anyway.)"""
+    """On a GPU the Triton LRN's tests run at its fallback tile and forward: with TILE and FORWARD
+    "auto" every shape of theirs would time, and first compile, each option (about 200 compiles
+    of a second each, past the device script's limit). The tests of "auto" set them back. (On the
+    CPU nothing is timed: the fallbacks are what run anyway.)"""
     from alexnet import lrn
     mp = pytest.MonkeyPatch()
     if torch.cuda.is_available() and lrn.lrn_triton is not None:
         tile = lrn.lrn_triton.FALLBACK_TILE
         mp.setattr(lrn.lrn_triton, "TILE", {"forward": tile, "backward": tile})
+        mp.setattr(lrn.lrn_triton, "FORWARD", lrn.lrn_triton.FORWARD_FALLBACK)
     yield
     mp.undo()
 

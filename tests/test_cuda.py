@@ -65,10 +65,12 @@ def test_lrn_backend_on_cuda(monkeypatch):
                                           ((2, 256, 13, 13), 1), ((2, 12, 3, 3), 4)])
 @pytest.mark.parametrize("strategy", ["two-pass", "fused", "sweep"])
 def test_triton_matches_float64(dtype, channels_last, shape, groups, strategy, monkeypatch):
-    # Forward against the formula written out (test_lrn.formula), backward (each strategy of
-    # lrn_triton.BACKWARD) against autograd through it and against the analytic gradient, both in
-    # float64.
+    # Forward (the sweep with the sweep backward, the tile kernel with the others) against the
+    # formula written out (test_lrn.formula), backward (each strategy of lrn_triton.BACKWARD)
+    # against autograd through it and against the analytic gradient, both in float64.
     monkeypatch.setattr(lrn_module.lrn_triton, "BACKWARD", strategy)
+    monkeypatch.setattr(lrn_module.lrn_triton, "FORWARD", "sweep" if strategy == "sweep" else
+                        "tile")
     x = activations(shape, channels_last=channels_last).to(dtype)
     grad = torch.randn(shape).to(dtype)
     assert lrn_backend(x.to(CUDA)) == "triton"
@@ -87,15 +89,16 @@ def test_triton_matches_float64(dtype, channels_last, shape, groups, strategy, m
 
 @needs_triton
 def test_auto_backward_times_on_the_gpu_and_keeps_the_fastest(tmp_path, monkeypatch):
-    """lrn_triton.BACKWARD and TILE = "auto" (the defaults): the strategies and tiles timed on this
-    GPU at a shape's first backward, the fastest run and kept, on disk too, with every option's
-    time; the forward's tiles likewise."""
+    """lrn_triton.BACKWARD, FORWARD and TILE = "auto" (the defaults): the strategies and tiles
+    timed on this GPU at a shape's first call, the fastest run and kept, on disk too, with every
+    option's time."""
     triton_module, auto = lrn_module.lrn_triton, lrn_module.lrn_triton.lrn_auto
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     for name in ("_CHOSEN", "_USED", "_SAVED"):
         monkeypatch.setattr(auto, name, {})
     monkeypatch.setattr(auto, "_READ", set())
     monkeypatch.setattr(triton_module, "TILE", {"forward": "auto", "backward": "auto"})
+    monkeypatch.setattr(triton_module, "FORWARD", "auto")
     x = (activations((16, 96, 27, 27), channels_last=True) - 20).to(CUDA, torch.bfloat16)
     grad = torch.randn(x.shape).to(CUDA, torch.bfloat16).contiguous(
         memory_format=torch.channels_last)
@@ -111,9 +114,11 @@ def test_auto_backward_times_on_the_gpu_and_keeps_the_fastest(tmp_path, monkeypa
     tile = tuple(int(v) for v in tile.split("x"))
     assert torch.equal(dx, triton_module.backward(grad, x, groups=2, relu=True, strategy=how,
                                                   tile=tile))
-    for name in forward["ms"]:  # the tiles compute each value alike: equal bit for bit
-        tile = tuple(int(v) for v in name.split("x"))
-        assert torch.equal(y, triton_module.forward(x, groups=2, relu=True, tile=tile)), name
+    for name in forward["ms"]:  # every forward computes each value alike: equal bit for bit
+        how, tile = name.split()
+        tile = tuple(int(v) for v in tile.split("x"))
+        assert torch.equal(y, triton_module.forward(x, groups=2, relu=True, tile=tile,
+                                                    strategy=how)), name
     for found in (backward, forward):
         print(f"auto chose {found['choice']!r} on {torch.cuda.get_device_name()}: "
               f"{found['ms']} ms")

@@ -98,11 +98,16 @@ def _cases() -> dict:
 
 
 CASES = _cases()
+# The forward's other strategies on the kernel cases but ten of the first twelve (the interpreter
+# walks a sweep's channels one at a time: seconds a case): each dtype and layout still once.
+FORWARD_CASES = [n for n in CASES if CASES[n]["via"] == "kernel" and not (
+    n[:4] in ("fp32", "bf16", "fp16") and n not in ("fp32-nchw-g1", "bf16-cl-g2", "fp16-cl-g2"))]
 
 _CHILD = """
 import sys, torch
 from alexnet import lrn, lrn_triton
 assert type(lrn_triton._lrn_fwd_kernel).__name__ == "InterpretedFunction"
+FORWARD_CASES = sys.argv[3].split(",")
 run = {"kernel": (lrn_triton.forward, lrn_triton.backward),
        "op": (lrn._lrn_cuda, lrn._lrn_backward_cuda)}
 out = {}
@@ -111,10 +116,14 @@ for name, case in torch.load(sys.argv[1]).items():
     tile = dict(tile=case["tile"]) if case["tile"] else {}
     out[name] = (forward(case["x"], **case["params"], **tile),
                  backward(case["g"], case["x"], **case["params"], **tile))
-    if case["via"] == "kernel":  # the strategies but FALLBACK (the one run here), to compare
+    if case["via"] == "kernel":  # the strategies but the fallbacks (the ones run here)
         out[name] += tuple(lrn_triton.backward(case["g"], case["x"], **case["params"], **tile,
                                                strategy=other)
                            for other in lrn_triton.STRATEGIES if other != lrn_triton.FALLBACK)
+    if name in FORWARD_CASES:
+        out["forwards", name] = tuple(
+            lrn_triton.forward(case["x"], **case["params"], **tile, strategy=other)
+            for other in lrn_triton.FORWARDS if other != lrn_triton.FORWARD_FALLBACK)
 torch.save(out, sys.argv[2])
 """
 
@@ -125,7 +134,8 @@ def interpreted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lrn-triton")
     torch.save(CASES, tmp / "cases.pt")
     env = dict(os.environ, TRITON_INTERPRET="1", TRITON_CACHE_DIR=str(tmp / "triton"))
-    args = [sys.executable, "-c", _CHILD, str(tmp / "cases.pt"), str(tmp / "out.pt")]
+    args = [sys.executable, "-c", _CHILD, str(tmp / "cases.pt"), str(tmp / "out.pt"),
+            ",".join(FORWARD_CASES)]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return torch.load(tmp / "out.pt")
@@ -182,10 +192,23 @@ def test_every_backward_strategy_gives_the_same_values(interpreted, name):
         assert torch.equal(dx, dx_other)
 
 
-def test_an_unknown_backward_strategy_is_refused():
+@pytest.mark.parametrize("name", FORWARD_CASES)
+def test_every_forward_strategy_gives_the_same_values(interpreted, name):
+    """The sweep forward (a program walks the channels, each input loaded once) sums the same
+    window in the same order as the tile forward (SIZE shifted tiles): equal bit for bit here."""
+    others = interpreted["forwards", name]
+    assert len(others) == len(lrn_triton.FORWARDS) - 1
+    for y_other in others:
+        assert torch.equal(interpreted[name][0], y_other)
+        assert y_other.stride() == interpreted[name][0].stride()
+
+
+def test_an_unknown_strategy_is_refused():
     x = activations((1, 4, 3, 3))
     with pytest.raises(ValueError, match="two-pass"):
         lrn_triton.backward(x, x, strategy="fast")
+    with pytest.raises(ValueError, match="tile, sweep or auto"):
+        lrn_triton.forward(x, strategy="two-pass")
 
 
 def test_alpha_times_mean_does_not_match(interpreted):
@@ -226,8 +249,8 @@ def test_kernels_compile_for_h100(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel,
                    lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel,
-                   lrn_triton._lrn_bwd_sweep_kernel):
-        sweep = kernel is lrn_triton._lrn_bwd_sweep_kernel  # 1-D: pixels, 32 x warps of them
+                   *lrn_triton._SWEEPS):
+        sweep = kernel in lrn_triton._SWEEPS  # 1-D: pixels, 32 x warps of them
         for dtype, channels_last, relu in (("bf16", True, True), ("fp32", False, False)):
             blocks = (1, 128) if sweep else (32, 32) if channels_last else (16, 64)
             compiled = lrn_triton.compile_for_hopper(kernel, dtype, channels_last, relu, *blocks)
@@ -251,16 +274,18 @@ def test_the_tile_script_counts_registers_for_sm90(tmp_path):
                           cwd=root)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| 1024")]
-    assert [r[1] for r in rows] == ["forward", "backward (fused)", "backward pass 1",
-                                    "backward pass 2", "backward (sweep)"]
+    assert [r[1] for r in rows] == ["forward", "forward (sweep)", "backward (fused)",
+                                    "backward pass 1", "backward pass 2", "backward (sweep)"]
     assert all(int(r[2]) > 0 and int(r[4]) > 0 for r in rows)  # registers, instructions
     mufu = {r[1]: int(r[5]) for r in rows}  # the fused backward's five powers a value show
     assert mufu["backward (fused)"] > 2 * (mufu["backward pass 1"] + mufu["backward pass 2"])
     # the sweep: a value a thread, its loop's body run once a channel: one exp2 and one
     # reciprocal (log2 is a polynomial); the other kernels have no loop
-    sweep = next(r for r in rows if r[1] == "backward (sweep)")
-    assert sweep[6] == "1" and 0 < int(sweep[7]) < int(sweep[4]) and sweep[8] == "2 |"
-    assert all(r[7] == "-" for r in rows if r is not sweep)
+    sweeps = {r[1]: r for r in rows if "sweep" in r[1]}
+    for name, exp2s in (("backward (sweep)", "2 |"), ("forward (sweep)", "1 |")):  # forward:
+        sweep = sweeps[name]  # its exp2 only
+        assert sweep[6] == "1" and 0 < int(sweep[7]) < int(sweep[4]) and sweep[8] == exp2s
+    assert all(r[7] == "-" for r in rows if "sweep" not in r[1])
 
 
 def test_the_tile_timing_script_runs_under_the_interpreter(tmp_path):
@@ -299,19 +324,23 @@ def test_the_tile_script_leaves_out_a_strategy_that_does_not_compile(monkeypatch
 
 
 def test_the_sweep_launches_one_grid_axis_whatever_the_groups(monkeypatch):
-    """CUDA's second grid axis stops at 65535: the sweep, a program per group, puts its groups on
-    the first axis, so that any groups the other kernels take it takes too (the interpreter has
-    no such limit: the launch is recorded, nothing runs)."""
+    """CUDA's second grid axis stops at 65535: the sweeps, a program per group, put their groups
+    on the first axis, so that any groups the other kernels take they take too (the interpreter
+    has no such limit: the launches are recorded, nothing runs)."""
     grids = []
 
     class Kernel:
         def __getitem__(self, grid):
             grids.append(grid)
             return lambda *args, **kwargs: None
-    monkeypatch.setattr(lrn_triton, "_lrn_bwd_sweep_kernel", Kernel())
+    sweeps = Kernel(), Kernel()
+    monkeypatch.setattr(lrn_triton, "_lrn_bwd_sweep_kernel", sweeps[0])
+    monkeypatch.setattr(lrn_triton, "_lrn_fwd_sweep_kernel", sweeps[1])
+    monkeypatch.setattr(lrn_triton, "_SWEEPS", sweeps)
     x = torch.zeros(2, 70000, 1, 3)
     lrn_triton.backward(x, x, groups=70000, strategy="sweep")
-    assert grids == [(2 * 1 * 70000,)]  # images x pixel blocks x groups
+    lrn_triton.forward(x, groups=70000, strategy="sweep")
+    assert grids == [(2 * 1 * 70000,)] * 2  # images x pixel blocks x groups
 
 
 def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
@@ -334,8 +363,9 @@ def test_each_backward_strategy_launches_its_own_kernels(monkeypatch):
 @pytest.fixture
 def fake_gpu(tmp_path, monkeypatch):
     """lrn_auto on a faked GPU, with nothing chosen yet. Each option's run is recorded in `calls`
-    ((strategy, tile); the forward's as ("forward", tile)), nothing runs; the timer runs the
-    option and answers speeds[option] (5 ms unless set; None: it does not compile)."""
+    ((strategy, tile); the forward's as ("forward tile" or "forward sweep", tile)), nothing runs;
+    the timer runs the option and answers speeds[option] (5 ms unless set; None: it does not
+    compile)."""
     from alexnet import lrn_auto
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     for name in ("_CHOSEN", "_USED", "_SAVED"):
@@ -344,12 +374,14 @@ def fake_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(lrn_auto, "_timed_here", lambda x: True)
     monkeypatch.setattr(lrn_auto, "_gpu", lambda device: "Fake-GPU-triton3")
     monkeypatch.setattr(lrn_triton, "TILE", {"forward": "auto", "backward": "auto"})  # defaults
+    monkeypatch.setattr(lrn_triton, "FORWARD", "auto")
     capturing = [False]
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
     calls, timed, speeds = [], [], {}
     monkeypatch.setattr(lrn_triton, "_run", lambda how, *args: calls.append((how, args[-1])))
     monkeypatch.setattr(lrn_triton, "_launch", lambda kernel, x, tensors, *args: calls.append(
-        ("forward", args[-1])))
+        ("forward " + ("sweep" if kernel is lrn_triton._lrn_fwd_sweep_kernel else "tile"),
+         args[-1])))
 
     def time_ms(fn, device):
         fn()
@@ -368,13 +400,13 @@ def fake_gpu(tmp_path, monkeypatch):
 
 
 def test_auto_times_each_option_once_and_keeps_the_fastest(fake_gpu):
-    """BACKWARD and TILE "auto" on a GPU: each (strategy, tile) of the backward and each tile of
+    """BACKWARD, FORWARD and TILE "auto" on a GPU: each (strategy, tile) of the backward and of
     the forward timed at a shape's first call, the fastest kept for the process and on disk with
     every option's time (a resumed run takes the same without timing, and can report them)."""
     g = fake_gpu
     x = activations((1, 4, 3, 3))
     g.speeds.update({("fused", (1024, 8)): 1.0, ("sweep", (1024, 4)): 2.0,
-                     ("forward", (512, 4)): 1.5})
+                     ("forward tile", (512, 4)): 1.5})
     lrn_triton.backward(x, x)
     tiles = lrn_triton.TILES_TIMED
     assert sorted(g.timed) == sorted([(s, t) for s in ("two-pass", "fused") for t in tiles]
@@ -383,26 +415,31 @@ def test_auto_times_each_option_once_and_keeps_the_fastest(fake_gpu):
     lrn_triton.backward(x, x)  # the same shape: not timed again
     assert len(g.timed) == 8 and g.calls[-1] == ("fused", (1024, 8))
     lrn_triton.forward(x)
-    assert g.timed[8:] == [("forward", t) for t in tiles] and g.calls[-1] == ("forward", (512, 4))
+    assert g.timed[8:] == [("forward tile", t) for t in tiles] + [
+        ("forward sweep", (1024, 4)), ("forward sweep", (1024, 8))]
+    assert g.calls[-1] == ("forward tile", (512, 4))
     saved = json.loads(g.file.read_text())
-    assert [v["choice"] for v in saved.values()] == ["fused 1024x8", "512x4"]
+    assert [v["choice"] for v in saved.values()] == ["fused 1024x8", "tile 512x4"]
     assert list(saved.values())[0]["ms"]["sweep 1024x4"] == 2.0 and len(saved) == 2
     g.forget()  # the next process reads them (a resume takes what the run took)
     lrn_triton.backward(x, x)
     lrn_triton.forward(x)
-    assert len(g.timed) == 11 and g.calls[-2:] == [("fused", (1024, 8)), ("forward", (512, 4))]
+    assert len(g.timed) == 13
+    assert g.calls[-2:] == [("fused", (1024, 8)), ("forward tile", (512, 4))]
     used = g.auto.used()
     assert [(u["kind"], u["dtype"], u["shape"], u["choice"]) for u in used] == [
         ("backward", "float32", "(1, 4, 3, 3)", "fused 1024x8"),
-        ("forward", "float32", "(1, 4, 3, 3)", "512x4")]
+        ("forward", "float32", "(1, 4, 3, 3)", "tile 512x4")]
     assert used[0]["ms"] == list(saved.values())[0]["ms"]
     # A strategy or tile given: only the rest is timed; both given: nothing is.
     lrn_triton.backward(x, x, strategy="sweep")
-    assert g.timed[11:] == [("sweep", (1024, 4)), ("sweep", (1024, 8))]
+    assert g.timed[13:] == [("sweep", (1024, 4)), ("sweep", (1024, 8))]
     lrn_triton.backward(x, x, tile=(512, 4))
-    assert g.timed[13:] == [(s, (512, 4)) for s in lrn_triton.STRATEGIES]
+    assert g.timed[15:] == [(s, (512, 4)) for s in lrn_triton.STRATEGIES]
     lrn_triton.backward(x, x, strategy="fused", tile=(512, 4))
-    assert len(g.timed) == 16 and g.calls[-1] == ("fused", (512, 4))
+    lrn_triton.forward(x, strategy="sweep", tile=(512, 4))
+    assert len(g.timed) == 18 and g.calls[-2:] == [("fused", (512, 4)),
+                                                   ("forward sweep", (512, 4))]
 
 
 def test_auto_falls_back_passes_over_and_raises_as_it_should(fake_gpu):
@@ -415,7 +452,7 @@ def test_auto_falls_back_passes_over_and_raises_as_it_should(fake_gpu):
     lrn_triton.backward(y, y)
     lrn_triton.forward(y)
     assert g.timed == [] and g.calls == [(lrn_triton.FALLBACK, lrn_triton.FALLBACK_TILE),
-                                         ("forward", lrn_triton.FALLBACK_TILE)]
+                                         ("forward tile", lrn_triton.FALLBACK_TILE)]
     g.capturing[0] = False
     g.speeds.update({("fused", (1024, 8)): None, ("fused", (1024, 4)): 1.0})
     with pytest.warns(UserWarning, match="LRN backward 'fused 1024x8' left out on this GPU: does"):

@@ -20,8 +20,10 @@ work. The backward needs s at the `size` channels whose window holds m, three wa
 "two-pass", a first kernel writes each channel's own terms, t = g a s^(-beta-1) and w = g s^-beta,
 to float32 scratch, and a second sums `size` shifted tiles of t; "fused" recomputes s at those
 channels from 2*size-1 shifted input tiles; "sweep" has each program walk a group's channels in
-order for its pixels, carrying the last `size` channels' terms in registers. Which one runs, and
-each kernel's tile, is timed on the GPU at first use (BACKWARD and TILE "auto"). Storage is
+order for its pixels, carrying the last `size` channels' terms in registers. The forward has a
+sweep too (FORWARDS), the window's inputs in registers, its sum in the same order. Which ones
+run, and each kernel's tile, is timed on the GPU at first use (FORWARD, BACKWARD and TILE
+"auto"; lrn_auto.py). Storage is
 float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are addressed through one
 stride, so NCHW and channels_last (and views whose rows flatten that way) run in place, without a
 copy.
@@ -182,15 +184,7 @@ def _lrn_bwd_sweep_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c
     registers. Each value is loaded once and its power computed once, as the fused kernel's
     arithmetic, in the same order (equal bit for bit in the interpreter). At step j it reads
     channel j, finishes s and t of channel i = j - AFTER, and dx of channel m = j - (SIZE - 1)."""
-    # one grid axis: (image, pixel block, group), the group fastest (CUDA's second axis stops at
-    # 65535, which `groups` may pass)
-    pid = tl.program_id(0)
-    n_groups = C // CG
-    lo = (pid % n_groups) * CG  # the group's first channel
-    pid = pid // n_groups
-    n = (pid // n_pblocks).to(tl.int64)
-    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
-    p_ok = p < HW
+    n, lo, p, p_ok = _sweep_start(C, HW, CG, n_pblocks, BLOCK_P)
     BEFORE: tl.constexpr = SIZE // 2
     AFTER: tl.constexpr = (SIZE - 1) // 2
     zero = tl.zeros([BLOCK_P], tl.float32)
@@ -224,6 +218,52 @@ def _lrn_bwd_sweep_kernel(x_ptr, g_ptr, dx_ptr, C, HW, CG, n_pblocks, sx_n, sx_c
             dx = tl.where(xs[0] == 0.0, 0.0, dx)
         tl.store(dx_ptr + n * sd_n + (lo + m) * sd_c + p * sd_p, dx.to(dx_ptr.dtype.element_ty),
                  mask=p_ok & (m >= 0))
+
+
+@triton.jit(do_not_specialize=_SIZES + ("sx_n", "sy_n"))
+def _lrn_fwd_sweep_kernel(x_ptr, y_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, sy_n, sy_c, sy_p,
+                          alpha, beta, k, SIZE: tl.constexpr, RELU: tl.constexpr,
+                          BLOCK_P: tl.constexpr):
+    """Sweep forward: as the sweep backward, a program walks its group's channels for BLOCK_P
+    pixels of one image, the last SIZE inputs in registers: each value loaded once, where the tile
+    kernel loads SIZE shifted tiles. The window is summed left to right, as there (equal bit for
+    bit in the interpreter). At step j it reads channel j and finishes channel i = j - AFTER."""
+    n, lo, p, p_ok = _sweep_start(C, HW, CG, n_pblocks, BLOCK_P)
+    BEFORE: tl.constexpr = SIZE // 2
+    AFTER: tl.constexpr = (SIZE - 1) // 2
+    zero = tl.zeros([BLOCK_P], tl.float32)
+    xs = ()  # xs[d] is channel j - (SIZE-1) + d = i - BEFORE + d: the tile kernel's xs
+    for d in tl.static_range(SIZE):
+        xs = xs + (zero,)
+    for j in range(0, CG + AFTER):
+        a = tl.load(x_ptr + n * sx_n + (lo + j) * sx_c + p * sx_p, mask=p_ok & (j < CG),
+                    other=0.0).to(tl.float32)
+        if RELU:
+            a = tl.where(a <= 0.0, 0.0, a)
+        xs = _shift(xs, a)
+        i = j - AFTER
+        total = tl.zeros([BLOCK_P], tl.float32)
+        for d in tl.static_range(SIZE):
+            total += xs[d] * xs[d]
+        y = xs[BEFORE] * _neg_pow(k + alpha * total, beta)
+        tl.store(y_ptr + n * sy_n + (lo + i) * sy_c + p * sy_p, y.to(y_ptr.dtype.element_ty),
+                 mask=p_ok & (i >= 0))
+
+
+_SWEEPS = (_lrn_bwd_sweep_kernel, _lrn_fwd_sweep_kernel)
+
+
+@triton.jit
+def _sweep_start(C, HW, CG, n_pblocks, BLOCK_P: tl.constexpr):
+    """A sweep program's image, its group's first channel, its pixels and which exist. One grid
+    axis: (image, pixel block, group), the group fastest (CUDA's second axis stops at 65535,
+    which `groups` may pass)."""
+    pid = tl.program_id(0)
+    n_groups = C // CG
+    lo = (pid % n_groups) * CG
+    pid = pid // n_groups
+    p = (pid % n_pblocks) * BLOCK_P + tl.arange(0, BLOCK_P)
+    return (pid // n_pblocks).to(tl.int64), lo, p, p < HW
 
 
 @triton.jit
@@ -288,6 +328,13 @@ STRATEGIES = ("two-pass", "fused", "sweep")
 # sm_90 count.
 BACKWARD = "auto"
 FALLBACK = "two-pass"
+# The forward's, chosen as the backward's (FORWARD "auto"): "tile" loads `size` shifted tiles of
+# the input a program (its neighbours' rows mostly from L1/L2); "sweep" (session 30) walks the
+# group's channels as the backward's sweep does, each input loaded once. Same arithmetic, in the
+# same order. Untimed on a GPU; FORWARD_FALLBACK is what ran before.
+FORWARDS = ("tile", "sweep")
+FORWARD = "auto"
+FORWARD_FALLBACK = "tile"
 
 
 def compile_for_hopper(kernel, dtype: str, channels_last: bool, relu: bool, block_c: int,
@@ -333,7 +380,7 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu
     if values < 1 or values & (values - 1) or warps < 1 or warps & (warps - 1):
         raise ValueError(f"LRN kernel tile: values and warps must be powers of 2, got {tile}")
     n, c, h, w = x.shape
-    if kernel is _lrn_bwd_sweep_kernel:  # a pixel a thread, a program a group: values unused
+    if kernel in _SWEEPS:  # a pixel a thread, a program a group: the tile's values unused
         block_p = 32 * warps
         n_pblocks = triton.cdiv(h * w, block_p)
         grid, blocks = (n * n_pblocks * groups,), dict(BLOCK_P=block_p)
@@ -353,18 +400,27 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu
 
 def forward(x: torch.Tensor, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
             k: float = 2.0, groups: int = 1, relu: bool = False,
-            tile: tuple[int, int] | None = None) -> torch.Tensor:
+            tile: tuple[int, int] | None = None, strategy: str | None = None) -> torch.Tensor:
     """The LRN of x (of ReLU(x) with relu: one pass, no ReLU output in memory), in x's dtype and
     layout (empty_like keeps a dense x's strides). tile: (values per program, warps) or "auto",
-    default TILE["forward"]."""
+    default TILE["forward"]; strategy: one of FORWARDS or "auto", default FORWARD."""
     _check(x, size, groups)
+    strategy = _strategy(strategy or FORWARD, FORWARDS, "forward")
     y = torch.empty_like(x)
     if x.numel():
         params = (size, alpha, beta, k, groups, relu)
-        _, tile = _choose("forward", (x,), params, None, tile or TILE["forward"],
-                          lambda _, t: _launch(_lrn_fwd_kernel, x, (x, y), *params, t))
-        _launch(_lrn_fwd_kernel, x, (x, y), *params, tile)
+        kernels = {"tile": _lrn_fwd_kernel, "sweep": _lrn_fwd_sweep_kernel}
+        strategy, tile = _choose("forward", (x,), params, strategy, tile or TILE["forward"],
+                                 lambda how, t: _launch(kernels[how], x, (x, y), *params, t))
+        _launch(kernels[strategy], x, (x, y), *params, tile)
     return y
+
+
+def _strategy(strategy: str, strategies: tuple, kind: str) -> str:
+    if strategy not in strategies + ("auto",):
+        raise ValueError(f"LRN {kind} strategy: one of {', '.join(strategies)} or auto, got "
+                         f"{strategy!r}")
+    return strategy
 
 
 def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 1e-4,
@@ -382,10 +438,7 @@ def backward(grad: torch.Tensor, x: torch.Tensor, size: int = 5, alpha: float = 
     if grad.shape != x.shape:
         raise ValueError(f"grad shape {tuple(grad.shape)} != input shape {tuple(x.shape)}")
     _check(grad, size, groups)
-    strategy = strategy or BACKWARD
-    if strategy not in STRATEGIES + ("auto",):
-        raise ValueError(f"LRN backward strategy: one of {', '.join(STRATEGIES)} or auto, got "
-                         f"{strategy!r}")
+    strategy = _strategy(strategy or BACKWARD, STRATEGIES, "backward")
     dx = torch.empty_like(x)
     if not x.numel():
         return dx
@@ -407,28 +460,30 @@ def _run(strategy: str, grad, x, dx, params, tile) -> None:
         _launch(_lrn_bwd_dx_kernel, x, (x, t, w, dx), *params, tile)
 
 
-def _choose(kind: str, tensors, params, strategy: str | None, tile, run) -> tuple:
+def _choose(kind: str, tensors, params, strategy: str, tile, run) -> tuple:
     """(strategy, tile) to run: as given, or where either is "auto" the fastest on this GPU of
-    every strategy at every tile of TILES_TIMED (lrn_auto.choose: timed at a shape's first call;
-    the sweep's tiles count by their warps alone, its values unused). Where nothing is timed:
-    FALLBACK and FALLBACK_TILE for what is "auto". The forward has no strategy (None)."""
+    every strategy of `kind` at every tile of TILES_TIMED (lrn_auto.choose: timed at a shape's
+    first call; a sweep's tiles count by their warps alone, its values unused). Where nothing is
+    timed: the fallbacks (FALLBACK or FORWARD_FALLBACK, FALLBACK_TILE) for what is "auto"."""
     if strategy != "auto" and tile != "auto":
         return strategy, tuple(tile)
-    fallback = (FALLBACK if strategy == "auto" else strategy,
+    strategies, first = (FORWARDS, FORWARD_FALLBACK) if kind == "forward" else (STRATEGIES,
+                                                                                FALLBACK)
+    fallback = (first if strategy == "auto" else strategy,
                 FALLBACK_TILE if tile == "auto" else tuple(tile))
 
     def options() -> dict:  # {name: run it}, made only when a shape is first timed
         runs, seen = {}, set()
-        for how in (STRATEGIES if strategy == "auto" else (strategy,)):
+        for how in (strategies if strategy == "auto" else (strategy,)):
             for t in (TILES_TIMED if tile == "auto" else (tuple(tile),)):
                 if (how, t[1] if how == "sweep" else t) not in seen:
                     seen.add((how, t[1] if how == "sweep" else t))
                     runs[_name(how, t)] = functools.partial(run, how, t)
         return runs
     name = lrn_auto.choose(kind, tensors, params, (strategy, tile), options, _name(*fallback))
-    *how, t = name.split()
-    return (how[0] if how else None), tuple(int(v) for v in t.split("x"))
+    how, t = name.split()
+    return how, tuple(int(v) for v in t.split("x"))
 
 
-def _name(strategy: str | None, tile) -> str:
-    return f"{strategy + ' ' if strategy else ''}{tile[0]}x{tile[1]}"
+def _name(strategy: str, tile) -> str:
+    return f"{strategy} {tile[0]}x{tile[1]}"
