@@ -31,7 +31,7 @@ export PYTHONPATH="$PWD/src:$PWD/tests" PYTHONUNBUFFERED=1 ALEXNET_CACHE=/tmp/al
   ALEXNET_DEBUG=1
 A="python3 -m alexnet.cli"
 pack() {
-  # The Triton LRN's choices (backward: strategy and tile; forward: tile), each option's time a
+  # The Triton LRN's choices (forward and backward: strategy and tile), each option's time a
   # shape, from every step that ran them (lrn_auto.py writes them to the cache at a shape's first
   # call: bench, sweep, train-*).
   cp "$ALEXNET_CACHE"/lrn-*.json "$WORK"/ 2>/dev/null

@@ -249,8 +249,8 @@ def test_kernels_compile_for_h100(tmp_path, monkeypatch):
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
     for kernel in (lrn_triton._lrn_fwd_kernel, lrn_triton._lrn_bwd_kernel,
                    lrn_triton._lrn_bwd_terms_kernel, lrn_triton._lrn_bwd_dx_kernel,
-                   *lrn_triton._SWEEPS):
-        sweep = kernel in lrn_triton._SWEEPS  # 1-D: pixels, 32 x warps of them
+                   lrn_triton._lrn_bwd_sweep_kernel, lrn_triton._lrn_fwd_sweep_kernel):
+        sweep = "sweep" in kernel.fn.__name__  # 1-D: pixels, 32 x warps of them
         for dtype, channels_last, relu in (("bf16", True, True), ("fp32", False, False)):
             blocks = (1, 128) if sweep else (32, 32) if channels_last else (16, 64)
             compiled = lrn_triton.compile_for_hopper(kernel, dtype, channels_last, relu, *blocks)
@@ -336,7 +336,6 @@ def test_the_sweep_launches_one_grid_axis_whatever_the_groups(monkeypatch):
     sweeps = Kernel(), Kernel()
     monkeypatch.setattr(lrn_triton, "_lrn_bwd_sweep_kernel", sweeps[0])
     monkeypatch.setattr(lrn_triton, "_lrn_fwd_sweep_kernel", sweeps[1])
-    monkeypatch.setattr(lrn_triton, "_SWEEPS", sweeps)
     x = torch.zeros(2, 70000, 1, 3)
     lrn_triton.backward(x, x, groups=70000, strategy="sweep")
     lrn_triton.forward(x, groups=70000, strategy="sweep")

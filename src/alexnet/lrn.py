@@ -129,7 +129,7 @@ def triton_error() -> str | None:
 
 
 def triton_choices() -> list[dict]:
-    """The Triton kernels' launch (backward: strategy and tile; forward: tile) for each shape this
+    """The Triton kernels' launch (forward and backward: strategy and tile) for each shape this
     process ran on a GPU, with each option's time (lrn_auto.used); none without Triton."""
     return lrn_triton.lrn_auto.used() if lrn_triton is not None else []
 

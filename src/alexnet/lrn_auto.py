@@ -1,5 +1,5 @@
-"""The Triton LRN's launch chosen by timing it on the GPU: the backward's strategy and tile, the
-forward's tile (lrn_triton.BACKWARD and TILE: "auto").
+"""The Triton LRN's launch chosen by timing it on the GPU: the forward's and the backward's
+strategy and tile (lrn_triton.FORWARD, BACKWARD and TILE: "auto").
 
 At the first call of each shape (dtypes, sizes, strides, parameters) on a GPU, each option is run
 and timed and the fastest kept: for the process, and on disk, with every option's time, in

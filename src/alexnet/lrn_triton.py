@@ -250,9 +250,6 @@ def _lrn_fwd_sweep_kernel(x_ptr, y_ptr, C, HW, CG, n_pblocks, sx_n, sx_c, sx_p, 
                  mask=p_ok & (i >= 0))
 
 
-_SWEEPS = (_lrn_bwd_sweep_kernel, _lrn_fwd_sweep_kernel)
-
-
 @triton.jit
 def _sweep_start(C, HW, CG, n_pblocks, BLOCK_P: tl.constexpr):
     """A sweep program's image, its group's first channel, its pixels and which exist. One grid
@@ -298,8 +295,8 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
 
 
 # The tile, (values per program, warps), each kernel launches with unless told otherwise: "auto"
-# times TILES_TIMED on a GPU at a shape's first call and keeps the fastest (lrn_auto.py; for the
-# backward, each strategy at each tile); where nothing is timed, FALLBACK_TILE. The fused backward
+# times TILES_TIMED on a GPU at a shape's first call and keeps the fastest (lrn_auto.py; each
+# strategy at each tile, FORWARD and BACKWARD "auto"); where nothing is timed, FALLBACK_TILE. The fused backward
 # holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167 registers a
 # thread for sm_90 (95 with 8 warps, as at 512 and 4; no spills; triton 3.8, counted by cuobjdump:
 # scripts/lrn_tiles.py --registers, session 27). Which runs faster is for a GPU to say.
@@ -380,7 +377,8 @@ def _launch(kernel, x: torch.Tensor, tensors, size, alpha, beta, k, groups, relu
     if values < 1 or values & (values - 1) or warps < 1 or warps & (warps - 1):
         raise ValueError(f"LRN kernel tile: values and warps must be powers of 2, got {tile}")
     n, c, h, w = x.shape
-    if kernel in _SWEEPS:  # a pixel a thread, a program a group: the tile's values unused
+    if kernel in (_lrn_bwd_sweep_kernel, _lrn_fwd_sweep_kernel):  # a pixel a thread, a program
+        # a group: the tile's values unused
         block_p = 32 * warps
         n_pblocks = triton.cdiv(h * w, block_p)
         grid, blocks = (n * n_pblocks * groups,), dict(BLOCK_P=block_p)
