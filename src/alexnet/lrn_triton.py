@@ -23,10 +23,9 @@ channels from 2*size-1 shifted input tiles; "sweep" has each program walk a grou
 order for its pixels, carrying the last `size` channels' terms in registers. The forward has a
 sweep too (FORWARDS), the window's inputs in registers, its sum in the same order. Which ones
 run, and each kernel's tile, is timed on the GPU at first use (FORWARD, BACKWARD and TILE
-"auto"; lrn_auto.py). Storage is
-float32, bfloat16 or float16; arithmetic is float32. Pixels (h, w) are addressed through one
-stride, so NCHW and channels_last (and views whose rows flatten that way) run in place, without a
-copy.
+"auto"; lrn_auto.py). Storage is float32, bfloat16 or float16; arithmetic is float32. Pixels
+(h, w) are addressed through one stride, so NCHW and channels_last (and views whose rows flatten
+that way) run in place, without a copy.
 
 The launchers take tensors on any device Triton runs on: CUDA, or the CPU under TRITON_INTERPRET=1
 (how tests/test_lrn_triton.py checks them on a machine without a GPU).
@@ -296,10 +295,11 @@ def _check(x: torch.Tensor, size: int, groups: int) -> None:
 
 # The tile, (values per program, warps), each kernel launches with unless told otherwise: "auto"
 # times TILES_TIMED on a GPU at a shape's first call and keeps the fastest (lrn_auto.py; each
-# strategy at each tile, FORWARD and BACKWARD "auto"); where nothing is timed, FALLBACK_TILE. The fused backward
-# holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167 registers a
-# thread for sm_90 (95 with 8 warps, as at 512 and 4; no spills; triton 3.8, counted by cuobjdump:
-# scripts/lrn_tiles.py --registers, session 27). Which runs faster is for a GPU to say.
+# strategy at each tile, FORWARD and BACKWARD "auto"); where nothing is timed, FALLBACK_TILE. The
+# fused backward holds about 20 tiles in registers: at 1024 values and 4 warps it compiles to 167
+# registers a thread for sm_90 (95 with 8 warps, as at 512 and 4; no spills; triton 3.8, counted
+# by cuobjdump: scripts/lrn_tiles.py --registers, session 27). Which runs faster is for a GPU to
+# say.
 TILE = {"forward": "auto", "backward": "auto"}
 TILES_TIMED = ((1024, 4), (1024, 8), (512, 4))
 FALLBACK_TILE = (1024, 4)
@@ -474,14 +474,21 @@ def _choose(kind: str, tensors, params, strategy: str, tile, run) -> tuple:
         runs, seen = {}, set()
         for how in (strategies if strategy == "auto" else (strategy,)):
             for t in (TILES_TIMED if tile == "auto" else (tuple(tile),)):
-                if (how, t[1] if how == "sweep" else t) not in seen:
-                    seen.add((how, t[1] if how == "sweep" else t))
+                launch = (how, t[1] if how == "sweep" else t)  # a sweep: its warps alone
+                if launch not in seen:
+                    seen.add(launch)
                     runs[_name(how, t)] = functools.partial(run, how, t)
         return runs
-    name = lrn_auto.choose(kind, tensors, params, (strategy, tile), options, _name(*fallback))
-    how, t = name.split()
-    return how, tuple(int(v) for v in t.split("x"))
+    return _parse(lrn_auto.choose(kind, tensors, params, (strategy, tile), options,
+                                  _name(*fallback)))
 
 
 def _name(strategy: str, tile) -> str:
     return f"{strategy} {tile[0]}x{tile[1]}"
+
+
+@functools.lru_cache(maxsize=None)  # every call: the few names there are, parsed once
+def _parse(name: str) -> tuple[str, tuple[int, int]]:
+    """_name's inverse: "sweep 1024x8" -> ("sweep", (1024, 8))."""
+    how, t = name.split()
+    return how, tuple(int(v) for v in t.split("x"))
