@@ -67,9 +67,13 @@ def pytest_configure(config):
     were the largest part of the suite's time (BENCHMARKS.md, "The test suite"). A passing test's
     files are removed when it ends (tmp_path_retention_policy) and the directory when the run
     passes; a failed run's stays for a look, and the next run removes it."""
-    if config.option.basetemp is not None or not _ram_disk_usable():
+    if config.option.basetemp is not None:
         return
+    # First: a killed run's files would otherwise fill the memory this run measures for room,
+    # so that it ran on disk, with them still held in memory, and never removed them.
     _sweep_dead_runs()
+    if not _ram_disk_usable():
+        return
     config.option.basetemp = tempfile.mkdtemp(prefix=f"alexnet-tests-{os.getpid()}-",
                                               dir=_RAM_DISK)
     config.stash[_IN_RAM] = Path(config.option.basetemp)
