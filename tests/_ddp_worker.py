@@ -26,7 +26,6 @@ INIT_SEED = 100  # rank 0's seed; rank r seeds INIT_SEED + r, so DDP must broadc
 
 
 FC_WIDTH = 64  # the width of fc6 and fc7 here (4096 in the paper): see make_model
-BUCKET_MB = 1  # DDP's all-reduce buckets (25 MB by default): several of them, as in a real run
 
 
 def make_model(seed: int) -> AlexNet:
@@ -87,7 +86,7 @@ def main(out_dir: Path) -> None:
     info = init_distributed("cpu")
     assert info.world_size == 2 and info.device.type == "cpu", info
     model = make_model(INIT_SEED + info.rank)
-    ddp = wrap_ddp(model, info, bucket_cap_mb=BUCKET_MB)
+    ddp = wrap_ddp(model, info)  # DDP's options as `alexnet train` has them: the defaults
     assert unwrap(ddp) is model
     opt = make_optimizer(ddp)
     per_rank = GLOBAL_BATCH // info.world_size

@@ -1,6 +1,7 @@
 """The test suite's own set-up (conftest.py): where the tests' files go."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ def test_a_killed_runs_files_are_removed_before_the_room_is_measured(tmp_path, m
     left = tmp_path / f"alexnet-tests-{int(ended.stdout)}-abc123"  # a process no longer running
     left.mkdir()
     (left / "checkpoint.pt").write_bytes(b"\0" * 1024)
-    mine = tmp_path / f"alexnet-tests-{conftest.os.getpid()}-def456"  # a live run's: kept
+    mine = tmp_path / f"alexnet-tests-{os.getpid()}-def456"  # a live run's: kept
     mine.mkdir()
     seen = []
     monkeypatch.setattr(conftest, "_RAM_DISK", tmp_path)
