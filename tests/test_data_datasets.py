@@ -12,6 +12,7 @@ from alexnet.data import open_dataset
 from alexnet.data.folder import load_image
 from alexnet.data.imageset import StatsAccumulator
 from alexnet.errors import AlexNetError, DataError
+from conftest import cli, one_line_error
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -82,8 +83,28 @@ def test_fashion_mnist_missing_names_the_debian_package(tmp_path):
 def test_fashion_mnist_truncated(tmp_path):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)))
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(3))
-    with pytest.raises(AlexNetError, match="do not match"):
+    with pytest.raises(AlexNetError, match="the counts must be equal"):
         open_dataset(f"fashion-mnist:{tmp_path}")
+
+
+@pytest.mark.parametrize("labels, words", [
+    (np.array([0, 200, 3]), ["label 200", "0–9"]),
+    (np.zeros((3, 1)), ["labels (N,)", "(3, 1)"])])
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_fashion_mnist_labels_out_of_range_are_one_line_errors(tmp_path, capsys, labels, words,
+                                                               command):
+    """A label of 200 or labels of shape (N, 1): train was an IndexError in cross_entropy (and
+    left a run directory), eval and `show neighbours` a traceback too, and prepare wrote a dataset
+    that every later command refused. Now opening the data says so, before anything is written."""
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((3, 28, 28)))
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels)
+    out = tmp_path / "out"
+    argv = {"train": ["train", "--data", f"fashion-mnist:{tmp_path}", "--epochs", "1",
+                      "--batch-size", "2", "--device", "cpu", "--no-progress", "--out", out],
+            "prepare": ["prepare", f"fashion-mnist:{tmp_path}", out, "--size", "32"]}[command]
+    rc, _, err = cli(capsys, *argv)
+    one_line_error(rc, err, "train-labels-idx1-ubyte.gz", *words)
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("damage, message", [

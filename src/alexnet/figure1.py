@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 
 from . import stats
-from .data.fashion import DEFAULT_ROOT, FILES, read_idx
+from .data.fashion import DEFAULT_ROOT, FILES, check_idx, read_idx
 from .errors import AlexNetError, DataError, Diverged
 from .io import atomic_write_json, atomic_write_text, locked_dir, read_cache
 from .machine import most_per_core
@@ -145,20 +145,6 @@ def load_data(cfg: Figure1Config) -> tuple[torch.Tensor, torch.Tensor]:
     x[:, 0, top:top + h, left:left + w] = torch.from_numpy(np.array(images[:n], np.float32))
     x -= x.mean(dim=0, keepdim=True)             # the mean image, as the paper and cuda-convnet
     return x, torch.from_numpy(labels[:n].astype(np.int64))
-
-
-def check_idx(paths: list[Path], images: np.ndarray, labels: np.ndarray) -> None:
-    """Images and labels that fit each other and the net's 10 outputs (else a one-line error
-    naming the files, not an IndexError deep in training)."""
-    if images.ndim != 3 or labels.ndim != 1:
-        raise DataError(f"{paths[0]} and {paths[1]} must hold images (N, H, W) and labels (N,), "
-                        f"not {images.shape} and {labels.shape}", option="data")
-    if len(images) != len(labels):
-        raise DataError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
-                        f"{len(labels)} labels: the counts must be equal", option="data")
-    if labels.size and labels.max() >= CLASSES:
-        raise DataError(f"{paths[1]} holds label {labels.max()}: Fashion-MNIST's are 0–9",
-                        option="data")
 
 
 # --- the net --------------------------------------------------------------------------------------

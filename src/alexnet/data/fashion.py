@@ -40,11 +40,9 @@ class FashionMNIST(ImageSet):
             raise DataError(f"Fashion-MNIST files missing in {self.root}: {', '.join(missing)} "
                             "(install Debian's package dataset-fashion-mnist, or give "
                             "fashion-mnist:DIR with the four IDX .gz files)")
-        self.images = read_idx(images_file)
-        self.labels = read_idx(labels_file).astype(np.int64)
-        if self.images.ndim != 3 or len(self.images) != len(self.labels):
-            raise DataError(f"{images_file} and {labels_file} do not match: "
-                            f"{self.images.shape} images, {self.labels.shape} labels")
+        self.images, labels = read_idx(images_file), read_idx(labels_file)
+        check_idx([images_file, labels_file], self.images, labels)
+        self.labels = labels.astype(np.int64)
 
     def train_split(self) -> "FashionMNIST":
         return self if self.split == "train" else FashionMNIST("train", str(self.root),
@@ -60,6 +58,20 @@ class FashionMNIST(ImageSet):
                             align_corners=False)
         out = new_batch((len(indices), self.image_size, self.image_size, 1))
         return out.copy_(big.round_().clamp_(0, 255).permute(0, 2, 3, 1))
+
+
+def check_idx(paths: list[Path], images: np.ndarray, labels: np.ndarray) -> None:
+    """Images and labels that fit each other and Fashion-MNIST's 10 classes (else a one-line error
+    naming the files, not an IndexError deep in training)."""
+    if images.ndim != 3 or labels.ndim != 1:
+        raise DataError(f"{paths[0]} and {paths[1]} must hold images (N, H, W) and labels (N,), "
+                        f"not {images.shape} and {labels.shape}", option="data")
+    if len(images) != len(labels):
+        raise DataError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds "
+                        f"{len(labels)} labels: the counts must be equal", option="data")
+    if labels.size and labels.max() >= len(CLASSES):
+        raise DataError(f"{paths[1]} holds label {labels.max()}: Fashion-MNIST's are 0–9",
+                        option="data")
 
 
 @functools.lru_cache(maxsize=8)
