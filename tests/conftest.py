@@ -3,6 +3,7 @@ statistics cache, so that tests never read or write ~/.cache."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import shutil
@@ -111,6 +112,13 @@ def _triton_lrn_at_one_tile():
         mp.setattr(lrn.lrn_triton, "FORWARD", lrn.lrn_triton.FORWARD_FALLBACK)
     yield
     mp.undo()
+
+
+def write_idx(path, array) -> None:
+    """An IDX file (Fashion-MNIST's format), gzip'd: uint8 values, big-endian int32 sizes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
 
 
 def write_image_folder(root, classes=("cat", "dog", "eel"), per_class=(3, 2),

@@ -20,7 +20,8 @@ from alexnet.data.augment import Augment
 from alexnet.data.folder import load_image, to_rgb
 from alexnet.data.imageset import StatsAccumulator
 from alexnet.errors import AlexNetError, DataError
-from conftest import cli, one_line_error, write_image_folder
+from alexnet.evaluate import evaluate
+from conftest import cli, one_line_error, write_idx, write_image_folder
 
 
 def photo(w, h, seed=0):
@@ -393,3 +394,32 @@ def test_features_of_a_folder_with_unreadable_images_label_them_minus_one(image_
     bad = [str(f).endswith("dog_1.jpg") for f in data.files]
     assert labels.tolist() == [-1 if b else int(y) for b, y in zip(bad, data.labels)]
     assert np.load(tmp_path / "f.npy").shape == (len(data), 3)
+
+
+# ---- 4. nothing left to score ---------------------------------------------------------------------
+
+def test_a_val_set_of_only_unreadable_images_is_an_error_not_a_100_percent_error(
+        image_folder, tmp_path, capsys):
+    """Every val image unreadable: eval printed a top-1 error of 100% over 0 images with exit 0,
+    and train chose its best.pt on that 100%. Now both say there is nothing to score."""
+    run = tmp_path / "run"
+    small = ["--batch-size", "3", "--workers", "0", "--eval-crops", "1", "--no-progress",
+             "--recipe", "paper", "--precision", "fp32", "--epochs", "1"]
+    assert cli(capsys, "train", "--data", image_folder, *small, "--out", run)[0] == 0
+    for f in (image_folder / "val").rglob("*.jpg"):
+        f.write_bytes(b"not an image")
+    rc, out, err = cli(capsys, "eval", run, "--data", image_folder, "--crops", "1", "--json")
+    one_line_error(rc, err, "none of the 6 validation images could be read", "/val/", "(--data)")
+    assert out == ""
+    rc, _, err = cli(capsys, "train", "--data", image_folder, *small, "--out", tmp_path / "r2")
+    one_line_error(rc, err, "none of the 6 validation images could be read")
+    assert not (tmp_path / "r2" / "best.pt").exists()
+
+
+def test_an_empty_val_set_is_an_error_not_a_100_percent_error(tmp_path):
+    """Fashion-MNIST files of 0 test images: eval printed a 100% error over them."""
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(0))
+    val = open_dataset(f"fashion-mnist:{tmp_path}", "val")
+    with pytest.raises(DataError, match="the validation set has no images: nothing to score"):
+        evaluate(None, Loader(val, 2, shuffle=False, workers=0))  # no batch: no predictor needed

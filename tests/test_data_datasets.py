@@ -1,6 +1,5 @@
 """Dataset sources: shapes, Fashion-MNIST, ImageFolder trees; statistics; bad inputs."""
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ from alexnet.data import open_dataset
 from alexnet.data.folder import load_image
 from alexnet.data.imageset import StatsAccumulator
 from alexnet.errors import AlexNetError, DataError
-from conftest import cli, one_line_error
+from conftest import cli, one_line_error, write_idx
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -49,12 +48,6 @@ def test_bad_shapes_spec(spec):
 
 
 # ---- Fashion-MNIST -------------------------------------------------------------------------------
-
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">i", d) for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
 
 def test_fashion_mnist_from_idx_files(tmp_path):
     y, x = np.mgrid[0:28, 0:28]

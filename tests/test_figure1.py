@@ -3,7 +3,6 @@ seeds (same weights, same batches), the running error, the resume, the report's 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import math
 from pathlib import Path
@@ -16,15 +15,9 @@ from alexnet import figure1, stats
 from alexnet.cli import main
 from alexnet.figure1 import Figure1Config
 from alexnet.visualize.figure1 import format_ladder, verdict_line
-from conftest import one_line_error
+from conftest import one_line_error, write_idx
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">i4").tobytes()
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +32,8 @@ def fake_fashion(tmp_path_factory) -> Path:
         images[labels == 0, :, :14] += 180
         images[labels == 1, :, 14:] += 180
         img_name, lbl_name = figure1.FILES[split]
-        _write_idx(root / img_name, images)
-        _write_idx(root / lbl_name, labels)
+        write_idx(root / img_name, images)
+        write_idx(root / lbl_name, labels)
     return root
 
 
@@ -241,8 +234,8 @@ def test_idx_files_that_do_not_fit_are_one_line_errors(tmp_path, capsys, shape, 
     root = tmp_path / "fashion"
     root.mkdir()
     images_file, labels_file = (root / name for name in figure1.FILES["train"])
-    _write_idx(images_file, np.zeros(shape))
-    _write_idx(labels_file, np.array(labels))
+    write_idx(images_file, np.zeros(shape))
+    write_idx(labels_file, np.array(labels))
     out = tmp_path / "o"
     rc = main(["figure1", "--data", str(root), "--out", str(out), *TINY])
     one_line_error(rc, capsys.readouterr().err, str(labels_file), "(--data)", *words)

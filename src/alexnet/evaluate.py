@@ -16,7 +16,7 @@ import torch
 from . import parallel
 from .accel import PRECISIONS, tune_allocator
 from .data import Loader, open_dataset
-from .errors import AlexNetError, same_on_every_process
+from .errors import AlexNetError, DataError, same_on_every_process
 from .options import check_value, path_arg
 from .predictor import Predictor
 from .progress import Progress
@@ -55,9 +55,25 @@ def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = Fals
             bar.update()
     if info is not None:
         sums = parallel.all_reduce_sum(sums, info)
-    n = max(sums[3].item(), 1.0)
+    if sums[3] == 0:  # after the sum over ranks: every rank raises alike
+        raise _nothing_to_score(loader, info)
+    n = sums[3].item()
     return {"loss": sums[0].item() / n, "top1_error": 1 - sums[1].item() / n,
             "top5_error": 1 - sums[2].item() / n, "crops": crops, "images": int(sums[3].item())}
+
+
+def _nothing_to_score(loader, info) -> DataError:
+    """No image scored: an error of 100% over 0 images, what evaluate returned before, read as a
+    result (train chose its best.pt on it). Under torchrun rank 0 alone says it."""
+    total = len(loader.imageset)
+    if total == 0:
+        e = DataError("the validation set has no images: nothing to score", option="data")
+    else:
+        skipped = unreadable([loader], info) if info is not None else list(loader.skipped.values())
+        e = DataError(f"none of the {total} validation images could be read, so there is nothing "
+                      f"to score (the first: {skipped[0] if skipped else '?'})", option="data")
+    e.said_by_rank0 = info is not None and info.rank != 0
+    return e
 
 
 def unreadable(loaders, info) -> list[str]:
