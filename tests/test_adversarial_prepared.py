@@ -197,6 +197,23 @@ def test_no_readable_training_image_writes_the_report_it_names(tmp_path, capsys)
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
+def test_an_output_directory_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    rc, _, err = cli(capsys, "prepare", "shapes:4:2", tmp_path / "file" / "out")
+    one_line_error(rc, err, "as an output directory: Not a directory")  # it said "a output"
+
+
+def test_no_readable_val_image_is_said_at_once(image_folder, tmp_path, capsys):
+    """It was "prepared ... 0 val images" alone, and train or eval failed on it later."""
+    for f in (image_folder / "val").rglob("*.jpg"):
+        f.write_bytes(b"not an image")
+    rc, out, err = cli(capsys, "prepare", image_folder, tmp_path / "out", "--workers", "0",
+                       "--size", "32")
+    assert rc == 0, err
+    assert "note: no image of" in out and "val split could be read" in out, out
+    assert len((tmp_path / "out" / "report.txt").read_text().splitlines()) == 1 + 6
+
+
 @pytest.mark.parametrize("flag,value,message", [
     ("--size", "2", "size must be >= 8, got 2 (--size)"),
     ("--size", "100000", "size must be <= 4096, got 100000 (--size)"),

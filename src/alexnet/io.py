@@ -240,6 +240,10 @@ def close_inherited_locks() -> None:
     _held_locks.clear()
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"  # "an output directory"
+
+
 @contextmanager
 def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterator[Path]:
     """Hold an exclusive lock on `directory` (created if missing) for the duration, then sweep
@@ -254,7 +258,7 @@ def locked_dir(directory: str | os.PathLike, what: str = "directory") -> Iterato
         directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
-        raise AlexNetError(f"cannot use {directory} as a {what}: {e.strerror or e}") from None
+        raise AlexNetError(f"cannot use {directory} as {_a(what)}: {e.strerror or e}") from None
     locked = False
     try:
         try:

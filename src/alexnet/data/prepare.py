@@ -96,8 +96,12 @@ def run(args) -> int:
     print(f"prepared {counts} images ({manifest['skipped']} skipped, listed in "
           f"{out / REPORT}) into {out}: {manifest['encoding']}, {size / 1e9:.2f} GB, "
           f"{done / elapsed:.0f} img/s")
-    if "val" not in manifest["splits"]:  # fine for features; say it now, not when train fails
+    # Fine for features; say it now, not when train or eval fails.
+    if "val" not in manifest["splits"]:
         print(f"note: {args.src} has no val split (val/<class>/*): alexnet train and eval need one")
+    elif manifest["splits"]["val"]["count"] == 0:
+        print(f"note: no image of {args.src}'s val split could be read (listed in {out / REPORT}): "
+              "alexnet train and eval need one")
     return 0
 
 
