@@ -115,7 +115,8 @@ def test_a_missing_shard_is_one_line_that_names_the_command(prepared, tmp_path, 
                    f"rerun the `alexnet prepare` command that made {prepared['raw']}")
 
 
-@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "truncate", "wrong shape"])
+@pytest.mark.parametrize("damage", [b"", b"PK\x03\x04garbage", "truncate", "wrong shape",
+                                    b"hello\n"])
 def test_damaged_stats_npz_is_a_data_error(prepared, damage):
     stats = prepared["raw"] / "stats.npz"
     if damage == "truncate":
@@ -128,6 +129,23 @@ def test_damaged_stats_npz_is_a_data_error(prepared, damage):
     with pytest.raises(DataError, match="stats.npz") as e:
         open_dataset(prepared["raw"]).stats()
     assert "\n" not in str(e.value)
+    assert "pickle" not in str(e.value)  # numpy's advice to load it unsafely, on a text file
+
+
+@pytest.mark.parametrize("fmt, name", [("raw", "train-labels.npy"), ("jpeg", "train-00000.idx.npy"),
+                                       ("raw", "train-00000.npz")])
+def test_a_text_file_for_a_numpy_file_is_not_called_pickled(prepared, image_folder, fmt, name):
+    """np.load(allow_pickle=False) of a file that is not .npy/.npz says it "contains pickled
+    (object) data" and to load it unsafely: the wrong cause, and advice not to follow."""
+    (prepared[fmt] / name).write_text("hello\n")
+    with pytest.raises(DataError, match="not a NumPy .npy or .npz file") as e:
+        if name.endswith(".npz"):  # a shard's sidecar: read when an unfinished prepare ends
+            (prepared[fmt] / "manifest.json").unlink()
+            prep.prepare(image_folder, prepared[fmt], size=32, shard_size=4, encoding=fmt,
+                         workers=0, progress=False)
+        else:
+            open_dataset(prepared[fmt]).get_batch([0])
+    assert "pickle" not in str(e.value) and name in str(e.value)
 
 
 def test_damaged_stats_cache_is_recomputed(image_folder):

@@ -198,6 +198,17 @@ class StatsAccumulator:
                 for k, v in out.items()}
 
 
+def load_numpy(path):
+    """np.load without pickles: an .npy array or an .npz archive (use it in a `with`). For any
+    other file numpy says it "contains pickled (object) data" and suggests loading it unsafely,
+    the wrong cause and advice not to follow: here it is a ValueError saying what it is not."""
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head.startswith((b"\x93NUMPY", b"PK\x03\x04")):  # .npy's magic; .npz is a zip
+        raise ValueError("not a NumPy .npy or .npz file")
+    return np.load(path, allow_pickle=False)
+
+
 def save_stats(path, stats: dict[str, torch.Tensor]) -> None:
     """Write stats as an .npz (plain arrays, no pickle), atomically."""
     def write(tmp: Path):
@@ -210,7 +221,7 @@ def load_stats(path, shape: tuple[int, int, int] | None = None) -> dict[str, tor
     """Statistics written by save_stats; DataError if the file is missing, damaged or not of the
     expected mean-image `shape` (S, S, C) (when given)."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with load_numpy(path) as z:
             stats = {k: torch.from_numpy(z[k].astype(np.float32)) for k in STAT_KEYS}
     # np.load and its zip reader raise all of these for a truncated or foreign file
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:

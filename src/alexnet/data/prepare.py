@@ -53,7 +53,7 @@ from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomi
                   locked_dir)
 from ..options import path_arg
 from . import SPLITS, open_dataset
-from .imageset import StatsAccumulator, drop_failed, save_stats
+from .imageset import StatsAccumulator, drop_failed, load_numpy, save_stats
 from .loader import check_workers
 from .prepared import (CONFIG, FORMAT, MANIFEST, REPORT, STATS, VERSION, read_manifest,
                        shard_fault, shard_name)
@@ -385,7 +385,7 @@ def _read_sidecar(path: Path, with_stats: bool) -> dict:
     keys = ("labels", "skipped") + (("count", "sum_image", "sum_pixel", "sum_outer")
                                     if with_stats else ())
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with load_numpy(path) as z:
             return {k: z[k] for k in keys}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"cannot read {path} ({type(e).__name__}: {e}): delete it and run the "

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import AlexNetError, DataError, first_line
-from .imageset import ImageSet, load_stats, new_batch
+from .imageset import ImageSet, load_numpy, load_stats, new_batch
 
 FORMAT, VERSION = "alexnet-prepared", 1
 MANIFEST, CONFIG, STATS, REPORT = "manifest.json", "prepare.json", "stats.npz", "report.txt"
@@ -58,7 +58,7 @@ class Prepared(ImageSet):
 
     def _read_labels(self, path: Path) -> np.ndarray:
         try:
-            labels = np.load(path, allow_pickle=False)
+            labels = load_numpy(path)
         except (OSError, ValueError, EOFError) as e:
             raise DataError(f"cannot read labels {path}: {type(e).__name__}: {e}") from None
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or (
@@ -185,7 +185,7 @@ def _jpeg_shard(path: Path, count: int):
     """(the shard's bytes, memory-mapped; its int64 offsets), checked against each other."""
     idx = path.with_suffix(".idx.npy")
     try:
-        offsets = np.load(idx, allow_pickle=False)
+        offsets = load_numpy(idx)
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"cannot read {idx}: {type(e).__name__}: {e}; "
                         f"{redo_advice(path.parent)}") from None
