@@ -5,6 +5,7 @@ checkpoint.read_torch_file's."""
 from __future__ import annotations
 
 import math
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -74,14 +75,22 @@ def test_corrupt_checkpoints_and_metrics(trained, tmp_path, capsys):
     torch.save(ckpt, tmp_path / "noarch.pt")
     err = one_line_exit_2(capsys, ["eval", str(tmp_path / "noarch.pt"), "--data", "shapes:16:8"])
     assert "arch" in err
-    (run / "metrics.jsonl").write_bytes(b"\xff\xfe not utf-8 \x80")  # a copy's, not trained's
-    err = one_line_exit_2(capsys, ["show", "curves", str(run), "--out", str(tmp_path / "c.png")])
-    assert "metrics.jsonl: not JSON lines" in err
-    assert not (tmp_path / "c.png").exists()
+    first = (trained / "metrics.jsonl").read_text().splitlines()[0]
+    for damage, words in ((b"\xff\xfe not utf-8 \x80", "not UTF-8 text"),  # a copy's, not trained's
+                          (f"{first}\n\n{{oops\n".encode(), "not JSON at line 3 column 2")):
+        (run / "metrics.jsonl").write_bytes(damage)
+        err = one_line_exit_2(capsys, ["show", "curves", str(run), "--out",
+                                       str(tmp_path / "c.png")])
+        assert "metrics.jsonl: not JSON lines" in err and words in err, err  # was always line 1
+        assert not (tmp_path / "c.png").exists()
     (tmp_path / "text.pt").write_text("hello\n")
     (tmp_path / "cut.pt").write_bytes((trained / "best.pt").read_bytes()[:1000])
+    with zipfile.ZipFile(tmp_path / "zip.pt", "w") as z:  # a zip, not torch.save's
+        z.writestr("a.txt", "hello")
     for name, words in (("text.pt", "text.pt: not a PyTorch file"),
-                        ("cut.pt", "cut.pt: PytorchStreamReader failed reading zip archive")):
+                        ("cut.pt", "cut.pt: PytorchStreamReader failed reading zip archive"),
+                        # it was cut to "[enforce fail at inline_container.cc:180]"
+                        ("zip.pt", "zip.pt: file in archive is not in a subdirectory: a.txt")):
         err = one_line_exit_2(capsys, ["eval", str(tmp_path / name), "--data", "shapes:16:8"])
         assert words in err and "UserWarning" not in err, err
 

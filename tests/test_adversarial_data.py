@@ -396,7 +396,7 @@ def test_features_of_a_folder_with_unreadable_images_label_them_minus_one(image_
     assert np.load(tmp_path / "f.npy").shape == (len(data), 3)
 
 
-# ---- 4. nothing left to score ---------------------------------------------------------------------
+# ---- 4. nothing left to score -------------------------------------------------------------------
 
 def test_a_val_set_of_only_unreadable_images_is_an_error_not_a_100_percent_error(
         image_folder, tmp_path, capsys):

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import os
 import random
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -76,7 +77,15 @@ def read_torch_file(path: Path, map_location="cpu") -> Any:
         if _is_torchscript(path):  # torch's words ("Cannot use weights_only=True …") hide it
             raise DataError(f"cannot read {path}: a TorchScript module (torch.jit.load reads "
                             f"it; give a checkpoint, a run directory or a safetensors export)")
-        raise DataError(f"cannot read {path}: {first_line(e).split('. ')[0]}") from None
+        raise DataError(f"cannot read {path}: {_torch_reason(e)}") from None
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch's reason in a few words: its first sentence, after the C++ source position that
+    some of its errors start with ("[enforce fail at inline_container.cc:180] . file in archive
+    is not in a subdirectory: a.txt", a zip that torch.save did not write)."""
+    line = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", first_line(e))
+    return line.split(". ")[0] or type(e).__name__
 
 
 def _reference_script_args_allowed():

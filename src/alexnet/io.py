@@ -142,14 +142,20 @@ def read_json(path: Path, lines: bool = False) -> tuple[Any, str | None]:
     """(content, None) of a JSON file (JSON Lines: a list, one value a line), or (None, what is
     wrong with it), so that each caller can say in one line what to do about it (json's own
     message names no file)."""
+    number = 0  # JSON Lines: the file's line, where json's own lineno counts within one line
     try:
         text = path.read_text(encoding="utf-8")
-        return ([json.loads(line) for line in text.splitlines()] if lines
-                else json.loads(text)), None
+        if not lines:
+            return json.loads(text), None
+        rows = []
+        for number, line in enumerate(text.splitlines()):  # blank lines (an editor's) skipped
+            if line.strip():
+                rows.append(json.loads(line))
+        return rows, None
     except OSError as e:
         return None, e.strerror or first_line(e)
     except json.JSONDecodeError as e:  # its own words name no file, and run long
-        return None, f"not JSON at line {e.lineno} column {e.colno}"
+        return None, f"not JSON at line {number + e.lineno} column {e.colno}"
     except ValueError:
         return None, "not UTF-8 text"
 

@@ -2,10 +2,10 @@
 `alexnet show curves RUN [RUN…]`, which puts several runs on one plot from their metrics.jsonl."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import AlexNetError
+from ..io import read_json
 from .common import drawable, pyplot, save_figure
 
 WIDTH_PX, HEIGHT_PX = 1100, 400
@@ -42,12 +42,9 @@ def read_history(run: str | Path) -> list[dict]:
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise AlexNetError(f"{run}: no metrics.jsonl (not a training run directory?)")
-    try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise AlexNetError(f"{path}: not JSON lines ({e})") from None
-    except UnicodeDecodeError:  # an image or other binary file under that name
-        raise AlexNetError(f"{path}: not JSON lines (not even text)") from None
+    rows, why = read_json(path, lines=True)
+    if why is not None:
+        raise AlexNetError(f"{path}: not JSON lines ({why})")
     need = {"epoch", "train_loss", "val_loss", "val_top1_error", "val_top5_error"}
     if not rows or not all(isinstance(r, dict) and need <= set(r) for r in rows):
         raise AlexNetError(f"{path}: no epochs with {', '.join(sorted(need))}")
