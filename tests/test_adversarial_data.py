@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,26 @@ def test_symlinked_directory_loop_is_walked_once(image_folder):
     (image_folder / "val" / "cat" / "more").symlink_to(image_folder / "train" / "eel",
                                                        target_is_directory=True)
     assert len(open_dataset(image_folder, "val")) == 6 + 3 + 0  # eel's own links are loops
+
+
+@pytest.mark.parametrize("where", ["cat", "cat/sub"])
+def test_an_unreadable_folder_is_named_not_skipped(image_folder, monkeypatch, capsys, where):
+    """A class folder the user may not read (chmod 000, another owner) was "has no images", the
+    permission error unsaid; one inside a class folder dropped its images in silence. (As a
+    stand-in: the tests may run as root, whom chmod does not stop.)"""
+    (image_folder / "train" / "cat" / "sub").mkdir()
+    (image_folder / "train" / "cat" / "cat_0.jpg").rename(image_folder / "train/cat/sub/c.jpg")
+    locked, real = image_folder / "train" / where, os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    rc, _, err = cli(capsys, "train", "--data", image_folder, "--epochs", "1", "--out",
+                     image_folder.parent / "run")
+    one_line_error(rc, err, f"cannot read folder {locked}: Permission denied")
 
 
 # ---- 3. unreadable files while training or evaluating straight from a folder --------------------

@@ -126,6 +126,15 @@ def test_eval_of_a_run_without_best_says_so(tmp_path, capsys):
     (run / "best.pt").unlink()
     err = one_line_exit_2(capsys, ["eval", str(run), "--data", "shapes:16:8", "--workers", "0"])
     assert "no best.pt" in err and "checkpoint.pt" in err
+    # A directory that is no run at all was "has no best.pt (no epoch has finished)" too.
+    (tmp_path / "empty").mkdir()
+    for argv in (["eval", tmp_path / "empty"], ["train", *FAST, "--weights", tmp_path / "empty"]):
+        err = one_line_exit_2(capsys, [str(a) for a in argv])
+        assert "empty is a directory but not a training run" in err, err
+    # A directory given for --val-labels was "val labels file not found".
+    err = one_line_exit_2(capsys, ["eval", str(run / "checkpoint.pt"), "--data", str(tmp_path),
+                                   "--val-labels", str(tmp_path / "empty")])
+    assert "empty is a directory, not a val labels file (--val-labels)" in err, err
 
 
 @pytest.mark.parametrize("flag, value, words", [

@@ -106,6 +106,11 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
     rather than silently taking another file (name checkpoint.pt to get the latest weights)."""
     path = Path(path)
     if path.is_dir():
+        if not any((path / name).exists() for name in ("config.json", "best.pt",
+                                                       "checkpoint.pt")):
+            # train writes config.json before its first step
+            raise DataError(f"{path} is a directory but not a training run: give a run "
+                            "directory, a checkpoint or a weights file")
         if not (path / "best.pt").is_file():
             hint = (f"; {path / 'checkpoint.pt'} holds the latest weights"
                     if (path / "checkpoint.pt").is_file() else "")

@@ -78,6 +78,9 @@ def builtin(spec: str) -> str | None:
 def _check_val_labels(spec: str, val_labels) -> None:
     """A --val-labels file that is missing, or given with a dataset that has its labels, was
     ignored in silence: a misspelt path went unnoticed."""
+    if Path(val_labels).is_dir():
+        raise AlexNetError(f"{val_labels} is a directory, not a val labels file",
+                           option="val_labels")
     if not Path(val_labels).is_file():
         raise AlexNetError(f"val labels file not found: {val_labels}", option="val_labels")
     path = Path(spec).expanduser()

@@ -213,8 +213,10 @@ def _list_images(path: Path) -> list[Path]:
                 continue
             seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError:
-            continue  # unreadable or vanished: as os.walk, skip it
+        except FileNotFoundError:
+            continue  # vanished since it was listed: as os.walk, skip it
+        except OSError as e:  # os.walk skips it too, but its images would drop out unsaid
+            raise DataError(f"cannot read folder {directory}: {e.strerror or e}") from None
         subdirs = []
         for e in entries:
             if e.name.startswith("."):
