@@ -129,9 +129,10 @@ def test_predictions_and_neighbours_show_names_from_names_file(files, tmp_path, 
     want = [classes[0]] + [f"the {c}" for c in classes[1:]]
     assert sorted(c for c, _ in drawn[0][0]) == sorted(want)
     monkeypatch.setattr(figure4, "draw_neighbours", lambda *a: drawn.append(a[5]) or a[-1])
-    code, _, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--queries", 2,
-                        "--pool", 4, "--names", names, "--out", tmp_path / "n.png")
+    code, out, err = show(capsys, "neighbours", files / "tiny.pt", "--data", DATA, "--queries",
+                          2, "--pool", 4, "--names", names, "--out", tmp_path / "n.png")
     assert code == 0 and drawn[1] == want, err
+    assert "note: 4 neighbours a query, as many as the pool holds (-k 6)" in out  # was unsaid
 
 
 def test_predictions_bad_image_is_one_line_error(files, tmp_path, capsys):

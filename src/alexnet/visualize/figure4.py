@@ -135,6 +135,8 @@ def run_neighbours(args) -> int:
     rng = np.random.default_rng(args.seed)
     q_idx = np.sort(rng.choice(len(val), min(args.queries, len(val)), replace=False))
     p_idx = np.sort(rng.choice(len(train), min(args.pool, len(train)), replace=False))
+    if args.k > len(p_idx):  # it drew fewer columns than asked for, unsaid
+        print(f"note: {len(p_idx)} neighbours a query, as many as the pool holds (-k {args.k})")
     dist, near = nearest(features(seen, val, q_idx, args.layer),
                          features(seen, train, p_idx, args.layer), args.k)
     crop = seen.augment.crop_size
