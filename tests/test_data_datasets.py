@@ -199,6 +199,21 @@ def test_flat_validation_folder_with_label_file(image_folder):
         open_dataset(image_folder, "val", val_labels=labels)
 
 
+def test_a_label_file_from_a_windows_editor_with_file_names_holding_spaces(image_folder):
+    """A UTF-8 byte-order mark made a valid file fail ("line 1: \\ufeffcat 0.jpg is not in
+    val"); a tab between the columns lets a file name hold spaces."""
+    flat = image_folder / "val"
+    for c in ("cat", "dog", "eel"):
+        for f in (flat / c).iterdir():
+            f.rename(flat / f"my {c} {f.name}")
+        (flat / c).rmdir()
+    names = sorted(p.name for p in flat.iterdir())
+    labels = image_folder / "val.txt"
+    labels.write_bytes(("\ufeff" + "".join(f"{n}\t{n.split()[1]}\r\n" for n in names)).encode())
+    val = open_dataset(image_folder, "val", val_labels=labels)
+    assert [val.classes[k] for k in val.labels] == [n.split()[1] for n in names]
+
+
 def test_bad_folders(tmp_path, image_folder):
     with pytest.raises(AlexNetError, match="not found"):
         open_dataset(tmp_path / "nothing")

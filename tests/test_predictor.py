@@ -13,7 +13,7 @@ from alexnet.checkpoint import save_checkpoint
 from alexnet.cli import main as cli_main
 from alexnet.errors import AlexNetError
 from alexnet.model import alexnet
-from alexnet.predictor import Predictor
+from alexnet.predictor import Predictor, read_names
 
 CLASSES = [f"c{i}" for i in range(5)]
 
@@ -118,6 +118,15 @@ def test_predict_names_classes_from_a_synset_mapping_file(ckpt_path, tmp_path, c
     assert cli_main([*argv, "--names", str(names)]) == 0
     text = capsys.readouterr().out
     assert "  c0  zero\n" in text and "  c1\n" in text
+
+
+def test_a_names_file_from_a_windows_editor_and_class_names_with_spaces(tmp_path):
+    """A UTF-8 byte-order mark glued itself to the first class ("\\ufeffplain"), which then named
+    nothing, unsaid; a class folder named with spaces could not be named (split at the first)."""
+    names = tmp_path / "names.txt"
+    names.write_bytes("\ufeffplain Plain thing\r\ncafé au lait\tcoffee, milk\r\n".encode())
+    assert read_names(names, ["café au lait", "plain"]) == {"plain": "Plain thing",
+                                                            "café au lait": "coffee, milk"}
 
 
 @pytest.mark.parametrize("content, message", [

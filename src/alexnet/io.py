@@ -160,6 +160,21 @@ def read_json(path: Path, lines: bool = False) -> tuple[Any, str | None]:
         return None, "not UTF-8 text"
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """A user's text file (a names or labels file): UTF-8, with or without the byte-order mark
+    that Windows editors put first (read as UTF-8, it glued itself to the first line's first
+    field, so that the line matched nothing). OSError and UnicodeDecodeError as open raises them."""
+    return Path(path).read_text(encoding="utf-8-sig")
+
+
+def text_fields(line: str, maxsplit: int = -1) -> list[str]:
+    """A line's fields: split at tabs when it has one, so that a field may hold spaces (a class
+    folder "café au lait", a file "my photo.jpg"); else at any whitespace, the usual form."""
+    if "\t" in line:
+        return [f.strip() for f in line.split("\t", maxsplit) if f.strip()]
+    return line.split(maxsplit=maxsplit)
+
+
 def read_cache(path: Path, fields: dict[str, type | tuple | Callable[[Any], bool]], log=print,
                then: str = "computed again") -> dict | None:
     """The result cached at `path`, or None when there is none or it is damaged (not JSON, or

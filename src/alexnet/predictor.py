@@ -29,6 +29,7 @@ from .checkpoint import (LATER_TRAINING_STATE, TRAINING_STATE, check_compatible,
 from .data.augment import Augment
 from .data.folder import load_image
 from .errors import AlexNetError, DataError
+from .io import read_text, text_fields
 from .runtime import Runtime
 from .weights import class_names, load_any
 
@@ -49,15 +50,16 @@ def read_names(path: str | os.PathLike, classes: list[str]) -> dict[str, str]:
     """{class: readable name} from a file of lines '<class> <name…>', the form of ImageNet's
     LOC_synset_mapping.txt ('n01440764 tench, Tinca tinca') and Caffe's synset_words.txt: a model
     trained on ImageNet's folders names its classes by WordNet ID. Lines for classes the model
-    lacks are skipped, so the 1000-line file serves a model of a few of them."""
+    lacks are skipped, so the 1000-line file serves a model of a few of them. A class whose name
+    holds a space is named on a line '<class><TAB><name>' (io.text_fields)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lines = read_text(path).splitlines()
     except (OSError, UnicodeDecodeError) as e:
         why = getattr(e, "strerror", None) or "not UTF-8 text"
         raise DataError(f"cannot read the names file {path}: {why}", option="names") from None
     names, known = {}, set(classes)
     for n, line in enumerate(lines, 1):
-        fields = line.split(maxsplit=1)
+        fields = text_fields(line, maxsplit=1)
         if not fields:
             continue
         if len(fields) < 2:

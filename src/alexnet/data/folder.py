@@ -4,7 +4,7 @@
 or, for ILSVRC-2012's validation set as shipped, a flat ROOT/val/ plus its label file
 (`val_labels=`), in either of two formats:
 - two columns, `<file name> <label>`, the label a class name (wnid) or an index into the sorted
-  class names (Caffe's val.txt);
+  class names (Caffe's val.txt); separated by a tab, a column may hold spaces;
 - the devkit's ILSVRC2012_validation_ground_truth.txt: one ILSVRC2012_ID per line, for the files
   in sorted order. Those IDs are NOT the sorted-wnid order, so the devkit's data/meta.mat must sit
   next to the file (it maps ID -> wnid; reading it needs scipy).
@@ -39,6 +39,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import AlexNetError, DataError
+from ..io import read_text, text_fields
 from .imageset import ImageSet, key_of, new_batch
 
 # Resize in two steps (Image.reduce by an integer factor, then the filter) once the source box is
@@ -305,10 +306,10 @@ def _label_rows(label_file: Path) -> list[tuple[int, list[str]]]:
     if not label_file.is_file():
         raise DataError(f"label file not found: {label_file}")
     try:
-        text = label_file.read_text(encoding="utf-8")
+        text = read_text(label_file)
     except UnicodeDecodeError:
         raise DataError(f"{label_file} is not a text file") from None
-    return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return [(n, text_fields(line)) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
 LABEL_FORMATS = "expected '<file> <label>' (2 columns) or an ILSVRC2012_ID (1) on every line"
