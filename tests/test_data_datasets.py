@@ -310,3 +310,21 @@ def test_statistics_show_a_bar_on_a_terminal_only(monkeypatch, tmp_path):
         monkeypatch.setattr(imageset.sys.stderr, "isatty", lambda: tty, raising=False)
         open_dataset("shapes:200:8").stats()
         assert bars[-1] == {"total": 2, "enabled": tty, "updates": 2}  # 200 images, 128 a batch
+
+
+def test_images_written_again_under_the_same_names_get_new_statistics(image_folder, tmp_path,
+                                                                      monkeypatch):
+    """The statistics' cache key named the folder, its image count and its first and last file:
+    a dataset made again under the same names (other pictures) got the old mean image, mean, std
+    and PCA in every later run, unsaid. The key holds the sampled files' sizes and times now."""
+    import alexnet.data.imageset as imageset
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(imageset, "_memory_cache", {})
+    assert open_dataset(image_folder).stats()["mean"].tolist() != [10.0] * 3
+    for f in (image_folder / "train").rglob("*.jpg"):
+        Image.new("RGB", (40, 30), (10, 10, 10)).save(f, "JPEG")
+    for emptied in (False, True):  # the memory cache's key, then the disk cache's
+        if emptied:
+            monkeypatch.setattr(imageset, "_memory_cache", {})
+        mean = open_dataset(image_folder).stats()["mean"]
+        assert torch.allclose(mean, torch.tensor([10.0] * 3), atol=1.5), mean

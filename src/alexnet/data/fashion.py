@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .imageset import ImageSet, key_of, new_batch
+from .imageset import ImageSet, file_stamps, key_of, new_batch
 
 DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -50,7 +50,8 @@ class FashionMNIST(ImageSet):
 
     def cache_key(self) -> str:
         return key_of(kind="fashion-mnist", root=str(self.root.resolve()), size=self.image_size,
-                      n=len(self.train_split()))
+                      n=len(self.train_split()),
+                      stamps=file_stamps(self.root / f for f in FILES["train"]))
 
     def _load(self, indices: np.ndarray) -> torch.Tensor:
         small = torch.from_numpy(self.images[indices]).unsqueeze(1).float()  # (B, 1, 28, 28)

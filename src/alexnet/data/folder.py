@@ -40,7 +40,7 @@ from PIL import Image, ImageOps
 
 from ..errors import AlexNetError, DataError
 from ..io import read_text, text_fields
-from .imageset import ImageSet, key_of, new_batch
+from .imageset import ImageSet, file_stamps, key_of, new_batch, stats_sample
 
 # Resize in two steps (Image.reduce by an integer factor, then the filter) once the source box is
 # at least this many times the target: see _resize_crop.
@@ -78,8 +78,10 @@ class ImageFolder(ImageSet):
 
     def cache_key(self) -> str:
         train = self.train_split()
+        files = [train.files[i] for i in stats_sample(len(train))]  # what the statistics read
         return key_of(kind="folder", root=str(self.root.resolve()), size=self.image_size,
-                      n=len(train), first=str(train.files[0]), last=str(train.files[-1]))
+                      n=len(train), first=str(train.files[0]), last=str(train.files[-1]),
+                      stamps=file_stamps(files))
 
     def describe(self, index: int) -> str:
         return str(self.files[index])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import sys
 import zipfile
 import zlib
@@ -91,8 +92,7 @@ class ImageSet:
         stats = _load_disk_cache(key, (self.image_size, self.image_size, self.channels))
         if stats is None:
             train = self.train_split()
-            n = len(train)
-            sample = np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
+            sample = stats_sample(len(train))
             acc = StatsAccumulator(train.image_size, train.channels)
             failed = []
             starts = range(0, len(sample), 128)
@@ -267,3 +267,22 @@ def _save_disk_cache(key: str | None, stats) -> None:
 
 def key_of(**fields) -> str:
     return json.dumps(fields, sort_keys=True)
+
+
+def stats_sample(n: int) -> np.ndarray:
+    """The indices of the training images the statistics are computed from: STATS_SAMPLE of them
+    spread evenly (all of a smaller set)."""
+    return np.unique(np.linspace(0, n - 1, min(n, STATS_SAMPLE)).round().astype(np.int64))
+
+
+def file_stamps(paths) -> str:
+    """A digest of the files' sizes and modification times, for a cache key: images written again
+    under the same names (a dataset made anew) then get new statistics, not the old ones."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            digest.update(f"{st.st_size} {st.st_mtime_ns}\n".encode())
+        except OSError:  # unreadable: the statistics skip it, and the key says so
+            digest.update(b"-\n")
+    return digest.hexdigest()[:32]
