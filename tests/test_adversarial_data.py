@@ -5,6 +5,7 @@ traceback, or the exception), and what must be on disk afterwards. Images are ti
 """
 import json
 import os
+import shutil
 import signal
 import warnings
 from pathlib import Path
@@ -444,3 +445,51 @@ def test_an_empty_val_set_is_an_error_not_a_100_percent_error(tmp_path):
     val = open_dataset(f"fashion-mnist:{tmp_path}", "val")
     with pytest.raises(DataError, match="the validation set has no images: nothing to score"):
         evaluate(None, Loader(val, 2, shuffle=False, workers=0))  # no batch: no predictor needed
+
+
+def test_eval_on_a_folder_of_some_classes_scores_them_by_name(image_folder, tmp_path, capsys):
+    """A val folder of only dog images: refused before ("the data has 1 class"), though the
+    model knows dog. Scored by name now, as `predict` on the same images scores them."""
+    run = tmp_path / "run"
+    assert cli(capsys, "train", "--data", image_folder, "--batch-size", "3", "--workers", "0",
+               "--eval-crops", "1", "--no-progress", "--recipe", "paper", "--precision", "fp32",
+               "--epochs", "1", "--out", run)[0] == 0
+    dogs = tmp_path / "dogs"
+    (dogs / "val" / "dog").mkdir(parents=True)
+    files = sorted((image_folder / "val" / "dog").iterdir())
+    for f in files:
+        (dogs / "val" / "dog" / f.name).write_bytes(f.read_bytes())
+    rc, out, err = cli(capsys, "eval", run, "--data", dogs, "--crops", "1", "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    rc, out, err = cli(capsys, "predict", run, *files, "--json", "--topk", "1")
+    assert rc == 0, err
+    hits = sum(p["top"][0]["class"] == "dog" for p in json.loads(out)["predictions"])
+    assert got["images"] == 2 and got["top1_error"] == pytest.approx(1 - hits / 2)
+    (dogs / "val" / "dog").rename(dogs / "val" / "wolf")  # a class the model does not know
+    rc, _, err = cli(capsys, "eval", run, "--data", dogs, "--crops", "1")
+    one_line_error(rc, err, "the model has 3 classes but the data has 1", "'wolf'")
+    other = tmp_path / "other"  # as many classes, none of them the model's: by position, said
+    for name, new in (("cat", "ant"), ("dog", "bee"), ("eel", "cow")):
+        shutil.copytree(image_folder / "val" / name, other / "val" / new)
+    rc, out, err = cli(capsys, "eval", run, "--data", other, "--crops", "1", "--json")
+    assert rc == 0 and "the data's classes are not the model's (e.g. 'ant')" in err, err
+    assert json.loads(out)["images"] == 6
+
+
+def test_a_model_trained_at_another_size_evaluates_the_folder_it_was_prepared_from(
+        image_folder, tmp_path, capsys):
+    """Trained on `prepare --size 300` output, eval on the source folder said "prepare with
+    --size 300", though predict reads the same images at 300. The folder is read at 300 now,
+    and scores as the prepared val split does (the same pixels: both decode with Pillow)."""
+    prepared, run = tmp_path / "p300", tmp_path / "run"
+    assert cli(capsys, "prepare", image_folder, prepared, "--size", "300", "--workers", "0")[0] == 0
+    assert cli(capsys, "train", "--data", prepared, "--batch-size", "3", "--workers", "0",
+               "--eval-crops", "1", "--no-progress", "--recipe", "paper", "--precision", "fp32",
+               "--epochs", "1", "--out", run)[0] == 0
+    results = []
+    for data in (prepared, image_folder):
+        rc, out, err = cli(capsys, "eval", run, "--data", data, "--crops", "1", "--json")
+        assert rc == 0, err
+        results.append(json.loads(out))
+    assert results[0] == pytest.approx(results[1])

@@ -5,11 +5,15 @@ evaluate() takes a Predictor (only its probs(images, crops) is used) and a loade
 from __future__ import annotations
 
 import math
+import re
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from alexnet.errors import DataError
 from alexnet.evaluate import evaluate
+from alexnet.predictor import Predictor
 
 
 class GivenProbs:
@@ -115,3 +119,41 @@ def test_ties_across_the_boundary_score_what_chance_does():
 def test_a_nan_probability_is_a_miss():
     result = evaluate(GivenProbs(), batches([[float("nan"), 0.5, 0.5]], [0], [1]))
     assert result["top1_error"] == 1.0 and result["top5_error"] == 1.0
+
+
+def test_a_label_map_scores_the_datas_classes_by_the_models_names():
+    """The same images as the hand-worked table, their data labels in reversed class order
+    (a dataset that lists the classes the other way round): the map gives the table's result."""
+    reversed_labels = [6 - label for label in LABELS]
+    result = evaluate(GivenProbs(), batches(ROWS, reversed_labels, [3, 4]),
+                      label_map=torch.arange(6, -1, -1))
+    assert result["top1_error"] == pytest.approx(5 / 7, abs=1e-12)
+    assert result["top5_error"] == pytest.approx(2 / 7, abs=1e-12)
+    assert result["loss"] == pytest.approx(14.731801 / 7, abs=1e-6)
+
+
+@pytest.mark.parametrize("data, want", [
+    (["a", "b", "c"], (None, None)),
+    (["b"], ([1], None)),                                   # a val folder of one class: by name
+    (["c", "a"], ([2, 0], None)),                           # another order: by name
+    (["x", "y", "z"], (None, "the data's classes are not the model's (e.g. 'x')")),
+    (["x"], "the model has 3 classes but the data has 1, not all of them the model's (e.g. 'x')"),
+])
+def test_the_label_map_by_class_name(data, want):
+    """A dataset of other names but as many was scored by position unsaid; one of fewer classes
+    was refused even when the model knew all of them."""
+    model = SimpleNamespace(classes=["a", "b", "c"])
+    if isinstance(want, str):
+        with pytest.raises(DataError, match=re.escape(want)):
+            Predictor.label_map(model, SimpleNamespace(classes=data))
+        return
+    got, note = Predictor.label_map(model, SimpleNamespace(classes=data))
+    assert (got if got is None else got.tolist()) == want[0]
+    assert note == want[1] or want[1] in note
+
+
+def test_a_model_without_names_of_its_own_is_matched_by_position():
+    """Converted weights name their classes "0", "1", … or with torchvision's ImageNet words, in
+    the order of the sorted WordNet IDs: an ImageNet folder (named by WordNet ID) is theirs."""
+    model = SimpleNamespace(classes=["0", "1", "2"])
+    assert Predictor.label_map(model, SimpleNamespace(classes=["n1", "n2", "n3"])) == (None, None)

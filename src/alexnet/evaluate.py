@@ -38,9 +38,11 @@ def top_k_hits(probs: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Te
 
 
 @torch.no_grad()
-def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = False) -> dict:
+def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = False,
+             label_map: torch.Tensor | None = None) -> dict:
     """Exact top-1/top-5 error and loss of a Predictor over the whole loader (summed over ranks
-    under DDP). Images the loader could not read are left out (loader.skipped lists them)."""
+    under DDP). Images the loader could not read are left out (loader.skipped lists them).
+    label_map: the model's output for each of the data's labels (Predictor.label_map)."""
     # sums: loss, top-1 correct, top-5 correct, images
     sums = torch.zeros(4, dtype=torch.float64)
     desc = f"eval ({crops} crop{'s' if crops > 1 else ''})"
@@ -48,6 +50,8 @@ def evaluate(predictor, loader, crops: int = 1, info=None, progress: bool = Fals
         for images, labels in loader:
             probs = predictor.probs(images, crops)
             labels = labels.to(probs.device)
+            if label_map is not None:
+                labels = label_map.to(probs.device)[labels]
             nll = -probs.gather(1, labels[:, None]).clamp_min(1e-12).log()
             top1, top5 = top_k_hits(probs, labels).sum(1).tolist()
             sums += torch.tensor([nll.sum().item(), top1, top5, len(labels)],
@@ -136,13 +140,18 @@ def run(args) -> int:
         predictor = Predictor.from_checkpoint(ckpt, info.device, args.precision)
         del ckpt  # its training state (the momentum: the weights' size again) is not needed
         spec, val_labels = predictor.own_data(args.data, args.val_labels)
-        data = open_dataset(spec, "val", seed=predictor.data_seed, val_labels=val_labels)
-        predictor.check_data(data)
+        # At the model's image size: one trained on `prepare --size 300` data takes a folder too.
+        data = open_dataset(spec, "val", seed=predictor.data_seed, val_labels=val_labels,
+                            image_size=predictor.image_size)
+        predictor.check_data(data, classes=False)
+        label_map, note = predictor.label_map(data)
+        if note and info.is_main:
+            print(note, file=sys.stderr)
         loader = Loader(data, args.batch_size, shuffle=False, workers=args.workers,
                         rank=info.rank, world_size=info.world_size, even=False,
                         device=predictor.rt.device)
         result = evaluate(predictor, loader, crops=args.crops, info=info,
-                          progress=not args.json and info.is_main)
+                          progress=not args.json and info.is_main, label_map=label_map)
         skipped = unreadable([loader], info)
     finally:
         parallel.cleanup_distributed()

@@ -218,6 +218,29 @@ class Predictor:
                   "weights do not); using shapes, give --data to choose", file=sys.stderr)
         return config.get("data") or "shapes", val_labels or config.get("val_labels")
 
+    def label_map(self, data) -> tuple[torch.Tensor | None, str | None]:
+        """(for each of the data's classes the model's output, or None where they are the same;
+        a note to show, or None), so that a dataset is scored by class name, not by position.
+        The data may hold fewer classes than the model (a val folder of a few of them), in any
+        order. A model whose classes have no names of their own (converted weights: "0", …, or
+        torchvision's ImageNet words, in the order of the sorted WordNet IDs) and a dataset whose
+        names are not the model's but as many are matched by position, as before; the latter
+        says so (it was scored in silence)."""
+        model, ours = self.classes, list(data.classes)
+        if ours == model:
+            return None, None
+        if set(ours) <= set(model) and len(set(ours)) == len(ours):
+            index = {c: k for k, c in enumerate(model)}
+            return torch.tensor([index[c] for c in ours]), None
+        if len(ours) != len(model):
+            raise DataError(f"the model has {len(model)} classes but the data has {len(ours)}, "
+                            f"not all of them the model's (e.g. {_first_new(ours, model)!r})",
+                            option="data")
+        if model == class_names({"arch": {"num_classes": len(model)}}):
+            return None, None  # names the model had no say in
+        return None, (f"alexnet: note: the data's classes are not the model's (e.g. "
+                      f"{_first_new(ours, model)!r}): scored by their position")
+
     def check_data(self, data, classes: bool = True) -> None:
         """A dataset used with this model must have its channels and image size, and for scoring
         (classes=True) its classes; features can be taken of any dataset's images."""
@@ -231,3 +254,8 @@ class Predictor:
             raise DataError(f"the data's images are {size}×{size}; this model was trained on "
                             f"{self.image_size}×{self.image_size} (prepare with --size "
                             f"{self.image_size})", option="data")
+
+
+def _first_new(ours: list[str], model: list[str]) -> str:
+    known = set(model)
+    return next(c for c in ours if c not in known)
