@@ -326,6 +326,29 @@ def test_a_relative_data_path_resumes_from_another_directory(tmp_path, capsys, m
     assert len(metrics(run)) == 2
 
 
+def test_a_run_resumes_on_its_data_moved_elsewhere_and_on_no_other(tmp_path, capsys):
+    """config.json holds the data's absolute path, and --data could not change on resume: data
+    moved (or mounted elsewhere on another machine) could not be resumed on. Another path may
+    be given now; it must hold the run's data (the same classes and counts)."""
+    assert cli_main(["prepare", "shapes:16:8", str(tmp_path / "prep"), "--workers", "0"]) == 0
+    assert cli_main(["prepare", "shapes:24:8", str(tmp_path / "other"), "--workers", "0"]) == 0
+    run = tmp_path / "r"
+    args = [a if a != "shapes:16:8" else str(tmp_path / "prep") for a in FAST]
+    assert cli_main(["train", *args, "--epochs", "1", "--out", str(run)]) == 0
+    (tmp_path / "prep").rename(tmp_path / "moved")
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2"])
+    assert "dataset not found" in err and "prep" in err
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--epochs", "2", "--data",
+                                   str(tmp_path / "other")])
+    assert "is not the data this run trained on: 24 train / 8 val images, not 16 / 8" in err
+    err = one_line_exit_2(capsys, ["train", "--resume", str(run), "--data", "shapes:16:8"])
+    assert "cannot change data when resuming" in err  # a built-in set is no path
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2", "--data",
+                     str(tmp_path / "moved")]) == 0
+    assert len(metrics(run)) == 2
+    assert json.loads((run / "config.json").read_text())["data"] == str(tmp_path / "moved")
+
+
 def test_a_resume_on_another_number_of_processes_says_it_is_not_exact(tmp_path, capsys):
     """The data order, augmentation and dropout of each rank depend on the number of processes,
     so the resumed run goes on, but says that it no longer matches an uninterrupted one."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .checkpoint import TRAINING_STATE, load_checkpoint
 from .config import DEFAULTS, TrainConfig, absolute_paths, validate
+from .data import builtin
 from .errors import AlexNetError, Diverged
 from .io import LOCK_NAME, is_temp_name
 from .model import LEGACY_OPTIONS
@@ -62,6 +63,11 @@ def _check_training_state(ckpt: dict, run: Path) -> None:
 
 
 _NONE_BY_DEFAULT = {k for k, v in DEFAULTS.items() if v is None}
+MOVABLE = ("data", "val_labels")  # paths that may change on resume, to the same files elsewhere
+
+
+def _a_path(value) -> bool:
+    return isinstance(value, str) and bool(value) and builtin(value) is None
 
 
 def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[TrainConfig, dict]:
@@ -90,6 +96,12 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
             overrides["epochs"] = asked
     given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
     changed = sorted(k for k in overrides if k not in may_change and given[k] != saved.get(k))
+    # The same data at another path (moved, or mounted elsewhere on another machine): setup
+    # checks that it is the run's (train.check_same_data) before anything is trained.
+    moved = [k for k in changed if k in MOVABLE and _a_path(saved.get(k)) and _a_path(given[k])]
+    changed = [k for k in changed if k not in moved]
+    may_change |= set(moved)
+    overrides.update({k: given[k] for k in moved})  # absolute, as the run recorded them
     if changed:
         raise AlexNetError(f"cannot change {', '.join(changed)} when resuming (only "
                            f"{', '.join(sorted(may_change))} may change)", option=changed[0])
@@ -115,6 +127,24 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
         raise AlexNetError(f"{run} has trained {done} epochs already; --epochs must be at least "
                            f"{done}", option="epochs")
     return cfg, ckpt
+
+
+def check_same_data(ckpt: dict, cfg, train_set, val_set) -> None:
+    """A resumed run's data must be the data it trained on, wherever it lies now (--data may
+    name another path on resume): the same classes, in the same order, and as many images in
+    each split (runs saved before the counts were recorded: the classes only)."""
+    counts = {"train": len(train_set), "val": len(val_set)}
+    saved = ckpt.get("data_counts")
+    if not (isinstance(saved, dict) and set(saved) == set(counts)):
+        saved = counts  # recorded since this check was made; a malformed value is ignored
+    if ckpt.get("classes") and list(ckpt["classes"]) != list(train_set.classes):
+        why = "other classes"
+    elif saved != counts:
+        why = f"{counts['train']} train / {counts['val']} val images, not {saved['train']} / " \
+              f"{saved['val']}"
+    else:
+        return
+    raise AlexNetError(f"{cfg.data} is not the data this run trained on: {why}", option="data")
 
 
 def _epochs_asked(run: Path, saved: dict, may_change: set[str]) -> int | None:

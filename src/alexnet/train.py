@@ -32,8 +32,8 @@ from .masters import MasterWeights
 from .model import alexnet
 from .predictor import Predictor
 from .progress import Progress
-from .rundir import (check_run_files, diverged, fresh_run_dir, kept, resume_config,
-                     tensorboard_epoch, tensorboard_writer)
+from .rundir import (check_run_files, check_same_data, diverged, fresh_run_dir, kept,
+                     resume_config, tensorboard_epoch, tensorboard_writer)
 from .runtime import Runtime
 from .schedule import LRSchedule
 from .step import train_step
@@ -215,6 +215,7 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
     num_classes, in_channels = len(train_set.classes), train_set.channels
     if ckpt is not None:
         check_compatible(ckpt, num_classes, cfg.variant)
+        check_same_data(ckpt, cfg, train_set, val_set)
     # A resumed run keeps the statistics (and so the input scale) it started with.
     stats = ckpt["stats"] if ckpt is not None else train_set.stats()
     model = build_model(cfg, num_classes, in_channels, stats)
@@ -255,7 +256,8 @@ def setup(cfg: TrainConfig, ckpt: dict | None = None, info=None) -> Training:
         model = torch.compile(model)
     meta = {"arch": {"variant": cfg.variant, "num_classes": num_classes,
                      "in_channels": in_channels, "options": arch_options(cfg, stats)},
-            "classes": list(train_set.classes), "stats": stats, "crop_size": augment.crop_size}
+            "classes": list(train_set.classes), "stats": stats, "crop_size": augment.crop_size,
+            "data_counts": {"train": len(train_set), "val": len(val_set)}}  # check_same_data
     t = Training(cfg, info, rt, model, optimizer, accel.grad_scaler(rt.device, rt.precision),
                  schedule, augment, train_loader, val_loader, meta)
     if ckpt is not None:
