@@ -3,6 +3,9 @@ import json
 import multiprocessing.pool
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -203,3 +206,30 @@ def test_a_finished_prepare_lets_its_workers_exit_rather_than_terminating_them(t
     prep.prepare("shapes:24:8", tmp_path / "p", shard_size=5, workers=2, progress=False)
     assert terminated == []
     assert len(open_dataset(tmp_path / "p", "train")) == 24
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
+def test_ctrl_c_ends_a_prepare_with_workers_in_one_line_leaving_no_temporary_file(tmp_path, sig):
+    """Ctrl-C (SIGINT to the whole process group) during a prepare with 2 workers: each worker
+    printed its KeyboardInterrupt's traceback, the parent hung in pool.join() 3 times in 9, and
+    terminate() killed the workers mid-write, leaving their temporary shard files (6 in 6). So
+    did `timeout -s TERM` (to the group too): the workers end on SIGTERM where they stand."""
+    out = tmp_path / "out"
+    env = {**os.environ, "ALEXNET_IMAGE_CACHE": "0", "ALEXNET_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "prepare", "shapes:2000:100",
+                             str(out), "--workers", "2", "--shard-size", "64", "--format", "jpeg"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as a shell's job
+    deadline = time.monotonic() + 120
+    while not list(out.glob(".train-*.tmp")) and time.monotonic() < deadline:  # mid-write
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, sig)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("prepare hung after Ctrl-C")
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err, err
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -39,6 +39,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import signal
 import time
 import zipfile
 import zlib
@@ -50,7 +51,7 @@ from PIL import Image
 
 from ..errors import AlexNetError, DataError
 from ..io import (LOCK_NAME, atomic_path, atomic_write, atomic_write_json, atomic_write_text,
-                  locked_dir)
+                  locked_dir, sweep_temp)
 from ..options import path_arg
 from . import SPLITS, open_dataset
 from .imageset import StatsAccumulator, drop_failed, load_numpy, save_stats
@@ -283,15 +284,20 @@ def _run_tasks(tasks: list, todo: int, workers: int, progress: bool | None) -> N
             pool.close()  # done: the workers take their end-of-work message and exit
         except BaseException:
             pool.terminate()  # an error or Ctrl-C: SIGTERM the workers (what `with Pool` does
-            raise             # always, racing a worker that is taking its next task)
-        finally:
-            pool.join()
+            pool.join()       # always, racing a worker that is taking its next task) ...
+            sweep_temp(tasks[0][1])  # ... which ends them where they stand, mid-write too
+            raise
+        pool.join()
     finally:
         bar.close()
 
 
 def _worker_init() -> None:
     torch.set_num_threads(1)  # the parallelism is across processes
+    # Ctrl-C reaches the whole process group: the parent alone acts on it, and ends the workers.
+    # Each worker's own KeyboardInterrupt printed a traceback, and could leave the pool's
+    # result thread waiting on a dead worker: the parent hung in join() (3 times in 9).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def prepare_shard(task) -> int:
