@@ -14,6 +14,7 @@ import torch
 from alexnet import ablate, alexnet, studies, train
 from alexnet.config import resolve_train_config
 from alexnet.errors import AlexNetError
+from alexnet.io import locked_dir
 from alexnet.model import scaled
 from alexnet.visualize.ablation import RUN_NUMBERS
 from conftest import ablate_cli, one_line_error, png_ok
@@ -281,6 +282,17 @@ def test_other_settings_in_the_same_directory_are_refused(tmp_path, capsys):
     code, _, err = ablate_cli(capsys, out, "--study", "none")
     assert code == 2 and "other settings" in err and "budget" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_second_ablation_into_the_same_directory_stops_at_once(tmp_path, capsys):
+    """Two ablations into one --out both ran the whole study; with arms the second stopped only
+    at its first run directory, after saying it had "resumed from its checkpoint"."""
+    out = tmp_path / "abl"
+    with locked_dir(out, "ablate output directory"):  # the first one, still working
+        code, stdout, err = ablate_cli(capsys, out, "--arms", "none", "--study", "dropout",
+                                       "--overfit-images", "8", "--overfit-epochs", "1")
+    one_line_error(code, err, "is in use by another process", "ablate output directory")
+    assert "ablate: " not in stdout and not (out / "ablate.json").exists()
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -73,7 +73,7 @@ from . import train
 from .config import TrainConfig, add_dataclass_arguments, resolve_train_config
 from .data import open_dataset
 from .errors import AlexNetError, Diverged, at_least, first_line
-from .io import atomic_write_json, read_cache, read_json
+from .io import atomic_write_json, locked_dir, read_cache, read_json
 from .options import arms as option_arms, check_value
 from .studies import (ACTIVATIONS, RunningError, activation_study, note,  # noqa: F401
                       overfit_run, records_of, study_one)
@@ -423,18 +423,20 @@ def run(args) -> int:
     plan, classes = _plan(args, shared, base, studies)
     # again, with the budget's epochs and train_images: the report shows the baseline's recipe
     base = resolve_train_config(arm_given(shared, "baseline", out, shared["seed"]))
-    print(f"ablate: {plan}", flush=True)
-    settings = settings_of(shared, args)
-    out.mkdir(parents=True, exist_ok=True)
-    check_settings(out, settings)
-    seeds = list(range(shared["seed"], shared["seed"] + args.seeds))
-    rows = run_arms(shared, out, arms, seeds)
-    acts = [s for s in studies if s in ACTIVATIONS]
-    study = _run_study(args, shared, out, acts) if acts else {}
-    drop = dropout_study(shared, out, seeds, args.overfit_images, args.overfit_epochs) \
-        if "dropout" in studies else {}
-    spread = pilot(rows[0] if rows else None, classes)
-    write_report(out, base, settings, plan, rows, study, drop, spread)
+    # One ablation a directory: a second one into it did the whole study again beside the first
+    # (each run directory has its own lock, the study caches and the report had none).
+    with locked_dir(out, "ablate output directory"):
+        print(f"ablate: {plan}", flush=True)
+        settings = settings_of(shared, args)
+        check_settings(out, settings)
+        seeds = list(range(shared["seed"], shared["seed"] + args.seeds))
+        rows = run_arms(shared, out, arms, seeds)
+        acts = [s for s in studies if s in ACTIVATIONS]
+        study = _run_study(args, shared, out, acts) if acts else {}
+        drop = dropout_study(shared, out, seeds, args.overfit_images, args.overfit_epochs) \
+            if "dropout" in studies else {}
+        spread = pilot(rows[0] if rows else None, classes)
+        write_report(out, base, settings, plan, rows, study, drop, spread)
     if rows:
         print(format_arms_table(rows))
         print(f"ablate: {format_pilot(spread, len(seeds))}")
