@@ -97,7 +97,7 @@ def resume_config(run: str | Path, overrides: dict | None = None) -> tuple[Train
     given = asdict(absolute_paths(TrainConfig(**{**saved, **overrides})))
     changed = sorted(k for k in overrides if k not in may_change and given[k] != saved.get(k))
     # The same data at another path (moved, or mounted elsewhere on another machine): setup
-    # checks that it is the run's (train.check_same_data) before anything is trained.
+    # checks that it is the run's (check_same_data, below) before anything is trained.
     moved = [k for k in changed if k in MOVABLE and _a_path(saved.get(k)) and _a_path(given[k])]
     changed = [k for k in changed if k not in moved]
     may_change |= set(moved)
