@@ -229,7 +229,7 @@ class Predictor:
         model, ours = self.classes, list(data.classes)
         if ours == model:
             return None, None
-        if set(ours) <= set(model) and len(set(ours)) == len(ours):
+        if set(ours) <= set(model):  # a dataset's class names are distinct
             index = {c: k for k, c in enumerate(model)}
             return torch.tensor([index[c] for c in ours]), None
         if len(ours) != len(model):

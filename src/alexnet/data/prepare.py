@@ -141,7 +141,7 @@ def prepare(src: str, out, *, size: int = 256, workers: int = 1, encoding: str =
                      for k in range(_num_shards(len(s), shard_size))
                      if not (out / _sidecar(split, k)).exists()]
             todo = sum(min(shard_size, len(sets[s]) - k * shard_size) for s, k in tasks)
-            _run_tasks([(config, str(out), split, k) for split, k in tasks], todo, workers,
+            _run_tasks(out, [(config, str(out), split, k) for split, k in tasks], todo, workers,
                        progress)
             done += todo
             _finish(out, config)
@@ -266,7 +266,8 @@ def _sidecar(split: str, k: int) -> str:
     return f"{split}-{k:05d}.npz"
 
 
-def _run_tasks(tasks: list, todo: int, workers: int, progress: bool | None) -> None:
+def _run_tasks(out: Path, tasks: list, todo: int, workers: int,
+               progress: bool | None) -> None:
     from tqdm import tqdm
 
     # disable=None: a bar on a terminal only
@@ -285,7 +286,7 @@ def _run_tasks(tasks: list, todo: int, workers: int, progress: bool | None) -> N
         except BaseException:
             pool.terminate()  # an error or Ctrl-C: SIGTERM the workers (what `with Pool` does
             pool.join()       # always, racing a worker that is taking its next task) ...
-            sweep_temp(tasks[0][1])  # ... which ends them where they stand, mid-write too
+            sweep_temp(out)   # ... which ends them where they stand, mid-write too
             raise
         pool.join()
     finally:
