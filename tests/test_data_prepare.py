@@ -208,8 +208,10 @@ def test_a_finished_prepare_lets_its_workers_exit_rather_than_terminating_them(t
     assert len(open_dataset(tmp_path / "p", "train")) == 24
 
 
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["default-workers", "2"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "timeout"])
-def test_ctrl_c_ends_a_prepare_with_workers_in_one_line_leaving_no_temporary_file(tmp_path, sig):
+def test_ctrl_c_ends_a_prepare_with_workers_in_one_line_leaving_no_temporary_file(tmp_path, sig,
+                                                                                  workers):
     """Ctrl-C (SIGINT to the whole process group) during a prepare with 2 workers: each worker
     printed its KeyboardInterrupt's traceback, the parent hung in pool.join() 3 times in 9, and
     terminate() killed the workers mid-write, leaving their temporary shard files (6 in 6). So
@@ -217,7 +219,7 @@ def test_ctrl_c_ends_a_prepare_with_workers_in_one_line_leaving_no_temporary_fil
     out = tmp_path / "out"
     env = {**os.environ, "ALEXNET_IMAGE_CACHE": "0", "ALEXNET_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "alexnet", "prepare", "shapes:2000:100",
-                             str(out), "--workers", "2", "--shard-size", "64", "--format", "jpeg"],
+                             str(out), *workers, "--shard-size", "64", "--format", "jpeg"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own group, as a shell's job
     deadline = time.monotonic() + 120
