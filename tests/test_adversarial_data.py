@@ -430,7 +430,7 @@ def test_a_val_set_of_only_unreadable_images_is_an_error_not_a_100_percent_error
     assert cli(capsys, "train", "--data", image_folder, *small, "--out", run)[0] == 0
     for f in (image_folder / "val").rglob("*.jpg"):
         f.write_bytes(b"not an image")
-    rc, out, err = cli(capsys, "eval", run, "--data", image_folder, "--crops", "1", "--json")
+    rc, out, err = cli(capsys, "eval", run, "--data", image_folder, "--json")  # crops: 10
     one_line_error(rc, err, "none of the 6 validation images could be read", "/val/", "(--data)")
     assert out == ""
     rc, _, err = cli(capsys, "train", "--data", image_folder, *small, "--out", tmp_path / "r2")
